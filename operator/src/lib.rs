@@ -1,0 +1,2 @@
+//! gantry-operator: keeps the children of every `GoServer` in the shape its
+//! spec asks for.

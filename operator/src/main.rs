@@ -1,0 +1,3 @@
+fn main() {
+    println!("gantry-operator: not implemented yet");
+}

@@ -1,0 +1,1 @@
+//! gantry-server: the reference HTTP server that a `GoServer` deploys.

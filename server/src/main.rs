@@ -1,0 +1,3 @@
+fn main() {
+    println!("gantry-server: not implemented yet");
+}

@@ -1,0 +1,2 @@
+// Package tools pins the helm command used to install and test the chart.
+package tools

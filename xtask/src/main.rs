@@ -1,0 +1,65 @@
+//! `cargo xtask`: the project's tasks, from building the local control plane
+//! to running every test. Each subcommand lives in a module of its own; this
+//! file only parses the command line and dispatches.
+
+mod bench;
+mod cluster;
+mod crds;
+mod demo;
+mod deps;
+mod image;
+mod pki;
+mod proc;
+mod test;
+mod toolchain;
+mod workspace;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Gantry project tasks", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build (once, cached) and run a local Kubernetes control plane.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::Command,
+    },
+    /// Everything CI runs: fmt, clippy, unit tests, the e2e suite on a fresh
+    /// control plane; ends with one `N passed, N failed` line.
+    Test(test::Args),
+    /// The quick start: cluster, CRDs, operator, a sample GoServer, its status.
+    Demo,
+    /// Regenerate crds/ from the Rust types.
+    Crds(crds::Args),
+    /// Side-by-side benchmarks against peer implementations.
+    Bench(bench::Args),
+    /// Build an OCI image from the Dockerfile with buildah.
+    Image(image::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Cluster { command } => cluster::run(command),
+        Command::Test(args) => test::run(&args),
+        Command::Demo => demo::run(),
+        Command::Crds(args) => crds::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::Image(args) => image::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
