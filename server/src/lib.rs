@@ -1,1 +1,22 @@
 //! gantry-server: the reference HTTP server that a `GoServer` deploys.
+//!
+//! The flow, module by module: [`config`] reads and validates the
+//! environment; [`telemetry`] sets up logs and optional OTLP export;
+//! [`server`] binds, connects the database ([`db`]) with backoff and serves
+//! [`app::app`], the router with every route and middleware, until a signal
+//! starts the drain. [`error`] makes every failure an RFC 9457 problem.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod context;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+
+pub use app::app;
+pub use config::Config;
+pub use state::AppState;

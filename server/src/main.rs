@@ -1,3 +1,67 @@
-fn main() {
-    println!("gantry-server: not implemented yet");
+//! `gantry-server`: reads the configuration, sets up logging, serves until
+//! SIGTERM. Exit status: 0 after a clean drain, 2 for an invalid
+//! configuration, 1 for any other failure.
+
+use std::process::ExitCode;
+
+use gantry_server::config::Config;
+use gantry_server::{server, telemetry};
+
+fn main() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("gantry-server: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("gantry-server: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporter is built inside the runtime; it may need one.
+    let telemetry = match runtime.block_on(async { telemetry::init(&config) }) {
+        Ok(t) => t,
+        Err(err) => {
+            eprintln!("gantry-server: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        log_level = config.log_level.as_str(),
+        otlp = config.otlp_endpoint.is_some(),
+        "starting"
+    );
+    let result = runtime.block_on(async {
+        let listener = server::bind(&config).await?;
+        server::serve(config, listener).await
+    });
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let message = error_chain(&err);
+            tracing::error!(error = %message, "gantry-server stopped");
+            eprintln!("gantry-server: {message}");
+            ExitCode::FAILURE
+        }
+    };
+    // Requests that outlived the grace period must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    telemetry.shutdown();
+    code
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

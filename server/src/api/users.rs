@@ -1,0 +1,299 @@
+//! `/api/v1/users`: create, list (paginated), get, update, delete.
+//!
+//! Input is validated here, before it reaches the database: names are 1 to
+//! 100 characters without control characters, emails a plausible address of
+//! at most 254 bytes (stored lower-cased, unique), ids UUIDs. Every query
+//! binds its values, so SQL metacharacters are only data.
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::extract::{Json, Query};
+use crate::db::{UserRecord, is_unique_violation};
+use crate::error::{ApiError, Code, Result, now_rfc3339};
+use crate::state::AppState;
+
+/// A user as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: Uuid,
+    /// 1 to 100 characters.
+    pub name: String,
+    /// Unique, lower-cased.
+    pub email: String,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// The body of `POST /api/v1/users`.
+#[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUser {
+    pub name: String,
+    pub email: String,
+}
+
+/// The body of `PATCH /api/v1/users/{id}`: the fields to change, at least one.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// One page of users, in creation order.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct UserPage {
+    pub items: Vec<User>,
+    pub limit: u32,
+    pub offset: u64,
+    /// How many users exist in all.
+    pub total: u64,
+}
+
+/// Pagination of `GET /api/v1/users`.
+#[derive(Clone, Copy, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Page size, 1 to 100 (default 20).
+    pub limit: Option<u32>,
+    /// Users to skip (default 0).
+    pub offset: Option<u64>,
+}
+
+pub const MAX_PAGE: u32 = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/users", get(list).post(create))
+        .route("/users/{id}", get(fetch).patch(update).delete(remove))
+}
+
+impl TryFrom<UserRecord> for User {
+    type Error = ApiError;
+
+    fn try_from(r: UserRecord) -> Result<Self> {
+        let id = Uuid::parse_str(&r.id)
+            .map_err(|_| ApiError::new(Code::Internal, "stored id is not a UUID"))?;
+        Ok(Self {
+            id,
+            name: r.name,
+            email: r.email,
+            created_at: r.created_at,
+        })
+    }
+}
+
+fn valid_name(name: &str) -> Result<String> {
+    let name = name.trim();
+    let len = name.chars().count();
+    if len == 0 || len > 100 {
+        return Err(ApiError::invalid("name must be 1 to 100 characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid("name must not contain control characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn valid_email(email: &str) -> Result<String> {
+    let email = email.trim().to_lowercase();
+    let invalid = || ApiError::invalid("email must be an address like name@example.com");
+    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(invalid());
+    }
+    let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
+    let domain_ok = domain.contains('.')
+        && !domain.contains('@')
+        && domain
+            .split('.')
+            .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
+    if local.is_empty() || local.len() > 64 || !domain_ok {
+        return Err(invalid());
+    }
+    Ok(email)
+}
+
+fn valid_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<Uuid> {
+    let Path(raw) = path.map_err(|e| ApiError::invalid(e.body_text()))?;
+    Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("id must be a UUID"))
+}
+
+fn conflict_or(err: sqlx::Error) -> ApiError {
+    if is_unique_violation(&err) {
+        ApiError::new(Code::EmailTaken, "a user with this email already exists")
+    } else {
+        ApiError::from(err)
+    }
+}
+
+/// Create a user.
+#[utoipa::path(
+    post, path = "/api/v1/users", tag = "users",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Created", body = User,
+         headers(("location" = String, description = "The new user's URL"))),
+        (status = 400, description = "Invalid input or malformed JSON", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong token", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email taken", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(State(state): State<AppState>, Json(new): Json<NewUser>) -> Result<impl IntoResponse> {
+    let record = UserRecord {
+        id: Uuid::now_v7().to_string(),
+        name: valid_name(&new.name)?,
+        email: valid_email(&new.email)?,
+        created_at: now_rfc3339(),
+    };
+    state.db()?.insert_user(&record).await.map_err(conflict_or)?;
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{}", record.id)) {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, axum::Json(User::try_from(record)?)))
+}
+
+/// List users, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/users", tag = "users",
+    params(
+        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
+        ("offset" = Option<u64>, Query, description = "Users to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "One page", body = UserPage),
+        (status = 400, description = "Invalid pagination", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or wrong token", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn list(State(state): State<AppState>, Query(params): Query<ListParams>) -> Result<axum::Json<UserPage>> {
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid("limit must be 1 to 100"));
+    }
+    let offset = params.offset.unwrap_or(0);
+    let offset_sql = i64::try_from(offset).map_err(|_| ApiError::invalid("offset is too large"))?;
+    let (records, total) = state.db()?.list_users(i64::from(limit), offset_sql).await?;
+    let items = records.into_iter().map(User::try_from).collect::<Result<_>>()?;
+    Ok(axum::Json(UserPage {
+        items,
+        limit,
+        offset,
+        total: u64::try_from(total).unwrap_or_default(),
+    }))
+}
+
+/// Get one user.
+#[utoipa::path(
+    get, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 200, description = "The user", body = User),
+        (status = 400, description = "The id is not a UUID", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn fetch(
+    State(state): State<AppState>,
+    id: std::result::Result<Path<String>, PathRejection>,
+) -> Result<axum::Json<User>> {
+    let id = valid_id(id)?;
+    let record = state
+        .db()?
+        .get_user(&id.to_string())
+        .await?
+        .ok_or_else(|| ApiError::new(Code::UserNotFound, "no user with this id"))?;
+    Ok(axum::Json(User::try_from(record)?))
+}
+
+/// Change a user's name or email.
+#[utoipa::path(
+    patch, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    request_body = UserUpdate,
+    responses(
+        (status = 200, description = "The updated user", body = User),
+        (status = 400, description = "Invalid input", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Email taken", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    id: std::result::Result<Path<String>, PathRejection>,
+    Json(change): Json<UserUpdate>,
+) -> Result<axum::Json<User>> {
+    let id = valid_id(id)?;
+    if change.name.is_none() && change.email.is_none() {
+        return Err(ApiError::invalid("give at least one of name, email"));
+    }
+    let name = change.name.as_deref().map(valid_name).transpose()?;
+    let email = change.email.as_deref().map(valid_email).transpose()?;
+    let record = state
+        .db()?
+        .update_user(&id.to_string(), name.as_deref(), email.as_deref())
+        .await
+        .map_err(conflict_or)?
+        .ok_or_else(|| ApiError::new(Code::UserNotFound, "no user with this id"))?;
+    Ok(axum::Json(User::try_from(record)?))
+}
+
+/// Delete a user.
+#[utoipa::path(
+    delete, path = "/api/v1/users/{id}", tag = "users",
+    params(("id" = Uuid, Path, description = "The user's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 400, description = "The id is not a UUID", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such user", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn remove(
+    State(state): State<AppState>,
+    id: std::result::Result<Path<String>, PathRejection>,
+) -> Result<StatusCode> {
+    let id = valid_id(id)?;
+    if state.db()?.delete_user(&id.to_string()).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::new(Code::UserNotFound, "no user with this id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(valid_name("  Ada ").unwrap(), "Ada");
+        assert!(valid_name("").is_err());
+        assert!(valid_name(&"x".repeat(101)).is_err());
+        assert!(valid_name(&"é".repeat(100)).is_ok());
+        assert!(valid_name("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn emails() {
+        assert_eq!(valid_email("Ada@Example.COM").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com", "ada@-x.com"] {
+            assert!(valid_email(bad).is_err(), "{bad} accepted");
+        }
+    }
+}

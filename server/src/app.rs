@@ -1,0 +1,209 @@
+//! The whole router, built by [`app`] so tests can drive it with `oneshot`.
+//!
+//! Middleware, outermost first (a request passes them top to bottom, the
+//! response bottom to top):
+//!
+//! 1. trace context: `traceparent` in and out, trace id for the request
+//! 2. request id: `x-request-id` kept or set (to the trace id), and returned
+//! 3. access log: one span per request (method, route, trace id), one line per response
+//! 4. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge
+//! 5. problem bodies: any bare error response becomes `application/problem+json`
+//! 6. header size guard: 431 for oversize headers
+//! 7. panic guard: a panicking handler becomes a 500 problem
+//! 8. timeout: 503 after `REQUEST_TIMEOUT`
+//! 9. body limit: 413 past `BODY_LIMIT`
+//! 10. compression (gzip, when the client accepts it)
+//! 11. on `/api` only: bearer auth, then per-client rate limit
+//!
+//! Static files and probes skip 11.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use serde::Deserialize;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::services::ServeDir;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use tracing::Span;
+
+use crate::context::{RequestIdFromTrace, TraceContext, X_REQUEST_ID, trace_context};
+use crate::error::{ApiError, Code, ErrorDetail, Problem, panic_response, problem_bodies};
+use crate::metrics::route_label;
+use crate::state::AppState;
+
+/// Requests whose headers add up to more than this are refused with 431.
+/// (hyper refuses far larger ones, and more than 100 headers, on its own.)
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+
+/// Builds the router with every route and layer.
+pub fn app(state: AppState) -> Router {
+    let config = state.config.clone();
+    let mut router = Router::new()
+        .route("/", get(root))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest("/api", crate::api::router(&state))
+        .nest_service("/static", ServeDir::new(&config.static_dir));
+    if config.debug_routes {
+        router = router
+            .route("/debug/panic", get(debug_panic))
+            .route("/debug/sleep", get(debug_sleep));
+    }
+    router
+        .fallback(not_found)
+        .with_state(state.clone())
+        // Layers added later wrap those added earlier: this list runs innermost first.
+        .layer(CompressionLayer::new())
+        .layer(RequestBodyLimitLayer::new(config.body_limit))
+        // The tower-http limit above is the one in force; axum's own default would cap at 2 MB.
+        .layer(DefaultBodyLimit::disable())
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            config.request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(from_fn(header_size_guard))
+        .layer(from_fn(problem_bodies))
+        .layer(from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(log_response)
+                .on_failure(()),
+        )
+        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), RequestIdFromTrace))
+        .layer(from_fn(trace_context))
+}
+
+/// The access-log span. Its level is ERROR so that it exists whatever
+/// `LOG_LEVEL` is: a span filtered out would take the trace id off every line
+/// logged inside the request.
+fn request_span(req: &Request<Body>) -> Span {
+    let trace = req.extensions().get::<TraceContext>();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    let span = tracing::error_span!(
+        "request",
+        method = %req.method(),
+        route = %route,
+        trace_id = trace.map_or("", |t| t.trace_id.as_str()),
+        request_id,
+        otel.name = format!("{} {route}", req.method()),
+        otel.kind = "server",
+    );
+    if let Some(trace) = trace {
+        crate::telemetry::link_parent(&span, trace);
+    }
+    span
+}
+
+/// The access-log line: status and latency, and for a 5xx the logged cause.
+fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
+    let status = response.status().as_u16();
+    let latency_ms = latency.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        let error = response
+            .extensions()
+            .get::<ErrorDetail>()
+            .map_or("", |d| &*d.0);
+        tracing::error!(status, latency_ms, error, "request failed");
+    } else {
+        tracing::info!(status, latency_ms, "request finished");
+    }
+}
+
+/// 431 before any handler reads oversize headers.
+async fn header_size_guard(req: Request, next: Next) -> axum::response::Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return Problem::new(
+            Code::HeadersTooLarge,
+            format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+async fn root() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "message": "Hello from gantry-server",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Liveness: the process runs and serves requests. It checks no dependency,
+/// so a database outage does not get healthy pods restarted.
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// Readiness: not shutting down and the database answers.
+async fn readyz(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if state.is_shutting_down() {
+        return Err(ApiError::Unavailable("shutting down"));
+    }
+    let db = state
+        .db_if_connected()
+        .ok_or(ApiError::Unavailable("the database is not connected yet"))?;
+    match tokio::time::timeout(Duration::from_secs(2), db.ping()).await {
+        Ok(Ok(())) => Ok(axum::Json(serde_json::json!({ "status": "ready" }))),
+        _ => Err(ApiError::Unavailable("the database does not answer")),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        state.metrics.encode(),
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(Code::NotFound, "no such route or file")
+}
+
+/// Test-only: a handler bug.
+async fn debug_panic() -> &'static str {
+    panic!("deliberate panic from /debug/panic")
+}
+
+#[derive(Deserialize)]
+struct SleepParams {
+    ms: u64,
+}
+
+/// Test-only: a slow request, for drain and timeout tests.
+async fn debug_sleep(
+    crate::api::extract::Query(params): crate::api::extract::Query<SleepParams>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if params.ms > 60_000 {
+        return Err(ApiError::invalid("ms must be at most 60000"));
+    }
+    tokio::time::sleep(Duration::from_millis(params.ms)).await;
+    Ok(axum::Json(serde_json::json!({ "slept_ms": params.ms })))
+}

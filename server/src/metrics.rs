@@ -1,0 +1,149 @@
+//! Prometheus metrics: request count, latency histogram, in-flight gauge.
+//!
+//! Labels are low-cardinality by construction: the route is the *matched
+//! pattern* (`/api/v1/users/{id}`), never the raw path, unmatched requests
+//! share one label, and unusual methods fold into `OTHER`.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    method: &'static str,
+    route: String,
+}
+
+/// The server's registry and the handles the middleware updates.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    duration: Family<DurationLabels, Histogram>,
+    in_flight: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        // prometheus-client appends `_total` to counters.
+        registry.register("http_requests", "HTTP requests served", requests.clone());
+        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Time from request to response headers",
+            duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "http_requests_in_flight",
+            "Requests being served",
+            in_flight.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            in_flight,
+        }
+    }
+
+    /// The OpenMetrics text exposition, which Prometheus scrapes natively.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// The route label for a request.
+pub fn route_label(matched: Option<&MatchedPath>) -> String {
+    match matched.map(MatchedPath::as_str) {
+        // Files are one route however many there are.
+        Some(p) if p.starts_with("/static") => "/static/*".to_owned(),
+        Some(p) => p.to_owned(),
+        None => "unmatched".to_owned(),
+    }
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Decrements the gauge even when the request future is dropped mid-way.
+struct InFlight(Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Middleware: counts and times every request.
+pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let method = method_label(req.method());
+    let route = route_label(req.extensions().get::<MatchedPath>());
+    metrics.in_flight.inc();
+    let _guard = InFlight(metrics.in_flight.clone());
+    let start = Instant::now();
+    let response = next.run(req).await;
+    metrics
+        .duration
+        .get_or_create(&DurationLabels {
+            method,
+            route: route.clone(),
+        })
+        .observe(start.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}

@@ -1,0 +1,81 @@
+//! What handlers share: the database (once connected), the lifecycle flag
+//! readiness reads, the metrics registry, and the rate limiter.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use tokio::sync::Notify;
+
+use crate::api::rate_limit::ClientLimiter;
+use crate::config::Config;
+use crate::db::Db;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+
+/// Cheap to clone; everything inside is shared.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Arc<ClientLimiter>,
+    db: Arc<OnceLock<Db>>,
+    lifecycle: Arc<Lifecycle>,
+}
+
+#[derive(Debug, Default)]
+struct Lifecycle {
+    shutting_down: AtomicBool,
+    shutdown_started: Notify,
+}
+
+impl AppState {
+    /// A state with no database yet: probes answer, `/readyz` says 503 and the
+    /// API answers 503 until [`AppState::set_db`].
+    pub fn new(config: Config) -> Self {
+        let limiter = ClientLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
+        Self {
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            limiter: Arc::new(limiter),
+            db: Arc::new(OnceLock::new()),
+            lifecycle: Arc::new(Lifecycle::default()),
+        }
+    }
+
+    /// Makes the database available; a second call is ignored.
+    pub fn set_db(&self, db: Db) {
+        let _ = self.db.set(db);
+    }
+
+    pub fn db_if_connected(&self) -> Option<&Db> {
+        self.db.get()
+    }
+
+    /// The database, or a 503 for the API while it is not connected.
+    pub fn db(&self) -> Result<&Db, ApiError> {
+        self.db
+            .get()
+            .ok_or(ApiError::Unavailable("the database is not connected yet"))
+    }
+
+    /// Turns readiness off for good; the first call wakes
+    /// [`AppState::shutdown_started`].
+    pub fn begin_shutdown(&self) {
+        if !self.lifecycle.shutting_down.swap(true, Ordering::SeqCst) {
+            self.lifecycle.shutdown_started.notify_waiters();
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.lifecycle.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once shutdown has begun.
+    pub async fn shutdown_started(&self) {
+        let notified = self.lifecycle.shutdown_started.notified();
+        if self.is_shutting_down() {
+            return;
+        }
+        notified.await;
+    }
+}
