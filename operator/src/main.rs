@@ -1,3 +1,4 @@
+use kube::CustomResourceExt;
 fn main() {
-    println!("gantry-operator: not implemented yet");
+    print!("{}", serde_yaml::to_string(&gantry_operator::crd::GoServer::crd()).unwrap());
 }

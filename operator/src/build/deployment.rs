@@ -1,0 +1,513 @@
+//! The Deployment running the server, named like the GoServer.
+//!
+//! The pod template is where most of the spec lands: image, env (plain,
+//! from the ConfigMap, from Secret keys), probes, resources, volumes, pod
+//! placement, and a security context that meets the Pod Security Standard
+//! `restricted`. Two hashes tie it together: the config hash annotation
+//! rolls the pods when `spec.config.data` changes (environment variables are
+//! read only at start), and the hash of the whole template is the revision
+//! reported in status.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
+    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction,
+    Volume, VolumeMount, Lifecycle, LifecycleHandler,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::{Owner, config_map_name, labels, non_empty, non_empty_vec, selector_labels, short_hash};
+use crate::crd::{GoServer, Probe as GsProbe, RolloutSpec};
+use crate::error::{Error, Result};
+
+/// Name of the server container.
+pub const CONTAINER_NAME: &str = "server";
+/// Pod template annotation carrying the hash of the config data.
+pub const CONFIG_HASH_ANNOTATION: &str = "gantry.dev/config-hash";
+/// The writable scratch directory under a read-only root filesystem.
+pub(super) const TMP_MOUNT_PATH: &str = "/tmp";
+
+const DEFAULT_LIVENESS_PATH: &str = "/healthz";
+const DEFAULT_READINESS_PATH: &str = "/readyz";
+const DEFAULT_STARTUP_PATH: &str = "/healthz";
+
+/// Builds the Deployment and returns it with the revision of its template.
+pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Result<(Deployment, String)> {
+    let spec = &gs.spec;
+    let template = pod_template(gs, owner)?;
+    let template_json = serde_json::to_vec(&template).map_err(|source| Error::Serialize {
+        kind: "PodTemplateSpec",
+        source,
+    })?;
+    let revision = format!("{}-{}", owner.name, short_hash(&template_json, 10));
+
+    let strategy = spec.rollout.as_ref().and_then(
+        |RolloutSpec {
+             max_surge,
+             max_unavailable,
+             revision_history_limit: _,
+         }| {
+            (max_surge.is_some() || max_unavailable.is_some()).then(|| DeploymentStrategy {
+                type_: Some("RollingUpdate".to_owned()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: max_surge.clone(),
+                    max_unavailable: max_unavailable.clone(),
+                }),
+            })
+        },
+    );
+
+    let deployment = Deployment {
+        metadata: owner.meta(owner.name, BTreeMap::new()),
+        spec: Some(DeploymentSpec {
+            // While an HPA scales the Deployment, leaving `replicas` out of
+            // the applied object hands the field to the HPA.
+            replicas: if spec.autoscaling.is_some() {
+                None
+            } else {
+                Some(spec.replicas)
+            },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(owner.name)),
+                ..LabelSelector::default()
+            },
+            revision_history_limit: spec.rollout.as_ref().and_then(|r| r.revision_history_limit),
+            strategy,
+            template,
+            ..DeploymentSpec::default()
+        }),
+        ..Deployment::default()
+    };
+    Ok((deployment, revision))
+}
+
+fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
+    let spec = &gs.spec;
+    let config_data = spec.config.as_ref().map(|c| c.data.clone()).unwrap_or_default();
+    let config_json = serde_json::to_vec(&config_data).map_err(|source| Error::Serialize {
+        kind: "ConfigMap data",
+        source,
+    })?;
+
+    let mut pod_labels = spec.pod_labels.clone();
+    pod_labels.extend(labels(owner.name));
+    let mut annotations = spec.pod_annotations.clone();
+    annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), short_hash(&config_json, 16));
+
+    let (volumes, volume_mounts) = volumes(gs, owner);
+    let topology_spread_constraints = spec
+        .topology_spread_constraints
+        .iter()
+        .cloned()
+        .map(|mut c| {
+            if c.label_selector.is_none() {
+                c.label_selector = Some(LabelSelector {
+                    match_labels: Some(selector_labels(owner.name)),
+                    ..LabelSelector::default()
+                });
+            }
+            c
+        })
+        .collect();
+
+    Ok(PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(annotations),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(gs, owner, volume_mounts)],
+            volumes: Some(volumes),
+            service_account_name: spec.service_account_name.clone(),
+            // The server does not talk to the Kubernetes API unless its
+            // users give it an account of its own.
+            automount_service_account_token: spec.service_account_name.is_none().then_some(false),
+            image_pull_secrets: non_empty_vec(
+                spec.image_pull_secrets
+                    .iter()
+                    .map(|name| LocalObjectReference { name: name.clone() })
+                    .collect(),
+            ),
+            node_selector: non_empty(spec.node_selector.clone()),
+            tolerations: non_empty_vec(spec.tolerations.clone()),
+            affinity: spec.affinity.clone(),
+            topology_spread_constraints: non_empty_vec(topology_spread_constraints),
+            termination_grace_period_seconds: spec.termination_grace_period_seconds,
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    ..SeccompProfile::default()
+                }),
+                ..PodSecurityContext::default()
+            }),
+            ..PodSpec::default()
+        }),
+    })
+}
+
+fn container(gs: &GoServer, owner: &Owner<'_>, volume_mounts: Vec<VolumeMount>) -> Container {
+    let spec = &gs.spec;
+    let probes = spec.probes.clone().unwrap_or_default();
+
+    let mut env: Vec<EnvVar> = spec
+        .env
+        .iter()
+        .map(|e| EnvVar {
+            name: e.name.clone(),
+            value: Some(e.value.clone()),
+            ..EnvVar::default()
+        })
+        .collect();
+    for secret in &spec.secrets {
+        env.extend(secret.env.iter().map(|e| EnvVar {
+            name: e.name.clone(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.name.clone(),
+                    key: e.key.clone(),
+                    ..SecretKeySelector::default()
+                }),
+                ..EnvVarSource::default()
+            }),
+            ..EnvVar::default()
+        }));
+    }
+
+    Container {
+        name: CONTAINER_NAME.to_owned(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: spec.image_pull_policy.map(|p| p.as_str().to_owned()),
+        command: non_empty_vec(spec.command.clone()),
+        args: non_empty_vec(spec.args.clone()),
+        ports: Some(vec![ContainerPort {
+            name: Some("http".to_owned()),
+            container_port: spec.port,
+            protocol: Some("TCP".to_owned()),
+            ..ContainerPort::default()
+        }]),
+        env: non_empty_vec(env),
+        env_from: Some(vec![EnvFromSource {
+            config_map_ref: Some(ConfigMapEnvSource {
+                name: config_map_name(owner.name),
+                ..ConfigMapEnvSource::default()
+            }),
+            ..EnvFromSource::default()
+        }]),
+        resources: spec.resources.clone(),
+        liveness_probe: Some(probe(probes.liveness.as_ref(), DEFAULT_LIVENESS_PATH, spec.port)),
+        readiness_probe: Some(probe(probes.readiness.as_ref(), DEFAULT_READINESS_PATH, spec.port)),
+        startup_probe: probes
+            .startup
+            .as_ref()
+            .map(|p| probe(Some(p), DEFAULT_STARTUP_PATH, spec.port)),
+        lifecycle: spec
+            .pre_stop_delay_seconds
+            .filter(|&s| s > 0)
+            .map(|seconds| Lifecycle {
+                pre_stop: Some(LifecycleHandler {
+                    sleep: Some(SleepAction {
+                        seconds: i64::from(seconds),
+                    }),
+                    ..LifecycleHandler::default()
+                }),
+                ..Lifecycle::default()
+            }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(volume_mounts),
+        ..Container::default()
+    }
+}
+
+fn probe(given: Option<&GsProbe>, default_path: &str, server_port: i32) -> Probe {
+    let GsProbe {
+        path,
+        port,
+        initial_delay_seconds,
+        period_seconds,
+        timeout_seconds,
+        success_threshold,
+        failure_threshold,
+        termination_grace_period_seconds,
+    } = given.cloned().unwrap_or_default();
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.unwrap_or_else(|| default_path.to_owned())),
+            port: IntOrString::Int(port.unwrap_or(server_port)),
+            ..HTTPGetAction::default()
+        }),
+        initial_delay_seconds,
+        period_seconds,
+        timeout_seconds,
+        success_threshold,
+        failure_threshold,
+        termination_grace_period_seconds,
+        ..Probe::default()
+    }
+}
+
+fn volumes(gs: &GoServer, owner: &Owner<'_>) -> (Vec<Volume>, Vec<VolumeMount>) {
+    let spec = &gs.spec;
+    let mut volumes = vec![Volume {
+        name: "tmp".to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".to_owned(),
+        mount_path: TMP_MOUNT_PATH.to_owned(),
+        ..VolumeMount::default()
+    }];
+    if let Some(path) = spec.config.as_ref().and_then(|c| c.mount_path.clone()) {
+        volumes.push(Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map_name(owner.name),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "config".to_owned(),
+            mount_path: path,
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    for (i, secret) in spec.secrets.iter().enumerate() {
+        let Some(path) = secret.mount_path.clone() else {
+            continue;
+        };
+        let name = format!("secret-{i}");
+        volumes.push(Volume {
+            name: name.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name,
+            mount_path: path,
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+    (volumes, mounts)
+}
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+    use serde_json::{Value, json};
+
+    use super::super::tests::{goserver, labels, owner_refs};
+    use super::*;
+
+    fn deployment(spec: Value) -> (Value, String) {
+        let gs = goserver(spec);
+        let (deployment, revision) = build(&gs, &Owner::of(&gs).unwrap()).unwrap();
+        (serde_json::to_value(deployment).unwrap(), revision)
+    }
+
+    fn restricted_container_security() -> Value {
+        json!({
+            "allowPrivilegeEscalation": false,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": true,
+            "runAsNonRoot": true,
+        })
+    }
+
+    #[test]
+    fn minimal_deployment() {
+        let (deployment, revision) = deployment(json!({"image": "hello:1"}));
+        assert_eq!(
+            deployment,
+            json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {
+                    "name": "hello",
+                    "namespace": "web",
+                    "labels": labels(),
+                    "ownerReferences": owner_refs(),
+                },
+                "spec": {
+                    "replicas": 1,
+                    "selector": {"matchLabels": {"app.kubernetes.io/instance": "hello", "app.kubernetes.io/name": "hello"}},
+                    "template": {
+                        "metadata": {
+                            "labels": labels(),
+                            "annotations": {"gantry.dev/config-hash": short_hash(b"{}", 16)},
+                        },
+                        "spec": {
+                            "automountServiceAccountToken": false,
+                            "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                            "containers": [{
+                                "name": "server",
+                                "image": "hello:1",
+                                "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
+                                "envFrom": [{"configMapRef": {"name": "hello-config"}}],
+                                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
+                                "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}},
+                                "securityContext": restricted_container_security(),
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            }],
+                            "volumes": [{"name": "tmp", "emptyDir": {}}],
+                        },
+                    },
+                },
+            })
+        );
+        assert!(revision.starts_with("hello-"), "{revision}");
+        assert_eq!(revision.len(), "hello-".len() + 10);
+    }
+
+    #[test]
+    fn full_deployment() {
+        let (deployment, _) = deployment(json!({
+            "image": "registry.example.com/hello:1.4.2",
+            "imagePullPolicy": "IfNotPresent",
+            "imagePullSecrets": ["regcred"],
+            "command": ["/hello"],
+            "args": ["--verbose"],
+            "replicas": 2,
+            "port": 9000,
+            "env": [{"name": "GIN_MODE", "value": "release"}],
+            "config": {"data": {"LOG_LEVEL": "info"}, "mountPath": "/etc/hello"},
+            "secrets": [
+                {"name": "db-secret", "env": [{"name": "DB_PASSWORD", "key": "password"}], "mountPath": "/var/run/secrets/db"},
+                {"name": "api", "env": [{"name": "API_TOKENS", "key": "tokens"}]},
+            ],
+            "probes": {
+                "liveness": {"path": "/live", "periodSeconds": 10, "failureThreshold": 3},
+                "readiness": {"initialDelaySeconds": 1, "timeoutSeconds": 2, "successThreshold": 2},
+                "startup": {"failureThreshold": 30, "port": 9001, "terminationGracePeriodSeconds": 5},
+            },
+            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+            "rollout": {"maxSurge": "25%", "maxUnavailable": 0, "revisionHistoryLimit": 5},
+            "serviceAccountName": "hello",
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
+            ]}},
+            "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}],
+            "podAnnotations": {"prometheus.io/scrape": "true"},
+            "podLabels": {"team": "web", "app.kubernetes.io/name": "ignored"},
+            "terminationGracePeriodSeconds": 40,
+            "preStopDelaySeconds": 5,
+        }));
+        let mut pod_labels = labels();
+        pod_labels["team"] = json!("web");
+        let selector = json!({"matchLabels": {"app.kubernetes.io/instance": "hello", "app.kubernetes.io/name": "hello"}});
+        assert_eq!(
+            deployment["spec"],
+            json!({
+                "replicas": 2,
+                "revisionHistoryLimit": 5,
+                "selector": selector,
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+                "template": {
+                    "metadata": {
+                        "labels": pod_labels,
+                        "annotations": {
+                            "gantry.dev/config-hash": short_hash(br#"{"LOG_LEVEL":"info"}"#, 16),
+                            "prometheus.io/scrape": "true",
+                        },
+                    },
+                    "spec": {
+                        "serviceAccountName": "hello",
+                        "imagePullSecrets": [{"name": "regcred"}],
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}],
+                        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                            {"weight": 1, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
+                        ]}},
+                        "topologySpreadConstraints": [{
+                            "maxSkew": 1,
+                            "topologyKey": "topology.kubernetes.io/zone",
+                            "whenUnsatisfiable": "ScheduleAnyway",
+                            "labelSelector": selector,
+                        }],
+                        "terminationGracePeriodSeconds": 40,
+                        "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                        "containers": [{
+                            "name": "server",
+                            "image": "registry.example.com/hello:1.4.2",
+                            "imagePullPolicy": "IfNotPresent",
+                            "command": ["/hello"],
+                            "args": ["--verbose"],
+                            "ports": [{"name": "http", "containerPort": 9000, "protocol": "TCP"}],
+                            "env": [
+                                {"name": "GIN_MODE", "value": "release"},
+                                {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-secret", "key": "password"}}},
+                                {"name": "API_TOKENS", "valueFrom": {"secretKeyRef": {"name": "api", "key": "tokens"}}},
+                            ],
+                            "envFrom": [{"configMapRef": {"name": "hello-config"}}],
+                            "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
+                            "livenessProbe": {"httpGet": {"path": "/live", "port": 9000}, "periodSeconds": 10, "failureThreshold": 3},
+                            "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9000}, "initialDelaySeconds": 1, "timeoutSeconds": 2, "successThreshold": 2},
+                            "startupProbe": {"httpGet": {"path": "/healthz", "port": 9001}, "failureThreshold": 30, "terminationGracePeriodSeconds": 5},
+                            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+                            "securityContext": restricted_container_security(),
+                            "volumeMounts": [
+                                {"name": "tmp", "mountPath": "/tmp"},
+                                {"name": "config", "mountPath": "/etc/hello", "readOnly": true},
+                                {"name": "secret-0", "mountPath": "/var/run/secrets/db", "readOnly": true},
+                            ],
+                        }],
+                        "volumes": [
+                            {"name": "tmp", "emptyDir": {}},
+                            {"name": "config", "configMap": {"name": "hello-config"}},
+                            {"name": "secret-0", "secret": {"secretName": "db-secret"}},
+                        ],
+                    },
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn autoscaling_leaves_replicas_unset() {
+        let (deployment, _) = deployment(json!({"image": "hello:1", "replicas": 4, "autoscaling": {"maxReplicas": 5}}));
+        assert_eq!(deployment["spec"].get("replicas"), None);
+    }
+
+    #[test]
+    fn config_change_changes_hash_and_revision() {
+        let (a, rev_a) = deployment(json!({"image": "hello:1", "config": {"data": {"A": "1"}}}));
+        let (b, rev_b) = deployment(json!({"image": "hello:1", "config": {"data": {"A": "2"}}}));
+        let hash = |d: &Value| d["spec"]["template"]["metadata"]["annotations"]["gantry.dev/config-hash"].clone();
+        assert_ne!(hash(&a), hash(&b));
+        assert_ne!(rev_a, rev_b);
+        let (_, rev_a_again) = deployment(json!({"image": "hello:1", "config": {"data": {"A": "1"}}}));
+        assert_eq!(rev_a, rev_a_again);
+    }
+
+    #[test]
+    fn replicas_do_not_change_the_revision() {
+        let (_, one) = deployment(json!({"image": "hello:1", "replicas": 1}));
+        let (_, three) = deployment(json!({"image": "hello:1", "replicas": 3}));
+        assert_eq!(one, three);
+    }
+}

@@ -1,0 +1,260 @@
+//! The pure half of a reconcile: `&GoServer -> Children`.
+//!
+//! Nothing here talks to the apiserver. [`build`] turns a GoServer into the
+//! typed objects it asks for, so every decision about the shape of a child
+//! is unit-tested by comparing the serialized object with a literal JSON
+//! document. The apply step in `controller.rs` destructures [`Children`]
+//! without `..`: a new child kind does not compile until it is applied and
+//! pruned there.
+
+mod config;
+mod deployment;
+mod hpa;
+mod ingress;
+mod service;
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+use sha2::{Digest, Sha256};
+
+use crate::crd::GoServer;
+use crate::error::{Error, Result};
+
+pub use config::config_map_name;
+pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
+
+/// Label keys Gantry sets on every child.
+pub const NAME_LABEL: &str = "app.kubernetes.io/name";
+pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+/// Value of `app.kubernetes.io/managed-by`; the operator watches children
+/// by this label.
+pub const MANAGED_BY: &str = "gantry";
+
+/// Every child a GoServer asks for. Optional children are `None` when the
+/// spec does not want them, and are then deleted if they exist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    pub deployment: Deployment,
+    pub service: Service,
+    pub config_map: ConfigMap,
+    pub ingress: Option<Ingress>,
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// `<name>-<hash>` of the pod template, reported as `status.revision`.
+    pub revision: String,
+}
+
+/// Labels that select the server's pods. Never change them for an existing
+/// GoServer: a Deployment's selector is immutable.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (NAME_LABEL.to_owned(), name.to_owned()),
+        (INSTANCE_LABEL.to_owned(), name.to_owned()),
+    ])
+}
+
+/// Labels on every child and pod.
+pub fn labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
+    labels.insert(COMPONENT_LABEL.to_owned(), "server".to_owned());
+    labels
+}
+
+/// The pod selector in the string form of the scale subresource.
+pub fn selector_string(name: &str) -> String {
+    selector_labels(name)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Name, namespace and owner reference every child shares.
+pub(crate) struct Owner<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    owner_ref: OwnerReference,
+}
+
+impl<'a> Owner<'a> {
+    pub fn of(gs: &'a GoServer) -> Result<Self> {
+        let name = gs.metadata.name.as_deref().ok_or(Error::MissingObjectKey("name"))?;
+        let namespace = gs
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(Error::MissingObjectKey("namespace"))?;
+        let owner_ref = gs.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("uid"))?;
+        Ok(Self {
+            name,
+            namespace,
+            owner_ref,
+        })
+    }
+
+    /// Metadata of a child called `name`, labelled and owned by the GoServer.
+    pub fn meta(&self, name: &str, annotations: BTreeMap<String, String>) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(self.namespace.to_owned()),
+            labels: Some(labels(self.name)),
+            annotations: non_empty(annotations),
+            owner_references: Some(vec![self.owner_ref.clone()]),
+            ..ObjectMeta::default()
+        }
+    }
+}
+
+/// Checks what the schema cannot: combinations that would make the apiserver
+/// reject a child.
+pub fn validate(gs: &GoServer) -> Result<()> {
+    let spec = &gs.spec;
+    let mut wanted: Vec<(&str, String)> = Vec::new();
+    if let Some(path) = spec.config.as_ref().and_then(|c| c.mount_path.as_deref()) {
+        wanted.push((path, "spec.config.mountPath".to_owned()));
+    }
+    for (i, secret) in spec.secrets.iter().enumerate() {
+        if let Some(path) = secret.mount_path.as_deref() {
+            wanted.push((path, format!("spec.secrets[{i}].mountPath")));
+        }
+    }
+    let mut taken: BTreeMap<String, String> = BTreeMap::new();
+    taken.insert(deployment::TMP_MOUNT_PATH.to_owned(), "the writable /tmp".to_owned());
+    for (path, field) in wanted {
+        let trimmed = path.trim_end_matches('/');
+        let path = if trimmed.is_empty() { "/" } else { trimmed };
+        if let Some(other) = taken.get(path) {
+            return Err(Error::InvalidSpec {
+                field,
+                message: format!("mount path {path} is already used by {other}"),
+            });
+        }
+        taken.insert(path.to_owned(), field);
+    }
+    Ok(())
+}
+
+/// Builds every child of `gs`.
+pub fn build(gs: &GoServer) -> Result<Children> {
+    let owner = Owner::of(gs)?;
+    let config_map = config::build(gs, &owner);
+    let (deployment, revision) = deployment::build(gs, &owner)?;
+    Ok(Children {
+        deployment,
+        service: service::build(gs, &owner),
+        config_map,
+        ingress: ingress::build(gs, &owner),
+        hpa: hpa::build(gs, &owner),
+        revision,
+    })
+}
+
+/// The URL the Ingress serves, if there is an Ingress with a host.
+pub fn url(gs: &GoServer) -> Option<String> {
+    let ingress = gs.spec.ingress.as_ref()?;
+    let host = ingress.host.as_deref()?;
+    let scheme = if ingress.tls.is_some() { "https" } else { "http" };
+    Some(format!("{scheme}://{host}{}", ingress.path))
+}
+
+/// First `len` hex digits of the SHA-256 of `bytes`.
+pub(crate) fn short_hash(bytes: &[u8], len: usize) -> String {
+    let digest = Sha256::digest(bytes);
+    let mut out = String::with_capacity(len);
+    for byte in digest {
+        if out.len() >= len {
+            break;
+        }
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+fn non_empty<K, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
+    if map.is_empty() { None } else { Some(map) }
+}
+
+fn non_empty_vec<T>(items: Vec<T>) -> Option<Vec<T>> {
+    if items.is_empty() { None } else { Some(items) }
+}
+
+/// Name of a GoServer, for log lines and events.
+pub fn display_name(gs: &GoServer) -> String {
+    format!("{}/{}", gs.namespace().unwrap_or_default(), gs.name_any())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use serde_json::json;
+
+    use crate::crd::GoServer;
+
+    /// A stored GoServer with the given spec, as the apiserver would hand it over.
+    pub fn goserver(spec: serde_json::Value) -> GoServer {
+        serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "GoServer",
+            "metadata": {"name": "hello", "namespace": "web", "uid": "uid-1", "generation": 3},
+            "spec": spec,
+        }))
+        .expect("valid GoServer")
+    }
+
+    pub fn owner_refs() -> serde_json::Value {
+        json!([{
+            "apiVersion": "gantry.dev/v1alpha1",
+            "kind": "GoServer",
+            "name": "hello",
+            "uid": "uid-1",
+            "controller": true,
+        }])
+    }
+
+    pub fn labels() -> serde_json::Value {
+        json!({
+            "app.kubernetes.io/component": "server",
+            "app.kubernetes.io/instance": "hello",
+            "app.kubernetes.io/managed-by": "gantry",
+            "app.kubernetes.io/name": "hello",
+        })
+    }
+
+    #[test]
+    fn validate_rejects_shared_mount_paths() {
+        let gs = goserver(json!({
+            "image": "hello:1",
+            "config": {"data": {}, "mountPath": "/etc/hello"},
+            "secrets": [{"name": "db", "mountPath": "/etc/hello/"}],
+        }));
+        let err = super::validate(&gs).expect_err("clash");
+        assert_eq!(err.category(), "invalid_spec");
+        assert!(err.to_string().contains("spec.secrets[0].mountPath"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_tmp() {
+        let gs = goserver(json!({"image": "hello:1", "config": {"mountPath": "/tmp"}}));
+        assert!(super::validate(&gs).is_err());
+        let gs = goserver(json!({"image": "hello:1", "config": {"mountPath": "/etc/x"}}));
+        assert!(super::validate(&gs).is_ok());
+    }
+
+    #[test]
+    fn url_follows_tls() {
+        let gs = goserver(json!({"image": "h", "ingress": {"host": "a.example.com"}}));
+        assert_eq!(super::url(&gs).as_deref(), Some("http://a.example.com/"));
+        let gs = goserver(json!({"image": "h", "ingress": {"host": "a.example.com", "path": "/x", "tls": {"secretName": "t"}}}));
+        assert_eq!(super::url(&gs).as_deref(), Some("https://a.example.com/x"));
+        let gs = goserver(json!({"image": "h"}));
+        assert_eq!(super::url(&gs), None);
+    }
+}

@@ -1,0 +1,571 @@
+//! The `GoServer` custom resource (`goservers.gantry.dev/v1alpha1`).
+//!
+//! These types are the single source of the CRD: `gantry-operator crd`
+//! prints the schema derived from them, `cargo xtask crds` writes it to
+//! `crds/`, and the doc comments below become the field descriptions users
+//! see in `kubectl explain`. Every rule that the apiserver can check on its
+//! own (bounds, patterns, CEL) sits beside the field it guards, so bad input
+//! is rejected at admission with the field's path in the message; the
+//! operator only validates what needs other objects (see `controller.rs`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A DNS-1123 subdomain, optionally behind a leading `*.` wildcard label.
+const HOST_PATTERN: &str =
+    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// A DNS-1123 subdomain: the names of Secrets, ServiceAccounts, classes.
+const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// Environment variable names that every shell and runtime accepts.
+const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
+/// Keys of ConfigMap and Secret data.
+const DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
+/// An absolute path: probes, ingress paths and mount points.
+const ABSOLUTE_PATH_PATTERN: &str = r"^/";
+
+/// Desired state of a Gantry-managed HTTP server.
+///
+/// The operator keeps a Deployment, Service and ConfigMap (and, when asked
+/// for, an Ingress and a HorizontalPodAutoscaler) named after the resource in
+/// the shape this spec describes.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "GoServer",
+    plural = "goservers",
+    shortname = "gs",
+    namespaced,
+    status = "GoServerStatus",
+    derive = "PartialEq",
+    doc = "A GoServer deploys one HTTP server: Deployment, Service, ConfigMap, optional Ingress and HPA.",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether every replica of the current revision is ready"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "string",
+        json_path = ".status.replicaSummary",
+        description = "Ready and desired replicas"
+    ),
+    printcolumn(
+        name = "URL",
+        type_ = "string",
+        json_path = ".status.url",
+        description = "Where the server is reachable through its Ingress"
+    ),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.revision",
+        description = "Hash of the pod template in force"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.secrets) || !has(self.env) || self.secrets.all(s, !has(s.env) || s.env.all(e, !self.env.exists(v, v.name == e.name)))"
+).message("an environment variable is set both in env and in secrets[].env").field_path(".secrets"))]
+#[serde(rename_all = "camelCase")]
+pub struct GoServerSpec {
+    /// Container image to run, for example `registry.example.com/hello:1.4.2`.
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+
+    /// When the kubelet pulls the image. Defaults to Kubernetes' own rule
+    /// (`Always` for `:latest`, otherwise `IfNotPresent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<ImagePullPolicy>,
+
+    /// Names of Secrets in the same namespace holding registry credentials.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = NAME_PATTERN)))]
+    pub image_pull_secrets: Vec<String>,
+
+    /// Overrides the image's entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub command: Vec<String>,
+
+    /// Arguments to the entrypoint.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(max = 4096)))]
+    pub args: Vec<String>,
+
+    /// Number of pods. Ignored while `autoscaling` is set: the
+    /// HorizontalPodAutoscaler owns the count then. `kubectl scale gs` sets it.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Port the server listens on inside the pod; probes default to it.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+
+    /// Plain environment variables. Names must be unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 128))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub env: Vec<EnvVar>,
+
+    /// Configuration data, stored in the ConfigMap `<name>-config` and
+    /// injected with `envFrom`. A change rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigSpec>,
+
+    /// References to Secrets in the same namespace. Gantry wires them into
+    /// the pods and never reads their values.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub secrets: Vec<SecretRef>,
+
+    /// Health checks. Without this field the liveness probe asks `/healthz`
+    /// and the readiness probe `/readyz` on `port`; there is no startup probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probes: Option<Probes>,
+
+    /// CPU and memory requests and limits of the server container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// The Service in front of the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceSpec>,
+
+    /// Exposes the Service through an Ingress. Removing the field deletes the
+    /// Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<IngressSpec>,
+
+    /// Scales the Deployment with a HorizontalPodAutoscaler. Removing the
+    /// field deletes the HPA and `replicas` applies again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// How a new revision replaces the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
+
+    /// ServiceAccount the pods run as. Defaults to the namespace's `default`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub service_account_name: Option<String>,
+
+    /// Node labels a node must carry to run the pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the pods tolerate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod affinity of the pods, passed to the pod spec as is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the pods spread across zones and nodes, passed as is. An empty
+    /// `labelSelector` is filled with the server's selector labels.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// Extra annotations on the pods (for example for a metrics scraper).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Extra labels on the pods. The `app.kubernetes.io/*` labels Gantry sets
+    /// win over these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// Seconds a pod may take to stop after SIGTERM before it is killed.
+    /// Must cover `preStopDelaySeconds` plus the server's own drain time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub termination_grace_period_seconds: Option<i64>,
+
+    /// Seconds the pod keeps serving after it is marked for deletion, so
+    /// that Services and Ingresses stop routing to it before SIGTERM
+    /// (a `preStop` sleep). Unset means no delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 300))]
+    pub pre_stop_delay_seconds: Option<i32>,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+fn default_port() -> i32 {
+    8080
+}
+
+/// When the kubelet pulls the image.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImagePullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl ImagePullPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Always => "Always",
+            Self::IfNotPresent => "IfNotPresent",
+            Self::Never => "Never",
+        }
+    }
+}
+
+/// One plain environment variable.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct EnvVar {
+    /// Variable name: letters, digits, `_`, `-` and `.`, not starting with a digit.
+    #[schemars(length(min = 1, max = 253), regex(pattern = ENV_NAME_PATTERN))]
+    pub name: String,
+    /// Variable value.
+    #[serde(default)]
+    #[schemars(length(max = 32768))]
+    pub value: String,
+}
+
+/// Configuration stored in a ConfigMap owned by the GoServer.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigSpec {
+    /// Keys and values. Keys that are valid environment variable names become
+    /// variables in the container; all keys become files under `mountPath`.
+    #[serde(default)]
+    #[schemars(extend("maxProperties" = 256))]
+    pub data: BTreeMap<String, String>,
+    /// Also mount the data as files in this directory. Mounted files follow
+    /// changes in place; the pods are rolled on every change either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = ABSOLUTE_PATH_PATTERN))]
+    pub mount_path: Option<String>,
+}
+
+/// A reference to a Secret in the GoServer's namespace.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret. It must exist: a missing Secret is reported in
+    /// the `Degraded` condition.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// Environment variables taken from keys of the Secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub env: Vec<SecretEnvVar>,
+    /// Also mount every key of the Secret as a file in this directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = ABSOLUTE_PATH_PATTERN))]
+    pub mount_path: Option<String>,
+}
+
+/// An environment variable read from one key of a Secret.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct SecretEnvVar {
+    /// Variable name: letters, digits, `_`, `-` and `.`, not starting with a digit.
+    #[schemars(length(min = 1, max = 253), regex(pattern = ENV_NAME_PATTERN))]
+    pub name: String,
+    /// Key in the Secret's data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DATA_KEY_PATTERN))]
+    pub key: String,
+}
+
+/// Liveness, readiness and startup probes, all HTTP GETs on the server.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+pub struct Probes {
+    /// Restarts the container when it fails. Default path `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub liveness: Option<Probe>,
+    /// Takes the pod out of the Service when it fails. Default path `/readyz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub readiness: Option<Probe>,
+    /// Holds the other probes back until the server has started. Only set
+    /// when given; default path `/healthz`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<Probe>,
+}
+
+/// One HTTP probe. Unset tuning fields keep Kubernetes' defaults.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Probe {
+    /// Path to GET; must start with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = ABSOLUTE_PATH_PATTERN))]
+    pub path: Option<String>,
+    /// Port to probe. Defaults to `spec.port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+    /// Seconds after the container starts before the first probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub initial_delay_seconds: Option<i32>,
+    /// Seconds between probes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<i32>,
+    /// Seconds after which one probe counts as failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub timeout_seconds: Option<i32>,
+    /// Consecutive successes after a failure to count as healthy again
+    /// (must be 1 for liveness and startup probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub success_threshold: Option<i32>,
+    /// Consecutive failures before the probe gives up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub failure_threshold: Option<i32>,
+    /// Grace period for a pod killed by this probe, overriding the pod's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// The Service in front of the pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceSpec {
+    /// Service type.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+    /// Port the Service listens on; it forwards to `spec.port`.
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+    /// Annotations on the Service (for example for a cloud load balancer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Default for ServiceSpec {
+    fn default() -> Self {
+        Self {
+            type_: ServiceType::default(),
+            port: default_service_port(),
+            annotations: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_service_port() -> i32 {
+    80
+}
+
+/// Kubernetes Service types Gantry supports.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// An Ingress routing a host and path to the Service.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.tls) || has(self.host)").message("tls needs a host").field_path(".tls"))]
+#[serde(rename_all = "camelCase")]
+pub struct IngressSpec {
+    /// Host name (a DNS-1123 subdomain, optionally starting with `*.`).
+    /// Without a host the Ingress matches every host and cannot have TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = HOST_PATTERN))]
+    pub host: Option<String>,
+    /// Path to route; must start with `/`.
+    #[serde(default = "default_ingress_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = ABSOLUTE_PATH_PATTERN))]
+    pub path: String,
+    /// How `path` matches.
+    #[serde(default)]
+    pub path_type: PathType,
+    /// IngressClass to use. Defaults to the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub class_name: Option<String>,
+    /// Annotations on the Ingress (controller-specific settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
+    /// Serve HTTPS for `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+fn default_ingress_path() -> String {
+    "/".to_owned()
+}
+
+/// How an Ingress path matches.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PathType {
+    #[default]
+    Prefix,
+    Exact,
+    ImplementationSpecific,
+}
+
+impl PathType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefix => "Prefix",
+            Self::Exact => "Exact",
+            Self::ImplementationSpecific => "ImplementationSpecific",
+        }
+    }
+}
+
+/// TLS for the Ingress: an existing certificate Secret, or a cert-manager
+/// issuer that creates one.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.secretName) || has(self.issuer)").message("tls needs a secretName or an issuer"))]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// Secret holding the certificate. With an `issuer` it defaults to
+    /// `<name>-tls` and cert-manager fills it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub secret_name: Option<String>,
+    /// cert-manager issuer that provisions the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<IssuerRef>,
+}
+
+/// A cert-manager Issuer or ClusterIssuer.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct IssuerRef {
+    /// Name of the issuer.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// `Issuer` (same namespace) or `ClusterIssuer`.
+    #[serde(default)]
+    pub kind: IssuerKind,
+}
+
+/// Kinds of cert-manager issuers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IssuerKind {
+    #[default]
+    Issuer,
+    ClusterIssuer,
+}
+
+/// A HorizontalPodAutoscaler (autoscaling/v2) for the Deployment.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas").field_path(".minReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Fewest pods.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Most pods.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU use, in percent of the request, to aim for. When neither
+    /// target is set, 80 % CPU is used.
+    #[serde(
+        default,
+        rename = "targetCPUUtilizationPercentage",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+    /// Average memory use, in percent of the request, to aim for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_memory_utilization_percentage: Option<i32>,
+    /// Scaling behavior (autoscaling/v2), passed to the HPA whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+/// Rolling update settings of the Deployment.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Pods above the desired count during a rollout (number or percentage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<IntOrString>,
+    /// Pods that may be unavailable during a rollout (number or percentage).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+    /// Old ReplicaSets kept for `kubectl rollout undo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub revision_history_limit: Option<i32>,
+}
+
+/// Observed state, written by the operator only.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GoServerStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Available`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Pods of any revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods that pass their readiness probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Pods of the current revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+    /// `ready/desired`, as shown by `kubectl get gs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_summary: Option<String>,
+    /// Label selector of the pods, for the scale subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    /// Where the server is reachable through its Ingress (`https` with TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// `<name>-<hash>` of the pod template in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}

@@ -1,0 +1,116 @@
+//! The operator's one error type.
+//!
+//! Every variant knows whether it is *permanent* (only a change to the
+//! GoServer or to a referenced object can fix it, so retrying quickly would
+//! only load the apiserver) or *transient* (worth a retry with backoff), and
+//! has a short static `category()` for logs, Events and metric labels.
+
+/// Errors of a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `spec.secrets[].name` names a Secret that does not exist.
+    #[error("Secret {name:?} referenced in spec.secrets does not exist")]
+    SecretNotFound { name: String },
+
+    /// The apiserver accepted the spec, but it cannot be turned into
+    /// children (for example two volumes on one mount path).
+    #[error("invalid spec: {field}: {message}")]
+    InvalidSpec { field: String, message: String },
+
+    /// The apiserver refused a child built from the spec as invalid.
+    #[error("the apiserver rejected {kind} {name:?}: {message}")]
+    ChildRejected {
+        kind: &'static str,
+        name: String,
+        message: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// A request to the apiserver failed for a reason that may pass.
+    #[error("{action} failed: {source}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+
+    /// The GoServer lacks a field every stored object has (name, namespace, uid).
+    #[error("the GoServer has no metadata.{0}")]
+    MissingObjectKey(&'static str),
+
+    /// A built child could not be serialized.
+    #[error("could not serialize {kind}: {source}")]
+    Serialize {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Results of the operator.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A short, static name for logs and metric labels.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound { .. } => "secret_not_found",
+            Self::InvalidSpec { .. } => "invalid_spec",
+            Self::ChildRejected { .. } => "child_rejected",
+            Self::Kube { .. } => "kube_api",
+            Self::MissingObjectKey(_) => "missing_object_key",
+            Self::Serialize { .. } => "serialize",
+        }
+    }
+
+    /// The reason used in conditions and Events (`PascalCase`, static).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::SecretNotFound { .. } => "SecretNotFound",
+            Self::InvalidSpec { .. } => "InvalidSpec",
+            Self::ChildRejected { .. } => "ChildRejected",
+            Self::Kube { .. } => "ApiError",
+            Self::MissingObjectKey(_) => "MissingObjectKey",
+            Self::Serialize { .. } => "SerializeError",
+        }
+    }
+
+    /// Whether retrying without a change cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::SecretNotFound { .. }
+            | Self::InvalidSpec { .. }
+            | Self::ChildRejected { .. }
+            | Self::MissingObjectKey(_)
+            | Self::Serialize { .. } => true,
+            Self::Kube { .. } => false,
+        }
+    }
+
+    /// Wraps a failed request, telling a rejected object (422 Invalid, 400
+    /// BadRequest: retrying the same body cannot succeed) from the rest.
+    pub(crate) fn from_write(kind: &'static str, name: &str, source: kube::Error) -> Self {
+        match &source {
+            kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
+                Self::ChildRejected {
+                    kind,
+                    name: name.to_owned(),
+                    message: status.message.clone(),
+                    source,
+                }
+            }
+            _ => Self::Kube {
+                action: format!("apply {kind} {name}"),
+                source,
+            },
+        }
+    }
+
+    pub(crate) fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+}
