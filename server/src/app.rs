@@ -68,8 +68,10 @@ pub fn app(state: AppState) -> Router {
         .layer(RequestBodyLimitLayer::new(config.body_limit))
         // The tower-http limit above is the one in force; axum's own default would cap at 2 MB.
         .layer(DefaultBodyLimit::disable())
+        // 408 marks the timeout for `problem_bodies`, which answers 503 with code 5031:
+        // the server, not the client, was too slow.
         .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::REQUEST_TIMEOUT,
             config.request_timeout,
         ))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -98,7 +100,7 @@ fn request_span(req: &Request<Body>) -> Span {
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let route = route_label(req.extensions().get::<MatchedPath>());
+    let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
     let span = tracing::error_span!(
         "request",
         method = %req.method(),

@@ -30,6 +30,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // A panic is logged like any other error, inside the request's span (so
+    // with its trace id), instead of as bare text on stderr.
+    std::panic::set_hook(Box::new(|info| {
+        tracing::error!(panic = %info, "panic");
+    }));
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         log_level = config.log_level.as_str(),

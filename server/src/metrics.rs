@@ -90,12 +90,13 @@ impl Metrics {
     }
 }
 
-/// The route label for a request.
-pub fn route_label(matched: Option<&MatchedPath>) -> String {
+/// The route label for a request: the matched pattern; every file under
+/// `/static/` is one route (the file service is nested, so axum records no
+/// pattern for it); anything else unmatched shares one label.
+pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> String {
     match matched.map(MatchedPath::as_str) {
-        // Files are one route however many there are.
-        Some(p) if p.starts_with("/static") => "/static/*".to_owned(),
         Some(p) => p.to_owned(),
+        None if path.starts_with("/static/") => "/static/*".to_owned(),
         None => "unmatched".to_owned(),
     }
 }
@@ -125,7 +126,7 @@ impl Drop for InFlight {
 /// Middleware: counts and times every request.
 pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
     let method = method_label(req.method());
-    let route = route_label(req.extensions().get::<MatchedPath>());
+    let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
     metrics.in_flight.inc();
     let _guard = InFlight(metrics.in_flight.clone());
     let start = Instant::now();
