@@ -1,0 +1,230 @@
+//! The end-to-end harness: a client for the running local control plane, a
+//! fresh namespace per test, and waits with a deadline whose failure says
+//! what was expected and what was last seen.
+//!
+//! The cluster comes from `cargo xtask test` (or `cargo xtask cluster up`
+//! with the printed `KUBECONFIG`). Pods and Services in it have addresses
+//! that lead nowhere: tests talk to the apiserver on 127.0.0.1 only.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{DeleteParams, ObjectMeta, PostParams};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+/// The label every test namespace carries, so leftovers can be found.
+pub const E2E_LABEL: &str = "gantry.dev/e2e";
+
+/// A client for the cluster in `KUBECONFIG`, or a panic that says how to
+/// get one.
+pub async fn client() -> Client {
+    if std::env::var_os("KUBECONFIG").is_none() {
+        panic!(
+            "KUBECONFIG is not set: run the e2e suite with `cargo xtask test`, or start a \
+             cluster with `cargo xtask cluster up` and export what it prints"
+        );
+    }
+    Client::try_default()
+        .await
+        .expect("a kube client from KUBECONFIG")
+}
+
+/// The directory holding kubectl, helm and the control-plane binaries.
+pub fn bin_dir() -> PathBuf {
+    std::env::var_os("GANTRY_BIN_DIR")
+        .map(PathBuf::from)
+        .expect("GANTRY_BIN_DIR is set by `cargo xtask test`")
+}
+
+/// A namespace that lives as long as the test: created fresh with a unique
+/// name, deleted when dropped (also when the test panics).
+pub struct TestNamespace {
+    pub client: Client,
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// A namespace named `e2e-<prefix>-<unique>`.
+    pub async fn new(prefix: &str) -> Self {
+        Self::with_labels(prefix, BTreeMap::new()).await
+    }
+
+    /// The same, with extra labels (for example Pod Security enforcement).
+    pub async fn with_labels(prefix: &str, labels: BTreeMap<String, String>) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let client = client().await;
+        let unique = format!(
+            "{:x}{:x}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let name = format!("e2e-{prefix}-{unique}");
+        let mut all_labels = labels;
+        all_labels.insert(E2E_LABEL.to_owned(), "true".to_owned());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                labels: Some(all_labels),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|err| panic!("creating namespace {name}: {err}"));
+        let ns = Self { client, name };
+        // Pods are refused until the ServiceAccount controller has made
+        // the namespace's default ServiceAccount.
+        let accounts: Api<ServiceAccount> = ns.api();
+        wait_for(
+            &accounts,
+            "default",
+            "the default ServiceAccount to exist",
+            Duration::from_secs(60),
+            |_| true,
+        )
+        .await
+        .expect("default ServiceAccount");
+        ns
+    }
+
+    /// An API for a namespaced kind in this namespace.
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot await, and the test's runtime may be shutting down:
+        // delete from a thread with a runtime of its own.
+        let client = self.client.clone();
+        let name = self.name.clone();
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                Api::<Namespace>::all(client)
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .map_err(|err| eprintln!("deleting namespace {name}: {err}"))
+                    .ok()
+            })
+        })
+        .join();
+        if deleted.is_err() {
+            eprintln!(
+                "deleting namespace {}: the cleanup thread panicked",
+                self.name
+            );
+        }
+    }
+}
+
+/// Polls `name` until `condition` holds, for at most `timeout`.
+///
+/// The error names the object, says what was expected (`expectation`) and
+/// shows what was last seen: its `status`, or that it did not exist.
+pub async fn wait_for<K>(
+    api: &Api<K>,
+    name: &str,
+    expectation: &str,
+    timeout: Duration,
+    condition: impl Fn(&K) -> bool,
+) -> Result<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + serde::Serialize,
+    <K as Resource>::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let deadline = Instant::now() + timeout;
+    let mut last_seen = String::from("nothing yet");
+    loop {
+        match api.get_opt(name).await {
+            Ok(Some(object)) => {
+                if condition(&object) {
+                    return Ok(object);
+                }
+                last_seen = describe(&object);
+            }
+            Ok(None) => last_seen = "it does not exist".to_owned(),
+            Err(err) => last_seen = format!("error: {err}"),
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for {kind} {name}: expected {expectation}; \
+                 last seen: {last_seen}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls until `name` no longer exists, for at most `timeout`.
+pub async fn wait_for_deletion<K>(api: &Api<K>, name: &str, timeout: Duration) -> Result<()>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + serde::Serialize,
+    <K as Resource>::DynamicType: Default,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let Some(object) = api.get_opt(name).await.context("polling for deletion")? else {
+            return Ok(());
+        };
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {timeout:?} waiting for {kind} {name} to be deleted; last seen: {}",
+                describe(&object)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Polls `probe` until it returns `Ok(Some(value))`, for at most `timeout`;
+/// for conditions that span several objects (a list, a count).
+pub async fn wait_until<T, F, Fut>(expectation: &str, timeout: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last_seen = match probe().await {
+            Ok(Some(value)) => return Ok(value),
+            Ok(None) => "condition not met".to_owned(),
+            Err(seen) => seen,
+        };
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {expectation}; last seen: {last_seen}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// What an object looks like, for failure messages: its status if it has
+/// one, else the whole object.
+fn describe<K: serde::Serialize>(object: &K) -> String {
+    let value = serde_json::to_value(object).unwrap_or_default();
+    let shown = value.get("status").unwrap_or(&value);
+    let text = shown.to_string();
+    if text.len() > 2000 {
+        format!("{}…", &text[..text.floor_char_boundary(2000)])
+    } else {
+        text
+    }
+}

@@ -1,0 +1,481 @@
+//! `cargo xtask cluster up|env|down`: a real Kubernetes control plane on
+//! 127.0.0.1 with no container runtime.
+//!
+//! etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as
+//! local processes; kwok plays the kubelet of N fake nodes, so pods are
+//! scheduled, marked Running and Ready, and deleted, without containers.
+//! Pod and Service addresses lead nowhere: only 127.0.0.1 is ever dialled.
+//!
+//! Everything lives in one state directory: `pki/`, the kubeconfigs,
+//! `etcd/`, `logs/<component>.log` and `pids/<component>.pid`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command as Exec, ExitCode};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::proc::{self, Daemon};
+use crate::toolchain::{self, Binaries};
+use crate::{pki, workspace};
+
+#[derive(clap::Subcommand)]
+pub enum Command {
+    /// Build (once, cached) and start a local control plane.
+    Up {
+        /// How many fake nodes kwok manages.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=100))]
+        nodes: u16,
+    },
+    /// Print `export KUBECONFIG=... PATH=...` for the running cluster.
+    Env,
+    /// Stop every process the cluster started and remove its state.
+    Down,
+}
+
+pub fn run(command: Command) -> Result<ExitCode> {
+    let cluster = Cluster::at(workspace::cluster_dir());
+    match command {
+        Command::Up { nodes } => {
+            cluster.up(nodes)?;
+            eprintln!("cluster is up; to use it:");
+            println!("{}", cluster.env_line()?);
+        }
+        Command::Env => {
+            if !cluster.kubeconfig().exists() {
+                bail!("no cluster is running here; start one with `cargo xtask cluster up`");
+            }
+            println!("{}", cluster.env_line()?);
+        }
+        Command::Down => cluster.down()?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Startup order; `down` stops them in reverse.
+const COMPONENTS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+];
+
+/// The waits of `up`. Generous: a loaded 2-core machine is slow, and a
+/// deadline only has to catch what is stuck.
+const APISERVER_READY: Duration = Duration::from_secs(180);
+const COMPONENT_HEALTHY: Duration = Duration::from_secs(120);
+const NODES_READY: Duration = Duration::from_secs(120);
+
+/// The Service range; the apiserver certificate carries its first address.
+const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// Pod addresses kwok hands out (they lead nowhere).
+const POD_CIDR: &str = "10.244.0.0/16";
+
+pub struct Cluster {
+    dir: PathBuf,
+}
+
+impl Cluster {
+    pub fn at(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.dir.join("kubeconfig")
+    }
+
+    /// The shell line that points kubectl, helm and the tests at this cluster.
+    pub fn env_line(&self) -> Result<String> {
+        Ok(format!(
+            "export KUBECONFIG={} PATH={}:$PATH",
+            self.kubeconfig().display(),
+            toolchain::bin_dir()?.display()
+        ))
+    }
+
+    fn pid_files(&self) -> Vec<(String, PathBuf)> {
+        COMPONENTS
+            .iter()
+            .map(|c| {
+                (
+                    (*c).to_owned(),
+                    self.dir.join("pids").join(format!("{c}.pid")),
+                )
+            })
+            .collect()
+    }
+
+    fn recorded_pids(&self) -> Vec<(String, i32)> {
+        self.pid_files()
+            .into_iter()
+            .filter_map(|(name, file)| {
+                let pid = fs::read_to_string(file).ok()?.trim().parse().ok()?;
+                Some((name, pid))
+            })
+            .collect()
+    }
+
+    /// Whether every component recorded by a previous `up` is still alive
+    /// and the apiserver answers.
+    fn running(&self, bins: &Binaries) -> bool {
+        let pids = self.recorded_pids();
+        pids.len() == COMPONENTS.len()
+            && pids.iter().all(|(_, pid)| proc::alive(*pid))
+            && self.kubectl(bins, &["get", "--raw", "/readyz"]).is_ok()
+    }
+
+    fn kubectl(&self, bins: &Binaries, args: &[&str]) -> Result<String> {
+        proc::output(
+            &format!("kubectl {}", args.join(" ")),
+            Exec::new(bins.path("kubectl"))
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args(["--request-timeout", "10s"])
+                .args(args),
+        )
+    }
+
+    pub fn up(&self, nodes: u16) -> Result<()> {
+        let bins = toolchain::ensure()?;
+        if self.running(&bins) {
+            eprintln!("a cluster is already running in {}", self.dir.display());
+            return Ok(());
+        }
+        if self.dir.exists() {
+            // What a crashed or half-finished `up` left behind.
+            self.down()?;
+        }
+        let started = Instant::now();
+        let result = self.start(&bins, nodes);
+        if let Err(err) = result {
+            let _ = self.stop_processes();
+            return Err(err.context(format!(
+                "cluster up failed; the component logs are kept in {}",
+                self.dir.join("logs").display()
+            )));
+        }
+        eprintln!(
+            "control plane ready with {nodes} nodes in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    }
+
+    fn start(&self, bins: &Binaries, nodes: u16) -> Result<()> {
+        for sub in ["logs", "pids", "etcd"] {
+            fs::create_dir_all(self.dir.join(sub))?;
+        }
+        let pki = pki::generate(&self.dir.join("pki"))?;
+        let etcd_client = proc::free_port()?;
+        let etcd_peer = proc::free_port()?;
+        let apiserver_port = proc::free_port()?;
+        let cm_port = proc::free_port()?;
+        let scheduler_port = proc::free_port()?;
+        let server = format!("https://127.0.0.1:{apiserver_port}");
+
+        let kubeconfig = |name: &str, user: &pki::Pair| -> Result<PathBuf> {
+            let path = if name == "admin" {
+                self.kubeconfig()
+            } else {
+                self.dir.join(format!("{name}.kubeconfig"))
+            };
+            fs::write(&path, pki::kubeconfig(&server, &pki.ca.cert, user))?;
+            Ok(path)
+        };
+        kubeconfig("admin", &pki.admin)?;
+        let cm_kubeconfig = kubeconfig("controller-manager", &pki.controller_manager)?;
+        let scheduler_kubeconfig = kubeconfig("scheduler", &pki.scheduler)?;
+        let kwok_kubeconfig = kubeconfig("kwok", &pki.kwok)?;
+
+        let mut daemons = Vec::new();
+
+        eprintln!("starting etcd");
+        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
+        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        daemons.push(Daemon::spawn(
+            "etcd",
+            &self.dir,
+            Exec::new(bins.path("etcd"))
+                .arg("--name=gantry")
+                .arg(format!("--data-dir={}", self.dir.join("etcd").display()))
+                .arg(format!("--listen-client-urls={etcd_url}"))
+                .arg(format!("--advertise-client-urls={etcd_url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster=gantry={peer_url}"))
+                // A throwaway cluster: durability is not worth the fsyncs.
+                .arg("--unsafe-no-fsync")
+                .arg("--log-level=warn"),
+        )?);
+        proc::wait_until(
+            "etcd to be healthy",
+            COMPONENT_HEALTHY,
+            &mut daemons,
+            || http_get_ok("127.0.0.1", etcd_client, "/health"),
+        )?;
+
+        eprintln!("starting kube-apiserver");
+        let file = |p: &Path| p.display().to_string();
+        daemons.push(Daemon::spawn(
+            "kube-apiserver",
+            &self.dir,
+            Exec::new(bins.path("kube-apiserver"))
+                .arg(format!("--etcd-servers={etcd_url}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg("--advertise-address=127.0.0.1")
+                .arg(format!("--secure-port={apiserver_port}"))
+                .arg(format!("--cert-dir={}", self.dir.join("pki").display()))
+                .arg(format!("--tls-cert-file={}", file(&pki.apiserver.cert)))
+                .arg(format!(
+                    "--tls-private-key-file={}",
+                    file(&pki.apiserver.key)
+                ))
+                .arg(format!("--client-ca-file={}", file(&pki.ca.cert)))
+                .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
+                .arg(format!(
+                    "--service-account-key-file={}",
+                    file(&pki.service_account_pub)
+                ))
+                .arg(format!(
+                    "--service-account-signing-key-file={}",
+                    file(&pki.service_account_key)
+                ))
+                .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
+                .arg("--authorization-mode=RBAC")
+                // Loopback is not a valid endpoint address, and nothing
+                // in this cluster dials the kubernetes Service anyway.
+                .arg("--endpoint-reconciler-type=none")
+                .arg("--profiling=false"),
+        )?);
+        proc::wait_until(
+            "kube-apiserver to be ready (/readyz)",
+            APISERVER_READY,
+            &mut daemons,
+            || Ok(self.kubectl(bins, &["get", "--raw", "/readyz"])?.trim() == "ok"),
+        )?;
+
+        eprintln!("starting kube-controller-manager and kube-scheduler");
+        daemons.push(Daemon::spawn(
+            "kube-controller-manager",
+            &self.dir,
+            Exec::new(bins.path("kube-controller-manager"))
+                .arg(format!("--kubeconfig={}", file(&cm_kubeconfig)))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={cm_port}"))
+                .arg(format!(
+                    "--tls-cert-file={}",
+                    file(&pki.controller_manager_serving.cert)
+                ))
+                .arg(format!(
+                    "--tls-private-key-file={}",
+                    file(&pki.controller_manager_serving.key)
+                ))
+                .arg(format!(
+                    "--service-account-private-key-file={}",
+                    file(&pki.service_account_key)
+                ))
+                .arg(format!("--root-ca-file={}", file(&pki.ca.cert)))
+                .arg(format!(
+                    "--cluster-signing-cert-file={}",
+                    file(&pki.ca.cert)
+                ))
+                .arg(format!("--cluster-signing-key-file={}", file(&pki.ca.key)))
+                // Each controller acts as its own service account, so RBAC
+                // is exercised the way a real cluster does it.
+                .arg("--use-service-account-credentials=true")
+                .arg("--leader-elect=false")
+                .arg("--profiling=false"),
+        )?);
+        daemons.push(Daemon::spawn(
+            "kube-scheduler",
+            &self.dir,
+            Exec::new(bins.path("kube-scheduler"))
+                .arg(format!("--kubeconfig={}", file(&scheduler_kubeconfig)))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--secure-port={scheduler_port}"))
+                .arg(format!(
+                    "--tls-cert-file={}",
+                    file(&pki.scheduler_serving.cert)
+                ))
+                .arg(format!(
+                    "--tls-private-key-file={}",
+                    file(&pki.scheduler_serving.key)
+                ))
+                .arg("--leader-elect=false")
+                .arg("--profiling=false"),
+        )?);
+        for (name, port) in [
+            ("kube-controller-manager", cm_port),
+            ("kube-scheduler", scheduler_port),
+        ] {
+            let what = format!("{name} to be healthy (/healthz)");
+            proc::wait_until(&what, COMPONENT_HEALTHY, &mut daemons, || {
+                // kubectl speaks HTTPS and verifies the serving
+                // certificate against the cluster CA.
+                let out = self.kubectl(
+                    bins,
+                    &[
+                        "--server",
+                        &format!("https://127.0.0.1:{port}"),
+                        "get",
+                        "--raw",
+                        "/healthz",
+                    ],
+                )?;
+                Ok(out.trim() == "ok")
+            })?;
+        }
+
+        eprintln!("starting kwok and creating {nodes} nodes");
+        let kwok_config = self.dir.join("kwok.yaml");
+        fs::write(
+            &kwok_config,
+            fs::read_to_string(bins.path(toolchain::KWOK_STAGES))?,
+        )?;
+        daemons.push(Daemon::spawn(
+            "kwok",
+            &self.dir,
+            Exec::new(bins.path("kwok"))
+                .arg(format!("--kubeconfig={}", file(&kwok_kubeconfig)))
+                .arg(format!("--config={}", file(&kwok_config)))
+                .arg("--manage-all-nodes=false")
+                .arg(format!(
+                    "--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"
+                ))
+                .arg(format!("--cidr={POD_CIDR}"))
+                .env("HOME", &self.dir),
+        )?);
+        let node_list = nodes_manifest(nodes);
+        let manifest = self.dir.join("nodes.json");
+        fs::write(&manifest, node_list)?;
+        self.kubectl(bins, &["apply", "-f", &file(&manifest)])?;
+        proc::wait_until(
+            &format!("{nodes} nodes to be Ready"),
+            NODES_READY,
+            &mut daemons,
+            || {
+                let ready = self.kubectl(
+                bins,
+                &[
+                    "get",
+                    "nodes",
+                    "-o",
+                    r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
+                ],
+            )?;
+                let count = ready.lines().filter(|l| l.trim() == "True").count();
+                if count < usize::from(nodes) {
+                    bail!("{count} of {nodes} nodes Ready");
+                }
+                Ok(true)
+            },
+        )?;
+        // The ServiceAccount admission plugin refuses pods until the
+        // namespace's default ServiceAccount exists.
+        proc::wait_until(
+            "the default ServiceAccount",
+            COMPONENT_HEALTHY,
+            &mut daemons,
+            || {
+                Ok(self
+                    .kubectl(bins, &["get", "serviceaccount", "default", "-n", "default"])
+                    .is_ok())
+            },
+        )?;
+        Ok(())
+    }
+
+    /// Stops every process the cluster started (by recorded PID, and by
+    /// any process still naming the state directory) and removes the state.
+    pub fn down(&self) -> Result<()> {
+        if !self.dir.exists() {
+            eprintln!(
+                "no cluster state in {}; nothing to stop",
+                self.dir.display()
+            );
+            return Ok(());
+        }
+        let killed = self.stop_processes()?;
+        fs::remove_dir_all(&self.dir)
+            .with_context(|| format!("removing {}", self.dir.display()))?;
+        eprintln!(
+            "cluster stopped ({killed} processes) and {} removed",
+            self.dir.display()
+        );
+        Ok(())
+    }
+
+    fn stop_processes(&self) -> Result<usize> {
+        // Reverse start order: clients before the apiserver, etcd last.
+        let mut pids: Vec<i32> = self
+            .recorded_pids()
+            .into_iter()
+            .rev()
+            .map(|(_, p)| p)
+            .collect();
+        pids.retain(|p| proc::alive(*p));
+        for pid in proc::processes_mentioning(&self.dir.display().to_string()) {
+            if !pids.contains(&pid) {
+                pids.push(pid);
+            }
+        }
+        let count = pids.len();
+        let stubborn = proc::terminate(&pids, Duration::from_secs(15));
+        if !stubborn.is_empty() {
+            eprintln!("killed processes that ignored SIGTERM: {stubborn:?}");
+        }
+        Ok(count)
+    }
+}
+
+/// The annotation kwok selects the nodes it manages by.
+const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// `count` fake nodes for kwok to manage, as a List manifest.
+fn nodes_manifest(count: u16) -> String {
+    let items: Vec<serde_json::Value> = (1..=count)
+        .map(|i| {
+            let name = format!("kwok-node-{i}");
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "annotations": {KWOK_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                    "labels": {
+                        "kubernetes.io/hostname": name,
+                        "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64",
+                        "kubernetes.io/role": "agent",
+                        "type": "kwok",
+                        "topology.kubernetes.io/zone": format!("zone-{}", (i - 1) % 3 + 1),
+                    },
+                },
+                "status": {
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                },
+            })
+        })
+        .collect();
+    let list = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items});
+    format!("{list:#}\n")
+}
+
+/// A plain-HTTP GET on loopback that succeeds on a 200 answer.
+fn http_get_ok(host: &str, port: u16, path: &str) -> Result<bool> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((host, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer)?;
+    let status = answer.lines().next().unwrap_or_default().to_owned();
+    if status.split_whitespace().nth(1) == Some("200") {
+        Ok(true)
+    } else {
+        bail!("answered {status}")
+    }
+}

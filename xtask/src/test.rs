@@ -1,0 +1,204 @@
+//! `cargo xtask test`: everything CI runs, in order: formatting, clippy, the
+//! unit and black-box tests, then the end-to-end suite against a fresh local
+//! control plane that is torn down afterwards, even when tests fail. Every
+//! step runs even if an earlier one failed, so one run shows every problem;
+//! the last line is `N passed, N failed`, where a failed step that is not a
+//! test (formatting, a build, the cluster) counts as one failure.
+
+use std::process::{Command, ExitCode};
+
+use anyhow::Result;
+
+use crate::cluster::Cluster;
+use crate::{deps, proc, toolchain, workspace};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Skip `cargo fmt --check` and clippy.
+    #[arg(long)]
+    skip_lint: bool,
+    /// Skip the end-to-end suite (and the control plane it needs).
+    #[arg(long)]
+    skip_e2e: bool,
+    /// Only run tests whose name contains this filter (passed to the test
+    /// binaries).
+    filter: Option<String>,
+}
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    failed_steps: Vec<String>,
+}
+
+impl Tally {
+    fn step_failed(&mut self, step: &str, why: &str) {
+        eprintln!("\n=== {step}: FAILED: {why}\n");
+        self.failed_steps.push(step.to_owned());
+    }
+
+    /// Adds the counts of a libtest summary line such as
+    /// `test result: ok. 12 passed; 0 failed; 1 ignored; ...`.
+    fn count(&mut self, line: &str) -> bool {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return false;
+        };
+        let number_before = |word: &str| -> u64 {
+            rest.split(';')
+                .filter_map(|part| part.trim().rsplit_once(' '))
+                .find(|(_, w)| *w == word)
+                .and_then(|(n, _)| n.rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        self.passed += number_before("passed");
+        self.failed += number_before("failed");
+        true
+    }
+}
+
+fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(workspace::root());
+    cmd
+}
+
+/// `--locked` in CI: the committed Cargo.lock is what gets tested.
+fn locked(cmd: &mut Command) -> &mut Command {
+    if std::env::var_os("CI").is_some() {
+        cmd.arg("--locked");
+    }
+    cmd
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
+    let mut tally = Tally::default();
+
+    if let Err(err) = deps::ensure(deps::TEST) {
+        tally.step_failed("installing Debian packages", &format!("{err:#}"));
+    }
+
+    if !args.skip_lint {
+        lint(&mut tally);
+    }
+
+    let filter: Vec<&str> = args.filter.iter().map(String::as_str).collect();
+    eprintln!("\n=== unit and black-box tests");
+    run_tests(
+        &mut tally,
+        "unit tests",
+        locked(cargo().args(["test", "--workspace", "--exclude", "gantry-e2e"]))
+            .arg("--")
+            .args(&filter),
+    );
+
+    if !args.skip_e2e {
+        e2e(&mut tally, &filter);
+    }
+
+    eprintln!();
+    if !tally.failed_steps.is_empty() {
+        eprintln!("failed steps: {}", tally.failed_steps.join(", "));
+    }
+    let failed = tally.failed + tally.failed_steps.len() as u64;
+    println!("{} passed, {failed} failed", tally.passed);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn lint(tally: &mut Tally) {
+    eprintln!("=== cargo fmt --check");
+    if let Err(err) = proc::run(
+        "cargo fmt --check",
+        cargo().args(["fmt", "--all", "--check"]),
+    ) {
+        tally.step_failed(
+            "cargo fmt --check",
+            &format!("{err:#}; run `cargo fmt --all`"),
+        );
+    }
+    eprintln!("=== cargo clippy");
+    if let Err(err) = proc::run(
+        "cargo clippy",
+        locked(cargo().args(["clippy", "--workspace", "--all-targets"]))
+            .args(["--", "-D", "warnings"]),
+    ) {
+        tally.step_failed("cargo clippy", &format!("{err:#}"));
+    }
+}
+
+/// Runs a `cargo test` command, echoing its output and counting its results.
+fn run_tests(tally: &mut Tally, step: &str, cmd: &mut Command) {
+    let mut summaries = 0;
+    let status = proc::stream_lines(step, cmd, |line| {
+        println!("{line}");
+        if tally.count(line) {
+            summaries += 1;
+        }
+    });
+    match status {
+        Ok(status) if status.success() => {}
+        // Failing tests are already counted; a non-zero exit without any
+        // failure counted means the build (or the harness) failed.
+        Ok(status) if tally.failed > 0 && summaries > 0 => {
+            eprintln!("{step}: {status}");
+        }
+        Ok(status) => tally.step_failed(step, &format!("cargo test exited with {status}")),
+        Err(err) => tally.step_failed(step, &format!("{err:#}")),
+    }
+}
+
+fn e2e(tally: &mut Tally, filter: &[&str]) {
+    eprintln!("\n=== end-to-end tests");
+    // Build first, so the cluster does not idle through a compile and a
+    // build error is reported as such.
+    if let Err(err) = proc::run(
+        "building the e2e tests",
+        locked(cargo().args(["test", "-p", "gantry-e2e", "--no-run"])),
+    ) {
+        tally.step_failed("building the e2e tests", &format!("{err:#}"));
+        return;
+    }
+    let cluster = Cluster::at(workspace::test_cluster_dir());
+    if let Err(err) = cluster.up(3) {
+        tally.step_failed("cluster up", &format!("{err:#}"));
+        let _ = cluster.down();
+        return;
+    }
+    let bin_dir = toolchain::bin_dir().unwrap_or_default();
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut paths = vec![bin_dir.clone()];
+    paths.extend(std::env::split_paths(&path));
+    let mut cmd = cargo();
+    locked(cmd.args(["test", "-p", "gantry-e2e"]))
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("GANTRY_BIN_DIR", &bin_dir)
+        .env("PATH", std::env::join_paths(paths).unwrap_or(path))
+        .arg("--")
+        .args(filter);
+    run_tests(tally, "e2e tests", &mut cmd);
+    if let Err(err) = cluster.down() {
+        tally.step_failed("cluster down", &format!("{err:#}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn counts_libtest_summaries() {
+        let mut tally = Tally::default();
+        assert!(tally.count(
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+        ));
+        assert!(tally.count(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.20s"
+        ));
+        assert!(!tally.count("running 5 tests"));
+        assert_eq!((tally.passed, tally.failed), (15, 2));
+    }
+}

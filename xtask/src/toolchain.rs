@@ -1,0 +1,265 @@
+//! Builds the control-plane binaries from the Go wrapper modules in
+//! `tools/` into a cache outside the repository.
+//!
+//! Each module under `tools/` pins its commands with `tool` directives and a
+//! committed go.sum. The binaries land in `<cache>/k8s-<version>/bin`, next
+//! to a stamp: a hash of every go.mod and go.sum, the Go version and the
+//! link flags. A matching stamp means the build is skipped, so only the
+//! first run (or a version bump) pays for it.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use sha2::{Digest, Sha256};
+
+use crate::{deps, proc, workspace};
+
+/// A Go wrapper module and the commands it builds.
+struct Module {
+    dir: &'static str,
+    packages: &'static [&'static str],
+}
+
+const MODULES: &[Module] = &[
+    Module {
+        dir: "etcd",
+        packages: &["go.etcd.io/etcd/server/v3"],
+    },
+    Module {
+        dir: "k8s",
+        packages: &[
+            "k8s.io/kubernetes/cmd/kube-apiserver",
+            "k8s.io/kubernetes/cmd/kube-controller-manager",
+            "k8s.io/kubernetes/cmd/kube-scheduler",
+            "k8s.io/kubernetes/cmd/kubectl",
+        ],
+    },
+    Module {
+        dir: "kwok",
+        packages: &["sigs.k8s.io/kwok/cmd/kwok"],
+    },
+    Module {
+        dir: "helm",
+        packages: &["helm.sh/helm/v4/cmd/helm"],
+    },
+];
+
+/// The file, beside the binaries, holding kwok's stages.
+pub const KWOK_STAGES: &str = "kwok-stages.yaml";
+
+/// The stage sets, from kwok's own module, that make nodes Ready (and keep
+/// their heartbeat and lease) and pods Running, Ready and deletable.
+const KWOK_STAGE_SETS: &[&str] = &["node/fast", "node/heartbeat-with-lease", "pod/fast"];
+
+/// Bump to force a rebuild when the way binaries are built changes.
+const BUILD_FORMAT: &str = "1";
+
+/// The directory of built binaries.
+pub struct Binaries {
+    pub dir: PathBuf,
+}
+
+impl Binaries {
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// The Kubernetes version the wrapper module pins, e.g. `v1.36.3`.
+pub fn kubernetes_version() -> Result<String> {
+    let go_mod = workspace::root().join("tools/k8s/go.mod");
+    let text =
+        fs::read_to_string(&go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
+    text.lines()
+        .map(|line| line.trim().trim_start_matches("require").trim())
+        .find_map(|line| line.strip_prefix("k8s.io/kubernetes "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(str::to_owned)
+        .with_context(|| format!("{} does not require k8s.io/kubernetes", go_mod.display()))
+}
+
+/// Where the binaries of the pinned version live (built or not).
+pub fn bin_dir() -> Result<PathBuf> {
+    Ok(workspace::cache_dir()
+        .join(format!("k8s-{}", kubernetes_version()?))
+        .join("bin"))
+}
+
+/// `-X` flags so that `/version` and `kubectl version` report the real
+/// release instead of the `v0.0.0-master` a module build gets by default.
+fn ldflags(version: &str) -> Result<String> {
+    let minor = version
+        .trim_start_matches('v')
+        .split('.')
+        .nth(1)
+        .context("Kubernetes version has no minor part")?;
+    let mut flags = String::from("-s -w");
+    for pkg in [
+        "k8s.io/component-base/version",
+        "k8s.io/client-go/pkg/version",
+    ] {
+        write!(
+            flags,
+            " -X {pkg}.gitVersion={version} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor={minor} \
+             -X {pkg}.gitTreeState=clean"
+        )?;
+    }
+    Ok(flags)
+}
+
+fn go_version() -> Result<String> {
+    if !deps::on_path("go") {
+        bail!(
+            "the `go` command was not found on PATH: the control plane is built from Go \
+             modules and needs Go 1.26 or newer"
+        );
+    }
+    let out = proc::output("go version", Command::new("go").arg("version"))?;
+    Ok(out.trim().to_owned())
+}
+
+fn stamp(version: &str, go: &str) -> Result<String> {
+    let root = workspace::root().join("tools");
+    let mut hash = Sha256::new();
+    hash.update(BUILD_FORMAT);
+    hash.update(go);
+    hash.update(ldflags(version)?);
+    for module in MODULES {
+        for file in ["go.mod", "go.sum"] {
+            let path = root.join(module.dir).join(file);
+            hash.update(&path.strip_prefix(&root)?.to_string_lossy().as_bytes());
+            hash.update(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
+        }
+    }
+    Ok(format!("{:x}", hash.finalize()))
+}
+
+/// Builds the binaries unless the cache already holds this exact build.
+pub fn ensure() -> Result<Binaries> {
+    let version = kubernetes_version()?;
+    let dir = bin_dir()?;
+    let go = go_version()?;
+    let want = stamp(&version, &go)?;
+    let stamp_file = dir.join(".stamp");
+    if fs::read_to_string(&stamp_file).is_ok_and(|s| s.trim() == want) {
+        return Ok(Binaries { dir });
+    }
+
+    eprintln!(
+        "building the control plane (Kubernetes {version}, etcd, kwok, helm) into {}",
+        dir.display()
+    );
+    eprintln!("the first build takes a while; later runs reuse it");
+    let started = Instant::now();
+    let staging = dir.with_file_name("bin.partial");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging)?;
+    let flags = ldflags(&version)?;
+    for module in MODULES {
+        build_module(module, &staging, &flags)?;
+    }
+    write_kwok_stages(&staging)?;
+    fs::write(staging.join(".stamp"), &want)?;
+    let _ = fs::remove_dir_all(&dir);
+    fs::rename(&staging, &dir)
+        .with_context(|| format!("moving the build into {}", dir.display()))?;
+    eprintln!("control plane built in {:.0?}", started.elapsed());
+    Ok(Binaries { dir })
+}
+
+fn go_command(module_dir: &Path) -> Command {
+    let mut cmd = Command::new("go");
+    cmd.current_dir(module_dir)
+        // The committed go.sum is the pin: never rewrite it during a build,
+        // and never fetch another Go toolchain.
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOTOOLCHAIN", "local");
+    cmd
+}
+
+fn build_module(module: &Module, out: &Path, flags: &str) -> Result<()> {
+    let module_dir = workspace::root().join("tools").join(module.dir);
+    let logs = workspace::cache_dir().join("logs");
+    fs::create_dir_all(&logs)?;
+
+    let proxy = std::env::var("GOPROXY").unwrap_or_else(|_| "the Go module proxy".to_owned());
+    eprintln!("  tools/{}: downloading modules", module.dir);
+    proc::run_logged(
+        &format!(
+            "downloading the Go modules of tools/{} from {proxy}",
+            module.dir
+        ),
+        go_command(&module_dir).args(["mod", "download"]),
+        &logs.join(format!("download-{}.log", module.dir)),
+    )?;
+
+    eprintln!(
+        "  tools/{}: building {}",
+        module.dir,
+        module.packages.join(" ")
+    );
+    let started = Instant::now();
+    proc::run_logged(
+        &format!("go build in tools/{}", module.dir),
+        go_command(&module_dir)
+            .args(["build", "-trimpath", "-ldflags", flags, "-o"])
+            .arg(format!("{}/", out.display()))
+            .args(module.packages),
+        &logs.join(format!("build-{}.log", module.dir)),
+    )?;
+    eprintln!("  tools/{}: built in {:.0?}", module.dir, started.elapsed());
+
+    // etcd's main package is its server module, go.etcd.io/etcd/server/v3,
+    // which `go build` names `server`.
+    if module.dir == "etcd" {
+        fs::rename(out.join("server"), out.join("etcd")).context("renaming the etcd binary")?;
+    }
+    Ok(())
+}
+
+/// Concatenates kwok's stage files, as its module ships them, into one
+/// multi-document YAML that `cluster up` appends to kwok's configuration.
+fn write_kwok_stages(out: &Path) -> Result<()> {
+    let module_dir = workspace::root().join("tools/kwok");
+    let kwok = proc::output(
+        "locating the kwok module",
+        go_command(&module_dir).args(["list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/kwok"]),
+    )?;
+    let stages = PathBuf::from(kwok.trim()).join("kustomize/stage");
+    let mut yaml = String::new();
+    for set in KWOK_STAGE_SETS {
+        let dir = stages.join(set);
+        for file in kustomization_resources(&dir)? {
+            let path = dir.join(&file);
+            let text =
+                fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            yaml.push_str("---\n");
+            yaml.push_str(text.trim_start_matches("---\n"));
+            if !yaml.ends_with('\n') {
+                yaml.push('\n');
+            }
+        }
+    }
+    fs::write(out.join(KWOK_STAGES), yaml)?;
+    Ok(())
+}
+
+/// The `resources:` list of a kustomization.yaml (plain file names only).
+fn kustomization_resources(dir: &Path) -> Result<Vec<String>> {
+    let path = dir.join("kustomization.yaml");
+    let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let files: Vec<String> = text
+        .lines()
+        .skip_while(|line| line.trim() != "resources:")
+        .skip(1)
+        .map_while(|line| line.trim().strip_prefix("- ").map(str::to_owned))
+        .collect();
+    if files.is_empty() {
+        bail!("{} lists no resources", path.display());
+    }
+    Ok(files)
+}

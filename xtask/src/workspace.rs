@@ -1,0 +1,46 @@
+//! Where things live: the workspace root, the build cache outside the
+//! repository, and the state directory of a running local cluster.
+
+use std::path::PathBuf;
+
+/// The workspace root (the parent of the xtask crate).
+pub fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map_or(manifest.clone(), PathBuf::from)
+}
+
+/// The cache for built control-plane binaries. It sits outside the
+/// repository so that clean clones and `cargo clean` keep it.
+///
+/// `GANTRY_CACHE_DIR` overrides; otherwise `$XDG_CACHE_HOME/gantry`, then
+/// `~/.cache/gantry`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = non_empty_env("GANTRY_CACHE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = non_empty_env("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("gantry");
+    }
+    let home = non_empty_env("HOME").unwrap_or_else(|| "/tmp".to_owned());
+    PathBuf::from(home).join(".cache").join("gantry")
+}
+
+/// The state directory of the developer's cluster (`cargo xtask cluster`):
+/// certificates, kubeconfigs, etcd data, logs and PID files.
+/// `GANTRY_CLUSTER_DIR` overrides.
+pub fn cluster_dir() -> PathBuf {
+    non_empty_env("GANTRY_CLUSTER_DIR").map_or_else(
+        || root().join("target").join("gantry").join("cluster"),
+        PathBuf::from,
+    )
+}
+
+/// The state directory of the throwaway cluster `cargo xtask test` runs,
+/// kept apart so a test run neither reuses nor stops a developer's cluster.
+pub fn test_cluster_dir() -> PathBuf {
+    root().join("target").join("gantry").join("test-cluster")
+}
+
+pub fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
