@@ -46,6 +46,10 @@ use crate::state::AppState;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Builds the router with every route and layer.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "`app(state)` is the shape tests and main expect"
+)]
 pub fn app(state: AppState) -> Router {
     let config = state.config.clone();
     let mut router = Router::new()
@@ -77,7 +81,10 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(from_fn(header_size_guard))
         .layer(from_fn(problem_bodies))
-        .layer(from_fn_with_state(state.metrics.clone(), crate::metrics::track))
+        .layer(from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -86,7 +93,10 @@ pub fn app(state: AppState) -> Router {
                 .on_failure(()),
         )
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(SetRequestIdLayer::new(X_REQUEST_ID.clone(), RequestIdFromTrace))
+        .layer(SetRequestIdLayer::new(
+            X_REQUEST_ID.clone(),
+            RequestIdFromTrace,
+        ))
         .layer(from_fn(trace_context))
 }
 

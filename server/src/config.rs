@@ -126,7 +126,9 @@ impl Reader<'_> {
             (Some(v), None) => Some(Secret::new(v)),
             (None, Some(path)) => match std::fs::read_to_string(&path) {
                 // Secret files usually end in a newline that is no part of the value.
-                Ok(content) => Some(Secret::new(content.trim_end_matches(['\n', '\r']).to_owned())),
+                Ok(content) => Some(Secret::new(
+                    content.trim_end_matches(['\n', '\r']).to_owned(),
+                )),
                 Err(err) => {
                     self.problems
                         .push(format!("{file_var}: cannot read {path}: {err}"));
@@ -171,12 +173,9 @@ impl Config {
             lookup,
             problems: Vec::new(),
         };
-        let host = r.parsed(
-            "HOST",
-            IpAddr::from([0, 0, 0, 0]),
-            "an IP address",
-            |s| s.parse().ok(),
-        );
+        let host = r.parsed("HOST", IpAddr::from([0, 0, 0, 0]), "an IP address", |s| {
+            s.parse().ok()
+        });
         let port = r.parsed("PORT", 8080, "a port number (0..65535)", |s| s.parse().ok());
         let database_url = r
             .secret("DATABASE_URL")
@@ -186,47 +185,21 @@ impl Config {
                 "DATABASE_URL must start with sqlite: or postgres:// (or postgresql://)".to_owned(),
             );
         }
-        let static_dir = PathBuf::from(r.plain("STATIC_DIR").unwrap_or_else(|| "public".to_owned()));
+        let static_dir =
+            PathBuf::from(r.plain("STATIC_DIR").unwrap_or_else(|| "public".to_owned()));
         let log_level = r.parsed(
             "LOG_LEVEL",
             LogLevel::Info,
             "one of error, warn, info, debug",
-            |s| match s.to_ascii_lowercase().as_str() {
-                "error" => Some(LogLevel::Error),
-                "warn" | "warning" => Some(LogLevel::Warn),
-                "info" => Some(LogLevel::Info),
-                "debug" => Some(LogLevel::Debug),
-                _ => None,
-            },
+            parse_log_level,
         );
         let log_format = r.parsed(
             "LOG_FORMAT",
             LogFormat::Json,
             "json or text",
-            |s| match s.to_ascii_lowercase().as_str() {
-                "json" => Some(LogFormat::Json),
-                "text" => Some(LogFormat::Text),
-                _ => None,
-            },
+            parse_log_format,
         );
-        let api_tokens: Vec<Secret<String>> = r
-            .secret("API_TOKENS")
-            .map(|all| {
-                all.expose()
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(|t| Secret::new(t.to_owned()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if api_tokens
-            .iter()
-            .any(|t| !t.expose().bytes().all(|b| b.is_ascii_graphic()))
-        {
-            r.problems
-                .push("API_TOKENS: a token contains spaces or non-ASCII characters".to_owned());
-        }
+        let api_tokens = read_tokens(&mut r);
         let positive = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0);
         let rate_limit_per_second =
             r.parsed("RATE_LIMIT_PER_SECOND", 50, "a positive integer", positive);
@@ -243,12 +216,10 @@ impl Config {
             "a positive size such as 1MiB, 512KiB or 65536",
             |s| parse_size(s).filter(|n| *n > 0),
         );
-        let db_connect_retries = r.parsed(
-            "DB_CONNECT_RETRIES",
-            5,
-            "an integer from 0 to 20",
-            |s| s.parse().ok().filter(|n| *n <= 20),
-        );
+        let db_connect_retries =
+            r.parsed("DB_CONNECT_RETRIES", 5, "an integer from 0 to 20", |s| {
+                s.parse().ok().filter(|n| *n <= 20)
+            });
         let shutdown_delay = r.parsed(
             "SHUTDOWN_DELAY",
             Duration::from_secs(5),
@@ -269,13 +240,7 @@ impl Config {
                 "OTEL_EXPORTER_OTLP_ENDPOINT={endpoint:?} is not an http:// or https:// URL"
             ));
         }
-        let debug_routes = r.parsed("DEBUG_ROUTES", false, "true or false", |s| {
-            match s.to_ascii_lowercase().as_str() {
-                "true" | "1" => Some(true),
-                "false" | "0" => Some(false),
-                _ => None,
-            }
-        });
+        let debug_routes = r.parsed("DEBUG_ROUTES", false, "true or false", parse_bool);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -309,6 +274,55 @@ impl Config {
         } else {
             "postgres"
         }
+    }
+}
+
+/// `API_TOKENS`: comma-separated, blanks ignored, printable ASCII only.
+fn read_tokens(r: &mut Reader<'_>) -> Vec<Secret<String>> {
+    let tokens: Vec<Secret<String>> = r
+        .secret("API_TOKENS")
+        .map(|all| {
+            all.expose()
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| Secret::new(t.to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if tokens
+        .iter()
+        .any(|t| !t.expose().bytes().all(|b| b.is_ascii_graphic()))
+    {
+        r.problems
+            .push("API_TOKENS: a token contains spaces or non-ASCII characters".to_owned());
+    }
+    tokens
+}
+
+fn parse_log_level(s: &str) -> Option<LogLevel> {
+    match s.to_ascii_lowercase().as_str() {
+        "error" => Some(LogLevel::Error),
+        "warn" | "warning" => Some(LogLevel::Warn),
+        "info" => Some(LogLevel::Info),
+        "debug" => Some(LogLevel::Debug),
+        _ => None,
+    }
+}
+
+fn parse_log_format(s: &str) -> Option<LogFormat> {
+    match s.to_ascii_lowercase().as_str() {
+        "json" => Some(LogFormat::Json),
+        "text" => Some(LogFormat::Text),
+        _ => None,
+    }
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -393,7 +407,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.problems.len(), 5, "{err}");
         let text = err.to_string();
-        for name in ["PORT", "LOG_LEVEL", "BODY_LIMIT", "REQUEST_TIMEOUT", "DATABASE_URL"] {
+        for name in [
+            "PORT",
+            "LOG_LEVEL",
+            "BODY_LIMIT",
+            "REQUEST_TIMEOUT",
+            "DATABASE_URL",
+        ] {
             assert!(text.contains(name), "{name} missing from {text}");
         }
     }
@@ -407,7 +427,10 @@ mod tests {
         let tokens: Vec<&str> = c.api_tokens.iter().map(|t| t.expose().as_str()).collect();
         assert_eq!(tokens, ["alpha", "beta"]);
         let debug = format!("{c:?}");
-        assert!(!debug.contains("alpha") && !debug.contains("beta"), "{debug}");
+        assert!(
+            !debug.contains("alpha") && !debug.contains("beta"),
+            "{debug}"
+        );
     }
 
     #[test]
@@ -422,7 +445,7 @@ mod tests {
     fn durations_and_sizes() {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_mins(2)));
         assert_eq!(parse_duration("ten"), None);
         assert_eq!(parse_duration("5 fortnights"), None);
         assert_eq!(parse_size("1MiB"), Some(1 << 20));

@@ -108,7 +108,9 @@ fn parse_traceparent(s: &str) -> Option<(String, String, u8)> {
     let parent = parts.next()?;
     let flags = parts.next()?;
     let is_hex = |p: &str, len: usize| {
-        p.len() == len && p.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        p.len() == len
+            && p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     };
     // Version ff is forbidden; a future version may append fields, version 00 may not.
     if !is_hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
@@ -128,7 +130,13 @@ fn parse_traceparent(s: &str) -> Option<(String, String, u8)> {
 fn random_hex(bytes: usize) -> String {
     loop {
         let random = uuid::Uuid::new_v4().as_u128().to_le_bytes();
-        let hex: String = random[..bytes].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = random[..bytes]
+            .iter()
+            .fold(String::with_capacity(bytes * 2), |mut s, b| {
+                s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+                s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+                s
+            });
         if hex.bytes().any(|b| b != b'0') {
             return hex;
         }
@@ -148,7 +156,10 @@ mod tests {
         assert_eq!(ctx.parent_span_id.as_deref(), Some("00f067aa0ba902b7"));
         assert!(ctx.sampled);
         assert_ne!(ctx.span_id, "00f067aa0ba902b7");
-        assert!(ctx.traceparent().starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(
+            ctx.traceparent()
+                .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+        );
     }
 
     #[test]

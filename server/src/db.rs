@@ -1,8 +1,8 @@
-//! The database: SQLite by default, PostgreSQL when `DATABASE_URL` says so.
+//! The database: `SQLite` by default, `PostgreSQL` when `DATABASE_URL` says so.
 //!
 //! Both go through sqlx's `Any` driver with one set of portable migrations
 //! (`server/migrations/`) and one set of queries, so the two backends behave
-//! the same. Ids are UUIDv7 strings made by the server (time-ordered, so the
+//! the same. Ids are `UUIDv7` strings made by the server (time-ordered, so the
 //! list is stable under pagination) and timestamps are RFC 3339 text, which
 //! keeps the schema free of dialect-specific types.
 //!
@@ -23,7 +23,11 @@ pub fn backoff_delay(retry: u32) -> Duration {
 
 /// Runs `attempt` until it succeeds, retrying up to `retries` times with
 /// [`backoff_delay`] between attempts; returns the last error when all fail.
-pub async fn retry_with_backoff<T, E, F, Fut>(what: &str, retries: u32, mut attempt: F) -> Result<T, E>
+pub async fn retry_with_backoff<T, E, F, Fut>(
+    what: &str,
+    retries: u32,
+    mut attempt: F,
+) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
@@ -59,7 +63,7 @@ pub struct Db {
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 impl Db {
-    /// Connects once and applies the migrations. For SQLite the file and
+    /// Connects once and applies the migrations. For `SQLite` the file and
     /// its directory are created when missing.
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
@@ -72,7 +76,10 @@ impl Db {
             } else {
                 let path = rest.trim_start_matches("//");
                 let path = path.split('?').next().unwrap_or(path);
-                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                if let Some(dir) = Path::new(path)
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                {
                     std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
                 }
                 if !url.contains("mode=") {
@@ -92,7 +99,10 @@ impl Db {
 
     /// A round trip to the database, for readiness.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
     }
 
     pub async fn close(&self) {
@@ -120,7 +130,11 @@ impl Db {
     }
 
     /// One page in id order (which is creation order), and the total count.
-    pub async fn list_users(&self, limit: i64, offset: i64) -> Result<(Vec<UserRecord>, i64), sqlx::Error> {
+    pub async fn list_users(
+        &self,
+        limit: i64,
+        offset: i64,
+    ) -> Result<(Vec<UserRecord>, i64), sqlx::Error> {
         let rows = sqlx::query(
             "SELECT id, name, email, created_at FROM users ORDER BY id LIMIT $1 OFFSET $2",
         )
@@ -132,7 +146,10 @@ impl Db {
             .fetch_one(&self.pool)
             .await?
             .try_get(0)?;
-        let users = rows.iter().map(UserRecord::from_row).collect::<Result<_, _>>()?;
+        let users = rows
+            .iter()
+            .map(UserRecord::from_row)
+            .collect::<Result<_, _>>()?;
         Ok((users, total))
     }
 
@@ -144,12 +161,13 @@ impl Db {
         email: Option<&str>,
     ) -> Result<Option<UserRecord>, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let Some(mut user) = sqlx::query("SELECT id, name, email, created_at FROM users WHERE id = $1")
-            .bind(id.to_owned())
-            .fetch_optional(&mut *tx)
-            .await?
-            .map(|row| UserRecord::from_row(&row))
-            .transpose()?
+        let Some(mut user) =
+            sqlx::query("SELECT id, name, email, created_at FROM users WHERE id = $1")
+                .bind(id.to_owned())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|row| UserRecord::from_row(&row))
+                .transpose()?
         else {
             return Ok(None);
         };
@@ -235,7 +253,13 @@ mod tests {
         let start = tokio::time::Instant::now();
         let result: Result<u32, String> = retry_with_backoff("connect", 5, || {
             let n = attempts.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 2 { Err("refused".to_owned()) } else { Ok(n) } }
+            async move {
+                if n < 2 {
+                    Err("refused".to_owned())
+                } else {
+                    Ok(n)
+                }
+            }
         })
         .await;
         assert_eq!(result.unwrap(), 2);
@@ -257,7 +281,9 @@ mod tests {
             id: uuid::Uuid::now_v7().to_string(),
             ..user.clone()
         };
-        assert!(is_unique_violation(&db.insert_user(&dup).await.unwrap_err()));
+        assert!(is_unique_violation(
+            &db.insert_user(&dup).await.unwrap_err()
+        ));
         let (page, total) = db.list_users(10, 0).await.unwrap();
         assert_eq!((page.len(), total), (1, 1));
         assert!(db.delete_user(&user.id).await.unwrap());

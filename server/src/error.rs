@@ -193,7 +193,10 @@ pub struct ErrorDetail(pub Arc<str>);
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    Client { code: Code, message: Cow<'static, str> },
+    Client {
+        code: Code,
+        message: Cow<'static, str>,
+    },
     #[error("database error")]
     Database(#[source] sqlx::Error),
     #[error("{0}")]
@@ -227,9 +230,11 @@ impl IntoResponse for ApiError {
             Self::Client { code, message } => Problem::new(code, message).into_response(),
             Self::Unavailable(what) => Problem::new(Code::Unavailable, what).into_response(),
             Self::Database(err) => {
-                let mut response =
-                    Problem::new(Code::Internal, "internal error; see the server log for this trace id")
-                        .into_response();
+                let mut response = Problem::new(
+                    Code::Internal,
+                    "internal error; see the server log for this trace id",
+                )
+                .into_response();
                 response
                     .extensions_mut()
                     .insert(ErrorDetail(error_chain(&err).into()));
@@ -259,15 +264,21 @@ pub fn now_rfc3339() -> String {
 
 /// The panic guard's response: a 500 problem; the panic text goes to the log
 /// through [`ErrorDetail`] and never to the client.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "the signature `CatchPanicLayer::custom` takes"
+)]
 pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let text = panic
         .downcast_ref::<String>()
         .map(String::as_str)
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("non-string panic payload");
-    let mut response =
-        Problem::new(Code::Internal, "internal error; see the server log for this trace id")
-            .into_response();
+    let mut response = Problem::new(
+        Code::Internal,
+        "internal error; see the server log for this trace id",
+    )
+    .into_response();
     response
         .extensions_mut()
         .insert(ErrorDetail(format!("handler panicked: {text}").into()));
@@ -304,10 +315,13 @@ pub async fn problem_bodies(req: Request, next: Next) -> Response {
     if code == Code::Timeout {
         parts.status = StatusCode::SERVICE_UNAVAILABLE;
         problem.status = parts.status.as_u16();
-        problem.title = "Service Unavailable".to_owned();
+        "Service Unavailable".clone_into(&mut problem.title);
     } else {
         problem.status = status.as_u16();
-        problem.title = status.canonical_reason().unwrap_or("Error").to_owned();
+        status
+            .canonical_reason()
+            .unwrap_or("Error")
+            .clone_into(&mut problem.title);
     }
     let body = serde_json::to_vec(&problem).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
@@ -348,7 +362,15 @@ mod tests {
     #[test]
     fn a_problem_has_every_member() {
         let value = serde_json::to_value(Problem::new(Code::InvalidInput, "bad name")).unwrap();
-        for member in ["type", "title", "status", "code", "message", "timestamp", "traceId"] {
+        for member in [
+            "type",
+            "title",
+            "status",
+            "code",
+            "message",
+            "timestamp",
+            "traceId",
+        ] {
             assert!(value.get(member).is_some(), "{member} missing in {value}");
         }
         assert_eq!(value["code"], 4001);

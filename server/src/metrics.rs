@@ -81,7 +81,7 @@ impl Metrics {
         }
     }
 
-    /// The OpenMetrics text exposition, which Prometheus scrapes natively.
+    /// The `OpenMetrics` text exposition, which Prometheus scrapes natively.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -54,10 +54,17 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
                 "permission denied; ports below 1024 need privileges, pick another PORT (was {})",
                 config.port
             ),
-            io::ErrorKind::AddrNotAvailable => format!("{} is not an address of this machine; check HOST", config.host),
+            io::ErrorKind::AddrNotAvailable => format!(
+                "{} is not an address of this machine; check HOST",
+                config.host
+            ),
             _ => source.to_string(),
         };
-        ServeError::Bind { addr, reason, source }
+        ServeError::Bind {
+            addr,
+            reason,
+            source,
+        }
     })
 }
 
@@ -94,9 +101,11 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> Result<(), S
         let retries = config.db_connect_retries;
         let kind = config.database_kind();
         async move {
-            retry_with_backoff(&format!("connecting to the {kind} database"), retries, || {
-                Db::connect(url.expose())
-            })
+            retry_with_backoff(
+                &format!("connecting to the {kind} database"),
+                retries,
+                || Db::connect(url.expose()),
+            )
             .await
             .map_err(|source| ServeError::Database {
                 kind,
@@ -124,15 +133,18 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> Result<(), S
         "shutdown signal: readiness off; waiting for load balancers before closing the listener"
     );
     tokio::time::sleep(config.shutdown_delay).await;
-    tracing::info!(grace_s = config.shutdown_grace.as_secs_f64(), "closing the listener; draining in-flight requests");
+    tracing::info!(
+        grace_s = config.shutdown_grace.as_secs_f64(),
+        "closing the listener; draining in-flight requests"
+    );
     let _ = close_tx.send(true);
-    let outcome = match tokio::time::timeout(config.shutdown_grace, &mut server).await {
-        Ok(finished) => server_result(finished),
-        Err(_) => {
+    let outcome =
+        if let Ok(finished) = tokio::time::timeout(config.shutdown_grace, &mut server).await {
+            server_result(finished)
+        } else {
             server.abort();
             Err(ServeError::GraceExceeded(in_flight(&state)))
-        }
-    };
+        };
     if let Some(db) = state.db_if_connected() {
         db.close().await;
     }
@@ -150,7 +162,9 @@ fn in_flight(state: &AppState) -> String {
         .to_owned()
 }
 
-fn server_result(finished: Result<io::Result<()>, tokio::task::JoinError>) -> Result<(), ServeError> {
+fn server_result(
+    finished: Result<io::Result<()>, tokio::task::JoinError>,
+) -> Result<(), ServeError> {
     match finished {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(ServeError::Serve(err)),
@@ -176,4 +190,3 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "received"),
     }
 }
-

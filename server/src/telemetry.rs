@@ -8,6 +8,8 @@
 //! incoming traces are continued through a remote parent, and new ones take
 //! the id the trace-context middleware already chose ([`RequestTraceIds`]).
 
+use std::io::IsTerminal;
+
 use opentelemetry::trace::{
     SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
 };
@@ -72,7 +74,10 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
             .with_current_span(false)
             .with_span_list(true)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        // Colours only for a terminal; a file or pipe gets plain text.
+        LogFormat::Text => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed(),
     };
     let (otel, provider) = match &config.otlp_endpoint {
         Some(_) => {
@@ -140,4 +145,3 @@ pub fn link_parent(span: &tracing::Span, ctx: &TraceContext) {
     // Fails only when no OpenTelemetry layer is installed, which is the normal case without OTLP.
     let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
 }
-

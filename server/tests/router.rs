@@ -1,5 +1,5 @@
 //! Router tests through `tower::ServiceExt::oneshot`: no socket, a real
-//! in-memory SQLite database.
+//! in-memory `SQLite` database.
 
 use axum::Router;
 use axum::body::Body;
@@ -13,6 +13,10 @@ use tower::ServiceExt;
 
 const TOKEN: &str = "router-test-token";
 
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is a test failure"
+)]
 fn config(extra: &[(&str, &str)]) -> Config {
     let mut vars: Vec<(String, String)> = vec![
         ("API_TOKENS".into(), TOKEN.into()),
@@ -20,17 +24,29 @@ fn config(extra: &[(&str, &str)]) -> Config {
         ("BODY_LIMIT".into(), "1KiB".into()),
         ("DEBUG_ROUTES".into(), "true".into()),
     ];
-    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    vars.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     Config::from_lookup(&move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
         .unwrap()
 }
 
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is a test failure"
+)]
 async fn ready_state(extra: &[(&str, &str)]) -> AppState {
     let state = AppState::new(config(extra));
     state.set_db(Db::connect("sqlite::memory:").await.unwrap());
     state
 }
 
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is a test failure"
+)]
 async fn call(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, Value) {
     let response = router.clone().oneshot(req).await.unwrap();
     let status = response.status();
@@ -39,17 +55,30 @@ async fn call(router: &Router, req: Request<Body>) -> (StatusCode, axum::http::H
     let body = if bytes.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
     };
     (status, headers, body)
 }
 
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is a test failure"
+)]
 fn get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 
+#[allow(
+    clippy::unwrap_used,
+    reason = "test helper: a failure here is a test failure"
+)]
 fn assert_problem(headers: &axum::http::HeaderMap, body: &Value, status: u16, code: u64) {
-    assert_eq!(headers[header::CONTENT_TYPE], "application/problem+json", "{body}");
+    assert_eq!(
+        headers[header::CONTENT_TYPE],
+        "application/problem+json",
+        "{body}"
+    );
     assert_eq!(body["status"], status, "{body}");
     assert_eq!(body["code"], code, "{body}");
     for member in ["type", "title", "message", "timestamp", "traceId"] {
@@ -115,14 +144,22 @@ async fn the_api_needs_a_token_but_probes_do_not() {
     let (status, headers, body) = call(&router, get("/api/v1/users")).await;
     assert_eq!(status, 401);
     assert_problem(&headers, &body, 401, 4010);
-    assert_eq!(headers[header::WWW_AUTHENTICATE], r#"Bearer realm="gantry""#);
+    assert_eq!(
+        headers[header::WWW_AUTHENTICATE],
+        r#"Bearer realm="gantry""#
+    );
     let req = Request::get("/api/v1/users")
         .header("authorization", "Bearer wrong")
         .body(Body::empty())
         .unwrap();
     let (status, headers, _) = call(&router, req).await;
     assert_eq!(status, 401);
-    assert!(headers[header::WWW_AUTHENTICATE].to_str().unwrap().contains("invalid_token"));
+    assert!(
+        headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
     let req = Request::get("/api/v1/users")
         .header("authorization", format!("bearer {TOKEN}"))
         .body(Body::empty())
@@ -135,7 +172,10 @@ async fn the_api_needs_a_token_but_probes_do_not() {
 
 #[tokio::test]
 async fn no_configured_token_refuses_everyone() {
-    let state = AppState::new(Config::from_lookup(&|name| (name == "DATABASE_URL").then(|| "sqlite::memory:".to_owned())).unwrap());
+    let state = AppState::new(
+        Config::from_lookup(&|name| (name == "DATABASE_URL").then(|| "sqlite::memory:".to_owned()))
+            .unwrap(),
+    );
     let router = app(state);
     let req = Request::get("/api/v1/users")
         .header("authorization", "Bearer ")
@@ -157,8 +197,14 @@ async fn trace_context_is_continued_and_returned() {
     assert_eq!(body["traceId"], trace_id);
     assert_eq!(headers["x-request-id"], "req-123");
     let traceparent = headers["traceparent"].to_str().unwrap();
-    assert!(traceparent.starts_with(&format!("00-{trace_id}-")), "{traceparent}");
-    assert!(!traceparent.contains("00f067aa0ba902b7"), "a new span id for this hop");
+    assert!(
+        traceparent.starts_with(&format!("00-{trace_id}-")),
+        "{traceparent}"
+    );
+    assert!(
+        !traceparent.contains("00f067aa0ba902b7"),
+        "a new span id for this hop"
+    );
 
     // Absent: both generated, and the request id defaults to the trace id.
     let (_, headers, _) = call(&router, get("/")).await;
@@ -170,7 +216,10 @@ async fn trace_context_is_continued_and_returned() {
 #[tokio::test]
 async fn oversize_bodies_and_headers_are_refused() {
     let router = app(ready_state(&[]).await);
-    let big = format!(r#"{{"name": "{}", "email": "a@example.com"}}"#, "x".repeat(2000));
+    let big = format!(
+        r#"{{"name": "{}", "email": "a@example.com"}}"#,
+        "x".repeat(2000)
+    );
     let req = Request::post("/api/v1/users")
         .header("authorization", format!("Bearer {TOKEN}"))
         .header("content-type", "application/json")
@@ -238,13 +287,27 @@ async fn metrics_label_routes_by_pattern() {
             .unwrap()
             .starts_with("application/openmetrics-text")
     );
-    let text = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     assert!(
-        text.contains(r#"http_requests_total{method="GET",route="/api/v1/users/{id}",status="404"} 1"#),
+        text.contains(
+            r#"http_requests_total{method="GET",route="/api/v1/users/{id}",status="404"} 1"#
+        ),
         "{text}"
     );
     assert!(text.contains(r#"route="unmatched",status="404""#), "{text}");
-    assert!(!text.contains(id) && !text.contains("/no/such/path"), "{text}");
+    assert!(
+        !text.contains(id) && !text.contains("/no/such/path"),
+        "{text}"
+    );
     assert!(text.contains("http_request_duration_seconds_bucket"));
     assert!(text.contains("http_requests_in_flight"));
 }
@@ -269,7 +332,10 @@ async fn the_openapi_document_describes_every_api_route() {
         }
     }
     for schema in ["User", "NewUser", "UserUpdate", "UserPage", "Problem"] {
-        assert!(doc["components"]["schemas"][schema].is_object(), "{schema} missing");
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
     }
     // The documented User has exactly the fields the API returns.
     let user_props: Vec<&String> = doc["components"]["schemas"]["User"]["properties"]
@@ -293,7 +359,10 @@ async fn the_openapi_document_describes_every_api_route() {
                 .body(Body::from("{}"))
                 .unwrap();
             let (status, _, body) = call(&router, req).await;
-            assert!(status != 405 && !(status == 404 && body["code"] == 4040), "{method} {path}: {status} {body}");
+            assert!(
+                status != 405 && !(status == 404 && body["code"] == 4040),
+                "{method} {path}: {status} {body}"
+            );
         }
     }
 }

@@ -24,11 +24,9 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
     let accepted = presented.is_some_and(|token| {
-        state
-            .config
-            .api_tokens
-            .iter()
-            .fold(false, |found, t| found | constant_time_eq(t.expose().as_bytes(), token.as_bytes()))
+        state.config.api_tokens.iter().fold(false, |found, t| {
+            found | constant_time_eq(t.expose().as_bytes(), token.as_bytes())
+        })
     });
     if accepted {
         return next.run(req).await;
@@ -45,9 +43,10 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         )
     };
     let mut response = Problem::new(Code::Unauthorized, message).into_response();
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 

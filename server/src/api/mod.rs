@@ -1,6 +1,6 @@
 //! `/api`: the JSON API, behind bearer-token auth and per-client rate limiting.
 //!
-//! The OpenAPI document at `/api/v1/openapi.json` is generated from the
+//! The `OpenAPI` document at `/api/v1/openapi.json` is generated from the
 //! handlers' `#[utoipa::path]` attributes and the body types, so it changes
 //! when they do.
 

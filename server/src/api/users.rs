@@ -99,7 +99,9 @@ fn valid_name(name: &str) -> Result<String> {
         return Err(ApiError::invalid("name must be 1 to 100 characters"));
     }
     if name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("name must not contain control characters"));
+        return Err(ApiError::invalid(
+            "name must not contain control characters",
+        ));
     }
     Ok(name.to_owned())
 }
@@ -150,19 +152,30 @@ fn conflict_or(err: sqlx::Error) -> ApiError {
     ),
     security(("bearer" = []))
 )]
-pub async fn create(State(state): State<AppState>, Json(new): Json<NewUser>) -> Result<impl IntoResponse> {
+pub async fn create(
+    State(state): State<AppState>,
+    Json(new): Json<NewUser>,
+) -> Result<impl IntoResponse> {
     let record = UserRecord {
         id: Uuid::now_v7().to_string(),
         name: valid_name(&new.name)?,
         email: valid_email(&new.email)?,
         created_at: now_rfc3339(),
     };
-    state.db()?.insert_user(&record).await.map_err(conflict_or)?;
+    state
+        .db()?
+        .insert_user(&record)
+        .await
+        .map_err(conflict_or)?;
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&format!("/api/v1/users/{}", record.id)) {
         headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::CREATED, headers, axum::Json(User::try_from(record)?)))
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        axum::Json(User::try_from(record)?),
+    ))
 }
 
 /// List users, oldest first.
@@ -179,7 +192,10 @@ pub async fn create(State(state): State<AppState>, Json(new): Json<NewUser>) -> 
     ),
     security(("bearer" = []))
 )]
-pub async fn list(State(state): State<AppState>, Query(params): Query<ListParams>) -> Result<axum::Json<UserPage>> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(params): Query<ListParams>,
+) -> Result<axum::Json<UserPage>> {
     let limit = params.limit.unwrap_or(20);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid("limit must be 1 to 100"));
@@ -187,7 +203,10 @@ pub async fn list(State(state): State<AppState>, Query(params): Query<ListParams
     let offset = params.offset.unwrap_or(0);
     let offset_sql = i64::try_from(offset).map_err(|_| ApiError::invalid("offset is too large"))?;
     let (records, total) = state.db()?.list_users(i64::from(limit), offset_sql).await?;
-    let items = records.into_iter().map(User::try_from).collect::<Result<_>>()?;
+    let items = records
+        .into_iter()
+        .map(User::try_from)
+        .collect::<Result<_>>()?;
     Ok(axum::Json(UserPage {
         items,
         limit,
@@ -292,7 +311,16 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(valid_email("Ada@Example.COM").unwrap(), "ada@example.com");
-        for bad in ["", "ada", "ada@", "@example.com", "ada@example", "a b@example.com", "a@b@c.com", "ada@-x.com"] {
+        for bad in [
+            "",
+            "ada",
+            "ada@",
+            "@example.com",
+            "ada@example",
+            "a b@example.com",
+            "a@b@c.com",
+            "ada@-x.com",
+        ] {
             assert!(valid_email(bad).is_err(), "{bad} accepted");
         }
     }
