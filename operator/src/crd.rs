@@ -11,7 +11,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
@@ -21,21 +23,23 @@ use serde::{Deserialize, Serialize};
 /// A DNS-1123 subdomain, optionally behind a leading `*.` wildcard label.
 const HOST_PATTERN: &str =
     r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
-/// A DNS-1123 subdomain: the names of Secrets, ServiceAccounts, classes.
+/// A DNS-1123 subdomain: the names of Secrets, `ServiceAccounts`, classes.
 const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// Environment variable names that every shell and runtime accepts.
 const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
-/// Keys of ConfigMap and Secret data.
+/// Keys of `ConfigMap` and Secret data.
 const DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An absolute path: probes, ingress paths and mount points.
 const ABSOLUTE_PATH_PATTERN: &str = r"^/";
 
 /// Desired state of a Gantry-managed HTTP server.
 ///
-/// The operator keeps a Deployment, Service and ConfigMap (and, when asked
-/// for, an Ingress and a HorizontalPodAutoscaler) named after the resource in
+/// The operator keeps a Deployment, Service and `ConfigMap` (and, when asked
+/// for, an Ingress and a `HorizontalPodAutoscaler`) named after the resource in
 /// the shape this spec describes.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+// Each printer column repeats `type_`, which the lint mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[kube(
     group = "gantry.dev",
     version = "v1alpha1",
@@ -75,7 +79,11 @@ const ABSOLUTE_PATH_PATTERN: &str = r"^/";
         json_path = ".status.revision",
         description = "Hash of the pod template in force"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(validation = Rule::new(
     "!has(self.secrets) || !has(self.env) || self.secrets.all(s, !has(s.env) || s.env.all(e, !self.env.exists(v, v.name == e.name)))"
@@ -107,7 +115,7 @@ pub struct GoServerSpec {
     pub args: Vec<String>,
 
     /// Number of pods. Ignored while `autoscaling` is set: the
-    /// HorizontalPodAutoscaler owns the count then. `kubectl scale gs` sets it.
+    /// `HorizontalPodAutoscaler` owns the count then. `kubectl scale gs` sets it.
     #[serde(default = "default_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
@@ -123,7 +131,7 @@ pub struct GoServerSpec {
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     pub env: Vec<EnvVar>,
 
-    /// Configuration data, stored in the ConfigMap `<name>-config` and
+    /// Configuration data, stored in the `ConfigMap` `<name>-config` and
     /// injected with `envFrom`. A change rolls the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigSpec>,
@@ -153,7 +161,7 @@ pub struct GoServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
 
-    /// Scales the Deployment with a HorizontalPodAutoscaler. Removing the
+    /// Scales the Deployment with a `HorizontalPodAutoscaler`. Removing the
     /// field deletes the HPA and `replicas` applies again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autoscaling: Option<AutoscalingSpec>,
@@ -162,7 +170,7 @@ pub struct GoServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
 
-    /// ServiceAccount the pods run as. Defaults to the namespace's `default`.
+    /// `ServiceAccount` the pods run as. Defaults to the namespace's `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub service_account_name: Option<String>,
@@ -250,7 +258,7 @@ pub struct EnvVar {
     pub value: String,
 }
 
-/// Configuration stored in a ConfigMap owned by the GoServer.
+/// Configuration stored in a `ConfigMap` owned by the `GoServer`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ConfigSpec {
@@ -266,7 +274,7 @@ pub struct ConfigSpec {
     pub mount_path: Option<String>,
 }
 
-/// A reference to a Secret in the GoServer's namespace.
+/// A reference to a Secret in the `GoServer`'s namespace.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretRef {
@@ -416,7 +424,7 @@ pub struct IngressSpec {
     /// How `path` matches.
     #[serde(default)]
     pub path_type: PathType,
-    /// IngressClass to use. Defaults to the cluster's default class.
+    /// `IngressClass` to use. Defaults to the cluster's default class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
     pub class_name: Option<String>,
@@ -468,7 +476,7 @@ pub struct TlsSpec {
     pub issuer: Option<IssuerRef>,
 }
 
-/// A cert-manager Issuer or ClusterIssuer.
+/// A cert-manager Issuer or `ClusterIssuer`.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct IssuerRef {
     /// Name of the issuer.
@@ -487,7 +495,7 @@ pub enum IssuerKind {
     ClusterIssuer,
 }
 
-/// A HorizontalPodAutoscaler (autoscaling/v2) for the Deployment.
+/// A `HorizontalPodAutoscaler` (autoscaling/v2) for the Deployment.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas").field_path(".minReplicas"))]
 #[serde(rename_all = "camelCase")]
@@ -531,7 +539,7 @@ pub struct RolloutSpec {
     /// Pods that may be unavailable during a rollout (number or percentage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrString>,
-    /// Old ReplicaSets kept for `kubectl rollout undo`.
+    /// Old `ReplicaSets` kept for `kubectl rollout undo`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub revision_history_limit: Option<i32>,
@@ -568,4 +576,13 @@ pub struct GoServerStatus {
     /// `<name>-<hash>` of the pod template in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+}
+
+/// The CRD as YAML, as written to `crds/goservers.gantry.dev.yaml`.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let yaml = serde_yaml::to_string(&GoServer::crd())?;
+    Ok(format!(
+        "# Generated by `cargo xtask crds` from operator/src/crd.rs. Do not edit.\n{yaml}"
+    ))
 }

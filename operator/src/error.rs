@@ -1,7 +1,7 @@
 //! The operator's one error type.
 //!
 //! Every variant knows whether it is *permanent* (only a change to the
-//! GoServer or to a referenced object can fix it, so retrying quickly would
+//! `GoServer` or to a referenced object can fix it, so retrying quickly would
 //! only load the apiserver) or *transient* (worth a retry with backoff), and
 //! has a short static `category()` for logs, Events and metric labels.
 
@@ -24,7 +24,7 @@ pub enum Error {
         name: String,
         message: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
     /// A request to the apiserver failed for a reason that may pass.
@@ -32,10 +32,10 @@ pub enum Error {
     Kube {
         action: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
 
-    /// The GoServer lacks a field every stored object has (name, namespace, uid).
+    /// The `GoServer` lacks a field every stored object has (name, namespace, uid).
     #[error("the GoServer has no metadata.{0}")]
     MissingObjectKey(&'static str),
 
@@ -89,7 +89,7 @@ impl Error {
     }
 
     /// Wraps a failed request, telling a rejected object (422 Invalid, 400
-    /// BadRequest: retrying the same body cannot succeed) from the rest.
+    /// `BadRequest`: retrying the same body cannot succeed) from the rest.
     pub(crate) fn from_write(kind: &'static str, name: &str, source: kube::Error) -> Self {
         match &source {
             kube::Error::Api(status) if status.code == 422 || status.code == 400 => {
@@ -97,12 +97,12 @@ impl Error {
                     kind,
                     name: name.to_owned(),
                     message: status.message.clone(),
-                    source,
+                    source: Box::new(source),
                 }
             }
             _ => Self::Kube {
                 action: format!("apply {kind} {name}"),
-                source,
+                source: Box::new(source),
             },
         }
     }
@@ -110,7 +110,7 @@ impl Error {
     pub(crate) fn kube(action: impl Into<String>, source: kube::Error) -> Self {
         Self::Kube {
             action: action.into(),
-            source,
+            source: Box::new(source),
         }
     }
 }

@@ -1,4 +1,96 @@
-use kube::CustomResourceExt;
-fn main() {
-    print!("{}", serde_yaml::to_string(&gantry_operator::crd::GoServer::crd()).unwrap());
+//! `gantry-operator`: the command line. Parses flags, sets up logging and the
+//! Kubernetes client, and hands over to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use gantry_operator::telemetry::{self, LogFormat};
+
+/// Keeps the Deployment, Service, `ConfigMap`, Ingress and HPA of every
+/// `GoServer` (goservers.gantry.dev) in the shape its spec asks for.
+#[derive(Parser)]
+#[command(name = "gantry-operator", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    /// Kubeconfig file to use. Without it the client looks at $KUBECONFIG,
+    /// then ~/.kube/config, then the pod's in-cluster service account.
+    #[arg(long, global = true, value_name = "PATH")]
+    kubeconfig: Option<PathBuf>,
+
+    /// Kubeconfig context to use instead of the current one.
+    #[arg(long, global = true, value_name = "NAME")]
+    context: Option<String>,
+
+    /// Watch and manage `GoServers` in this namespace only. Default: all
+    /// namespaces (the operator then needs cluster-wide permissions).
+    #[arg(
+        long,
+        short = 'n',
+        global = true,
+        env = "GANTRY_NAMESPACE",
+        value_name = "NAMESPACE"
+    )]
+    namespace: Option<String>,
+
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing
+    /// directives such as `info,gantry_operator=debug`.
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_LOG_LEVEL",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    log_level: String,
+
+    /// Log line format.
+    #[arg(long, global = true, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    log_format: LogFormat,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator (the default).
+    Run,
+    /// Print the `GoServer` custom resource definition as YAML and exit.
+    Crd,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Crd) = cli.command {
+        return match gantry_operator::crd::crd_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(&cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli) -> anyhow::Result<()> {
+    telemetry::init(&cli.log_level, cli.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client =
+            gantry_operator::client(cli.kubeconfig.as_deref(), cli.context.clone()).await?;
+        gantry_operator::controller::run(client, cli.namespace.as_deref()).await;
+        Ok(())
+    })
 }

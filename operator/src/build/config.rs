@@ -1,4 +1,4 @@
-//! The ConfigMap `<name>-config` holding `spec.config.data`.
+//! The `ConfigMap` `<name>-config` holding `spec.config.data`.
 //!
 //! It always exists, even when empty, so that the pod template can load it
 //! with `envFrom` without a special case.
@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use super::{Owner, non_empty};
 use crate::crd::GoServer;
 
-/// Name of the ConfigMap of the GoServer `name`.
+/// Name of the `ConfigMap` of the `GoServer` `name`.
 pub fn config_map_name(name: &str) -> String {
     format!("{name}-config")
 }

@@ -1,7 +1,7 @@
-//! The Deployment running the server, named like the GoServer.
+//! The Deployment running the server, named like the `GoServer`.
 //!
 //! The pod template is where most of the spec lands: image, env (plain,
-//! from the ConfigMap, from Secret keys), probes, resources, volumes, pod
+//! from the `ConfigMap`, from Secret keys), probes, resources, volumes, pod
 //! placement, and a security context that meets the Pod Security Standard
 //! `restricted`. Two hashes tie it together: the config hash annotation
 //! rolls the pods when `spec.config.data` changes (environment variables are
@@ -15,15 +15,17 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
-    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction,
-    LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction,
-    Volume, VolumeMount, Lifecycle, LifecycleHandler,
+    EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
+    LifecycleHandler, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
+    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Owner, config_map_name, labels, non_empty, non_empty_vec, selector_labels, short_hash};
+use super::{
+    Owner, config_map_name, labels, non_empty, non_empty_vec, selector_labels, short_hash,
+};
 use crate::crd::{GoServer, Probe as GsProbe, RolloutSpec};
 use crate::error::{Error, Result};
 
@@ -90,7 +92,11 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Result<(Deployment, Str
 
 fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
     let spec = &gs.spec;
-    let config_data = spec.config.as_ref().map(|c| c.data.clone()).unwrap_or_default();
+    let config_data = spec
+        .config
+        .as_ref()
+        .map(|c| c.data.clone())
+        .unwrap_or_default();
     let config_json = serde_json::to_vec(&config_data).map_err(|source| Error::Serialize {
         kind: "ConfigMap data",
         source,
@@ -99,7 +105,10 @@ fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
     let mut pod_labels = spec.pod_labels.clone();
     pod_labels.extend(labels(owner.name));
     let mut annotations = spec.pod_annotations.clone();
-    annotations.insert(CONFIG_HASH_ANNOTATION.to_owned(), short_hash(&config_json, 16));
+    annotations.insert(
+        CONFIG_HASH_ANNOTATION.to_owned(),
+        short_hash(&config_json, 16),
+    );
 
     let (volumes, volume_mounts) = volumes(gs, owner);
     let topology_spread_constraints = spec
@@ -203,8 +212,16 @@ fn container(gs: &GoServer, owner: &Owner<'_>, volume_mounts: Vec<VolumeMount>) 
             ..EnvFromSource::default()
         }]),
         resources: spec.resources.clone(),
-        liveness_probe: Some(probe(probes.liveness.as_ref(), DEFAULT_LIVENESS_PATH, spec.port)),
-        readiness_probe: Some(probe(probes.readiness.as_ref(), DEFAULT_READINESS_PATH, spec.port)),
+        liveness_probe: Some(probe(
+            probes.liveness.as_ref(),
+            DEFAULT_LIVENESS_PATH,
+            spec.port,
+        )),
+        readiness_probe: Some(probe(
+            probes.readiness.as_ref(),
+            DEFAULT_READINESS_PATH,
+            spec.port,
+        )),
         startup_probe: probes
             .startup
             .as_ref()
@@ -383,6 +400,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::too_many_lines)] // one literal of the whole expected object
     fn full_deployment() {
         let (deployment, _) = deployment(json!({
             "image": "registry.example.com/hello:1.4.2",
@@ -489,7 +507,9 @@ mod tests {
 
     #[test]
     fn autoscaling_leaves_replicas_unset() {
-        let (deployment, _) = deployment(json!({"image": "hello:1", "replicas": 4, "autoscaling": {"maxReplicas": 5}}));
+        let (deployment, _) = deployment(
+            json!({"image": "hello:1", "replicas": 4, "autoscaling": {"maxReplicas": 5}}),
+        );
         assert_eq!(deployment["spec"].get("replicas"), None);
     }
 
@@ -497,10 +517,13 @@ mod tests {
     fn config_change_changes_hash_and_revision() {
         let (a, rev_a) = deployment(json!({"image": "hello:1", "config": {"data": {"A": "1"}}}));
         let (b, rev_b) = deployment(json!({"image": "hello:1", "config": {"data": {"A": "2"}}}));
-        let hash = |d: &Value| d["spec"]["template"]["metadata"]["annotations"]["gantry.dev/config-hash"].clone();
+        let hash = |d: &Value| {
+            d["spec"]["template"]["metadata"]["annotations"]["gantry.dev/config-hash"].clone()
+        };
         assert_ne!(hash(&a), hash(&b));
         assert_ne!(rev_a, rev_b);
-        let (_, rev_a_again) = deployment(json!({"image": "hello:1", "config": {"data": {"A": "1"}}}));
+        let (_, rev_a_again) =
+            deployment(json!({"image": "hello:1", "config": {"data": {"A": "1"}}}));
         assert_eq!(rev_a, rev_a_again);
     }
 

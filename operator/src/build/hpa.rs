@@ -1,4 +1,4 @@
-//! The optional HorizontalPodAutoscaler (autoscaling/v2) of the Deployment.
+//! The optional `HorizontalPodAutoscaler` (autoscaling/v2) of the Deployment.
 
 use std::collections::BTreeMap;
 
@@ -22,27 +22,33 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<HorizontalPodAut
         behavior,
     } = gs.spec.autoscaling.clone()?;
 
-    let cpu = match (target_cpu_utilization_percentage, target_memory_utilization_percentage) {
+    let cpu = match (
+        target_cpu_utilization_percentage,
+        target_memory_utilization_percentage,
+    ) {
         (None, None) => Some(DEFAULT_CPU_TARGET),
         (cpu, _) => cpu,
     };
-    let metrics = [("cpu", cpu), ("memory", target_memory_utilization_percentage)]
-        .into_iter()
-        .filter_map(|(resource, target)| {
-            target.map(|percent| MetricSpec {
-                type_: "Resource".to_owned(),
-                resource: Some(ResourceMetricSource {
-                    name: resource.to_owned(),
-                    target: MetricTarget {
-                        type_: "Utilization".to_owned(),
-                        average_utilization: Some(percent),
-                        ..MetricTarget::default()
-                    },
-                }),
-                ..MetricSpec::default()
-            })
+    let metrics = [
+        ("cpu", cpu),
+        ("memory", target_memory_utilization_percentage),
+    ]
+    .into_iter()
+    .filter_map(|(resource, target)| {
+        target.map(|percent| MetricSpec {
+            type_: "Resource".to_owned(),
+            resource: Some(ResourceMetricSource {
+                name: resource.to_owned(),
+                target: MetricTarget {
+                    type_: "Utilization".to_owned(),
+                    average_utilization: Some(percent),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
         })
-        .collect();
+    })
+    .collect();
 
     Some(HorizontalPodAutoscaler {
         metadata: owner.meta(owner.name, BTreeMap::new()),

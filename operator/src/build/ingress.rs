@@ -1,4 +1,4 @@
-//! The optional Ingress, named like the GoServer.
+//! The optional Ingress, named like the `GoServer`.
 //!
 //! TLS comes either from an existing certificate Secret or from a
 //! cert-manager issuer: the issuer is named in an annotation and cert-manager
@@ -24,19 +24,24 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<Ingress> {
     let service_port = gs.spec.service.clone().unwrap_or_default().port;
 
     let mut annotations = annotations;
-    let tls = tls.map(|TlsSpec { secret_name, issuer }| {
-        if let Some(issuer) = issuer {
-            let key = match issuer.kind {
-                IssuerKind::Issuer => "cert-manager.io/issuer",
-                IssuerKind::ClusterIssuer => "cert-manager.io/cluster-issuer",
-            };
-            annotations.insert(key.to_owned(), issuer.name);
-        }
-        IngressTLS {
-            hosts: host.clone().map(|h| vec![h]),
-            secret_name: Some(secret_name.unwrap_or_else(|| format!("{}-tls", owner.name))),
-        }
-    });
+    let tls = tls.map(
+        |TlsSpec {
+             secret_name,
+             issuer,
+         }| {
+            if let Some(issuer) = issuer {
+                let key = match issuer.kind {
+                    IssuerKind::Issuer => "cert-manager.io/issuer",
+                    IssuerKind::ClusterIssuer => "cert-manager.io/cluster-issuer",
+                };
+                annotations.insert(key.to_owned(), issuer.name);
+            }
+            IngressTLS {
+                hosts: host.clone().map(|h| vec![h]),
+                secret_name: Some(secret_name.unwrap_or_else(|| format!("{}-tls", owner.name))),
+            }
+        },
+    );
 
     Some(Ingress {
         metadata: owner.meta(owner.name, annotations),

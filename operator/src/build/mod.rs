@@ -1,6 +1,6 @@
 //! The pure half of a reconcile: `&GoServer -> Children`.
 //!
-//! Nothing here talks to the apiserver. [`build`] turns a GoServer into the
+//! Nothing here talks to the apiserver. [`build`] turns a `GoServer` into the
 //! typed objects it asks for, so every decision about the shape of a child
 //! is unit-tested by comparing the serialized object with a literal JSON
 //! document. The apply step in `controller.rs` destructures [`Children`]
@@ -38,7 +38,7 @@ pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// by this label.
 pub const MANAGED_BY: &str = "gantry";
 
-/// Every child a GoServer asks for. Optional children are `None` when the
+/// Every child a `GoServer` asks for. Optional children are `None` when the
 /// spec does not want them, and are then deleted if they exist.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
@@ -52,7 +52,7 @@ pub struct Children {
 }
 
 /// Labels that select the server's pods. Never change them for an existing
-/// GoServer: a Deployment's selector is immutable.
+/// `GoServer`: a Deployment's selector is immutable.
 pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (NAME_LABEL.to_owned(), name.to_owned()),
@@ -81,33 +81,39 @@ pub fn selector_string(name: &str) -> String {
 pub(crate) struct Owner<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
-    owner_ref: OwnerReference,
+    reference: OwnerReference,
 }
 
 impl<'a> Owner<'a> {
     pub fn of(gs: &'a GoServer) -> Result<Self> {
-        let name = gs.metadata.name.as_deref().ok_or(Error::MissingObjectKey("name"))?;
+        let name = gs
+            .metadata
+            .name
+            .as_deref()
+            .ok_or(Error::MissingObjectKey("name"))?;
         let namespace = gs
             .metadata
             .namespace
             .as_deref()
             .ok_or(Error::MissingObjectKey("namespace"))?;
-        let owner_ref = gs.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("uid"))?;
+        let reference = gs
+            .controller_owner_ref(&())
+            .ok_or(Error::MissingObjectKey("uid"))?;
         Ok(Self {
             name,
             namespace,
-            owner_ref,
+            reference,
         })
     }
 
-    /// Metadata of a child called `name`, labelled and owned by the GoServer.
+    /// Metadata of a child called `name`, labelled and owned by the `GoServer`.
     pub fn meta(&self, name: &str, annotations: BTreeMap<String, String>) -> ObjectMeta {
         ObjectMeta {
             name: Some(name.to_owned()),
             namespace: Some(self.namespace.to_owned()),
             labels: Some(labels(self.name)),
             annotations: non_empty(annotations),
-            owner_references: Some(vec![self.owner_ref.clone()]),
+            owner_references: Some(vec![self.reference.clone()]),
             ..ObjectMeta::default()
         }
     }
@@ -127,7 +133,10 @@ pub fn validate(gs: &GoServer) -> Result<()> {
         }
     }
     let mut taken: BTreeMap<String, String> = BTreeMap::new();
-    taken.insert(deployment::TMP_MOUNT_PATH.to_owned(), "the writable /tmp".to_owned());
+    taken.insert(
+        deployment::TMP_MOUNT_PATH.to_owned(),
+        "the writable /tmp".to_owned(),
+    );
     for (path, field) in wanted {
         let trimmed = path.trim_end_matches('/');
         let path = if trimmed.is_empty() { "/" } else { trimmed };
@@ -161,22 +170,23 @@ pub fn build(gs: &GoServer) -> Result<Children> {
 pub fn url(gs: &GoServer) -> Option<String> {
     let ingress = gs.spec.ingress.as_ref()?;
     let host = ingress.host.as_deref()?;
-    let scheme = if ingress.tls.is_some() { "https" } else { "http" };
+    let scheme = if ingress.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     Some(format!("{scheme}://{host}{}", ingress.path))
 }
 
 /// First `len` hex digits of the SHA-256 of `bytes`.
 pub(crate) fn short_hash(bytes: &[u8], len: usize) -> String {
-    let digest = Sha256::digest(bytes);
-    let mut out = String::with_capacity(len);
-    for byte in digest {
-        if out.len() >= len {
-            break;
-        }
-        out.push_str(&format!("{byte:02x}"));
-    }
-    out.truncate(len);
-    out
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Sha256::digest(bytes)
+        .iter()
+        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]])
+        .take(len)
+        .map(char::from)
+        .collect()
 }
 
 fn non_empty<K, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
@@ -187,7 +197,7 @@ fn non_empty_vec<T>(items: Vec<T>) -> Option<Vec<T>> {
     if items.is_empty() { None } else { Some(items) }
 }
 
-/// Name of a GoServer, for log lines and events.
+/// Name of a `GoServer`, for log lines and events.
 pub fn display_name(gs: &GoServer) -> String {
     format!("{}/{}", gs.namespace().unwrap_or_default(), gs.name_any())
 }
@@ -198,7 +208,8 @@ pub(crate) mod tests {
 
     use crate::crd::GoServer;
 
-    /// A stored GoServer with the given spec, as the apiserver would hand it over.
+    /// A stored `GoServer` with the given spec, as the apiserver would hand it over.
+    #[allow(clippy::needless_pass_by_value)] // callers pass `json!` literals
     pub fn goserver(spec: serde_json::Value) -> GoServer {
         serde_json::from_value(json!({
             "apiVersion": "gantry.dev/v1alpha1",
@@ -237,7 +248,10 @@ pub(crate) mod tests {
         }));
         let err = super::validate(&gs).expect_err("clash");
         assert_eq!(err.category(), "invalid_spec");
-        assert!(err.to_string().contains("spec.secrets[0].mountPath"), "{err}");
+        assert!(
+            err.to_string().contains("spec.secrets[0].mountPath"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -252,7 +266,9 @@ pub(crate) mod tests {
     fn url_follows_tls() {
         let gs = goserver(json!({"image": "h", "ingress": {"host": "a.example.com"}}));
         assert_eq!(super::url(&gs).as_deref(), Some("http://a.example.com/"));
-        let gs = goserver(json!({"image": "h", "ingress": {"host": "a.example.com", "path": "/x", "tls": {"secretName": "t"}}}));
+        let gs = goserver(
+            json!({"image": "h", "ingress": {"host": "a.example.com", "path": "/x", "tls": {"secretName": "t"}}}),
+        );
         assert_eq!(super::url(&gs).as_deref(), Some("https://a.example.com/x"));
         let gs = goserver(json!({"image": "h"}));
         assert_eq!(super::url(&gs), None);

@@ -1,4 +1,4 @@
-//! The Service in front of the pods, named like the GoServer.
+//! The Service in front of the pods, named like the `GoServer`.
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -73,7 +73,10 @@ mod tests {
         }));
         let owner = Owner::of(&gs).unwrap();
         let svc = serde_json::to_value(build(&gs, &owner)).unwrap();
-        assert_eq!(svc["metadata"]["annotations"], json!({"lb.example.com/internal": "true"}));
+        assert_eq!(
+            svc["metadata"]["annotations"],
+            json!({"lb.example.com/internal": "true"})
+        );
         assert_eq!(svc["spec"]["type"], "LoadBalancer");
         assert_eq!(svc["spec"]["ports"][0]["port"], 8443);
     }

@@ -1,0 +1,429 @@
+//! The reconcile loop: fetch, validate, build, apply, prune, report.
+//!
+//! ```text
+//! GoServer or child event
+//!   -> fetch     referenced Secrets exist? (metadata only: values are never read)
+//!   -> validate  what the schema cannot check (build::validate)
+//!   -> build     pure: &GoServer -> Children
+//!   -> apply     server-side apply, field manager "gantry", only what differs
+//!   -> prune     delete the Ingress / HPA the spec no longer wants
+//!   -> status    computed from the Deployment, written only when it changed
+//! ```
+//!
+//! Errors are sorted by [`Error::is_permanent`]: a permanent one is reported
+//! in the `Degraded` condition and the `GoServer` waits for a change; a
+//! transient one is retried with exponential backoff per object.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::apply::{self, FIELD_MANAGER, Outcome};
+use crate::build::{self, Children, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::crd::{GoServer, GoServerStatus};
+use crate::error::{Error, Result};
+use crate::status::{self, Observed};
+
+/// A `GoServer` is reconciled at least this often, even without events.
+const RESYNC: Duration = Duration::from_secs(600);
+/// How often a `GoServer` waiting for a missing Secret looks again: Secrets
+/// are not watched, so their creation is no event for the operator.
+const MISSING_REFERENCE_RECHECK: Duration = Duration::from_secs(60);
+/// Backoff bounds of transient errors.
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(300);
+
+/// State shared by every reconcile.
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    /// Consecutive transient failures per `namespace/name`, for backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client) -> Self {
+        let reporter = Reporter {
+            controller: "gantry-operator".to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self
+            .failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    }
+
+    fn clear_failures(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// Runs the controller until SIGINT or SIGTERM. With `namespace`, only that
+/// namespace is watched.
+pub async fn run(client: Client, namespace: Option<&str>) {
+    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        match namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        }
+    }
+    let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let ctx = Arc::new(Context::new(client.clone()));
+
+    info!(
+        namespace = namespace.unwrap_or("*"),
+        "gantry-operator starting"
+    );
+    Controller::new(
+        api::<GoServer>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .owns(api::<Deployment>(&client, namespace), children.clone())
+    .owns(api::<Service>(&client, namespace), children.clone())
+    .owns(api::<ConfigMap>(&client, namespace), children.clone())
+    .owns(api::<Ingress>(&client, namespace), children.clone())
+    .owns(api::<HorizontalPodAutoscaler>(&client, namespace), children)
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+    .for_each(|result| async move {
+        match result {
+            Ok((object, _)) => debug!(object = %object, "reconciled"),
+            Err(err) => warn!(error = %err, "reconcile failed"),
+        }
+    })
+    .await;
+    info!("gantry-operator stopped");
+}
+
+fn next_reconcile_id() -> String {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!(
+        "{:x}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Brings the children of one `GoServer` in line with its spec.
+pub async fn reconcile(gs: Arc<GoServer>, ctx: Arc<Context>) -> Result<Action> {
+    let span = info_span!(
+        "reconcile",
+        namespace = gs.namespace().unwrap_or_default(),
+        goserver = gs.name_any(),
+        reconcile_id = next_reconcile_id(),
+    );
+    Box::pin(reconcile_inner(&gs, &ctx).instrument(span)).await
+}
+
+async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
+    if gs.metadata.deletion_timestamp.is_some() {
+        // The garbage collector removes the children through their owner
+        // references; there is nothing to keep in shape any more.
+        return Ok(Action::await_change());
+    }
+    let key = build::display_name(gs);
+    debug!(generation = gs.metadata.generation, "reconcile started");
+    match Box::pin(sync(gs, ctx)).await {
+        Ok((deployment, revision)) => {
+            let observed = Observed {
+                deployment: Some(&deployment),
+                revision: Some(revision),
+                error: None,
+            };
+            write_status(gs, ctx, &observed).await?;
+            ctx.clear_failures(&key);
+            info!(outcome = "ok", "reconcile finished");
+            Ok(Action::requeue(RESYNC))
+        }
+        Err(err) if err.is_permanent() => {
+            warn!(error = %err, category = err.category(), "reconcile stopped by a permanent error");
+            let deployment = namespaced::<Deployment>(ctx, gs)?
+                .get_opt(&gs.name_any())
+                .await
+                .map_err(|e| Error::kube("get Deployment", e))?;
+            let observed = Observed {
+                deployment: deployment.as_ref(),
+                revision: None,
+                error: Some(&err),
+            };
+            // An unchanged status means this error was reported already:
+            // no second Event, no write.
+            if write_status(gs, ctx, &observed).await? {
+                publish(
+                    ctx,
+                    gs,
+                    EventType::Warning,
+                    err.reason(),
+                    "Reconcile",
+                    err.to_string(),
+                )
+                .await;
+            }
+            Err(err)
+        }
+        Err(err) => {
+            warn!(error = %err, category = err.category(), "reconcile failed, will retry");
+            publish(
+                ctx,
+                gs,
+                EventType::Warning,
+                err.reason(),
+                "Reconcile",
+                err.to_string(),
+            )
+            .await;
+            Err(err)
+        }
+    }
+}
+
+/// Tells the controller when to look at a failed `GoServer` again.
+// The signature is the one `Controller::run` asks for.
+#[allow(clippy::needless_pass_by_value)]
+pub fn error_policy(gs: Arc<GoServer>, err: &Error, ctx: Arc<Context>) -> Action {
+    match err {
+        Error::SecretNotFound { .. } => Action::requeue(MISSING_REFERENCE_RECHECK),
+        err if err.is_permanent() => Action::await_change(),
+        _ => {
+            let failures = ctx.record_failure(&build::display_name(&gs));
+            Action::requeue(backoff(failures))
+        }
+    }
+}
+
+/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, ... 5 min.
+pub fn backoff(failures: u32) -> Duration {
+    let exponent = failures.saturating_sub(1).min(16);
+    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+fn namespaced<K>(ctx: &Context, gs: &GoServer) -> Result<Api<K>>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    let ns = gs
+        .metadata
+        .namespace
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("namespace"))?;
+    Ok(Api::namespaced(ctx.client.clone(), ns))
+}
+
+/// Fetch, validate, build, apply and prune. Returns the live Deployment and
+/// the revision of its template.
+async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, String)> {
+    // Fetch: every referenced Secret must exist. Only metadata is requested.
+    let secrets = namespaced::<Secret>(ctx, gs)?;
+    for secret in &gs.spec.secrets {
+        let found = secrets
+            .get_metadata_opt(&secret.name)
+            .await
+            .map_err(|e| Error::kube(format!("get Secret {}", secret.name), e))?;
+        if found.is_none() {
+            return Err(Error::SecretNotFound {
+                name: secret.name.clone(),
+            });
+        }
+    }
+
+    build::validate(gs)?;
+    let children = build::build(gs)?;
+    let Children {
+        deployment,
+        service,
+        config_map,
+        ingress,
+        hpa,
+        revision,
+    } = children;
+
+    // The ConfigMap goes first: the pods load it at start.
+    apply_child(ctx, gs, &config_map).await?;
+    let live_deployment = apply_child(ctx, gs, &deployment).await?;
+    apply_child(ctx, gs, &service).await?;
+    let name = gs.name_any();
+    match ingress {
+        Some(ingress) => {
+            apply_child(ctx, gs, &ingress).await?;
+        }
+        None => prune::<Ingress>(ctx, gs, &name).await?,
+    }
+    match hpa {
+        Some(hpa) => {
+            apply_child(ctx, gs, &hpa).await?;
+        }
+        None => prune::<HorizontalPodAutoscaler>(ctx, gs, &name).await?,
+    }
+    Ok((live_deployment, revision))
+}
+
+async fn apply_child<K>(ctx: &Context, gs: &GoServer, desired: &K) -> Result<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api = namespaced::<K>(ctx, gs)?;
+    let (live, outcome) = apply::apply(&api, desired).await?;
+    let kind = K::kind(&());
+    let name = desired.name_any();
+    match outcome {
+        Outcome::Unchanged => debug!(%kind, child = %name, "child up to date"),
+        Outcome::Created | Outcome::Updated => {
+            let reason = if outcome == Outcome::Created {
+                "Created"
+            } else {
+                "Updated"
+            };
+            info!(%kind, child = %name, action = reason, "child applied");
+            publish(
+                ctx,
+                gs,
+                EventType::Normal,
+                reason,
+                "Apply",
+                format!("{reason} {kind} {name}"),
+            )
+            .await;
+        }
+    }
+    Ok(live)
+}
+
+async fn prune<K>(ctx: &Context, gs: &GoServer, name: &str) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    let uid = gs
+        .metadata
+        .uid
+        .as_deref()
+        .ok_or(Error::MissingObjectKey("uid"))?;
+    let api = namespaced::<K>(ctx, gs)?;
+    if apply::delete_owned(&api, name, uid).await? {
+        let kind = K::kind(&());
+        info!(%kind, child = %name, action = "Deleted", "child no longer wanted, deleted");
+        publish(
+            ctx,
+            gs,
+            EventType::Normal,
+            "Deleted",
+            "Prune",
+            format!("Deleted {kind} {name}"),
+        )
+        .await;
+    }
+    Ok(())
+}
+
+/// Writes the status when it differs from the stored one. Returns whether
+/// it wrote.
+async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> Result<bool> {
+    let now = Time(
+        Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()),
+    );
+    let new = status::compute(gs, observed, &now);
+    if gs.status.as_ref() == Some(&new) {
+        return Ok(false);
+    }
+    patch_status(gs, ctx, &new).await?;
+    let ready = status::condition(&new, status::READY).map_or("Unknown", |c| c.status.as_str());
+    info!(
+        ready,
+        revision = new.revision.as_deref().unwrap_or(""),
+        "status updated"
+    );
+    Ok(true)
+}
+
+async fn patch_status(gs: &GoServer, ctx: &Context, status: &GoServerStatus) -> Result<()> {
+    let api = namespaced::<GoServer>(ctx, gs)?;
+    // Applying the whole status lets fields that are gone (a URL after the
+    // Ingress was removed) disappear, which a merge patch would keep.
+    let body = json!({
+        "apiVersion": GoServer::api_version(&()),
+        "kind": GoServer::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &gs.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::kube("patch GoServer status", e))?;
+    Ok(())
+}
+
+async fn publish(
+    ctx: &Context,
+    gs: &GoServer,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(err) = ctx.recorder.publish(&event, &gs.object_ref(&())).await {
+        warn!(error = %err, "could not publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), BACKOFF_MAX);
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+}

@@ -1,0 +1,408 @@
+//! The status of a `GoServer`, computed from its observed Deployment.
+//!
+//! [`compute`] is pure: the controller hands it the Deployment it just
+//! applied (or found) and, on a permanent error, that error; it returns the
+//! whole status, keeping the `lastTransitionTime` of every condition whose
+//! status did not change. The controller writes the result only when it
+//! differs from what is stored.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::build;
+use crate::crd::{GoServer, GoServerStatus};
+use crate::error::Error;
+
+pub const READY: &str = "Ready";
+pub const AVAILABLE: &str = "Available";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+
+/// Inputs of a status besides the `GoServer` itself.
+pub struct Observed<'a> {
+    /// The Deployment as the apiserver has it now, if it exists.
+    pub deployment: Option<&'a Deployment>,
+    /// Revision of the desired pod template; `None` when it could not be built.
+    pub revision: Option<String>,
+    /// A permanent error that stopped this reconcile.
+    pub error: Option<&'a Error>,
+}
+
+/// Rollout facts read from a Deployment.
+struct Rollout {
+    desired: i32,
+    replicas: i32,
+    ready: i32,
+    updated: i32,
+    available: i32,
+    observed: bool,
+    deadline_exceeded: bool,
+}
+
+impl Rollout {
+    fn of(deployment: &Deployment) -> Self {
+        let status = deployment.status.clone().unwrap_or_default();
+        let desired = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1);
+        let observed = match (deployment.metadata.generation, status.observed_generation) {
+            (Some(generation), Some(seen)) => seen >= generation,
+            _ => false,
+        };
+        let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
+            c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        });
+        Self {
+            desired,
+            replicas: status.replicas.unwrap_or(0),
+            ready: status.ready_replicas.unwrap_or(0),
+            updated: status.updated_replicas.unwrap_or(0),
+            available: status.available_replicas.unwrap_or(0),
+            observed,
+            deadline_exceeded,
+        }
+    }
+
+    /// The same test as `kubectl rollout status`.
+    fn complete(&self) -> bool {
+        self.observed
+            && self.updated >= self.desired
+            && self.replicas <= self.updated
+            && self.available >= self.updated
+    }
+}
+
+/// One condition before its transition time is known.
+struct Verdict {
+    type_: &'static str,
+    status: &'static str,
+    reason: String,
+    message: String,
+}
+
+impl Verdict {
+    fn new(
+        type_: &'static str,
+        status: &'static str,
+        reason: &str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason: reason.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The status `gs` should have.
+pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerStatus {
+    let old = gs.status.clone().unwrap_or_default();
+    let generation = gs.metadata.generation;
+    let name = gs.metadata.name.as_deref().unwrap_or_default();
+    let rollout = observed.deployment.map(Rollout::of);
+
+    let verdicts = [
+        ready(observed, rollout.as_ref()),
+        available(observed.deployment),
+        progressing(observed, rollout.as_ref()),
+        degraded(observed, rollout.as_ref()),
+    ];
+    let conditions = verdicts
+        .into_iter()
+        .map(|v| {
+            let transition = old
+                .conditions
+                .iter()
+                .find(|c| c.type_ == v.type_ && c.status == v.status)
+                .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+            Condition {
+                type_: v.type_.to_owned(),
+                status: v.status.to_owned(),
+                reason: v.reason,
+                message: v.message,
+                last_transition_time: transition,
+                observed_generation: generation,
+            }
+        })
+        .collect();
+
+    GoServerStatus {
+        observed_generation: generation,
+        conditions,
+        replicas: rollout.as_ref().map(|r| r.replicas),
+        ready_replicas: rollout.as_ref().map(|r| r.ready),
+        updated_replicas: rollout.as_ref().map(|r| r.updated),
+        replica_summary: rollout
+            .as_ref()
+            .map(|r| format!("{}/{}", r.ready, r.desired)),
+        selector: Some(build::selector_string(name)),
+        url: build::url(gs),
+        // On an error the revision in force is the one last reported.
+        revision: observed.revision.clone().or(old.revision),
+    }
+}
+
+const DEADLINE_MESSAGE: &str =
+    "the rollout did not finish within the Deployment's progress deadline";
+
+fn ready(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
+    match (observed.error, rollout) {
+        (Some(err), _) => Verdict::new(READY, "False", err.reason(), err.to_string()),
+        (None, None) => Verdict::new(
+            READY,
+            "False",
+            "DeploymentMissing",
+            "the Deployment does not exist yet",
+        ),
+        (None, Some(r)) if r.deadline_exceeded => {
+            Verdict::new(READY, "False", "ProgressDeadlineExceeded", DEADLINE_MESSAGE)
+        }
+        (None, Some(r)) if r.complete() && r.ready >= r.desired => Verdict::new(
+            READY,
+            "True",
+            "Ready",
+            format!("{} of {} replicas ready", r.ready, r.desired),
+        ),
+        (None, Some(r)) => Verdict::new(
+            READY,
+            "False",
+            "RolloutInProgress",
+            format!(
+                "{} of {} replicas updated, {} ready",
+                r.updated, r.desired, r.ready
+            ),
+        ),
+    }
+}
+
+/// Mirrors the Deployment's own `Available` condition.
+fn available(deployment: Option<&Deployment>) -> Verdict {
+    let condition = deployment
+        .and_then(|d| d.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Available"));
+    match condition {
+        Some(c) => Verdict::new(
+            AVAILABLE,
+            match c.status.as_str() {
+                "True" => "True",
+                "False" => "False",
+                _ => "Unknown",
+            },
+            c.reason.as_deref().unwrap_or("Unknown"),
+            c.message.clone().unwrap_or_default(),
+        ),
+        None => Verdict::new(
+            AVAILABLE,
+            "Unknown",
+            "DeploymentPending",
+            "the Deployment reports no availability yet",
+        ),
+    }
+}
+
+/// True while a rollout is under way.
+fn progressing(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
+    match rollout {
+        Some(r) if r.deadline_exceeded => Verdict::new(
+            PROGRESSING,
+            "False",
+            "ProgressDeadlineExceeded",
+            "the rollout stalled",
+        ),
+        Some(r) if r.complete() => Verdict::new(
+            PROGRESSING,
+            "False",
+            "RolloutComplete",
+            format!(
+                "revision {} is rolled out",
+                observed.revision.as_deref().unwrap_or("unknown")
+            ),
+        ),
+        Some(r) => Verdict::new(
+            PROGRESSING,
+            "True",
+            "RollingOut",
+            format!("{} of {} replicas updated", r.updated, r.desired),
+        ),
+        None => Verdict::new(
+            PROGRESSING,
+            "Unknown",
+            "DeploymentMissing",
+            "the Deployment does not exist yet",
+        ),
+    }
+}
+
+/// A permanent error, or a stalled rollout.
+fn degraded(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
+    match (observed.error, rollout) {
+        (Some(err), _) => Verdict::new(DEGRADED, "True", err.reason(), err.to_string()),
+        (None, Some(r)) if r.deadline_exceeded => Verdict::new(
+            DEGRADED,
+            "True",
+            "ProgressDeadlineExceeded",
+            DEADLINE_MESSAGE,
+        ),
+        _ => Verdict::new(DEGRADED, "False", "AsExpected", ""),
+    }
+}
+
+/// The condition `type_` of a status, if present.
+pub fn condition<'a>(status: &'a GoServerStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+    use pretty_assertions::assert_eq;
+    use serde_json::json;
+
+    use super::*;
+    use crate::build::tests::goserver;
+
+    fn time(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[allow(clippy::needless_pass_by_value)] // callers pass `json!` literals
+    fn deployment(status: serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({
+            "metadata": {"name": "hello", "generation": 2},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn done() -> Deployment {
+        deployment(json!({
+            "observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
+            "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok"}],
+        }))
+    }
+
+    #[test]
+    fn finished_rollout_is_ready() {
+        let gs = goserver(
+            json!({"image": "h", "ingress": {"host": "a.example.com", "tls": {"secretName": "t"}}}),
+        );
+        let dep = done();
+        let observed = Observed {
+            deployment: Some(&dep),
+            revision: Some("hello-abc".to_owned()),
+            error: None,
+        };
+        let status = compute(&gs, &observed, &time(100));
+        let value = serde_json::to_value(&status).unwrap();
+        assert_eq!(
+            value,
+            json!({
+                "observedGeneration": 3,
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Ready", "message": "2 of 2 replicas ready",
+                     "lastTransitionTime": "1970-01-01T00:01:40Z", "observedGeneration": 3},
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable", "message": "ok",
+                     "lastTransitionTime": "1970-01-01T00:01:40Z", "observedGeneration": 3},
+                    {"type": "Progressing", "status": "False", "reason": "RolloutComplete", "message": "revision hello-abc is rolled out",
+                     "lastTransitionTime": "1970-01-01T00:01:40Z", "observedGeneration": 3},
+                    {"type": "Degraded", "status": "False", "reason": "AsExpected", "message": "",
+                     "lastTransitionTime": "1970-01-01T00:01:40Z", "observedGeneration": 3},
+                ],
+                "replicas": 2,
+                "readyReplicas": 2,
+                "updatedReplicas": 2,
+                "replicaSummary": "2/2",
+                "selector": "app.kubernetes.io/instance=hello,app.kubernetes.io/name=hello",
+                "url": "https://a.example.com/",
+                "revision": "hello-abc",
+            })
+        );
+    }
+
+    #[test]
+    fn unchanged_conditions_keep_their_transition_time() {
+        let mut gs = goserver(json!({"image": "h"}));
+        let dep = done();
+        let observed = Observed {
+            deployment: Some(&dep),
+            revision: Some("hello-abc".to_owned()),
+            error: None,
+        };
+        let first = compute(&gs, &observed, &time(100));
+        gs.status = Some(first.clone());
+        let second = compute(&gs, &observed, &time(200));
+        assert_eq!(first, second);
+    }
+
+    #[test]
+    fn rollout_in_progress() {
+        let gs = goserver(json!({"image": "h"}));
+        let dep = deployment(
+            json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 1}),
+        );
+        let observed = Observed {
+            deployment: Some(&dep),
+            revision: Some("hello-new".to_owned()),
+            error: None,
+        };
+        let status = compute(&gs, &observed, &time(1));
+        let ready = condition(&status, READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "RolloutInProgress")
+        );
+        assert_eq!(condition(&status, PROGRESSING).unwrap().status, "True");
+        assert_eq!(condition(&status, AVAILABLE).unwrap().status, "Unknown");
+        assert_eq!(status.replica_summary.as_deref(), Some("2/2"));
+    }
+
+    #[test]
+    fn permanent_error_is_degraded() {
+        let mut gs = goserver(json!({"image": "h"}));
+        gs.status = Some(GoServerStatus {
+            revision: Some("hello-old".to_owned()),
+            ..GoServerStatus::default()
+        });
+        let err = Error::SecretNotFound {
+            name: "db".to_owned(),
+        };
+        let observed = Observed {
+            deployment: None,
+            revision: None,
+            error: Some(&err),
+        };
+        let status = compute(&gs, &observed, &time(1));
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(degraded.status, "True");
+        assert_eq!(degraded.reason, "SecretNotFound");
+        assert!(degraded.message.contains("\"db\""), "{}", degraded.message);
+        assert_eq!(condition(&status, READY).unwrap().status, "False");
+        assert_eq!(status.revision.as_deref(), Some("hello-old"));
+    }
+
+    #[test]
+    fn stalled_rollout_is_degraded() {
+        let gs = goserver(json!({"image": "h"}));
+        let dep = deployment(json!({
+            "observedGeneration": 2, "replicas": 2, "updatedReplicas": 1,
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}],
+        }));
+        let observed = Observed {
+            deployment: Some(&dep),
+            revision: None,
+            error: None,
+        };
+        let status = compute(&gs, &observed, &time(1));
+        assert_eq!(
+            condition(&status, DEGRADED).unwrap().reason,
+            "ProgressDeadlineExceeded"
+        );
+        assert_eq!(condition(&status, PROGRESSING).unwrap().status, "False");
+    }
+}
