@@ -523,3 +523,95 @@ async fn sigterm_drains_in_flight_requests() -> TestResult {
     assert!(status.1.iter().any(|v| v["message"] == "drained; exiting"));
     Ok(())
 }
+
+/// A stand-in OTLP/HTTP collector on loopback: keeps each request body.
+fn fake_collector() -> TestResult<(
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
+)> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let endpoint = format!("http://{}", listener.local_addr()?);
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+                    break;
+                }
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    break;
+                }
+                if let Ok(mut all) = sink.lock() {
+                    all.push((request_line.trim().to_owned(), body));
+                }
+                let _ = reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
+            }
+        }
+    });
+    Ok((endpoint, received))
+}
+
+#[tokio::test]
+async fn otlp_export_uses_the_request_trace_id() -> TestResult {
+    let (endpoint, received) = fake_collector()?;
+    let mut server = Server::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])?;
+    let client = reqwest::Client::new();
+    let continued = "1af7651916cd43dd8448eb211c80319c";
+    client
+        .get(server.url("/healthz"))
+        .header("traceparent", format!("00-{continued}-b7ad6b7169203331-01"))
+        .send()
+        .await?;
+    let r = client.get(server.url("/")).send().await?;
+    let started = r.headers()["traceparent"]
+        .to_str()?
+        .split('-')
+        .nth(1)
+        .ok_or("traceparent")?
+        .to_owned();
+    // Shutdown flushes the batch.
+    server.terminate()?;
+    let status = tokio::task::spawn_blocking(move || server.wait())
+        .await?
+        .map_err(|e| e.to_string())?;
+    assert_eq!(status.code(), Some(0));
+    let bodies = received.lock().map_err(|e| e.to_string())?.clone();
+    assert!(
+        bodies
+            .iter()
+            .any(|(line, _)| line.starts_with("POST /v1/traces")),
+        "no export: {:?}",
+        bodies.iter().map(|(l, _)| l).collect::<Vec<_>>()
+    );
+    let exported: Vec<u8> = bodies.into_iter().flat_map(|(_, body)| body).collect();
+    for trace_id in [continued, started.as_str()] {
+        let bytes: Vec<u8> = (0..16)
+            .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16))
+            .collect::<Result<_, _>>()?;
+        assert!(
+            exported.windows(16).any(|w| w == bytes.as_slice()),
+            "trace {trace_id} not exported"
+        );
+    }
+    Ok(())
+}
