@@ -525,10 +525,10 @@ async fn sigterm_drains_in_flight_requests() -> TestResult {
 }
 
 /// A stand-in OTLP/HTTP collector on loopback: keeps each request body.
-fn fake_collector() -> TestResult<(
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>,
-)> {
+/// What the collector received: request line and body, per request.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn fake_collector() -> TestResult<(String, Received)> {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let endpoint = format!("http://{}", listener.local_addr()?);
