@@ -14,7 +14,14 @@ pub struct Package {
 }
 
 /// What `cargo xtask test` needs installed.
-pub const TEST: &[Package] = &[];
+pub const TEST: &[Package] = &[
+    // gantry-server's PostgreSQL test: the server binaries live in
+    // /usr/lib/postgresql/<version>/bin, beside this wrapper from postgresql-common.
+    Package {
+        command: "pg_ctlcluster",
+        package: "postgresql",
+    },
+];
 
 /// Installs the packages whose command is missing.
 pub fn ensure(packages: &[Package]) -> Result<()> {

@@ -1,0 +1,3 @@
+module gantry.dev/bench/nethttp
+
+go 1.26.0
