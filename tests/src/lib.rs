@@ -24,12 +24,11 @@ pub const E2E_LABEL: &str = "gantry.dev/e2e";
 /// A client for the cluster in `KUBECONFIG`, or a panic that says how to
 /// get one.
 pub async fn client() -> Client {
-    if std::env::var_os("KUBECONFIG").is_none() {
-        panic!(
-            "KUBECONFIG is not set: run the e2e suite with `cargo xtask test`, or start a \
-             cluster with `cargo xtask cluster up` and export what it prints"
-        );
-    }
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "KUBECONFIG is not set: run the e2e suite with `cargo xtask test`, or start a \
+         cluster with `cargo xtask cluster up` and export what it prints"
+    );
     Client::try_default()
         .await
         .expect("a kube client from KUBECONFIG")
@@ -107,29 +106,32 @@ impl TestNamespace {
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
-        // Drop cannot await, and the test's runtime may be shutting down:
-        // delete from a thread with a runtime of its own.
-        let client = self.client.clone();
+        // Drop cannot await, and the test's runtime is blocked in this very
+        // call: delete from a thread with a runtime and a client of its own
+        // (the test's client is bound to the test's runtime).
         let name = self.name.clone();
         let deleted = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .ok()?;
+                .map_err(|err| err.to_string())?;
             runtime.block_on(async {
+                let client = Client::try_default().await.map_err(|err| err.to_string())?;
                 Api::<Namespace>::all(client)
                     .delete(&name, &DeleteParams::background())
                     .await
-                    .map_err(|err| eprintln!("deleting namespace {name}: {err}"))
-                    .ok()
+                    .map(|_| ())
+                    .map_err(|err| err.to_string())
             })
         })
         .join();
-        if deleted.is_err() {
-            eprintln!(
+        match deleted {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => eprintln!("deleting namespace {}: {err}", self.name),
+            Err(_) => eprintln!(
                 "deleting namespace {}: the cleanup thread panicked",
                 self.name
-            );
+            ),
         }
     }
 }
@@ -151,18 +153,13 @@ where
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
     let deadline = Instant::now() + timeout;
-    let mut last_seen = String::from("nothing yet");
     loop {
-        match api.get_opt(name).await {
-            Ok(Some(object)) => {
-                if condition(&object) {
-                    return Ok(object);
-                }
-                last_seen = describe(&object);
-            }
-            Ok(None) => last_seen = "it does not exist".to_owned(),
-            Err(err) => last_seen = format!("error: {err}"),
-        }
+        let last_seen = match api.get_opt(name).await {
+            Ok(Some(object)) if condition(&object) => return Ok(object),
+            Ok(Some(object)) => describe(&object),
+            Ok(None) => "it does not exist".to_owned(),
+            Err(err) => format!("error: {err}"),
+        };
         if Instant::now() >= deadline {
             bail!(
                 "timed out after {timeout:?} waiting for {kind} {name}: expected {expectation}; \

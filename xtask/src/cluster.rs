@@ -34,11 +34,11 @@ pub enum Command {
     Down,
 }
 
-pub fn run(command: Command) -> Result<ExitCode> {
+pub fn run(command: &Command) -> Result<ExitCode> {
     let cluster = Cluster::at(workspace::cluster_dir());
     match command {
         Command::Up { nodes } => {
-            cluster.up(nodes)?;
+            cluster.up(*nodes)?;
             eprintln!("cluster is up; to use it:");
             println!("{}", cluster.env_line()?);
         }
@@ -150,7 +150,7 @@ impl Cluster {
         let started = Instant::now();
         let result = self.start(&bins, nodes);
         if let Err(err) = result {
-            let _ = self.stop_processes();
+            self.stop_processes();
             return Err(err.context(format!(
                 "cluster up failed; the component logs are kept in {}",
                 self.dir.join("logs").display()
@@ -167,41 +167,52 @@ impl Cluster {
         for sub in ["logs", "pids", "etcd"] {
             fs::create_dir_all(self.dir.join(sub))?;
         }
+        let ports = Ports::pick()?;
         let pki = pki::generate(&self.dir.join("pki"))?;
-        let etcd_client = proc::free_port()?;
-        let etcd_peer = proc::free_port()?;
-        let apiserver_port = proc::free_port()?;
-        let cm_port = proc::free_port()?;
-        let scheduler_port = proc::free_port()?;
-        let server = format!("https://127.0.0.1:{apiserver_port}");
-
-        let kubeconfig = |name: &str, user: &pki::Pair| -> Result<PathBuf> {
-            let path = if name == "admin" {
-                self.kubeconfig()
-            } else {
-                self.dir.join(format!("{name}.kubeconfig"))
-            };
-            fs::write(&path, pki::kubeconfig(&server, &pki.ca.cert, user))?;
-            Ok(path)
-        };
-        kubeconfig("admin", &pki.admin)?;
-        let cm_kubeconfig = kubeconfig("controller-manager", &pki.controller_manager)?;
-        let scheduler_kubeconfig = kubeconfig("scheduler", &pki.scheduler)?;
-        let kwok_kubeconfig = kubeconfig("kwok", &pki.kwok)?;
+        let server = format!("https://127.0.0.1:{}", ports.apiserver);
+        for (name, user) in [
+            ("admin", &pki.admin),
+            ("controller-manager", &pki.controller_manager),
+            ("scheduler", &pki.scheduler),
+            ("kwok", &pki.kwok),
+        ] {
+            fs::write(
+                self.kubeconfig_of(name),
+                pki::kubeconfig(&server, &pki.ca.cert, user),
+            )?;
+        }
 
         let mut daemons = Vec::new();
-
         eprintln!("starting etcd");
-        let etcd_url = format!("http://127.0.0.1:{etcd_client}");
-        let peer_url = format!("http://127.0.0.1:{etcd_peer}");
+        self.start_etcd(bins, &ports, &mut daemons)?;
+        eprintln!("starting kube-apiserver");
+        self.start_apiserver(bins, &ports, &pki, &mut daemons)?;
+        eprintln!("starting kube-controller-manager and kube-scheduler");
+        self.start_controllers(bins, &ports, &pki, &mut daemons)?;
+        eprintln!("starting kwok and creating {nodes} nodes");
+        self.start_nodes(bins, nodes, &mut daemons)
+    }
+
+    /// The admin kubeconfig is `kubeconfig`; each component has its own.
+    fn kubeconfig_of(&self, identity: &str) -> PathBuf {
+        if identity == "admin" {
+            self.kubeconfig()
+        } else {
+            self.dir.join(format!("{identity}.kubeconfig"))
+        }
+    }
+
+    fn start_etcd(&self, bins: &Binaries, ports: &Ports, daemons: &mut Vec<Daemon>) -> Result<()> {
+        let client_url = ports.etcd_url();
+        let peer_url = format!("http://127.0.0.1:{}", ports.etcd_peer);
         daemons.push(Daemon::spawn(
             "etcd",
             &self.dir,
             Exec::new(bins.path("etcd"))
                 .arg("--name=gantry")
                 .arg(format!("--data-dir={}", self.dir.join("etcd").display()))
-                .arg(format!("--listen-client-urls={etcd_url}"))
-                .arg(format!("--advertise-client-urls={etcd_url}"))
+                .arg(format!("--listen-client-urls={client_url}"))
+                .arg(format!("--advertise-client-urls={client_url}"))
                 .arg(format!("--listen-peer-urls={peer_url}"))
                 .arg(format!("--initial-advertise-peer-urls={peer_url}"))
                 .arg(format!("--initial-cluster=gantry={peer_url}"))
@@ -209,41 +220,41 @@ impl Cluster {
                 .arg("--unsafe-no-fsync")
                 .arg("--log-level=warn"),
         )?);
-        proc::wait_until(
-            "etcd to be healthy",
-            COMPONENT_HEALTHY,
-            &mut daemons,
-            || http_get_ok("127.0.0.1", etcd_client, "/health"),
-        )?;
+        proc::wait_until("etcd to be healthy", COMPONENT_HEALTHY, daemons, || {
+            http_get_ok("127.0.0.1", ports.etcd_client, "/health")
+        })
+    }
 
-        eprintln!("starting kube-apiserver");
-        let file = |p: &Path| p.display().to_string();
+    fn start_apiserver(
+        &self,
+        bins: &Binaries,
+        ports: &Ports,
+        pki: &pki::Pki,
+        daemons: &mut Vec<Daemon>,
+    ) -> Result<()> {
         daemons.push(Daemon::spawn(
             "kube-apiserver",
             &self.dir,
             Exec::new(bins.path("kube-apiserver"))
-                .arg(format!("--etcd-servers={etcd_url}"))
+                .arg(format!("--etcd-servers={}", ports.etcd_url()))
                 .arg("--bind-address=127.0.0.1")
                 .arg("--advertise-address=127.0.0.1")
-                .arg(format!("--secure-port={apiserver_port}"))
+                .arg(format!("--secure-port={}", ports.apiserver))
                 .arg(format!("--cert-dir={}", self.dir.join("pki").display()))
-                .arg(format!("--tls-cert-file={}", file(&pki.apiserver.cert)))
-                .arg(format!(
-                    "--tls-private-key-file={}",
-                    file(&pki.apiserver.key)
-                ))
-                .arg(format!("--client-ca-file={}", file(&pki.ca.cert)))
+                .arg(flag("--tls-cert-file", &pki.apiserver.cert))
+                .arg(flag("--tls-private-key-file", &pki.apiserver.key))
+                .arg(flag("--client-ca-file", &pki.ca.cert))
                 .arg("--service-account-issuer=https://kubernetes.default.svc.cluster.local")
-                .arg(format!(
-                    "--service-account-key-file={}",
-                    file(&pki.service_account_pub)
-                ))
-                .arg(format!(
-                    "--service-account-signing-key-file={}",
-                    file(&pki.service_account_key)
+                .arg(flag("--service-account-key-file", &pki.service_account_pub))
+                .arg(flag(
+                    "--service-account-signing-key-file",
+                    &pki.service_account_key,
                 ))
                 .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
                 .arg("--authorization-mode=RBAC")
+                // Privileged pods are allowed by the apiserver itself, as on
+                // a real node: refusing them is Pod Security's job.
+                .arg("--allow-privileged=true")
                 // Loopback is not a valid endpoint address, and nothing
                 // in this cluster dials the kubernetes Service anyway.
                 .arg("--endpoint-reconciler-type=none")
@@ -252,36 +263,43 @@ impl Cluster {
         proc::wait_until(
             "kube-apiserver to be ready (/readyz)",
             APISERVER_READY,
-            &mut daemons,
+            daemons,
             || Ok(self.kubectl(bins, &["get", "--raw", "/readyz"])?.trim() == "ok"),
-        )?;
+        )
+    }
 
-        eprintln!("starting kube-controller-manager and kube-scheduler");
+    fn start_controllers(
+        &self,
+        bins: &Binaries,
+        ports: &Ports,
+        pki: &pki::Pki,
+        daemons: &mut Vec<Daemon>,
+    ) -> Result<()> {
         daemons.push(Daemon::spawn(
             "kube-controller-manager",
             &self.dir,
             Exec::new(bins.path("kube-controller-manager"))
-                .arg(format!("--kubeconfig={}", file(&cm_kubeconfig)))
+                .arg(flag(
+                    "--kubeconfig",
+                    &self.kubeconfig_of("controller-manager"),
+                ))
                 .arg("--bind-address=127.0.0.1")
-                .arg(format!("--secure-port={cm_port}"))
-                .arg(format!(
-                    "--tls-cert-file={}",
-                    file(&pki.controller_manager_serving.cert)
+                .arg(format!("--secure-port={}", ports.controller_manager))
+                .arg(flag(
+                    "--tls-cert-file",
+                    &pki.controller_manager_serving.cert,
                 ))
-                .arg(format!(
-                    "--tls-private-key-file={}",
-                    file(&pki.controller_manager_serving.key)
+                .arg(flag(
+                    "--tls-private-key-file",
+                    &pki.controller_manager_serving.key,
                 ))
-                .arg(format!(
-                    "--service-account-private-key-file={}",
-                    file(&pki.service_account_key)
+                .arg(flag(
+                    "--service-account-private-key-file",
+                    &pki.service_account_key,
                 ))
-                .arg(format!("--root-ca-file={}", file(&pki.ca.cert)))
-                .arg(format!(
-                    "--cluster-signing-cert-file={}",
-                    file(&pki.ca.cert)
-                ))
-                .arg(format!("--cluster-signing-key-file={}", file(&pki.ca.key)))
+                .arg(flag("--root-ca-file", &pki.ca.cert))
+                .arg(flag("--cluster-signing-cert-file", &pki.ca.cert))
+                .arg(flag("--cluster-signing-key-file", &pki.ca.key))
                 // Each controller acts as its own service account, so RBAC
                 // is exercised the way a real cluster does it.
                 .arg("--use-service-account-credentials=true")
@@ -292,79 +310,56 @@ impl Cluster {
             "kube-scheduler",
             &self.dir,
             Exec::new(bins.path("kube-scheduler"))
-                .arg(format!("--kubeconfig={}", file(&scheduler_kubeconfig)))
+                .arg(flag("--kubeconfig", &self.kubeconfig_of("scheduler")))
                 .arg("--bind-address=127.0.0.1")
-                .arg(format!("--secure-port={scheduler_port}"))
-                .arg(format!(
-                    "--tls-cert-file={}",
-                    file(&pki.scheduler_serving.cert)
-                ))
-                .arg(format!(
-                    "--tls-private-key-file={}",
-                    file(&pki.scheduler_serving.key)
-                ))
+                .arg(format!("--secure-port={}", ports.scheduler))
+                .arg(flag("--tls-cert-file", &pki.scheduler_serving.cert))
+                .arg(flag("--tls-private-key-file", &pki.scheduler_serving.key))
                 .arg("--leader-elect=false")
                 .arg("--profiling=false"),
         )?);
         for (name, port) in [
-            ("kube-controller-manager", cm_port),
-            ("kube-scheduler", scheduler_port),
+            ("kube-controller-manager", ports.controller_manager),
+            ("kube-scheduler", ports.scheduler),
         ] {
             let what = format!("{name} to be healthy (/healthz)");
-            proc::wait_until(&what, COMPONENT_HEALTHY, &mut daemons, || {
+            let server = format!("https://127.0.0.1:{port}");
+            proc::wait_until(&what, COMPONENT_HEALTHY, daemons, || {
                 // kubectl speaks HTTPS and verifies the serving
                 // certificate against the cluster CA.
-                let out = self.kubectl(
-                    bins,
-                    &[
-                        "--server",
-                        &format!("https://127.0.0.1:{port}"),
-                        "get",
-                        "--raw",
-                        "/healthz",
-                    ],
-                )?;
+                let out = self.kubectl(bins, &["--server", &server, "get", "--raw", "/healthz"])?;
                 Ok(out.trim() == "ok")
             })?;
         }
+        Ok(())
+    }
 
-        eprintln!("starting kwok and creating {nodes} nodes");
+    fn start_nodes(&self, bins: &Binaries, nodes: u16, daemons: &mut Vec<Daemon>) -> Result<()> {
         let kwok_config = self.dir.join("kwok.yaml");
-        fs::write(
-            &kwok_config,
-            fs::read_to_string(bins.path(toolchain::KWOK_STAGES))?,
-        )?;
+        fs::copy(bins.path(toolchain::KWOK_STAGES), &kwok_config)?;
         daemons.push(Daemon::spawn(
             "kwok",
             &self.dir,
             Exec::new(bins.path("kwok"))
-                .arg(format!("--kubeconfig={}", file(&kwok_kubeconfig)))
-                .arg(format!("--config={}", file(&kwok_config)))
+                .arg(flag("--kubeconfig", &self.kubeconfig_of("kwok")))
+                .arg(flag("--config", &kwok_config))
                 .arg("--manage-all-nodes=false")
                 .arg(format!(
                     "--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"
                 ))
                 .arg(format!("--cidr={POD_CIDR}"))
+                // kwok keeps a work directory under HOME.
                 .env("HOME", &self.dir),
         )?);
-        let node_list = nodes_manifest(nodes);
         let manifest = self.dir.join("nodes.json");
-        fs::write(&manifest, node_list)?;
-        self.kubectl(bins, &["apply", "-f", &file(&manifest)])?;
+        fs::write(&manifest, nodes_manifest(nodes))?;
+        self.kubectl(bins, &["apply", "-f", &manifest.display().to_string()])?;
         proc::wait_until(
             &format!("{nodes} nodes to be Ready"),
             NODES_READY,
-            &mut daemons,
+            daemons,
             || {
-                let ready = self.kubectl(
-                bins,
-                &[
-                    "get",
-                    "nodes",
-                    "-o",
-                    r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#,
-                ],
-            )?;
+                let ready = self.kubectl(bins, &["get", "nodes", "-o", READY_JSONPATH])?;
                 let count = ready.lines().filter(|l| l.trim() == "True").count();
                 if count < usize::from(nodes) {
                     bail!("{count} of {nodes} nodes Ready");
@@ -377,14 +372,13 @@ impl Cluster {
         proc::wait_until(
             "the default ServiceAccount",
             COMPONENT_HEALTHY,
-            &mut daemons,
+            daemons,
             || {
                 Ok(self
                     .kubectl(bins, &["get", "serviceaccount", "default", "-n", "default"])
                     .is_ok())
             },
-        )?;
-        Ok(())
+        )
     }
 
     /// Stops every process the cluster started (by recorded PID, and by
@@ -397,7 +391,7 @@ impl Cluster {
             );
             return Ok(());
         }
-        let killed = self.stop_processes()?;
+        let killed = self.stop_processes();
         fs::remove_dir_all(&self.dir)
             .with_context(|| format!("removing {}", self.dir.display()))?;
         eprintln!(
@@ -407,7 +401,7 @@ impl Cluster {
         Ok(())
     }
 
-    fn stop_processes(&self) -> Result<usize> {
+    fn stop_processes(&self) -> usize {
         // Reverse start order: clients before the apiserver, etcd last.
         let mut pids: Vec<i32> = self
             .recorded_pids()
@@ -426,7 +420,41 @@ impl Cluster {
         if !stubborn.is_empty() {
             eprintln!("killed processes that ignored SIGTERM: {stubborn:?}");
         }
-        Ok(count)
+        count
+    }
+}
+
+/// Each node's Ready condition status, one a line.
+const READY_JSONPATH: &str =
+    r#"jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}"#;
+
+/// `--name=<path>` for a file argument.
+fn flag(name: &str, path: &Path) -> String {
+    format!("{name}={}", path.display())
+}
+
+/// The loopback ports of one cluster, all picked before anything starts.
+struct Ports {
+    etcd_client: u16,
+    etcd_peer: u16,
+    apiserver: u16,
+    controller_manager: u16,
+    scheduler: u16,
+}
+
+impl Ports {
+    fn pick() -> Result<Self> {
+        Ok(Self {
+            etcd_client: proc::free_port()?,
+            etcd_peer: proc::free_port()?,
+            apiserver: proc::free_port()?,
+            controller_manager: proc::free_port()?,
+            scheduler: proc::free_port()?,
+        })
+    }
+
+    fn etcd_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.etcd_client)
     }
 }
 

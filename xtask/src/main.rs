@@ -48,8 +48,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Cluster { command } => cluster::run(command),
-        Command::Test(args) => test::run(&args),
+        Command::Cluster { command } => cluster::run(&command),
+        Command::Test(args) => Ok(test::run(&args)),
         Command::Demo => demo::run(),
         Command::Crds(args) => crds::run(&args),
         Command::Bench(args) => bench::run(&args),

@@ -69,7 +69,7 @@ pub fn tail(path: &Path, lines: usize) -> String {
     let Ok(mut file) = fs::File::open(path) else {
         return format!("({} cannot be read)", path.display());
     };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let len = file.metadata().map_or(0, |m| m.len());
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
     let mut text = String::new();
     let _ = BufReader::new(file).read_to_string(&mut text);

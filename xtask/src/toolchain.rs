@@ -131,7 +131,7 @@ fn stamp(version: &str, go: &str) -> Result<String> {
     for module in MODULES {
         for file in ["go.mod", "go.sum"] {
             let path = root.join(module.dir).join(file);
-            hash.update(&path.strip_prefix(&root)?.to_string_lossy().as_bytes());
+            hash.update(path.strip_prefix(&root)?.to_string_lossy().as_bytes());
             hash.update(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
         }
     }
