@@ -158,6 +158,7 @@ pub fn ensure() -> Result<Binaries> {
     let staging = dir.with_file_name("bin.partial");
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir_all(&staging)?;
+    verify_staging_replaces(&version)?;
     let flags = ldflags(&version)?;
     for module in MODULES {
         build_module(module, &staging, &flags)?;
@@ -221,6 +222,80 @@ fn build_module(module: &Module, out: &Path, flags: &str) -> Result<()> {
     Ok(())
 }
 
+/// k8s.io/kubernetes points its staging modules (k8s.io/api, client-go, …)
+/// at directories of its own repository, which a module build cannot see:
+/// the wrapper must replace each of them with its published release. The
+/// list is taken from the pinned version's own go.mod, so a version bump
+/// that adds a staging module fails here, naming it, instead of deep inside
+/// `go build`.
+fn verify_staging_replaces(version: &str) -> Result<()> {
+    let module_dir = workspace::root().join("tools/k8s");
+    let info = proc::output(
+        "downloading the go.mod of k8s.io/kubernetes",
+        go_command(&module_dir).args([
+            "mod",
+            "download",
+            "-json",
+            &format!("k8s.io/kubernetes@{version}"),
+        ]),
+    )?;
+    let info: serde_json::Value =
+        serde_json::from_str(&info).context("reading `go mod download -json`")?;
+    let upstream_mod = info["GoMod"]
+        .as_str()
+        .context("`go mod download -json` named no GoMod file")?;
+    let upstream = fs::read_to_string(upstream_mod)?;
+    let ours = fs::read_to_string(module_dir.join("go.mod"))?;
+    let staging_version = format!("v0.{}", version.trim_start_matches("v1."));
+    let problems = staging_problems(&upstream, &ours, &staging_version);
+    if !problems.is_empty() {
+        bail!(
+            "tools/k8s/go.mod does not replace the staging modules of k8s.io/kubernetes \
+             {version} as it must:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// What is wrong with `ours` given the staging replaces in `upstream`
+/// (`k8s.io/x => ./staging/src/k8s.io/x`): each one must be replaced by
+/// `k8s.io/x <staging_version>`, and nothing else may be replaced.
+fn staging_problems(upstream: &str, ours: &str, staging_version: &str) -> Vec<String> {
+    let replaces = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|line| {
+                let line = line.trim().trim_start_matches("replace").trim();
+                let (from, to) = line.split_once("=>")?;
+                Some((from.trim().to_owned(), to.trim().to_owned()))
+            })
+            .collect()
+    };
+    let staging: Vec<String> = replaces(upstream)
+        .into_iter()
+        .filter(|(_, to)| to.starts_with("./staging/"))
+        .map(|(from, _)| from)
+        .collect();
+    let ours = replaces(ours);
+    let mut problems = Vec::new();
+    for module in &staging {
+        let want = format!("{module} {staging_version}");
+        match ours.iter().find(|(from, _)| from == module) {
+            Some((_, to)) if *to == want => {}
+            Some((_, to)) => problems.push(format!("{module} => {to}, expected {want}")),
+            None => problems.push(format!(
+                "{module} is not replaced; add `{module} => {want}`"
+            )),
+        }
+    }
+    for (from, _) in &ours {
+        if !staging.contains(from) {
+            problems.push(format!("{from} is replaced but is not a staging module"));
+        }
+    }
+    problems
+}
+
 /// Concatenates kwok's stage files, as its module ships them, into one
 /// multi-document YAML that `cluster up` appends to kwok's configuration.
 fn write_kwok_stages(out: &Path) -> Result<()> {
@@ -262,4 +337,57 @@ fn kustomization_resources(dir: &Path) -> Result<Vec<String>> {
         bail!("{} lists no resources", path.display());
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committed_wrapper_replaces_exactly_the_staging_modules() {
+        let upstream = "replace (\n\tk8s.io/api => ./staging/src/k8s.io/api\n\tk8s.io/kms => ./staging/src/k8s.io/kms\n)\n";
+        let ours = "replace (\n\tk8s.io/api => k8s.io/api v0.36.3\n\tk8s.io/kms => k8s.io/kms v0.36.3\n)\n";
+        assert!(staging_problems(upstream, ours, "v0.36.3").is_empty());
+
+        let stale = "replace k8s.io/api => k8s.io/api v0.36.1\nreplace example.com/x => ../x\n";
+        assert_eq!(
+            staging_problems(upstream, stale, "v0.36.3"),
+            [
+                "k8s.io/api => k8s.io/api v0.36.1, expected k8s.io/api v0.36.3",
+                "k8s.io/kms is not replaced; add `k8s.io/kms => k8s.io/kms v0.36.3`",
+                "example.com/x is replaced but is not a staging module",
+            ]
+        );
+    }
+
+    /// The committed tools/k8s/go.mod against the real go.mod of the
+    /// pinned Kubernetes release (fetched through the Go module proxy).
+    #[test]
+    fn tools_k8s_replaces_every_staging_module_of_the_pinned_release() {
+        verify_staging_replaces(&kubernetes_version().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn reads_the_pinned_version_and_its_link_flags() {
+        let version = kubernetes_version().unwrap();
+        assert!(version.starts_with("v1.36."), "{version}");
+        let flags = ldflags(&version).unwrap();
+        assert!(flags.contains(&format!(
+            "k8s.io/component-base/version.gitVersion={version}"
+        )));
+        assert!(flags.contains("k8s.io/client-go/pkg/version.gitMinor=36"));
+    }
+
+    #[test]
+    fn kustomization_resources_are_read_in_order() {
+        let dir = std::env::temp_dir().join(format!("xtask-kustomize-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(
+            dir.join("kustomization.yaml"),
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n- a.yaml\n- b.yaml\n",
+        )
+        .unwrap();
+        assert_eq!(kustomization_resources(&dir).unwrap(), ["a.yaml", "b.yaml"]);
+        fs::remove_dir_all(&dir).unwrap();
+    }
 }
