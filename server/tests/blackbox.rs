@@ -63,7 +63,9 @@ async fn rate_limit_is_per_client_across_connections() -> TestResult {
     server.ready().await?;
     let mut statuses = Vec::new();
     let mut retry_after = None;
-    for _ in 0..5 {
+    // At 1 request per second at most a few more than the burst can pass
+    // before the bucket runs dry, however slow the machine.
+    for _ in 0..20 {
         // A new client, hence a new connection, for every request.
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(0)
@@ -73,6 +75,7 @@ async fn rate_limit_is_per_client_across_connections() -> TestResult {
             .bearer_auth(TOKEN)
             .send()
             .await?;
+        statuses.push(r.status().as_u16());
         if r.status() == StatusCode::TOO_MANY_REQUESTS {
             retry_after = r
                 .headers()
@@ -80,14 +83,14 @@ async fn rate_limit_is_per_client_across_connections() -> TestResult {
                 .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
             let (_, ct, body) = parts(r).await?;
             assert_problem(ct.as_deref(), &body, 429, 4290);
-            statuses.push(429);
-        } else {
-            statuses.push(r.status().as_u16());
+            break;
         }
     }
-    // The burst of 3 passes; at 1 per second at most one more can have refilled.
-    assert!(statuses[..3].iter().all(|s| *s == 200), "{statuses:?}");
-    assert_eq!(statuses[4], 429, "{statuses:?}");
+    assert!(
+        statuses[..3].iter().all(|s| *s == 200),
+        "the burst of 3 passes: {statuses:?}"
+    );
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
     assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
     // Probes are not limited.
     let client = reqwest::Client::new();
@@ -460,13 +463,13 @@ async fn the_database_is_retried_with_backoff_then_a_clear_error() -> TestResult
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests() -> TestResult {
-    let mut server = Server::start(&[("SHUTDOWN_DELAY", "1s"), ("SHUTDOWN_GRACE", "30s")])?;
+    let mut server = Server::start(&[("SHUTDOWN_DELAY", "2s"), ("SHUTDOWN_GRACE", "30s")])?;
     server.ready().await?;
     let client = reqwest::Client::new();
     let slow: Vec<_> = (0..8)
         .map(|_| {
             let client = client.clone();
-            let url = server.url("/debug/sleep?ms=3000");
+            let url = server.url("/debug/sleep?ms=4000");
             tokio::spawn(async move { client.get(url).send().await })
         })
         .collect();
@@ -514,7 +517,7 @@ async fn sigterm_drains_in_flight_requests() -> TestResult {
             "an in-flight request failed during the drain"
         );
         let body: Value = response.json().await?;
-        assert_eq!(body["slept_ms"], 3000);
+        assert_eq!(body["slept_ms"], 4000);
     }
     let status = tokio::task::spawn_blocking(move || server.wait().map(|s| (s, server.log_json())))
         .await?
