@@ -345,9 +345,9 @@ async fn text_logs_carry_the_trace_id_too() -> TestResult {
     let dir = tempfile::tempdir()?;
     let mut cmd = common::command(dir.path());
     cmd.env("LOG_FORMAT", "text").env("PORT", "0");
-    let mut child = cmd.spawn()?;
+    let mut child = KillOnDrop(cmd.spawn()?);
     // Text lines are not JSON; read until the access-log line appears.
-    let stdout = child.stdout.take().ok_or("stdout")?;
+    let stdout = child.0.stdout.take().ok_or("stdout")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -378,10 +378,19 @@ async fn text_logs_carry_the_trace_id_too() -> TestResult {
             break line;
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(found.contains(trace_id), "{found}");
     Ok(())
+}
+
+/// Stops the child on every path out of a test, early returns included.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
