@@ -5,6 +5,11 @@
 //! The cluster comes from `cargo xtask test` (or `cargo xtask cluster up`
 //! with the printed `KUBECONFIG`). Pods and Services in it have addresses
 //! that lead nowhere: tests talk to the apiserver on 127.0.0.1 only.
+//!
+//! [`operator`] runs the operator binary as a process, for the tests that
+//! need one.
+
+pub mod operator;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
