@@ -50,8 +50,9 @@ where
     if let Some(live) = &live {
         let live_json =
             serde_json::to_value(live).map_err(|source| Error::Serialize { kind, source })?;
-        if is_subset(&body, &live_json) {
-            return Ok((live.clone(), Outcome::Unchanged));
+        match difference(&body, &live_json, "", false) {
+            None => return Ok((live.clone(), Outcome::Unchanged)),
+            Some(path) => tracing::debug!(%kind, child = %name, field = %path, "child differs"),
         }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -118,19 +119,73 @@ fn with_hash<K: Serialize>(desired: &K, kind: &'static str) -> Result<Value> {
 /// defaults, other managers' fields) do not matter; lists compare element by
 /// element and must have the same length. An empty list, an empty object or
 /// `false` in `desired` matches a missing field, as the apiserver drops them.
+/// Resource quantities compare by value: the apiserver stores `0.5` as `500m`.
 pub fn is_subset(desired: &Value, live: &Value) -> bool {
+    difference(desired, live, "", false).is_none()
+}
+
+/// The path of the first field where `live` does not match `desired`.
+pub fn difference(desired: &Value, live: &Value, path: &str, quantities: bool) -> Option<String> {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().all(|(k, dv)| match l.get(k) {
-            Some(lv) => is_subset(dv, lv),
-            None => is_empty(dv),
+        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, dv)| {
+            let here = format!("{path}.{k}");
+            match l.get(k) {
+                Some(lv) => difference(
+                    dv,
+                    lv,
+                    &here,
+                    quantities || matches!(k.as_str(), "requests" | "limits"),
+                ),
+                None => (!is_empty(dv)).then_some(here),
+            }
         }),
         (Value::Array(d), Value::Array(l)) => {
-            d.len() == l.len() && d.iter().zip(l).all(|(dv, lv)| is_subset(dv, lv))
+            if d.len() != l.len() {
+                return Some(format!("{path} (length)"));
+            }
+            d.iter()
+                .zip(l)
+                .enumerate()
+                .find_map(|(i, (dv, lv))| difference(dv, lv, &format!("{path}[{i}]"), false))
         }
-        (Value::Number(d), Value::Number(l)) => d.as_f64() == l.as_f64(),
-        (d, Value::Null) => is_empty(d),
-        (d, l) => d == l,
+        (Value::Number(d), Value::Number(l)) => (d.as_f64() != l.as_f64()).then(|| path.to_owned()),
+        (Value::String(d), Value::String(l)) if quantities && d != l => {
+            let same = match (quantity(d), quantity(l)) {
+                (Some(d), Some(l)) => (d - l).abs() <= f64::EPSILON * d.abs().max(l.abs()) * 4.0,
+                _ => false,
+            };
+            (!same).then(|| path.to_owned())
+        }
+        (d, Value::Null) => (!is_empty(d)).then(|| path.to_owned()),
+        (d, l) => (d != l).then(|| path.to_owned()),
     }
+}
+
+/// The value of a Kubernetes resource quantity (`100m`, `64Mi`, `1e3`, `0.5`).
+fn quantity(text: &str) -> Option<f64> {
+    const SUFFIXES: [(&str, f64); 15] = [
+        ("Ki", 1024.0),
+        ("Mi", 1_048_576.0),
+        ("Gi", 1_073_741_824.0),
+        ("Ti", 1_099_511_627_776.0),
+        ("Pi", 1_125_899_906_842_624.0),
+        ("Ei", 1_152_921_504_606_846_976.0),
+        ("n", 1e-9),
+        ("u", 1e-6),
+        ("m", 1e-3),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let (number, factor) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, factor)| text.strip_suffix(suffix).map(|n| (n, *factor)))
+        .unwrap_or((text, 1.0));
+    let value: f64 = number.parse().ok()?;
+    value.is_finite().then_some(value * factor)
 }
 
 fn is_empty(value: &Value) -> bool {
@@ -184,6 +239,24 @@ mod tests {
             &json!({"spec": {"ports": [{"port": 81}]}}),
             &live
         ));
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        let live = json!({"resources": {"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"memory": "1Gi"}}});
+        let same = json!({"resources": {"requests": {"cpu": "0.5", "memory": "67108864"}, "limits": {"memory": "1024Mi"}}});
+        assert!(is_subset(&same, &live));
+        let more = json!({"resources": {"requests": {"cpu": "0.6"}}});
+        assert!(!is_subset(&more, &live));
+        // Outside requests and limits, strings compare as strings.
+        assert!(!is_subset(
+            &json!({"env": {"value": "0.5"}}),
+            &json!({"env": {"value": "500m"}})
+        ));
+        assert_eq!(quantity("100m"), Some(0.1));
+        assert_eq!(quantity("2Ki"), Some(2048.0));
+        assert_eq!(quantity("1e3"), Some(1000.0));
+        assert_eq!(quantity("abc"), None);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -189,6 +189,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                     err.reason(),
                     "Reconcile",
                     err.to_string(),
+                    None,
                 )
                 .await;
             }
@@ -203,6 +204,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 err.reason(),
                 "Reconcile",
                 err.to_string(),
+                None,
             )
             .await;
             Err(err)
@@ -318,6 +320,7 @@ where
                 reason,
                 "Apply",
                 format!("{reason} {kind} {name}"),
+                Some(desired.object_ref(&())),
             )
             .await;
         }
@@ -348,6 +351,13 @@ where
             "Deleted",
             "Prune",
             format!("Deleted {kind} {name}"),
+            Some(ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(kind.into_owned()),
+                name: Some(name.to_owned()),
+                namespace: gs.metadata.namespace.clone(),
+                ..ObjectReference::default()
+            }),
         )
         .await;
     }
@@ -400,13 +410,16 @@ async fn publish(
     reason: &str,
     action: &str,
     note: String,
+    // The child concerned; Events about different children are then kept
+    // apart instead of being folded into one series.
+    secondary: Option<ObjectReference>,
 ) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
         note: Some(note),
         action: action.to_owned(),
-        secondary: None,
+        secondary,
     };
     if let Err(err) = ctx.recorder.publish(&event, &gs.object_ref(&())).await {
         warn!(error = %err, "could not publish an Event");

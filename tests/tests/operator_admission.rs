@@ -1,0 +1,228 @@
+//! The GoServer schema rejects bad input at admission, and the rejection
+//! names the offending field. Each case starts from a valid spec (checked
+//! to be accepted) and breaks one thing.
+
+mod operator_support;
+
+use gantry_e2e::TestNamespace;
+use kube::Api;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use serde_json::{Value, json};
+
+fn valid_spec() -> Value {
+    json!({
+        "image": "registry.example.com/hello:1",
+        "env": [{"name": "GIN_MODE", "value": "release"}],
+        "secrets": [{"name": "db", "env": [{"name": "DB_PASSWORD", "key": "password"}]}],
+        "probes": {"liveness": {"path": "/healthz", "periodSeconds": 10}},
+        "ingress": {"host": "hello.example.com", "path": "/", "tls": {"secretName": "hello-tls"}},
+        "autoscaling": {"minReplicas": 2, "maxReplicas": 5},
+    })
+}
+
+/// A change to the valid spec, the field the rejection must name, and a
+/// fragment of the message.
+struct Case {
+    what: &'static str,
+    patch: fn(&mut Value),
+    field: &'static str,
+}
+
+#[allow(clippy::too_many_lines)] // one line per case
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            what: "minReplicas > maxReplicas",
+            patch: |s| s["autoscaling"] = json!({"minReplicas": 6, "maxReplicas": 5}),
+            field: "spec.autoscaling.minReplicas",
+        },
+        Case {
+            what: "negative replicas",
+            patch: |s| s["replicas"] = json!(-1),
+            field: "spec.replicas",
+        },
+        Case {
+            what: "port 0",
+            patch: |s| s["port"] = json!(0),
+            field: "spec.port",
+        },
+        Case {
+            what: "port above 65535",
+            patch: |s| s["port"] = json!(70000),
+            field: "spec.port",
+        },
+        Case {
+            what: "service port above 65535",
+            patch: |s| s["service"] = json!({"port": 65536}),
+            field: "spec.service.port",
+        },
+        Case {
+            what: "empty image",
+            patch: |s| s["image"] = json!(""),
+            field: "spec.image",
+        },
+        Case {
+            what: "missing image",
+            patch: |s| {
+                s.as_object_mut().unwrap().remove("image");
+            },
+            field: "spec.image",
+        },
+        Case {
+            what: "over-long image",
+            patch: |s| s["image"] = json!("r/".repeat(300)),
+            field: "spec.image",
+        },
+        Case {
+            what: "host that is not a DNS name",
+            patch: |s| s["ingress"]["host"] = json!("Hello_World.example.com"),
+            field: "spec.ingress.host",
+        },
+        Case {
+            what: "tls without a host",
+            patch: |s| {
+                s["ingress"].as_object_mut().unwrap().remove("host");
+            },
+            field: "spec.ingress.tls",
+        },
+        Case {
+            what: "tls with neither secretName nor issuer",
+            patch: |s| s["ingress"]["tls"] = json!({}),
+            field: "spec.ingress.tls",
+        },
+        Case {
+            what: "ingress path without leading slash",
+            patch: |s| s["ingress"]["path"] = json!("api"),
+            field: "spec.ingress.path",
+        },
+        Case {
+            what: "probe path without leading slash",
+            patch: |s| s["probes"]["liveness"]["path"] = json!("healthz"),
+            field: "spec.probes.liveness.path",
+        },
+        Case {
+            what: "invalid env name",
+            patch: |s| s["env"][0]["name"] = json!("1-BAD NAME"),
+            field: "spec.env[0].name",
+        },
+        Case {
+            what: "duplicate env name",
+            patch: |s| s["env"] = json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
+            field: "spec.env[1]",
+        },
+        Case {
+            what: "env name set in env and in secrets",
+            patch: |s| s["env"][0]["name"] = json!("DB_PASSWORD"),
+            field: "spec.secrets",
+        },
+        Case {
+            what: "invalid secret env name",
+            patch: |s| s["secrets"][0]["env"][0]["name"] = json!("9LIVES"),
+            field: "spec.secrets[0].env[0].name",
+        },
+        Case {
+            what: "secret env without key",
+            patch: |s| {
+                s["secrets"][0]["env"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("key");
+            },
+            field: "spec.secrets[0].env[0].key",
+        },
+        Case {
+            what: "negative probe period",
+            patch: |s| s["probes"]["liveness"]["periodSeconds"] = json!(-5),
+            field: "spec.probes.liveness.periodSeconds",
+        },
+        Case {
+            what: "negative initial delay",
+            patch: |s| s["probes"]["readiness"] = json!({"initialDelaySeconds": -1}),
+            field: "spec.probes.readiness.initialDelaySeconds",
+        },
+        Case {
+            what: "negative grace period",
+            patch: |s| s["terminationGracePeriodSeconds"] = json!(-1),
+            field: "spec.terminationGracePeriodSeconds",
+        },
+        Case {
+            what: "negative preStop delay",
+            patch: |s| s["preStopDelaySeconds"] = json!(-3),
+            field: "spec.preStopDelaySeconds",
+        },
+        Case {
+            what: "too many env entries",
+            patch: |s| {
+                s["env"] = (0..129)
+                    .map(|i| json!({"name": format!("V{i}"), "value": "x"}))
+                    .collect();
+            },
+            field: "spec.env",
+        },
+        Case {
+            what: "too many secrets",
+            patch: |s| {
+                s["secrets"] = (0..17).map(|i| json!({"name": format!("s{i}")})).collect();
+            },
+            field: "spec.secrets",
+        },
+        Case {
+            what: "over-long env value",
+            patch: |s| s["env"][0]["value"] = json!("x".repeat(40_000)),
+            field: "spec.env[0].value",
+        },
+        Case {
+            what: "unknown service type",
+            patch: |s| s["service"] = json!({"type": "ExternalName"}),
+            field: "spec.service.type",
+        },
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_goservers_are_rejected_naming_the_field() {
+    let ns = TestNamespace::new("admission").await;
+    operator_support::install_crd(&ns.client).await;
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("gantry.dev", "v1alpha1", "GoServer"),
+        "goservers",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(ns.client.clone(), &ns.name, &resource);
+    let object = |name: &str, spec: Value| {
+        let mut obj = DynamicObject::new(name, &resource);
+        obj.data = json!({"spec": spec});
+        obj
+    };
+
+    // The base case is valid, so each rejection below is caused by its change.
+    api.create(&PostParams::default(), &object("valid", valid_spec()))
+        .await
+        .expect("the valid spec is accepted");
+
+    let mut failures = Vec::new();
+    for (i, case) in cases().into_iter().enumerate() {
+        let mut spec = valid_spec();
+        (case.patch)(&mut spec);
+        match api
+            .create(&PostParams::default(), &object(&format!("bad-{i}"), spec))
+            .await
+        {
+            Ok(_) => failures.push(format!("{}: accepted", case.what)),
+            Err(kube::Error::Api(status)) => {
+                if status.code != 422 || !status.message.contains(case.field) {
+                    failures.push(format!(
+                        "{}: expected 422 naming {}, got {}: {}",
+                        case.what, case.field, status.code, status.message
+                    ));
+                }
+            }
+            Err(err) => failures.push(format!("{}: unexpected error {err}", case.what)),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) not rejected as expected:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
