@@ -62,6 +62,17 @@ const COMPONENTS: &[&str] = &[
     "kwok",
 ];
 
+/// Every program a cluster runs: the components, and the operator that
+/// `cargo xtask demo` starts against it.
+const PROGRAMS: &[&str] = &[
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kwok",
+    "gantry-operator",
+];
+
 /// The waits of `up`. Generous: a loaded 2-core machine is slow, and a
 /// deadline only has to catch what is stuck.
 const APISERVER_READY: Duration = Duration::from_secs(180);
@@ -402,23 +413,37 @@ impl Cluster {
     }
 
     fn stop_processes(&self) -> usize {
-        // Reverse start order: clients before the apiserver, etcd last.
-        let mut pids: Vec<i32> = self
-            .recorded_pids()
-            .into_iter()
-            .rev()
-            .map(|(_, p)| p)
-            .collect();
-        pids.retain(|p| proc::alive(*p));
-        for pid in proc::processes_mentioning(&self.dir.display().to_string()) {
-            if !pids.contains(&pid) {
-                pids.push(pid);
+        // Reverse start order, one stage at a time: the apiserver's clients
+        // first, then the apiserver (which drains its watches while etcd is
+        // still there), then etcd, then anything else naming the state
+        // directory (an operator the demo started, leftovers of a crash).
+        let recorded = self.recorded_pids();
+        let stage = |names: &[&str]| -> Vec<i32> {
+            recorded
+                .iter()
+                .filter(|(name, pid)| names.contains(&name.as_str()) && proc::alive(*pid))
+                .map(|(_, pid)| *pid)
+                .collect()
+        };
+        let mut stages = vec![
+            stage(&["kwok", "kube-scheduler", "kube-controller-manager"]),
+            stage(&["kube-apiserver"]),
+            stage(&["etcd"]),
+        ];
+        let known: Vec<i32> = stages.iter().flatten().copied().collect();
+        stages.push(
+            proc::processes_mentioning(&self.dir.display().to_string(), PROGRAMS)
+                .into_iter()
+                .filter(|pid| !known.contains(pid))
+                .collect(),
+        );
+        let mut count = 0;
+        for pids in stages.iter().filter(|pids| !pids.is_empty()) {
+            count += pids.len();
+            let stubborn = proc::terminate(pids, Duration::from_secs(15));
+            if !stubborn.is_empty() {
+                eprintln!("killed processes that ignored SIGTERM for 15 s: {stubborn:?}");
             }
-        }
-        let count = pids.len();
-        let stubborn = proc::terminate(&pids, Duration::from_secs(15));
-        if !stubborn.is_empty() {
-            eprintln!("killed processes that ignored SIGTERM: {stubborn:?}");
         }
         count
     }

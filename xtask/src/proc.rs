@@ -156,9 +156,12 @@ pub fn alive(pid: i32) -> bool {
         .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
 }
 
-/// Every process whose command line mentions `marker`: this finds what a
-/// crashed `cluster up` left behind even when its PID files are gone.
-pub fn processes_mentioning(marker: &str) -> Vec<i32> {
+/// Every process running one of `programs` (by the file name of its first
+/// argument) whose command line mentions `marker`: this finds what a crashed
+/// `cluster up` left behind even when its PID files are gone. Matching the
+/// program as well keeps a shell or an editor that merely names the
+/// directory out of it.
+pub fn processes_mentioning(marker: &str, programs: &[&str]) -> Vec<i32> {
     let me = std::process::id();
     let Ok(entries) = fs::read_dir("/proc") else {
         return Vec::new();
@@ -167,8 +170,16 @@ pub fn processes_mentioning(marker: &str) -> Vec<i32> {
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
         .filter(|pid| u32::try_from(*pid).is_ok_and(|p| p != me))
         .filter(|pid| {
-            fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|cmd| String::from_utf8_lossy(&cmd).contains(marker))
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
+            let program = args.next().unwrap_or_default();
+            let name = Path::new(program.as_ref())
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            programs.contains(&name.as_str()) && args.any(|arg| arg.contains(marker))
         })
         .collect()
 }
