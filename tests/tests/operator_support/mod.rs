@@ -1,16 +1,15 @@
 //! Shared by the operator's end-to-end tests: the CRD installed from the
-//! generated file, the operator running as a real process scoped to one test
-//! namespace (its JSON log captured), and `kubectl apply` of the examples.
+//! Rust types (what crds/ holds), the operator running as a real process
+//! scoped to one test namespace (through the harness's `OperatorProcess`),
+//! and `kubectl apply` of the examples.
 
 // Each test crate uses a part of this module.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::process::Command;
 use std::time::Duration;
 
+use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -18,14 +17,6 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
 pub const DEADLINE: Duration = Duration::from_secs(90);
-
-/// The workspace root.
-pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests crate sits in the workspace")
-        .to_path_buf()
-}
 
 /// Installs (or updates) the GoServer CRD and waits until it is served.
 pub async fn install_crd(client: &Client) {
@@ -56,81 +47,30 @@ pub async fn install_crd(client: &Client) {
     .expect("CRD established");
 }
 
-/// Builds the operator binary once per test process and returns its path.
-fn operator_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let out = Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "build",
-                "--package",
-                "gantry-operator",
-                "--bin",
-                "gantry-operator",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build for the operator");
-        assert!(out.status.success(), "building gantry-operator failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|msg| msg.get("executable")?.as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported the gantry-operator executable")
-    })
-}
-
 /// The operator as a real process, watching one namespace. Killed on drop.
 pub struct Operator {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
+    process: OperatorProcess,
 }
 
 impl Operator {
     pub async fn start(ns: &TestNamespace) -> Self {
         install_crd(&ns.client).await;
-        let mut child = Command::new(operator_binary())
-            .args([
+        let process = OperatorProcess::start(
+            &ns.name,
+            &[
                 "--namespace",
                 &ns.name,
                 "--log-level",
                 "info,gantry_operator=debug",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("starting gantry-operator");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let prefix = ns.name.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                // Shown with the test's output when it fails.
-                println!("[operator {prefix}] {line}");
-                sink.lock().expect("log lock").push(line);
-            }
-        });
-        Self { child, lines }
+            ],
+            None,
+        );
+        Self { process }
     }
 
     /// The operator's log lines so far, parsed.
     pub fn log(&self) -> Vec<serde_json::Value> {
-        self.lines
-            .lock()
-            .expect("log lock")
-            .iter()
-            .map(|l| {
-                serde_json::from_str(l)
-                    .unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}"))
-            })
-            .collect()
+        self.process.log()
     }
 
     /// Log lines of reconciles of `goserver` with the given message.
@@ -139,13 +79,6 @@ impl Operator {
             .iter()
             .filter(|l| l["message"] == message && l["span"]["goserver"] == goserver)
             .count()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
