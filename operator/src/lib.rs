@@ -7,12 +7,14 @@
 //! - [`controller`]: fetch, validate, build, apply, prune, report.
 //! - [`status`]: conditions and counters from the observed Deployment.
 //! - [`telemetry`]: JSON logs with the reconcile's object and id.
+//! - [`reference`]: the field reference in docs/, generated from the schema.
 
 pub mod apply;
 pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod reference;
 pub mod status;
 pub mod telemetry;
 

@@ -24,7 +24,7 @@ struct Cli {
     #[arg(long, global = true, value_name = "NAME")]
     context: Option<String>,
 
-    /// Watch and manage `GoServers` in this namespace only. Default: all
+    /// Watch and manage goservers in this namespace only. Default: all
     /// namespaces (the operator then needs cluster-wide permissions).
     #[arg(
         long,
@@ -55,12 +55,18 @@ struct Cli {
 enum Command {
     /// Run the operator (the default).
     Run,
-    /// Print the `GoServer` custom resource definition as YAML and exit.
+    /// Print the goservers.gantry.dev custom resource definition as YAML and exit.
     Crd,
+    /// Print the field reference (Markdown, generated from the schema) and exit.
+    Reference,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Reference) = cli.command {
+        print!("{}", gantry_operator::reference::markdown());
+        return ExitCode::SUCCESS;
+    }
     if let Some(Command::Crd) = cli.command {
         return match gantry_operator::crd::crd_yaml() {
             Ok(yaml) => {
