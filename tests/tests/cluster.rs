@@ -195,7 +195,7 @@ async fn restricted_namespace_rejects_a_privileged_pod() {
 }
 
 /// A client that authenticates as `account` with a token from the
-/// TokenRequest API, against the same apiserver.
+/// `TokenRequest` API, against the same apiserver.
 async fn client_as(ns: &TestNamespace, account: &str) -> Client {
     let accounts: Api<ServiceAccount> = ns.api();
     let request = TokenRequest {
