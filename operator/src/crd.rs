@@ -177,7 +177,7 @@ pub struct GoServerSpec {
 
     /// Node labels a node must carry to run the pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub node_selector: BTreeMap<String, String>,
 
     /// Taints the pods tolerate.
@@ -197,13 +197,13 @@ pub struct GoServerSpec {
 
     /// Extra annotations on the pods (for example for a metrics scraper).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub pod_annotations: BTreeMap<String, String>,
 
     /// Extra labels on the pods. The `app.kubernetes.io/*` labels Gantry sets
     /// win over these.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub pod_labels: BTreeMap<String, String>,
 
     /// Seconds a pod may take to stop after SIGTERM before it is killed.
@@ -265,7 +265,7 @@ pub struct ConfigSpec {
     /// Keys and values. Keys that are valid environment variable names become
     /// variables in the container; all keys become files under `mountPath`.
     #[serde(default)]
-    #[schemars(extend("maxProperties" = 256))]
+    #[schemars(extend("maxProperties" = 256, "additionalProperties" = {"type": "string", "maxLength": 262_144}))]
     pub data: BTreeMap<String, String>,
     /// Also mount the data as files in this directory. Mounted files follow
     /// changes in place; the pods are rolled on every change either way.
@@ -370,7 +370,7 @@ pub struct ServiceSpec {
     pub port: i32,
     /// Annotations on the Service (for example for a cloud load balancer).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
 }
 
@@ -430,7 +430,7 @@ pub struct IngressSpec {
     pub class_name: Option<String>,
     /// Annotations on the Ingress (controller-specific settings).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 4096}))]
     pub annotations: BTreeMap<String, String>,
     /// Serve HTTPS for `host`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

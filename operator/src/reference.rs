@@ -61,8 +61,29 @@ pub fn markdown() -> String {
         "\n## `kubectl get gs`\n\nColumns: {}.\n",
         columns.join(", ")
     );
+    out.push_str(CONDITIONS);
     out
 }
+
+/// What the conditions in `status.conditions` mean.
+const CONDITIONS: &str = "
+## Conditions
+
+| Type | `True` when | Reasons |
+|---|---|---|
+| `Ready` | every replica of the current revision is updated, available and ready, and nothing is degraded | `Ready`, `RolloutInProgress`, `DeploymentMissing`, `ProgressDeadlineExceeded`, or the reason of a permanent error |
+| `Available` | the Deployment has its minimum of available replicas (its own `Available` condition) | taken from the Deployment; `DeploymentPending` before it reports |
+| `Progressing` | a rollout is under way | `RollingOut`, `RolloutComplete`, `ProgressDeadlineExceeded`, `DeploymentMissing` |
+| `Degraded` | the operator cannot bring the children in line with the spec, or the rollout stalled | `AsExpected` (`False`); `SecretNotFound`, `InvalidSpec`, `ChildRejected`, `ProgressDeadlineExceeded` |
+
+A permanent error (a referenced Secret that does not exist, a spec the
+apiserver accepted but that cannot be turned into valid children) sets
+`Degraded=True`, and the operator waits for the GoServer to change; a
+missing Secret is also looked for again every minute. Errors talking to the
+apiserver are retried with exponential backoff (1 s, doubling, at most
+5 min). Every child created, updated or deleted, and every error, is
+recorded as a Kubernetes Event on the GoServer.
+";
 
 fn walk(out: &mut String, path: &str, node: &Value) {
     let Some(properties) = node["properties"].as_object() else {
@@ -135,6 +156,9 @@ fn row(out: &mut String, path: &str, node: &Value, required: bool) {
                 constraints.push(format!("{label} `{}`", text(v)));
             }
         }
+    }
+    if let Some(max) = node["additionalProperties"]["maxLength"].as_i64() {
+        constraints.push(format!("value max length {max}"));
     }
     if let Some(pattern) = node["pattern"].as_str() {
         constraints.push(format!("pattern `{pattern}`"));

@@ -172,6 +172,11 @@ fn cases() -> Vec<Case> {
             field: "spec.env[0].value",
         },
         Case {
+            what: "over-long pod annotation value",
+            patch: |s| s["podAnnotations"] = json!({"note": "x".repeat(5000)}),
+            field: "spec.podAnnotations.note",
+        },
+        Case {
             what: "unknown service type",
             patch: |s| s["service"] = json!({"type": "ExternalName"}),
             field: "spec.service.type",
