@@ -1,5 +1,5 @@
-//! `cargo xtask crds`: regenerate crds/ and docs/reference.md from the
-//! operator's Rust types.
+//! `cargo xtask crds`: regenerate crds/, the Helm chart's copy of the CRD
+//! and docs/reference.md from the operator's Rust types.
 //!
 //! Both come from the operator binary (`gantry-operator crd` and
 //! `gantry-operator reference`), so xtask does not compile the operator's
@@ -15,8 +15,9 @@ use crate::{proc, workspace};
 
 /// Generated files, relative to the workspace root, and the operator
 /// subcommand that prints each.
-const OUTPUTS: [(&str, &str); 2] = [
+const OUTPUTS: [(&str, &str); 3] = [
     ("crds/goservers.gantry.dev.yaml", "crd"),
+    ("charts/gantry-operator/crds/goservers.gantry.dev.yaml", "crd"),
     ("docs/reference.md", "reference"),
 ];
 
