@@ -172,6 +172,18 @@ pub fn ensure() -> Result<Binaries> {
     Ok(Binaries { dir })
 }
 
+/// The module proxy in use, for error messages.
+fn proxy() -> String {
+    proc::output(
+        "go env GOPROXY",
+        Command::new("go").args(["env", "GOPROXY"]),
+    )
+    .map_or_else(
+        |_| "the Go module proxy".to_owned(),
+        |p| p.trim().to_owned(),
+    )
+}
+
 fn go_command(module_dir: &Path) -> Command {
     let mut cmd = Command::new("go");
     cmd.current_dir(module_dir)
@@ -230,20 +242,23 @@ fn build_module(module: &Module, out: &Path, flags: &str) -> Result<()> {
 /// `go build`.
 fn verify_staging_replaces(version: &str) -> Result<()> {
     let module_dir = workspace::root().join("tools/k8s");
-    let info = proc::output(
-        "downloading the go.mod of k8s.io/kubernetes",
-        go_command(&module_dir).args([
-            "mod",
-            "download",
-            "-json",
-            &format!("k8s.io/kubernetes@{version}"),
-        ]),
-    )?;
-    let info: serde_json::Value =
-        serde_json::from_str(&info).context("reading `go mod download -json`")?;
-    let upstream_mod = info["GoMod"]
-        .as_str()
-        .context("`go mod download -json` named no GoMod file")?;
+    let module = format!("k8s.io/kubernetes@{version}");
+    // With -json, `go mod download` reports a failure in its JSON output.
+    let out = go_command(&module_dir)
+        .args(["mod", "download", "-json", &module])
+        .output()
+        .context("running `go mod download`")?;
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if let Some(err) = info["Error"].as_str() {
+        bail!("downloading {module} from {} failed: {err}", proxy());
+    }
+    let upstream_mod = info["GoMod"].as_str().with_context(|| {
+        format!(
+            "`go mod download {module}` named no go.mod ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
     let upstream = fs::read_to_string(upstream_mod)?;
     let ours = fs::read_to_string(module_dir.join("go.mod"))?;
     let staging_version = format!("v0.{}", version.trim_start_matches("v1."));
