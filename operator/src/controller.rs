@@ -250,14 +250,23 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, String)> {
     // Fetch: every referenced Secret must exist. Only metadata is requested.
     let secrets = namespaced::<Secret>(ctx, gs)?;
     for secret in &gs.spec.secrets {
-        let found = secrets
-            .get_metadata_opt(&secret.name)
-            .await
-            .map_err(|e| Error::kube(format!("get Secret {}", secret.name), e))?;
-        if found.is_none() {
-            return Err(Error::SecretNotFound {
-                name: secret.name.clone(),
-            });
+        match secrets.get_metadata_opt(&secret.name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Err(Error::SecretNotFound {
+                    name: secret.name.clone(),
+                });
+            }
+            // Without `get` on Secrets the check cannot be made; the pods
+            // then report a missing Secret themselves.
+            Err(kube::Error::Api(status)) if status.code == 403 => {
+                warn!(
+                    secret = %secret.name,
+                    "not allowed to check that referenced Secrets exist; skipping the check"
+                );
+                break;
+            }
+            Err(e) => return Err(Error::kube(format!("get Secret {}", secret.name), e)),
         }
     }
 

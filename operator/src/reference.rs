@@ -79,7 +79,9 @@ const CONDITIONS: &str = "
 A permanent error (a referenced Secret that does not exist, a spec the
 apiserver accepted but that cannot be turned into valid children) sets
 `Degraded=True`, and the operator waits for the GoServer to change; a
-missing Secret is also looked for again every minute. Errors talking to the
+missing Secret is also looked for again every minute. The Secret check asks
+for metadata only and needs `get` on Secrets; without that permission it is
+skipped and the pods report a missing Secret themselves. Errors talking to the
 apiserver are retried with exponential backoff (1 s, doubling, at most
 5 min). Every child created, updated or deleted, and every error, is
 recorded as a Kubernetes Event on the GoServer.
