@@ -907,3 +907,58 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     drop(release);
     let _ = std::fs::remove_file(&kubeconfig);
 }
+
+/// The chart grants no verb on Secrets, so the operator cannot check that a
+/// referenced Secret exists: it says so in a warning and goes on, and a
+/// `GoServer` with secret references reaches Ready under the chart's RBAC
+/// (a Secret that is really missing is then reported by the pods).
+#[tokio::test]
+async fn goserver_with_secret_references_is_ready_without_secret_verbs() {
+    let release_ns = TestNamespace::with_labels("chart-sec", restricted_labels()).await;
+    let app = TestNamespace::new("chart-sec-app").await;
+    let release = Release::install(&release_ns.name, &release_ns.name);
+    let name = release.fullname();
+    let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", release_ns.name));
+    token_kubeconfig(&release_ns, &name, &kubeconfig).await;
+    let operator = OperatorProcess::start(
+        "chart-secrets",
+        &["--namespace", app.name.as_str()],
+        Some(&kubeconfig),
+    );
+    // full.yaml: a Secret (created here by the admin) and a GoServer that
+    // references it.
+    let example = root()
+        .join("examples")
+        .join("full.yaml")
+        .display()
+        .to_string();
+    ok(
+        "kubectl",
+        &["apply", "--namespace", &app.name, "-f", &example],
+        None,
+    );
+    let goservers: Api<GoServer> = app.api();
+    wait_for(&goservers, "hello-full", "Ready=True", DEADLINE, ready)
+        .await
+        .unwrap();
+    let deployment = app.api::<Deployment>().get("hello-full").await.unwrap();
+    let pod = serde_json::to_value(&deployment.spec.unwrap().template).unwrap();
+    assert!(
+        pod.to_string()
+            .contains(r#""secretKeyRef":{"key":"password","name":"hello-db"}"#),
+        "{pod}"
+    );
+    let skipped = operator
+        .log()
+        .iter()
+        .filter(|l| l["level"] == "WARN" && l["secret"] == "hello-db")
+        .count();
+    assert!(
+        skipped > 0,
+        "the operator did not warn that it could not check Secret hello-db: {:#?}",
+        operator.lines()
+    );
+    drop(operator);
+    drop(release);
+    let _ = std::fs::remove_file(&kubeconfig);
+}
