@@ -114,3 +114,56 @@ impl Error {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+
+    use super::*;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(
+            Status {
+                code,
+                message: format!("status {code}"),
+                ..Status::default()
+            }
+            .boxed(),
+        )
+    }
+
+    #[test]
+    fn rejected_children_are_permanent() {
+        for code in [400, 422] {
+            let err = Error::from_write("Deployment", "hello", api_error(code));
+            assert_eq!(err.category(), "child_rejected");
+            assert_eq!(err.reason(), "ChildRejected");
+            assert!(err.is_permanent());
+            assert!(err.to_string().contains(&format!("status {code}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn other_api_failures_are_transient() {
+        for code in [403, 409, 429, 500, 503] {
+            let err = Error::from_write("Service", "hello", api_error(code));
+            assert_eq!(err.category(), "kube_api");
+            assert!(!err.is_permanent(), "{code}");
+        }
+    }
+
+    #[test]
+    fn spec_problems_are_permanent() {
+        let missing = Error::SecretNotFound {
+            name: "db".to_owned(),
+        };
+        assert!(missing.is_permanent());
+        assert_eq!(missing.reason(), "SecretNotFound");
+        let invalid = Error::InvalidSpec {
+            field: "spec.config.mountPath".to_owned(),
+            message: "clash".to_owned(),
+        };
+        assert!(invalid.is_permanent());
+        assert!(invalid.to_string().contains("spec.config.mountPath"));
+    }
+}
