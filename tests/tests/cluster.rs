@@ -8,7 +8,8 @@ use std::time::Duration;
 use gantry_e2e::{TestNamespace, client, wait_for, wait_for_deletion, wait_until};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::config::AuthInfo;
@@ -52,6 +53,41 @@ async fn apiserver_reports_the_pinned_version() {
         "{info:?}"
     );
     assert!(info.git_version.starts_with("v1.36."), "{info:?}");
+}
+
+/// Every node renews its Lease the way a kubelet does; without that the node
+/// controller marks nodes NotReady after its grace period, and every pod on
+/// them with it.
+#[tokio::test]
+async fn nodes_are_ready_and_renew_their_leases() {
+    let client = client().await;
+    let nodes = Api::<Node>::all(client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(!nodes.items.is_empty(), "the cluster has nodes");
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    for node in &nodes.items {
+        let name = node.metadata.name.clone().unwrap();
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        assert!(ready, "node {name} is Ready: {:?}", node.status);
+        let renewed = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.renew_time.clone());
+        let first = wait_for(&leases, &name, "a renewed lease", DEADLINE, |l| {
+            renewed(l).is_some()
+        })
+        .await
+        .unwrap();
+        let first = renewed(&first);
+        wait_for(&leases, &name, "the lease renewed again", DEADLINE, |l| {
+            renewed(l) != first
+        })
+        .await
+        .unwrap();
+    }
 }
 
 #[tokio::test]

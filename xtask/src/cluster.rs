@@ -359,6 +359,11 @@ impl Cluster {
                     "--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"
                 ))
                 .arg(format!("--cidr={POD_CIDR}"))
+                // Renew each node's Lease, as a kubelet does: without it the
+                // node controller only sees status heartbeats, which come
+                // slower than its grace period, and marks nodes NotReady
+                // (and with them every pod's Ready condition).
+                .arg("--node-lease-duration-seconds=40")
                 // kwok keeps a work directory under HOME.
                 .env("HOME", &self.dir),
         )?);
