@@ -56,7 +56,7 @@ async fn apiserver_reports_the_pinned_version() {
 }
 
 /// Every node renews its Lease the way a kubelet does; without that the node
-/// controller marks nodes NotReady after its grace period, and every pod on
+/// controller marks nodes not ready after its grace period, and every pod on
 /// them with it.
 #[tokio::test]
 async fn nodes_are_ready_and_renew_their_leases() {
