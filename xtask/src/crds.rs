@@ -17,7 +17,10 @@ use crate::{proc, workspace};
 /// subcommand that prints each.
 const OUTPUTS: [(&str, &str); 3] = [
     ("crds/goservers.gantry.dev.yaml", "crd"),
-    ("charts/gantry-operator/crds/goservers.gantry.dev.yaml", "crd"),
+    (
+        "charts/gantry-operator/crds/goservers.gantry.dev.yaml",
+        "crd",
+    ),
     ("docs/reference.md", "reference"),
 ];
 
