@@ -17,8 +17,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
@@ -157,22 +158,16 @@ where
     <K as Resource>::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last_seen = match api.get_opt(name).await {
-            Ok(Some(object)) if condition(&object) => return Ok(object),
-            Ok(Some(object)) => describe(&object),
-            Ok(None) => "it does not exist".to_owned(),
-            Err(err) => format!("error: {err}"),
-        };
-        if Instant::now() >= deadline {
-            bail!(
-                "timed out after {timeout:?} waiting for {kind} {name}: expected {expectation}; \
-                 last seen: {last_seen}"
-            );
+    let what = format!("{kind} {name}: expected {expectation}");
+    wait_until(&what, timeout, || async {
+        match api.get_opt(name).await {
+            Ok(Some(object)) if condition(&object) => Ok(Some(object)),
+            Ok(Some(object)) => Err(describe(&object)),
+            Ok(None) => Err("it does not exist".to_owned()),
+            Err(err) => Err(format!("error: {err}")),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
 }
 
 /// Polls until `name` no longer exists, for at most `timeout`.
@@ -182,19 +177,32 @@ where
     <K as Resource>::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).into_owned();
-    let deadline = Instant::now() + timeout;
-    loop {
-        let Some(object) = api.get_opt(name).await.context("polling for deletion")? else {
-            return Ok(());
-        };
-        if Instant::now() >= deadline {
-            bail!(
-                "timed out after {timeout:?} waiting for {kind} {name} to be deleted; last seen: {}",
-                describe(&object)
-            );
+    let what = format!("{kind} {name} to be deleted");
+    wait_until(&what, timeout, || async {
+        match api.get_opt(name).await {
+            Ok(None) => Ok(Some(())),
+            Ok(Some(object)) => Err(describe(&object)),
+            Err(err) => Err(format!("error: {err}")),
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    })
+    .await
+}
+
+/// Waits until the custom resource definition `name` is Established, so its
+/// resources can be created.
+pub async fn wait_for_crd(client: &Client, name: &str, timeout: Duration) -> Result<()> {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    wait_for(&crds, name, "the CRD to be Established", timeout, |crd| {
+        crd.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| {
+                cs.iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+            })
+    })
+    .await
+    .map(|_| ())
 }
 
 /// Polls `probe` until it returns `Ok(Some(value))`, for at most `timeout`;

@@ -197,8 +197,7 @@ fn chart_crd_is_the_generated_one() {
     assert!(
         generated == in_chart,
         "charts/gantry-operator/crds/goservers.gantry.dev.yaml differs from \
-         crds/goservers.gantry.dev.yaml; copy it: \
-         cp crds/goservers.gantry.dev.yaml charts/gantry-operator/crds/"
+         crds/goservers.gantry.dev.yaml; regenerate both with `cargo xtask crds`"
     );
 }
 
@@ -719,23 +718,9 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     let name = release.fullname();
     let account = format!("system:serviceaccount:{}:{name}", release_ns.name);
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    wait_for(
-        &crds,
-        CRD_NAME,
-        "the CRD to be Established",
-        DEADLINE,
-        |crd| {
-            crd.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await
-    .unwrap();
+    gantry_e2e::wait_for_crd(&client, CRD_NAME, DEADLINE)
+        .await
+        .unwrap();
     let cluster_roles: Api<ClusterRole> = Api::all(client.clone());
     let cluster_bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     assert!(cluster_roles.get_opt(&name).await.unwrap().is_some());

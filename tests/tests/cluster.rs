@@ -36,6 +36,14 @@ fn deployment(name: &str, replicas: i32) -> Deployment {
     }))
 }
 
+/// The apiserver's rejection carried by `err`.
+fn rejection(err: kube::Error) -> kube::core::Status {
+    match err {
+        kube::Error::Api(status) => *status,
+        other => panic!("expected an API rejection, got {other:?}"),
+    }
+}
+
 fn owned_by_deployment(rs: &ReplicaSet, deployment: &str) -> bool {
     rs.metadata
         .owner_references
@@ -192,13 +200,11 @@ async fn restricted_namespace_rejects_a_privileged_pod() {
             "securityContext": {"privileged": true},
         }]},
     }));
-    let err = pods
-        .create(&PostParams::default(), &privileged)
-        .await
-        .expect_err("a privileged pod must be rejected");
-    let kube::Error::Api(status) = err else {
-        panic!("expected an API rejection, got {err:?}")
-    };
+    let status = rejection(
+        pods.create(&PostParams::default(), &privileged)
+            .await
+            .expect_err("a privileged pod must be rejected"),
+    );
     assert_eq!(status.code, 403, "{status:?}");
     assert!(
         status
@@ -270,13 +276,11 @@ async fn rbac_denies_a_service_account_without_a_binding() {
     let as_nobody = client_as(&ns, "nobody").await;
     let pods: Api<Pod> = Api::namespaced(as_nobody, &ns.name);
 
-    let err = pods
-        .list(&ListParams::default())
-        .await
-        .expect_err("no binding: forbidden");
-    let kube::Error::Api(status) = err else {
-        panic!("expected an API rejection, got {err:?}")
-    };
+    let status = rejection(
+        pods.list(&ListParams::default())
+            .await
+            .expect_err("no binding: forbidden"),
+    );
     assert_eq!(status.code, 403, "{status:?}");
     assert!(
         status

@@ -28,23 +28,9 @@ pub async fn install_crd(client: &Client) {
     )
     .await
     .expect("applying the GoServer CRD");
-    wait_for(
-        &crds,
-        "goservers.gantry.dev",
-        "the CRD to be Established",
-        DEADLINE,
-        |crd| {
-            crd.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter()
-                        .any(|c| c.type_ == "Established" && c.status == "True")
-                })
-        },
-    )
-    .await
-    .expect("CRD established");
+    gantry_e2e::wait_for_crd(client, "goservers.gantry.dev", DEADLINE)
+        .await
+        .expect("CRD established");
 }
 
 /// The operator as a real process, watching one namespace. Killed on drop.
