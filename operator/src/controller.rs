@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -38,6 +38,8 @@ use crate::apply::{self, FIELD_MANAGER, Outcome};
 use crate::build::{self, Children, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
+use crate::http::Health;
+use crate::metrics::Metrics;
 use crate::status::{self, Observed};
 
 /// A `GoServer` is reconciled at least this often, even without events.
@@ -53,12 +55,13 @@ const BACKOFF_MAX: Duration = Duration::from_secs(300);
 pub struct Context {
     client: Client,
     recorder: Recorder,
+    metrics: Arc<Metrics>,
     /// Consecutive transient failures per `namespace/name`, for backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client) -> Self {
+    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
         let reporter = Reporter {
             controller: "gantry-operator".to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -66,6 +69,7 @@ impl Context {
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
+            metrics,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -89,8 +93,14 @@ impl Context {
 }
 
 /// Runs the controller until SIGINT or SIGTERM. With `namespace`, only that
-/// namespace is watched.
-pub async fn run(client: Client, namespace: Option<&str>) {
+/// namespace is watched. `health` turns ready once the `GoServer` watch has
+/// listed everything; reconciles are counted in `metrics`.
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) {
     fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
@@ -101,30 +111,39 @@ pub async fn run(client: Client, namespace: Option<&str>) {
         }
     }
     let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let ctx = Arc::new(Context::new(client.clone()));
+    let ctx = Arc::new(Context::new(client.clone(), metrics));
 
     info!(
         namespace = namespace.unwrap_or("*"),
         "gantry-operator starting"
     );
-    Controller::new(
+    let controller = Controller::new(
         api::<GoServer>(&client, namespace),
         watcher::Config::default(),
-    )
-    .owns(api::<Deployment>(&client, namespace), children.clone())
-    .owns(api::<Service>(&client, namespace), children.clone())
-    .owns(api::<ConfigMap>(&client, namespace), children.clone())
-    .owns(api::<Ingress>(&client, namespace), children.clone())
-    .owns(api::<HorizontalPodAutoscaler>(&client, namespace), children)
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
-    .for_each(|result| async move {
-        match result {
-            Ok((object, _)) => debug!(object = %object, "reconciled"),
-            Err(err) => warn!(error = %err, "reconcile failed"),
+    );
+    let store = controller.store();
+    tokio::spawn(async move {
+        // The writer is dropped only when the controller stops.
+        if store.wait_until_ready().await.is_ok() {
+            health.set_ready(true);
+            info!("watches synced, ready");
         }
-    })
-    .await;
+    });
+    controller
+        .owns(api::<Deployment>(&client, namespace), children.clone())
+        .owns(api::<Service>(&client, namespace), children.clone())
+        .owns(api::<ConfigMap>(&client, namespace), children.clone())
+        .owns(api::<Ingress>(&client, namespace), children.clone())
+        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), children)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => debug!(object = %object, "reconciled"),
+                Err(err) => warn!(error = %err, "reconcile failed"),
+            }
+        })
+        .await;
     info!("gantry-operator stopped");
 }
 
@@ -145,7 +164,13 @@ pub async fn reconcile(gs: Arc<GoServer>, ctx: Arc<Context>) -> Result<Action> {
         goserver = gs.name_any(),
         reconcile_id = next_reconcile_id(),
     );
-    Box::pin(reconcile_inner(&gs, &ctx).instrument(span)).await
+    let started = Instant::now();
+    let result = Box::pin(reconcile_inner(&gs, &ctx).instrument(span)).await;
+    ctx.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::category),
+    );
+    result
 }
 
 async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {

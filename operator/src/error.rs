@@ -46,6 +46,19 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+
+    /// The health and metrics port could not be opened.
+    #[error("could not serve HTTP on {address}: {source}")]
+    Http {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The leader Lease could not be renewed for a whole lease duration, or
+    /// another candidate holds it now: this process must stop writing.
+    #[error("lost the leader Lease: {0}")]
+    LeadershipLost(String),
 }
 
 /// Results of the operator.
@@ -61,6 +74,8 @@ impl Error {
             Self::Kube { .. } => "kube_api",
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Serialize { .. } => "serialize",
+            Self::Http { .. } => "http",
+            Self::LeadershipLost(_) => "leadership_lost",
         }
     }
 
@@ -73,6 +88,8 @@ impl Error {
             Self::Kube { .. } => "ApiError",
             Self::MissingObjectKey(_) => "MissingObjectKey",
             Self::Serialize { .. } => "SerializeError",
+            Self::Http { .. } => "HttpError",
+            Self::LeadershipLost(_) => "LeadershipLost",
         }
     }
 
@@ -83,7 +100,9 @@ impl Error {
             | Self::InvalidSpec { .. }
             | Self::ChildRejected { .. }
             | Self::MissingObjectKey(_)
-            | Self::Serialize { .. } => true,
+            | Self::Serialize { .. }
+            | Self::Http { .. }
+            | Self::LeadershipLost(_) => true,
             Self::Kube { .. } => false,
         }
     }

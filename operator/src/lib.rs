@@ -7,6 +7,8 @@
 //! - [`controller`]: fetch, validate, build, apply, prune, report.
 //! - [`status`]: conditions and counters from the observed Deployment.
 //! - [`telemetry`]: JSON logs with the reconcile's object and id.
+//! - [`metrics`], [`http`]: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`leader`]: Lease-based leader election, so only one replica writes.
 //! - [`reference`]: the field reference in docs/, generated from the schema.
 
 pub mod apply;
@@ -14,16 +16,131 @@ pub mod build;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod reference;
 pub mod status;
 pub mod telemetry;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use kube::Client;
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use tracing::{info, warn};
 
 pub use error::{Error, Result};
+
+use crate::http::{AppState, Health};
+use crate::metrics::Metrics;
+
+/// How `run` should behave.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Watch only this namespace.
+    pub namespace: Option<String>,
+    /// Serve `/healthz`, `/readyz` and `/metrics` here; `None`: not at all.
+    pub http_address: Option<String>,
+    /// Write only while holding this Lease; `None`: always write.
+    pub leader_election: Option<LeaderElection>,
+}
+
+/// Which Lease decides the leader, and who this process is.
+#[derive(Debug, Clone)]
+pub struct LeaderElection {
+    pub namespace: String,
+    pub name: String,
+    pub identity: String,
+}
+
+/// Runs the operator until SIGINT or SIGTERM.
+///
+/// With leader election, the process stands by until it holds the Lease,
+/// then runs the controller while renewing. It returns an error (the
+/// process exits non-zero) when leadership is lost: the controller's
+/// caches and queues belong to a term that is over, and a restart, which
+/// the Deployment does, is the simplest way to start clean as a standby.
+pub async fn run(client: Client, options: RunOptions) -> Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    if let Some(address) = options.http_address.as_deref() {
+        http::serve(
+            address,
+            AppState {
+                health: Arc::clone(&health),
+                metrics: Arc::clone(&metrics),
+            },
+        )
+        .await?;
+    }
+    let namespace = options.namespace.as_deref();
+    let Some(election) = options.leader_election else {
+        metrics.set_leader(true);
+        controller::run(client, namespace, metrics, health).await;
+        return Ok(());
+    };
+    let elector = leader::Elector::new(
+        client.clone(),
+        &election.namespace,
+        &election.name,
+        &election.identity,
+    );
+    // A standby is ready: during a rolling update the new replica must
+    // become Ready while the old one still leads, or the rollout would wait
+    // forever for a replica that only becomes leader once the old one is
+    // gone. Readiness says "this process is healthy and can take over",
+    // not "this process writes"; `gantry_leader` says that.
+    health.set_ready(true);
+    info!(
+        identity = elector.identity(),
+        lease = %format!("{}/{}", election.namespace, election.name),
+        "waiting to lead"
+    );
+    tokio::select! {
+        () = elector.acquire() => {}
+        () = shutdown_signal() => {
+            info!("stopped while standing by");
+            return Ok(());
+        }
+    }
+    info!(identity = elector.identity(), "leading");
+    metrics.set_leader(true);
+    let outcome = tokio::select! {
+        () = controller::run(client, namespace, Arc::clone(&metrics), health) => Ok(()),
+        lost = elector.keep_renewing() => Err(lost),
+    };
+    metrics.set_leader(false);
+    match outcome {
+        Ok(()) => {
+            // Stopped by a signal: hand over now rather than make the
+            // standby wait for the lease to run out.
+            match elector.release().await {
+                Ok(()) => info!("released the leader Lease"),
+                Err(err) => warn!(error = %err, "could not release the leader Lease"),
+            }
+            Ok(())
+        }
+        Err(lost) => Err(lost),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM. If a handler cannot be installed the
+/// default disposition (terminate) stays, so waiting forever is right.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        Ok(()) = tokio::signal::ctrl_c() => {}
+        () = term => {}
+    }
+}
 
 /// A client from `kubeconfig` (or the usual places when `None`), using
 /// `context` instead of the current context when given.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use gantry_operator::telemetry::{self, LogFormat};
+use gantry_operator::{LeaderElection, RunOptions};
 
 /// Keeps the Deployment, Service, `ConfigMap`, Ingress and HPA of every
 /// `GoServer` (goservers.gantry.dev) in the shape its spec asks for.
@@ -49,6 +50,37 @@ struct Cli {
     /// Log line format.
     #[arg(long, global = true, env = "GANTRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     log_format: LogFormat,
+
+    /// Address of the HTTP port serving /healthz, /readyz and /metrics.
+    /// Loopback by default; in a pod use 0.0.0.0:8080 (the chart does).
+    /// Port 0 picks a free port (logged); an empty value disables the port.
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_HTTP_ADDRESS",
+        default_value = "127.0.0.1:8080",
+        value_name = "HOST:PORT"
+    )]
+    http_address: String,
+
+    /// Write only while holding a coordination.k8s.io Lease, so several
+    /// replicas can run and one of them works. Standbys stay ready.
+    #[arg(long, global = true)]
+    leader_elect: bool,
+
+    /// Namespace of the leader Lease. Default: the `POD_NAMESPACE` variable
+    /// (the chart sets it from the downward API).
+    #[arg(long, global = true, env = "POD_NAMESPACE", value_name = "NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// Name of the leader Lease; replicas with the same name elect one leader.
+    #[arg(
+        long,
+        global = true,
+        default_value = "gantry-operator",
+        value_name = "NAME"
+    )]
+    leader_election_id: String,
 }
 
 #[derive(Subcommand)]
@@ -93,10 +125,27 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let leader_election = if cli.leader_elect {
+        let namespace = cli.leader_election_namespace.clone().ok_or_else(|| {
+            anyhow::anyhow!("--leader-elect needs --leader-election-namespace or $POD_NAMESPACE")
+        })?;
+        Some(LeaderElection {
+            namespace,
+            name: cli.leader_election_id.clone(),
+            identity: gantry_operator::leader::default_identity(),
+        })
+    } else {
+        None
+    };
+    let options = RunOptions {
+        namespace: cli.namespace.clone(),
+        http_address: Some(cli.http_address.clone()).filter(|a| !a.is_empty()),
+        leader_election,
+    };
     runtime.block_on(async {
         let client =
             gantry_operator::client(cli.kubeconfig.as_deref(), cli.context.clone()).await?;
-        gantry_operator::controller::run(client, cli.namespace.as_deref()).await;
+        gantry_operator::run(client, options).await?;
         Ok(())
     })
 }

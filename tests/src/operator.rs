@@ -2,12 +2,16 @@
 //! one: built once per test process with cargo, started with the arguments
 //! and the kubeconfig a test chooses (the admin's by default, or one
 //! carrying a ServiceAccount token to prove that account's RBAC), its JSON
-//! log captured line by line, killed on drop.
+//! log captured line by line, stopped with SIGTERM when a test asks and
+//! killed on drop. Its health and metrics port is on a free loopback port,
+//! so operators of tests running in parallel never contend for one.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -56,12 +60,27 @@ impl OperatorProcess {
     /// that file (`--kubeconfig`) instead of the `KUBECONFIG` of the tests.
     /// `label` prefixes its log lines in the test output.
     pub fn start(label: &str, args: &[&str], kubeconfig: Option<&Path>) -> Self {
+        Self::start_with_env(label, args, kubeconfig, &[])
+    }
+
+    /// The same, with extra environment variables (`POD_NAME` gives the
+    /// process a known leader-election identity).
+    pub fn start_with_env(
+        label: &str,
+        args: &[&str],
+        kubeconfig: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut command = Command::new(operator_binary());
         if let Some(path) = kubeconfig {
             command.arg("--kubeconfig").arg(path);
         }
+        if !args.iter().any(|a| a.starts_with("--http-address")) {
+            command.arg("--http-address=127.0.0.1:0");
+        }
         let mut child = command
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
@@ -101,6 +120,78 @@ impl OperatorProcess {
     /// Whether the process is still running.
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM, as the kubelet does when a pod is deleted.
+    pub fn terminate(&self) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -TERM {} failed", self.child.id());
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The address of the health and metrics port, from the log line the
+    /// operator writes when it binds; waits up to `timeout` for that line.
+    pub fn http_address(&self, timeout: Duration) -> SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found = self.log().iter().find_map(|l| {
+                l["address"]
+                    .as_str()
+                    .filter(|_| l["message"] == "serving /healthz, /readyz and /metrics")
+                    .and_then(|a| a.parse::<SocketAddr>().ok())
+            });
+            if let Some(address) = found {
+                assert!(
+                    address.ip().is_loopback(),
+                    "the tests only dial loopback, the operator bound {address}"
+                );
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator logged no HTTP address within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `GET path` on the operator's health and metrics port: the status
+    /// code and the body. HTTP/1.0 keeps the exchange to one read.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let address = self.http_address(Duration::from_secs(30));
+        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+            .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("read timeout");
+        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no HTTP response: {response}"));
+        let code = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("no status code: {head}"));
+        (code, body.to_owned())
     }
 }
 
