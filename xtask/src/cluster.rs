@@ -418,10 +418,11 @@ impl Cluster {
     }
 
     fn stop_processes(&self) -> usize {
-        // Reverse start order, one stage at a time: the apiserver's clients
-        // first, then the apiserver (which drains its watches while etcd is
-        // still there), then etcd, then anything else naming the state
-        // directory (an operator the demo started, leftovers of a crash).
+        // One stage at a time, clients before servers: first whatever else
+        // runs against this cluster (the operator the demo started, or
+        // leftovers of a crash whose PID files are gone), then the
+        // components in reverse start order, the apiserver (which drains
+        // its watches while etcd is still there) and etcd last.
         let recorded = self.recorded_pids();
         let stage = |names: &[&str]| -> Vec<i32> {
             recorded
@@ -436,7 +437,8 @@ impl Cluster {
             stage(&["etcd"]),
         ];
         let known: Vec<i32> = stages.iter().flatten().copied().collect();
-        stages.push(
+        stages.insert(
+            0,
             proc::processes_mentioning(&self.dir.display().to_string(), PROGRAMS)
                 .into_iter()
                 .filter(|pid| !known.contains(pid))
