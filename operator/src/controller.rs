@@ -308,6 +308,13 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, String)> {
 
     // The ConfigMap goes first: the pods load it at start.
     apply_child(ctx, gs, &config_map).await?;
+    if deployment
+        .spec
+        .as_ref()
+        .is_some_and(|s| s.replicas.is_none())
+    {
+        hand_over_replicas(ctx, gs, &deployment.name_any()).await?;
+    }
     let live_deployment = apply_child(ctx, gs, &deployment).await?;
     apply_child(ctx, gs, &service).await?;
     let name = gs.name_any();
@@ -324,6 +331,62 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, String)> {
         None => prune::<HorizontalPodAutoscaler>(ctx, gs, &name).await?,
     }
     Ok((live_deployment, revision))
+}
+
+/// Field manager that keeps `spec.replicas` when autoscaling takes over.
+const REPLICAS_HANDOVER_MANAGER: &str = "gantry-replicas-handover";
+
+/// When autoscaling is switched on, the operator stops applying
+/// `spec.replicas` so the HPA owns it. Server-side apply removes a field its
+/// only owner stops applying, and the Deployment would fall back to one
+/// replica until the HPA acted: an outage for a server that ran at ten. So,
+/// once, while `gantry` still owns the field, the current count is applied
+/// under a second manager; dropping it from gantry's apply then leaves the
+/// value in place, and the HPA scales from there.
+async fn hand_over_replicas(ctx: &Context, gs: &GoServer, name: &str) -> Result<()> {
+    let api = namespaced::<Deployment>(ctx, gs)?;
+    let Some(live) = api
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("get Deployment {name}"), e))?
+    else {
+        return Ok(());
+    };
+    let Some(replicas) = live.spec.as_ref().and_then(|s| s.replicas) else {
+        return Ok(());
+    };
+    if !owns_replicas(&live, FIELD_MANAGER) {
+        return Ok(());
+    }
+    let handover = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+    });
+    api.patch(
+        name,
+        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER).force(),
+        &Patch::Apply(&handover),
+    )
+    .await
+    .map_err(|e| Error::from_write("Deployment", name, e))?;
+    info!(child = %name, replicas, "replicas handed over to autoscaling");
+    Ok(())
+}
+
+/// Whether `manager` holds `spec.replicas` of `deployment` through apply.
+fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
+    deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|entry| {
+            entry.manager.as_deref() == Some(manager) && entry.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|entry| entry.fields_v1.as_ref())
+        .any(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
 }
 
 async fn apply_child<K>(ctx: &Context, gs: &GoServer, desired: &K) -> Result<K>
@@ -463,6 +526,34 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn deployment_managed_by(entries: &serde_json::Value) -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": "web", "managedFields": entries}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn replicas_ownership_is_read_from_apply_entries_only() {
+        let applied = deployment_managed_by(&json!([
+            {"manager": "gantry", "operation": "Apply",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
+        ]));
+        assert!(owns_replicas(&applied, "gantry"));
+        assert!(!owns_replicas(&applied, "kube-controller-manager"));
+
+        // After the handover gantry's apply no longer lists the field, and
+        // an Update by the HPA's controller does not count as gantry's.
+        let handed_over = deployment_managed_by(&json!([
+            {"manager": "gantry", "operation": "Apply",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
+            {"manager": "gantry", "operation": "Update",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": REPLICAS_HANDOVER_MANAGER, "operation": "Apply",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        ]));
+        assert!(!owns_replicas(&handed_over, "gantry"));
+        assert!(owns_replicas(&handed_over, REPLICAS_HANDOVER_MANAGER));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -357,6 +357,59 @@ async fn config_change_rolls_a_new_replicaset() {
     );
 }
 
+/// Switching autoscaling on must not drop the running replica count: the
+/// operator stops applying `spec.replicas`, and without the handover
+/// server-side apply would reset the Deployment to one replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn enabling_autoscaling_keeps_the_running_replicas() {
+    let ns = TestNamespace::new("op-hpa-on").await;
+    let _operator = Operator::start(&ns).await;
+    let goservers: Api<GoServer> = ns.api();
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "grow"},
+        "spec": {"image": "registry.example.com/grow:1", "replicas": 3},
+    }))
+    .unwrap();
+    goservers.create(&PostParams::default(), &gs).await.unwrap();
+    wait_ready(&ns, "grow").await;
+
+    merge_patch(
+        &goservers,
+        "grow",
+        json!({"spec": {"autoscaling": {"minReplicas": 2, "maxReplicas": 6}}}),
+    )
+    .await;
+    let hpas: Api<HorizontalPodAutoscaler> = ns.api();
+    wait_for(&hpas, "grow", "the HPA to exist", DEADLINE, |_| true)
+        .await
+        .unwrap();
+    let gs = wait_ready(&ns, "grow").await;
+    let generation = gs.metadata.generation;
+    assert_eq!(
+        gs.status.as_ref().and_then(|s| s.observed_generation),
+        generation,
+        "the autoscaling change was reconciled"
+    );
+    let deployment = ns.api::<Deployment>().get("grow").await.unwrap();
+    assert_eq!(
+        deployment.spec.as_ref().and_then(|s| s.replicas),
+        Some(3),
+        "the Deployment kept its 3 replicas when autoscaling took over"
+    );
+    let managers: Vec<_> = deployment
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.iter().any(|m| m == "gantry-replicas-handover"),
+        "{managers:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn switching_ingress_and_autoscaling_off_deletes_them() {
     let ns = TestNamespace::new("op-prune").await;
