@@ -207,31 +207,13 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             // An unchanged status means this error was reported already:
             // no second Event, no write.
             if write_status(gs, ctx, &observed).await? {
-                publish(
-                    ctx,
-                    gs,
-                    EventType::Warning,
-                    err.reason(),
-                    "Reconcile",
-                    err.to_string(),
-                    None,
-                )
-                .await;
+                publish_error(ctx, gs, &err).await;
             }
             Err(err)
         }
         Err(err) => {
             warn!(error = %err, category = err.category(), "reconcile failed, will retry");
-            publish(
-                ctx,
-                gs,
-                EventType::Warning,
-                err.reason(),
-                "Reconcile",
-                err.to_string(),
-                None,
-            )
-            .await;
+            publish_error(ctx, gs, &err).await;
             Err(err)
         }
     }
@@ -255,6 +237,20 @@ pub fn error_policy(gs: Arc<GoServer>, err: &Error, ctx: Arc<Context>) -> Action
 pub fn backoff(failures: u32) -> Duration {
     let exponent = failures.saturating_sub(1).min(16);
     BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+}
+
+/// A Warning Event on the `GoServer` for a failed reconcile.
+async fn publish_error(ctx: &Context, gs: &GoServer, err: &Error) {
+    publish(
+        ctx,
+        gs,
+        EventType::Warning,
+        err.reason(),
+        "Reconcile",
+        err.to_string(),
+        None,
+    )
+    .await;
 }
 
 fn namespaced<K>(ctx: &Context, gs: &GoServer) -> Result<Api<K>>

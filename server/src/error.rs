@@ -245,7 +245,7 @@ impl IntoResponse for ApiError {
 }
 
 /// `err: cause: cause`, for the log.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use gantry_server::config::Config;
+use gantry_server::error::error_chain;
 use gantry_server::{server, telemetry};
 
 fn main() -> ExitCode {
@@ -58,15 +59,4 @@ fn main() -> ExitCode {
     runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     telemetry.shutdown();
     code
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
