@@ -71,7 +71,19 @@ impl OperatorProcess {
         kubeconfig: Option<&Path>,
         env: &[(&str, &str)],
     ) -> Self {
-        let mut command = Command::new(operator_binary());
+        Self::start_binary(operator_binary(), label, args, kubeconfig, env)
+    }
+
+    /// The same with another build of the operator (the one taken out of
+    /// its image, say).
+    pub fn start_binary(
+        binary: &Path,
+        label: &str,
+        args: &[&str],
+        kubeconfig: Option<&Path>,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let mut command = Command::new(binary);
         if let Some(path) = kubeconfig {
             command.arg("--kubeconfig").arg(path);
         }
@@ -85,7 +97,7 @@ impl OperatorProcess {
             .stderr(Stdio::inherit())
             .stdin(Stdio::null())
             .spawn()
-            .expect("starting gantry-operator");
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let stdout = child.stdout.take().expect("piped stdout");
         let lines = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&lines);
@@ -172,26 +184,10 @@ impl OperatorProcess {
     }
 
     /// `GET path` on the operator's health and metrics port: the status
-    /// code and the body. HTTP/1.0 keeps the exchange to one read.
+    /// code and the body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
         let address = self.http_address(Duration::from_secs(30));
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
-            .unwrap_or_else(|e| panic!("connecting to {address}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("read timeout");
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").expect("request");
-        let mut response = String::new();
-        stream.read_to_string(&mut response).expect("response");
-        let (head, body) = response
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no HTTP response: {response}"));
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("no status code: {head}"));
-        (code, body.to_owned())
+        http_get(address, path).unwrap_or_else(|e| panic!("GET {path} on {address}: {e}"))
     }
 }
 
@@ -200,4 +196,33 @@ impl Drop for OperatorProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET path` on a loopback `address`: the status code and the body, or why
+/// there was no answer. HTTP/1.0 keeps the exchange to one read.
+pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    assert!(
+        address.ip().is_loopback(),
+        "the tests only dial loopback, not {address}"
+    );
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
+        .map_err(|e| format!("connecting: {e}"))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")
+        .map_err(|e| format!("writing the request: {e}"))?;
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .map_err(|e| format!("reading the response: {e}"))?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no HTTP response: {response}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status code: {head}"))?;
+    Ok((code, body.to_owned()))
 }

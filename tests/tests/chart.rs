@@ -29,6 +29,7 @@ use gantry_e2e::{TestNamespace, bin_dir, wait_for, wait_for_deletion, wait_until
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -704,6 +705,36 @@ fn forbidden(operator: &OperatorProcess) -> Vec<String> {
         .collect()
 }
 
+/// The arguments the chart's Deployment gives the operator container, as
+/// the kubelet would expand them in a pod of `namespace`, less the HTTP
+/// address (a pod's 0.0.0.0 becomes a free loopback port here).
+fn pod_args(deployment: &Deployment, namespace: &str) -> Vec<String> {
+    let container = deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .and_then(|s| s.containers.first())
+        .expect("the chart's Deployment has a container");
+    container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| !a.starts_with("--http-address") && !a.starts_with("--log-level"))
+        .map(|a| a.replace("$(POD_NAMESPACE)", namespace))
+        .collect()
+}
+
+/// The holder of the Lease `name`, once it exists (`None`: released).
+async fn lease_holder(leases: &Api<Lease>, name: &str) -> Option<String> {
+    let lease = wait_until("the leader Lease", DEADLINE, || async {
+        leases.get_opt(name).await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+    lease.spec.and_then(|s| s.holder_identity)
+}
+
 #[tokio::test]
 #[allow(clippy::too_many_lines)] // one story: install, run, uninstall, reinstall
 async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
@@ -763,16 +794,31 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     }
 
     // The operator, outside the cluster, with nothing but a token of the
-    // chart's ServiceAccount, brings the example to Ready.
+    // chart's ServiceAccount and the arguments of the chart's Deployment
+    // (leader election included), brings the example to Ready.
     let kubeconfig = std::env::temp_dir().join(format!("{}.kubeconfig", release_ns.name));
     token_kubeconfig(&release_ns, &name, &kubeconfig).await;
-    let operator_args = [
-        "--namespace",
-        app.name.as_str(),
-        "--log-level",
-        "info,gantry_operator=debug",
-    ];
-    let mut operator = OperatorProcess::start("chart", &operator_args, Some(&kubeconfig));
+    let mut operator_args = pod_args(&operator_deployment, &release_ns.name);
+    assert!(
+        operator_args.iter().any(|a| a == "--leader-elect"),
+        "the chart's operator does not elect a leader: {operator_args:?}"
+    );
+    operator_args.extend(
+        [
+            "--namespace",
+            app.name.as_str(),
+            "--log-level",
+            "info,gantry_operator=debug",
+        ]
+        .map(str::to_owned),
+    );
+    let operator_args: Vec<&str> = operator_args.iter().map(String::as_str).collect();
+    let mut operator = OperatorProcess::start_with_env(
+        "chart",
+        &operator_args,
+        Some(&kubeconfig),
+        &[("POD_NAME", "chart-first")],
+    );
     let example = root()
         .join("examples")
         .join("minimal.yaml")
@@ -810,7 +856,21 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
         "no running pods of hello: {before:?}"
     );
 
+    // It holds the chart's Lease, in the release namespace.
+    let leases: Api<Lease> = release_ns.api();
+    assert_eq!(
+        lease_holder(&leases, &name).await.as_deref(),
+        Some("chart-first")
+    );
+
     // Uninstall: the operator and its RBAC go, the CRD and the servers stay.
+    // Stopped as the kubelet stops a pod, the operator gives the Lease up.
+    operator.terminate();
+    assert!(
+        operator.wait_exit(Duration::from_secs(30)).is_some(),
+        "the operator did not exit on SIGTERM"
+    );
+    assert_eq!(lease_holder(&leases, &name).await, None);
     drop(operator);
     release.uninstall();
     wait_for_deletion(&release_ns.api::<Deployment>(), &name, DEADLINE)
@@ -863,7 +923,12 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     // without a write to them and without restarting a pod.
     let release = Release::install(&release_ns.name, &release_ns.name);
     token_kubeconfig(&release_ns, &name, &kubeconfig).await;
-    let mut operator = OperatorProcess::start("chart-again", &operator_args, Some(&kubeconfig));
+    let mut operator = OperatorProcess::start_with_env(
+        "chart-again",
+        &operator_args,
+        Some(&kubeconfig),
+        &[("POD_NAME", "chart-second")],
+    );
     wait_until("the new operator to reconcile hello", DEADLINE, || {
         let seen = count(&operator, "hello", "reconcile finished");
         async move { Ok(if seen > 0 { Some(()) } else { None }) }
@@ -886,6 +951,10 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
         workload(&app, &selector).await,
         before,
         "adoption restarted the workload"
+    );
+    assert_eq!(
+        lease_holder(&leases, &name).await.as_deref(),
+        Some("chart-second")
     );
 
     drop(operator);
