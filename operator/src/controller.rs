@@ -123,10 +123,21 @@ pub async fn run(
     );
     let store = controller.store();
     tokio::spawn(async move {
-        // The writer is dropped only when the controller stops.
-        if store.wait_until_ready().await.is_ok() {
-            health.set_ready(true);
-            info!("watches synced, ready");
+        // kube-runtime's store readiness sits behind a one-shot channel that
+        // wakes only the last task to poll it, and the controller's runner
+        // polls it too: a single wait here can sleep forever. The value is
+        // kept once anyone has seen it, so asking again finds it.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    health.set_ready(true);
+                    info!("watches synced, ready");
+                    break;
+                }
+                // The writer is dropped only when the controller stops.
+                Ok(Err(_)) => break,
+                Err(_) => {}
+            }
         }
     });
     controller

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for};
@@ -51,6 +51,20 @@ impl Operator {
             ],
             None,
         );
+        // Ready once its watches have listed everything (without leader
+        // election, readiness is the controller's own).
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let (code, body) = process.http_get("/readyz");
+            if code == 200 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator's /readyz still answers {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         Self { process }
     }
 
