@@ -5,24 +5,35 @@
 #   docker build --target gantry-server   -t gantry-server:0.1.0 .
 #   docker build --target gantry-operator -t gantry-operator:0.1.0 .
 #
+# (`cargo xtask image server|operator` builds the same targets with buildah.)
+#
 # The build stage compiles the dependencies from the manifests alone first,
-# so that a change to the sources reuses that layer. The runtime stage is
-# distroless: glibc and CA certificates, no shell, no package manager, and
-# the user nonroot (uid 65532).
+# so that a change to the sources reuses that layer; both binaries come out
+# of one build stage, so the second target reuses the first one's. The
+# runtime stage is distroless: glibc, libgcc and CA certificates, no shell,
+# no package manager, and the user nonroot (uid 65532).
+#
+# The build stage has few instructions on purpose: every instruction is a
+# layer, and a builder without a copy-on-write store (buildah's vfs) copies
+# the whole toolchain image for each one.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
 
-FROM ${RUST_IMAGE} AS build
-WORKDIR /src
-ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
+# The workspace manifests and the lock file, nothing else.
+FROM scratch AS manifests
+COPY Cargo.toml Cargo.lock /src/
+COPY operator/Cargo.toml /src/operator/
+COPY server/Cargo.toml /src/server/
+COPY tests/Cargo.toml /src/tests/
+COPY xtask/Cargo.toml /src/xtask/
 
-# 1. Dependencies: the manifests, the lock file and empty sources.
-COPY Cargo.toml Cargo.lock ./
-COPY operator/Cargo.toml operator/Cargo.toml
-COPY server/Cargo.toml server/Cargo.toml
-COPY tests/Cargo.toml tests/Cargo.toml
-COPY xtask/Cargo.toml xtask/Cargo.toml
+FROM ${RUST_IMAGE} AS build
+ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0
+WORKDIR /src
+
+# 1. Dependencies: the manifests with empty crate roots.
+COPY --from=manifests /src /src
 RUN for crate in operator server tests xtask; do \
         mkdir -p "$crate/src" && \
         echo 'fn main() {}' > "$crate/src/main.rs" && \
@@ -31,17 +42,17 @@ RUN for crate in operator server tests xtask; do \
     cargo build --release --locked --package gantry-server --package gantry-operator && \
     rm -rf operator/src server/src tests/src xtask/src
 
-# 2. The sources. COPY keeps the build context's modification times, which
-# may be older than the empty stand-ins' build: touching the crate roots
-# makes cargo rebuild the workspace crates (and only them).
-COPY operator operator
-COPY server server
-COPY tests/src tests/src
-COPY xtask/src xtask/src
+# 2. The sources (.dockerignore lets in only the manifests and the crates'
+# sources). COPY keeps the build context's modification times, which may be
+# older than the empty crate roots' build: touching the crate roots makes
+# cargo rebuild the workspace crates, and only them. The target directory
+# is dropped once the binaries are out: nothing later needs it.
+COPY . /src
 RUN touch operator/src/lib.rs operator/src/main.rs server/src/lib.rs server/src/main.rs && \
     cargo build --release --locked --package gantry-server --package gantry-operator && \
     mkdir -p /out/data && \
-    cp target/release/gantry-server target/release/gantry-operator /out/
+    cp target/release/gantry-server target/release/gantry-operator /out/ && \
+    rm -rf target
 
 FROM ${RUNTIME_IMAGE} AS gantry-server
 WORKDIR /app

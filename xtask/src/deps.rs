@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use crate::proc;
 
 /// A command the tasks run, and the Debian package that provides it.
+#[derive(Clone, Copy)]
 pub struct Package {
     pub command: &'static str,
     pub package: &'static str,

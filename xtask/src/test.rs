@@ -8,6 +8,7 @@
 use std::process::{Command, ExitCode};
 
 use crate::cluster::Cluster;
+use crate::image::{self, Buildah, Target};
 use crate::{deps, proc, toolchain, workspace};
 
 #[derive(clap::Args)]
@@ -18,6 +19,12 @@ pub struct Args {
     /// Skip the end-to-end suite (and the control plane it needs).
     #[arg(long)]
     skip_e2e: bool,
+    /// Skip building the images and the tests that check them.
+    #[arg(long)]
+    skip_images: bool,
+    /// buildah's storage driver for the images.
+    #[arg(long, env = "GANTRY_BUILDAH_STORAGE_DRIVER", default_value = "vfs")]
+    storage_driver: String,
     /// Only run tests whose name contains this filter (passed to the test
     /// binaries).
     filter: Option<String>,
@@ -72,7 +79,19 @@ fn locked(cmd: &mut Command) -> &mut Command {
 pub fn run(args: &Args) -> ExitCode {
     let mut tally = Tally::default();
 
-    if let Err(err) = deps::ensure(deps::TEST) {
+    // The image tests (named `image_...`) run when no filter or an image
+    // filter selects them; building the images takes minutes.
+    let filter: Vec<&str> = args.filter.iter().map(String::as_str).collect();
+    let with_images = !args.skip_e2e
+        && !args.skip_images
+        && (filter.is_empty() || filter.iter().any(|f| f.contains("image")));
+
+    // One apt-get run for every package the steps below need.
+    let mut packages = deps::TEST.to_vec();
+    if with_images {
+        packages.extend_from_slice(image::PACKAGES);
+    }
+    if let Err(err) = deps::ensure(&packages) {
         tally.step_failed("installing Debian packages", &format!("{err:#}"));
     }
 
@@ -80,7 +99,6 @@ pub fn run(args: &Args) -> ExitCode {
         lint(&mut tally);
     }
 
-    let filter: Vec<&str> = args.filter.iter().map(String::as_str).collect();
     eprintln!("\n=== unit and black-box tests");
     run_tests(
         &mut tally,
@@ -91,7 +109,12 @@ pub fn run(args: &Args) -> ExitCode {
     );
 
     if !args.skip_e2e {
-        e2e(&mut tally, &filter);
+        let images = if with_images {
+            images(&mut tally, &args.storage_driver)
+        } else {
+            None
+        };
+        e2e(&mut tally, &filter, images.as_ref(), &args.storage_driver);
     }
 
     eprintln!();
@@ -149,7 +172,35 @@ fn run_tests(tally: &mut Tally, step: &str, cmd: &mut Command) {
     }
 }
 
-fn e2e(tally: &mut Tally, filter: &[&str]) {
+/// The built images, for the image tests (names in target order).
+struct Images {
+    server: String,
+    operator: String,
+}
+
+fn images(tally: &mut Tally, storage_driver: &str) -> Option<Images> {
+    eprintln!("\n=== images");
+    let built = image::build(
+        &Buildah::new(storage_driver),
+        &[Target::Server, Target::Operator],
+        true,
+    );
+    match built {
+        Ok(names) => {
+            let mut names = names.into_iter();
+            Some(Images {
+                server: names.next()?,
+                operator: names.next()?,
+            })
+        }
+        Err(err) => {
+            tally.step_failed("building the images", &format!("{err:#}"));
+            None
+        }
+    }
+}
+
+fn e2e(tally: &mut Tally, filter: &[&str], images: Option<&Images>, storage_driver: &str) {
     eprintln!("\n=== end-to-end tests");
     // Build first, so the cluster does not idle through a compile and a
     // build error is reported as such.
@@ -175,8 +226,16 @@ fn e2e(tally: &mut Tally, filter: &[&str]) {
         .env("KUBECONFIG", cluster.kubeconfig())
         .env("GANTRY_BIN_DIR", &bin_dir)
         .env("PATH", std::env::join_paths(paths).unwrap_or(path))
-        .arg("--")
-        .args(filter);
+        .env("GANTRY_BUILDAH_STORAGE_DRIVER", storage_driver);
+    if let Some(images) = images {
+        cmd.env("GANTRY_IMAGE_SERVER", &images.server)
+            .env("GANTRY_IMAGE_OPERATOR", &images.operator);
+    }
+    cmd.arg("--").args(filter);
+    if images.is_none() {
+        // The image tests need the images; without them they are skipped.
+        cmd.args(["--skip", "image_"]);
+    }
     run_tests(tally, "e2e tests", &mut cmd);
     if let Err(err) = cluster.down() {
         tally.step_failed("cluster down", &format!("{err:#}"));
