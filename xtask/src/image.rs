@@ -263,6 +263,33 @@ impl BaseImages {
     }
 }
 
+/// What buildah's store holds under a base image's name.
+#[derive(Debug, PartialEq, Eq)]
+enum BaseImage {
+    /// Nothing: a stand-in is built.
+    Missing,
+    /// An image without the stand-in label (pulled from its registry, say):
+    /// used as it is, never replaced.
+    Foreign,
+    /// A stand-in built from the same inputs.
+    UpToDate,
+    /// A stand-in built from other inputs: rebuilt.
+    Stale,
+}
+
+impl BaseImage {
+    /// From the image's stand-in label (`None`: no image; `Some("")`: no
+    /// label) and the fingerprint wanted now.
+    fn judge(label: Option<&str>, want: &str) -> Self {
+        match label {
+            None => Self::Missing,
+            Some("") => Self::Foreign,
+            Some(have) if have == want => Self::UpToDate,
+            Some(_) => Self::Stale,
+        }
+    }
+}
+
 /// Builds the stand-ins that are missing or out of date.
 fn ensure_stand_ins(buildah: &Buildah, bases: &BaseImages, work: &Path) -> Result<()> {
     let toolchain = Toolchain::current()?;
@@ -285,10 +312,10 @@ fn ensure_stand_ins(buildah: &Buildah, bases: &BaseImages, work: &Path) -> Resul
     ];
     let mut stale = Vec::new();
     for (name, want) in &wanted {
-        match buildah.label(name, STAND_IN_LABEL) {
-            Some(have) if have.is_empty() => eprintln!("using the image {name} as it is"),
-            Some(have) if have == *want => {}
-            _ => stale.push(name.as_str()),
+        match BaseImage::judge(buildah.label(name, STAND_IN_LABEL).as_deref(), want) {
+            BaseImage::Foreign => eprintln!("using the image {name} as it is"),
+            BaseImage::UpToDate => {}
+            BaseImage::Missing | BaseImage::Stale => stale.push(name.as_str()),
         }
     }
     if stale.is_empty() {
@@ -632,6 +659,14 @@ mod tests {
         );
         let err = BaseImages::from_dockerfile("FROM scratch\n").unwrap_err();
         assert!(err.to_string().contains("ARG RUST_IMAGE="), "{err}");
+    }
+
+    #[test]
+    fn only_stand_ins_are_ever_rebuilt() {
+        assert_eq!(BaseImage::judge(None, "abc"), BaseImage::Missing);
+        assert_eq!(BaseImage::judge(Some(""), "abc"), BaseImage::Foreign);
+        assert_eq!(BaseImage::judge(Some("abc"), "abc"), BaseImage::UpToDate);
+        assert_eq!(BaseImage::judge(Some("old"), "abc"), BaseImage::Stale);
     }
 
     #[test]
