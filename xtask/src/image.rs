@@ -480,17 +480,21 @@ fn rust_rootfs(rootfs: &Path, work: &Path, toolchain: &Toolchain, cas: &[u8]) ->
         remove_dir(&dir)?;
         fs::create_dir_all(&dir)?;
     }
-    let tar = work.join("rust-rootfs.tar");
+    pack(rootfs, &work.join("rust-rootfs.tar"))
+}
+
+/// Packs the tree `dir` into the tar file `tar`, owners and modes kept.
+fn pack(dir: &Path, tar: &Path) -> Result<PathBuf> {
     proc::run(
-        "packing the build stage's root filesystem",
+        &format!("packing {}", dir.display()),
         Command::new("tar")
             .arg("-C")
-            .arg(rootfs)
+            .arg(dir)
             .arg("-cf")
-            .arg(&tar)
+            .arg(tar)
             .arg("."),
     )?;
-    Ok(tar)
+    Ok(tar.to_owned())
 }
 
 /// The runtime image's root filesystem as a tar file: the files of
@@ -552,16 +556,7 @@ fn runtime_rootfs(rootfs: &Path, work: &Path) -> Result<PathBuf> {
         fs::create_dir_all(staging.join("tmp"))?;
         fs::set_permissions(staging.join("tmp"), fs::Permissions::from_mode(0o1777))?;
     }
-    let tar = work.join("runtime-rootfs.tar");
-    proc::run(
-        "packing the runtime root filesystem",
-        Command::new("tar")
-            .arg("-C")
-            .arg(&staging)
-            .arg("-cf")
-            .arg(&tar)
-            .arg("."),
-    )?;
+    let tar = pack(&staging, &work.join("runtime-rootfs.tar"))?;
     remove_dir(&staging)?;
     Ok(tar)
 }
