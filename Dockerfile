@@ -50,15 +50,16 @@ RUN for crate in operator server tests xtask; do \
 COPY . /src
 RUN touch operator/src/lib.rs operator/src/main.rs server/src/lib.rs server/src/main.rs && \
     cargo build --release --locked --package gantry-server --package gantry-operator && \
-    mkdir -p /out/data && \
+    mkdir -p /out && \
     cp target/release/gantry-server target/release/gantry-operator /out/ && \
     rm -rf target
 
 FROM ${RUNTIME_IMAGE} AS gantry-server
 WORKDIR /app
-# SQLite's default file, data/gantry.db, lives here; mount a volume on
-# /app/data when the root filesystem is read-only.
-COPY --from=build --chown=65532:65532 /out/data /app/data
+# The pods the operator makes have a read-only root filesystem and a
+# writable /tmp: the embedded SQLite database lives there, for as long as
+# the pod. Set DATABASE_URL (PostgreSQL) for data that lasts.
+ENV DATABASE_URL=sqlite:///tmp/gantry.db
 COPY --from=build /out/gantry-server /usr/local/bin/gantry-server
 USER 65532:65532
 EXPOSE 8080

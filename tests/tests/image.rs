@@ -2,11 +2,14 @@
 //! and passes their names in `GANTRY_IMAGE_SERVER` and
 //! `GANTRY_IMAGE_OPERATOR`): each runs its binary as the entrypoint, as the
 //! non-root user 65532, has no shell and no package manager, stays within
-//! its size budget, and its binary answers its health endpoints, both taken
-//! out of the image and run inside the image's own root filesystem.
+//! its size budget, and its binary answers its health endpoints taken out
+//! of the image. The server image also runs the way the pods the operator
+//! makes run it (read-only root filesystem, a writable /tmp, the image's
+//! user, environment and working directory) and becomes ready.
 //!
-//! The images are opened with `buildah from` and `buildah mount`, which
-//! needs root (as `cargo xtask test` runs in CI).
+//! The images are opened with `buildah from` and `buildah mount`, and the
+//! pod is emulated with a mount namespace (`unshare`), which needs root (as
+//! `cargo xtask test` runs in CI).
 
 mod operator_support;
 
@@ -15,8 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use std::os::unix::process::CommandExt;
+
 use gantry_e2e::TestNamespace;
-use gantry_e2e::operator::{OperatorProcess, http_get};
+use gantry_e2e::operator::{OperatorProcess, http_get, root};
+use gantry_operator::crd::GoServer;
+use k8s_openapi::api::core::v1::{Container, Probe, Volume};
 use serde_json::Value;
 
 /// The size budgets (uncompressed content): the distroless base is about
@@ -207,33 +214,128 @@ fn wait_ok(child: &mut Child, address: SocketAddr, path: &str) -> String {
     }
 }
 
-/// A child process killed on drop.
+/// A child process, leader of its own process group, killed with that
+/// group on drop (a server under `unshare --fork` is a grandchild).
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.wait();
     }
 }
 
 /// Starts gantry-server with `command` on a free loopback port and checks
-/// /healthz and /readyz (which needs its SQLite database).
-fn server_answers_health(mut command: Command) {
+/// that each of `paths` answers 200 (`/readyz` needs its database).
+fn server_answers(mut command: Command, paths: &[&str]) {
     let port = free_port();
     let child = command
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
-        .env("LOG_FORMAT", "json")
         .stdin(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("starting gantry-server");
     let mut running = Running(child);
     let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let health: Value =
-        serde_json::from_str(&wait_ok(&mut running.0, address, "/healthz")).unwrap();
-    assert_eq!(health["status"], "ok", "{health}");
-    wait_ok(&mut running.0, address, "/readyz");
+    for path in paths {
+        wait_ok(&mut running.0, address, path);
+    }
+}
+
+/// The server container and the volumes of the pod template the operator
+/// builds for examples/minimal.yaml.
+fn minimal_example_pod() -> (Container, Vec<Volume>) {
+    let yaml = std::fs::read_to_string(root().join("examples/minimal.yaml")).unwrap();
+    let mut gs: GoServer = serde_norway::from_str(&yaml).unwrap();
+    // What the apiserver adds before the operator sees it.
+    gs.metadata.namespace = Some("default".to_owned());
+    gs.metadata.uid = Some("00000000-0000-0000-0000-000000000001".to_owned());
+    let children = gantry_operator::build::build(&gs).expect("the example builds");
+    let pod = children
+        .deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("a pod template");
+    let container = pod.containers.into_iter().next().expect("a container");
+    (container, pod.volumes.unwrap_or_default())
+}
+
+fn probe_path(probe: Option<&Probe>) -> String {
+    probe
+        .and_then(|p| p.http_get.as_ref())
+        .and_then(|h| h.path.clone())
+        .expect("an HTTP probe")
+}
+
+/// The command that runs the image's entrypoint as the kubelet would run
+/// `container`: in a mount namespace of its own, the image's root
+/// filesystem (read-only if the container says so) with a tmpfs on each
+/// emptyDir mount, the image's working directory, the image's environment
+/// and then the container's, as the container's user or else the image's.
+/// Only the network is this machine's: the test gives it a loopback port.
+fn pod_command(
+    mounted: &Mounted,
+    config: &Value,
+    container: &Container,
+    volumes: &[Volume],
+) -> Command {
+    let root = mounted.root.display().to_string();
+    let security = container.security_context.clone().unwrap_or_default();
+    let mut script = vec![
+        "set -e".to_owned(),
+        format!("mount --bind '{root}' '{root}'"),
+    ];
+    if security.read_only_root_filesystem == Some(true) {
+        script.push(format!("mount -o remount,bind,ro '{root}'"));
+    }
+    for mount in container.volume_mounts.iter().flatten() {
+        let empty_dir = volumes
+            .iter()
+            .any(|v| v.name == mount.name && v.empty_dir.is_some());
+        assert!(empty_dir, "only emptyDir volumes are emulated: {mount:?}");
+        script.push(format!(
+            "mount -t tmpfs -o mode=1777 tmpfs '{root}{}'",
+            mount.mount_path
+        ));
+    }
+    let (image_user, image_group) = config["User"]
+        .as_str()
+        .and_then(|u| u.split_once(':'))
+        .expect("the image names uid:gid");
+    let uid = security
+        .run_as_user
+        .map_or_else(|| image_user.to_owned(), |u| u.to_string());
+    let gid = security
+        .run_as_group
+        .map_or_else(|| image_group.to_owned(), |g| g.to_string());
+    let workdir = config["WorkingDir"].as_str().unwrap_or("/");
+    let entrypoint: Vec<String> = config["Entrypoint"]
+        .as_array()
+        .expect("an entrypoint")
+        .iter()
+        .map(|a| format!("'{}'", a.as_str().unwrap()))
+        .collect();
+    script.push(format!(
+        "exec unshare --root='{root}' --wd='{workdir}' --setuid={uid} --setgid={gid} -- {}",
+        entrypoint.join(" ")
+    ));
+
+    let mut command = Command::new("unshare");
+    command.args(["--mount", "--fork", "--", "sh", "-c", &script.join("\n")]);
+    command.env_clear();
+    for pair in config["Env"].as_array().into_iter().flatten() {
+        let (name, value) = pair.as_str().and_then(|p| p.split_once('=')).unwrap();
+        command.env(name, value);
+    }
+    for var in container.env.iter().flatten() {
+        command.env(&var.name, var.value.clone().unwrap_or_default());
+    }
+    // The host's tools (mount, unshare) run before the root changes.
+    command.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    command
 }
 
 #[test]
@@ -252,22 +354,21 @@ fn image_server_is_distroless_non_root_and_serves_health() {
         "DATABASE_URL",
         format!("sqlite://{}/gantry.db?mode=rwc", dir.display()),
     );
-    server_answers_health(command);
+    server_answers(command, &["/healthz", "/readyz"]);
 
-    // Inside the image's own files, as its user: the libraries it links are
-    // the image's, and the database directory /app/data is writable by uid
-    // 65532. (chroot starts in /, not in the image's working directory
-    // /app, so the database path is given in full.)
-    let mut command = Command::new("chroot");
-    command
-        .arg(format!("--userspec={NONROOT}"))
-        .arg(&mounted.root)
-        .arg("/usr/local/bin/gantry-server")
-        .env("DATABASE_URL", "sqlite:///app/data/gantry.db");
-    server_answers_health(command);
+    // As a pod of the Deployment the operator makes for the minimal
+    // example runs it: read-only root filesystem, writable /tmp, the
+    // image's user, environment and working directory.
+    let (container, volumes) = minimal_example_pod();
+    let readiness = probe_path(container.readiness_probe.as_ref());
+    let liveness = probe_path(container.liveness_probe.as_ref());
+    server_answers(
+        pod_command(&mounted, &config, &container, &volumes),
+        &[&liveness, &readiness],
+    );
     assert!(
-        mounted.root.join("app/data/gantry.db").is_file(),
-        "the server in the image created no database in /app/data"
+        !mounted.root.join("tmp/gantry.db").exists(),
+        "the pod's /tmp is its own, not the image's"
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
