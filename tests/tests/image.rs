@@ -5,7 +5,10 @@
 //! its size budget, and its binary answers its health endpoints taken out
 //! of the image. The server image also runs the way the pods the operator
 //! makes run it (read-only root filesystem, a writable /tmp, the image's
-//! user, environment and working directory) and becomes ready.
+//! user, environment and working directory) and becomes ready; the
+//! operator image runs the way the chart's pods run it (the Deployment's
+//! arguments and security context, in-cluster configuration from a token
+//! of the chart's ServiceAccount) and brings the minimal example to Ready.
 //!
 //! The images are opened with `buildah from` and `buildah mount`, and the
 //! pod is emulated with a mount namespace (`unshare`), which needs root (as
@@ -23,7 +26,13 @@ use std::os::unix::process::CommandExt;
 use gantry_e2e::TestNamespace;
 use gantry_e2e::operator::{OperatorProcess, http_get, root};
 use gantry_operator::crd::GoServer;
-use k8s_openapi::api::core::v1::{Container, Probe, Volume};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, ServiceAccount};
+use kube::Api;
+use kube::api::PostParams;
+use kube::config::Kubeconfig;
 use serde_json::Value;
 
 /// The size budgets (uncompressed content): the distroless base is about
@@ -245,22 +254,19 @@ fn server_answers(mut command: Command, paths: &[&str]) {
     }
 }
 
-/// The server container and the volumes of the pod template the operator
-/// builds for examples/minimal.yaml.
-fn minimal_example_pod() -> (Container, Vec<Volume>) {
+/// The pod template the operator builds for examples/minimal.yaml.
+fn minimal_example_pod() -> PodSpec {
     let yaml = std::fs::read_to_string(root().join("examples/minimal.yaml")).unwrap();
     let mut gs: GoServer = serde_norway::from_str(&yaml).unwrap();
     // What the apiserver adds before the operator sees it.
     gs.metadata.namespace = Some("default".to_owned());
     gs.metadata.uid = Some("00000000-0000-0000-0000-000000000001".to_owned());
     let children = gantry_operator::build::build(&gs).expect("the example builds");
-    let pod = children
+    children
         .deployment
         .spec
         .and_then(|s| s.template.spec)
-        .expect("a pod template");
-    let container = pod.containers.into_iter().next().expect("a container");
-    (container, pod.volumes.unwrap_or_default())
+        .expect("a pod template")
 }
 
 fn probe_path(probe: Option<&Probe>) -> String {
@@ -270,35 +276,130 @@ fn probe_path(probe: Option<&Probe>) -> String {
         .expect("an HTTP probe")
 }
 
-/// The command that runs the image's entrypoint as the kubelet would run
-/// `container`: in a mount namespace of its own, the image's root
-/// filesystem (read-only if the container says so) with a tmpfs on each
-/// emptyDir mount, the image's working directory, the image's environment
-/// and then the container's, as the container's user or else the image's.
-/// Only the network is this machine's: the test gives it a loopback port.
-fn pod_command(
-    mounted: &Mounted,
-    config: &Value,
-    container: &Container,
-    volumes: &[Volume],
-) -> Command {
+/// What the kubelet would add to a pod that this test supplies itself.
+#[derive(Default)]
+struct Kubelet {
+    /// Values of the downward API fields (`metadata.name`, ...).
+    fields: Vec<(&'static str, String)>,
+    /// Host directories bind-mounted read-only at paths in the container
+    /// (the ServiceAccount token, say).
+    binds: Vec<(PathBuf, &'static str)>,
+    /// Variables the kubelet sets (`KUBERNETES_SERVICE_HOST`, ...).
+    env: Vec<(&'static str, String)>,
+}
+
+/// The container's environment on `command`: the image's, the kubelet's,
+/// then the container's own (downward API fields from `kubelet`).
+fn set_env(command: &mut Command, config: &Value, container: &Container, kubelet: &Kubelet) {
+    command.env_clear();
+    for pair in config["Env"].as_array().into_iter().flatten() {
+        let (name, value) = pair.as_str().and_then(|p| p.split_once('=')).unwrap();
+        command.env(name, value);
+    }
+    for (name, value) in &kubelet.env {
+        command.env(name, value);
+    }
+    for var in container.env.iter().flatten() {
+        let value = match (&var.value, &var.value_from) {
+            (Some(value), _) => value.clone(),
+            (None, Some(from)) => {
+                let field = &from
+                    .field_ref
+                    .as_ref()
+                    .expect("only fieldRef is emulated")
+                    .field_path;
+                kubelet
+                    .fields
+                    .iter()
+                    .find(|(f, _)| f == field)
+                    .unwrap_or_else(|| panic!("no value for the field {field}"))
+                    .1
+                    .clone()
+            }
+            (None, None) => String::new(),
+        };
+        command.env(&var.name, value);
+    }
+}
+
+/// Where `path` of the container lands under `root`: its symlinks resolved
+/// inside `root`, as they would be in the container (the image's
+/// `/var/run` is a link to `/run`, say), never outside it.
+fn in_root(root: &Path, path: &str) -> PathBuf {
+    let mut resolved = PathBuf::from("/");
+    let mut pending: Vec<String> = path.split('/').rev().map(str::to_owned).collect();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        match part.as_str() {
+            "" | "." => {}
+            ".." => {
+                resolved.pop();
+            }
+            _ => {
+                let candidate = resolved.join(&part);
+                let on_disk = root.join(candidate.strip_prefix("/").unwrap());
+                if let Ok(target) = std::fs::read_link(&on_disk) {
+                    links += 1;
+                    assert!(links < 40, "too many links resolving {path}");
+                    let target = target.to_string_lossy().into_owned();
+                    if target.starts_with('/') {
+                        resolved = PathBuf::from("/");
+                    }
+                    pending.extend(target.split('/').rev().map(str::to_owned));
+                } else {
+                    resolved = candidate;
+                }
+            }
+        }
+    }
+    root.join(resolved.strip_prefix("/").unwrap())
+}
+
+/// The command that runs the first container of `pod` from the mounted
+/// image as the kubelet would: in a mount namespace of its own, the image's
+/// root filesystem (read-only if the container says so) with a tmpfs on
+/// each emptyDir mount, the image's working directory, the image's
+/// environment and then the container's, the container's command and
+/// arguments (else the image's), as the container's or the pod's user
+/// (else the image's). Only the network is this machine's: the test gives
+/// it loopback addresses.
+fn pod_command(mounted: &Mounted, config: &Value, pod: &PodSpec, kubelet: &Kubelet) -> Command {
+    let container = pod.containers.first().expect("a container");
     let root = mounted.root.display().to_string();
     let security = container.security_context.clone().unwrap_or_default();
+    let pod_security = pod.security_context.clone().unwrap_or_default();
     let mut script = vec![
         "set -e".to_owned(),
         format!("mount --bind '{root}' '{root}'"),
     ];
+    let binds: Vec<(&PathBuf, PathBuf)> = kubelet
+        .binds
+        .iter()
+        .map(|(host, path)| (host, in_root(&mounted.root, path)))
+        .collect();
+    for (_, target) in &binds {
+        script.push(format!("mkdir -p '{}'", target.display()));
+    }
     if security.read_only_root_filesystem == Some(true) {
         script.push(format!("mount -o remount,bind,ro '{root}'"));
     }
     for mount in container.volume_mounts.iter().flatten() {
-        let empty_dir = volumes
+        let empty_dir = pod
+            .volumes
             .iter()
+            .flatten()
             .any(|v| v.name == mount.name && v.empty_dir.is_some());
         assert!(empty_dir, "only emptyDir volumes are emulated: {mount:?}");
         script.push(format!(
             "mount -t tmpfs -o mode=1777 tmpfs '{root}{}'",
             mount.mount_path
+        ));
+    }
+    for (host, target) in &binds {
+        script.push(format!(
+            "mount --bind -o ro '{}' '{}'",
+            host.display(),
+            target.display()
         ));
     }
     let (image_user, image_group) = config["User"]
@@ -307,32 +408,38 @@ fn pod_command(
         .expect("the image names uid:gid");
     let uid = security
         .run_as_user
+        .or(pod_security.run_as_user)
         .map_or_else(|| image_user.to_owned(), |u| u.to_string());
     let gid = security
         .run_as_group
+        .or(pod_security.run_as_group)
         .map_or_else(|| image_group.to_owned(), |g| g.to_string());
     let workdir = config["WorkingDir"].as_str().unwrap_or("/");
-    let entrypoint: Vec<String> = config["Entrypoint"]
-        .as_array()
-        .expect("an entrypoint")
+    let image_list = |key: &str| -> Vec<String> {
+        config[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|a| a.as_str().map(str::to_owned))
+            .collect()
+    };
+    let mut argv = container
+        .command
+        .clone()
+        .unwrap_or_else(|| image_list("Entrypoint"));
+    argv.extend(container.args.clone().unwrap_or_else(|| image_list("Cmd")));
+    let quoted: Vec<String> = argv
         .iter()
-        .map(|a| format!("'{}'", a.as_str().unwrap()))
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
         .collect();
     script.push(format!(
         "exec unshare --root='{root}' --wd='{workdir}' --setuid={uid} --setgid={gid} -- {}",
-        entrypoint.join(" ")
+        quoted.join(" ")
     ));
 
     let mut command = Command::new("unshare");
     command.args(["--mount", "--fork", "--", "sh", "-c", &script.join("\n")]);
-    command.env_clear();
-    for pair in config["Env"].as_array().into_iter().flatten() {
-        let (name, value) = pair.as_str().and_then(|p| p.split_once('=')).unwrap();
-        command.env(name, value);
-    }
-    for var in container.env.iter().flatten() {
-        command.env(&var.name, var.value.clone().unwrap_or_default());
-    }
+    set_env(&mut command, config, container, kubelet);
     // The host's tools (mount, unshare) run before the root changes.
     command.env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
     command
@@ -359,11 +466,12 @@ fn image_server_is_distroless_non_root_and_serves_health() {
     // As a pod of the Deployment the operator makes for the minimal
     // example runs it: read-only root filesystem, writable /tmp, the
     // image's user, environment and working directory.
-    let (container, volumes) = minimal_example_pod();
+    let pod = minimal_example_pod();
+    let container = &pod.containers[0];
     let readiness = probe_path(container.readiness_probe.as_ref());
     let liveness = probe_path(container.liveness_probe.as_ref());
     server_answers(
-        pod_command(&mounted, &config, &container, &volumes),
+        pod_command(&mounted, &config, &pod, &Kubelet::default()),
         &[&liveness, &readiness],
     );
     assert!(
@@ -421,4 +529,181 @@ async fn image_operator_is_distroless_non_root_and_serves_health() {
     assert!(metrics.contains("gantry_"), "{metrics}");
     drop(operator);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A release of the chart, uninstalled on drop.
+struct Release {
+    name: String,
+}
+
+impl Release {
+    fn install(namespace: &str) -> Self {
+        let chart = root().join("charts/gantry-operator");
+        let out = Command::new(gantry_e2e::bin_dir().join("helm"))
+            .args(["install", namespace])
+            .arg(&chart)
+            .args(["--namespace", namespace, "--wait", "--timeout", "180s"])
+            .output()
+            .expect("running helm");
+        assert!(
+            out.status.success(),
+            "helm install: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self {
+            name: namespace.to_owned(),
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let _ = Command::new(gantry_e2e::bin_dir().join("helm"))
+            .args(["uninstall", &self.name, "--namespace", &self.name])
+            .args(["--ignore-not-found"])
+            .output();
+    }
+}
+
+/// The files of a pod's ServiceAccount volume (token, ca.crt, namespace)
+/// for `account`, in a new host directory, and the apiserver's host and
+/// port for `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`.
+async fn service_account_volume(ns: &TestNamespace, account: &str) -> (PathBuf, String, String) {
+    let token = ns
+        .api::<ServiceAccount>()
+        .create_token_request(
+            account,
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .expect("a token of the chart's ServiceAccount")
+        .status
+        .expect("a TokenRequest status")
+        .token
+        .expect("a token");
+    let kubeconfig = Kubeconfig::read().expect("the admin kubeconfig");
+    let cluster = kubeconfig.clusters[0].cluster.clone().expect("a cluster");
+    let (host, api_port) = cluster
+        .server
+        .as_deref()
+        .and_then(|s| s.strip_prefix("https://"))
+        .map(|s| s.trim_end_matches('/'))
+        .and_then(|s| s.rsplit_once(':'))
+        .expect("the apiserver at https://<host>:<port>");
+    let ca = std::fs::read(cluster.certificate_authority.expect("a CA file")).unwrap();
+    let secrets = scratch_dir("operator-sa");
+    std::fs::write(secrets.join("token"), token).unwrap();
+    std::fs::write(secrets.join("ca.crt"), ca).unwrap();
+    std::fs::write(secrets.join("namespace"), &ns.name).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secrets, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    (secrets, host.to_owned(), api_port.to_owned())
+}
+
+/// The operator image run as a pod of the chart's Deployment runs it: the
+/// Deployment's arguments, environment and security context (read-only
+/// root, uid 65532), in-cluster configuration from a mounted ServiceAccount
+/// token of the chart's account and `KUBERNETES_SERVICE_HOST`; it becomes
+/// ready and brings the minimal example to Ready. (The cluster's nodes run
+/// no containers, so the chart's own pods never run the image.)
+#[tokio::test]
+async fn image_operator_runs_as_the_charts_pod() {
+    let image = image("GANTRY_IMAGE_OPERATOR");
+    let release_ns = TestNamespace::new("image-chart").await;
+    let app = TestNamespace::new("image-app").await;
+    let release = Release::install(&release_ns.name);
+    let account = format!("{}-gantry-operator", release.name);
+    let deployment = release_ns
+        .api::<Deployment>()
+        .get(&account)
+        .await
+        .expect("the chart's Deployment");
+    let mut pod = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .expect("a pod template");
+
+    let (secrets, host, api_port) = service_account_volume(&release_ns, &account).await;
+
+    // The chart's arguments, with the HTTP port on loopback and the watch
+    // narrowed to this test's namespace.
+    let port = free_port();
+    let container = &mut pod.containers[0];
+    let mut args: Vec<String> = container
+        .args
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("--http-address") {
+                format!("--http-address=127.0.0.1:{port}")
+            } else {
+                a.replace("$(POD_NAMESPACE)", &release_ns.name)
+            }
+        })
+        .collect();
+    args.extend(["--namespace".to_owned(), app.name.clone()]);
+    container.args = Some(args);
+
+    let mounted = Mounted::new(&image);
+    let config = oci_config(&image);
+    let kubelet = Kubelet {
+        fields: vec![
+            ("metadata.name", "gantry-operator-image-0".to_owned()),
+            ("metadata.namespace", release_ns.name.clone()),
+        ],
+        binds: vec![(
+            secrets.clone(),
+            "/var/run/secrets/kubernetes.io/serviceaccount",
+        )],
+        env: vec![
+            ("KUBERNETES_SERVICE_HOST", host),
+            ("KUBERNETES_SERVICE_PORT", api_port),
+        ],
+    };
+    let mut command = pod_command(&mounted, &config, &pod, &kubelet);
+    let child = command
+        .stdin(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .expect("starting the operator");
+    let mut running = Running(child);
+    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_ok(&mut running.0, address, "/readyz");
+
+    operator_support::kubectl_apply(&app, "examples/minimal.yaml");
+    operator_support::wait_ready(&app, "hello").await;
+    let leases: Api<Lease> = release_ns.api();
+    let lease = leases.get(&account).await.expect("the chart's Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some("gantry-operator-image-0")
+    );
+    drop(running);
+    drop(release);
+    std::fs::remove_dir_all(&secrets).unwrap();
+}
+
+#[test]
+fn in_root_resolves_links_inside_the_root_only() {
+    let root = scratch_dir("in-root");
+    std::fs::create_dir_all(root.join("run")).unwrap();
+    std::fs::create_dir_all(root.join("var")).unwrap();
+    std::os::unix::fs::symlink("/run", root.join("var/run")).unwrap();
+    std::os::unix::fs::symlink("../../../../../etc", root.join("escape")).unwrap();
+    assert_eq!(
+        in_root(&root, "/var/run/secrets/x"),
+        root.join("run/secrets/x")
+    );
+    assert_eq!(in_root(&root, "/escape/passwd"), root.join("etc/passwd"));
+    std::fs::remove_dir_all(&root).unwrap();
 }
