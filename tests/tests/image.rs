@@ -227,6 +227,17 @@ fn wait_ok(child: &mut Child, address: SocketAddr, path: &str) -> String {
 /// group on drop (a server under `unshare --fork` is a grandchild).
 struct Running(Child);
 
+impl Running {
+    fn spawn(command: &mut Command) -> Self {
+        let child = command
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", command.get_program().display()));
+        Self(child)
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = Command::new("kill")
@@ -240,14 +251,10 @@ impl Drop for Running {
 /// that each of `paths` answers 200 (`/readyz` needs its database).
 fn server_answers(mut command: Command, paths: &[&str]) {
     let port = free_port();
-    let child = command
+    command
         .env("HOST", "127.0.0.1")
-        .env("PORT", port.to_string())
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("starting gantry-server");
-    let mut running = Running(child);
+        .env("PORT", port.to_string());
+    let mut running = Running::spawn(&mut command);
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     for path in paths {
         wait_ok(&mut running.0, address, path);
@@ -670,13 +677,7 @@ async fn image_operator_runs_as_the_charts_pod() {
             ("KUBERNETES_SERVICE_PORT", api_port),
         ],
     };
-    let mut command = pod_command(&mounted, &config, &pod, &kubelet);
-    let child = command
-        .stdin(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .expect("starting the operator");
-    let mut running = Running(child);
+    let mut running = Running::spawn(&mut pod_command(&mounted, &config, &pod, &kubelet));
     let address = SocketAddr::from(([127, 0, 0, 1], port));
     wait_ok(&mut running.0, address, "/readyz");
 
