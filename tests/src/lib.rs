@@ -9,6 +9,7 @@
 //! [`operator`] runs the operator binary as a process, for the tests that
 //! need one.
 
+pub mod chart;
 pub mod operator;
 
 use std::collections::BTreeMap;

@@ -183,6 +183,15 @@ impl OperatorProcess {
         }
     }
 
+    /// Waits up to `timeout` for `GET path` on the health and metrics port
+    /// to answer 200 (failing at once if the process exits); the body.
+    pub fn wait_ok(&mut self, path: &str, timeout: Duration) -> String {
+        let address = self.http_address(timeout);
+        wait_http_ok(address, path, timeout, || {
+            self.child.try_wait().ok().flatten().map(|s| s.to_string())
+        })
+    }
+
     /// `GET path` on the operator's health and metrics port: the status
     /// code and the body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
@@ -225,4 +234,32 @@ pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), String
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("no status code: {head}"))?;
     Ok((code, body.to_owned()))
+}
+
+/// Polls `GET path` on a loopback `address` until it answers 200, for at
+/// most `timeout`, and returns the body. `exited` says how the serving
+/// process ended (`Some`), which fails the wait at once.
+pub fn wait_http_ok(
+    address: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    mut exited: impl FnMut() -> Option<String>,
+) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        if let Some(status) = exited() {
+            panic!("the process exited ({status}) before GET {path} answered 200; last: {last}");
+        }
+        match http_get(address, path) {
+            Ok((200, body)) => return body,
+            Ok((code, body)) => last = format!("{code} {body}"),
+            Err(e) => last = e,
+        }
+        assert!(
+            Instant::now() < deadline,
+            "GET {path} on {address} did not answer 200 within {timeout:?}; last: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

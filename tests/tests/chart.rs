@@ -20,20 +20,20 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use gantry_e2e::chart::{Release, chart_dir, service_account_token};
 use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for, wait_for_deletion, wait_until};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, PostParams};
+use kube::api::ListParams;
 use kube::config::Kubeconfig;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -49,10 +49,6 @@ const STANDARD_LABELS: [&str; 6] = [
     "app.kubernetes.io/part-of",
     "app.kubernetes.io/managed-by",
 ];
-
-fn chart_dir() -> PathBuf {
-    root().join("charts").join("gantry-operator")
-}
 
 /// Runs a tool of the cluster's bin dir (helm, kubectl), with `stdin` fed
 /// in when given.
@@ -454,93 +450,11 @@ async fn apiserver_accepts_the_rendered_chart() {
     }
 }
 
-/// A release of the chart, uninstalled (if still there) on drop.
-struct Release {
-    name: String,
-    namespace: String,
-}
-
-impl Release {
-    fn install(name: &str, namespace: &str) -> Self {
-        let chart = chart_dir().display().to_string();
-        ok(
-            "helm",
-            &[
-                "install",
-                name,
-                &chart,
-                "--namespace",
-                namespace,
-                "--wait",
-                "--timeout",
-                "180s",
-            ],
-            None,
-        );
-        Self {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-        }
-    }
-
-    fn uninstall(&self) {
-        ok(
-            "helm",
-            &[
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--wait",
-                "--timeout",
-                "180s",
-            ],
-            None,
-        );
-    }
-
-    /// The name of every object of the release (release name + chart name).
-    fn fullname(&self) -> String {
-        format!("{}-gantry-operator", self.name)
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        // Best effort: the ClusterRole and its binding outlive the namespace.
-        let _ = tool(
-            "helm",
-            &[
-                "uninstall",
-                &self.name,
-                "--namespace",
-                &self.namespace,
-                "--ignore-not-found",
-            ],
-            None,
-        );
-    }
-}
-
 /// A kubeconfig for the current cluster that authenticates with a fresh
 /// token of the ServiceAccount `account` (`TokenRequest` API), written to
 /// `path`.
 async fn token_kubeconfig(release_ns: &TestNamespace, account: &str, path: &Path) {
-    let accounts: Api<ServiceAccount> = release_ns.api();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let token = accounts
-        .create_token_request(account, &PostParams::default(), &request)
-        .await
-        .unwrap_or_else(|e| panic!("TokenRequest for ServiceAccount {account}: {e}"))
-        .status
-        .expect("a TokenRequest status")
-        .token;
+    let token = service_account_token(release_ns, account).await;
     let admin = Kubeconfig::read().expect("reading the admin kubeconfig");
     let context = admin
         .current_context
@@ -703,6 +617,14 @@ fn forbidden(operator: &OperatorProcess) -> Vec<String> {
         .into_iter()
         .filter(|l| l.to_ascii_lowercase().contains("forbidden"))
         .collect()
+}
+
+/// Whether the object `name` no longer exists.
+async fn gone<K>(api: &Api<K>, name: &str) -> bool
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name).await.unwrap().is_none()
 }
 
 /// The arguments the chart's Deployment gives the operator container, as
@@ -876,33 +798,12 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     wait_for_deletion(&release_ns.api::<Deployment>(), &name, DEADLINE)
         .await
         .unwrap();
-    assert!(cluster_roles.get_opt(&name).await.unwrap().is_none());
-    assert!(cluster_bindings.get_opt(&name).await.unwrap().is_none());
-    assert!(
-        release_ns
-            .api::<ServiceAccount>()
-            .get_opt(&name)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(gone(&cluster_roles, &name).await);
+    assert!(gone(&cluster_bindings, &name).await);
+    assert!(gone(&release_ns.api::<ServiceAccount>(), &name).await);
     let leader_election = format!("{name}-leader-election");
-    assert!(
-        release_ns
-            .api::<Role>()
-            .get_opt(&leader_election)
-            .await
-            .unwrap()
-            .is_none()
-    );
-    assert!(
-        release_ns
-            .api::<RoleBinding>()
-            .get_opt(&leader_election)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(gone(&release_ns.api::<Role>(), &leader_election).await);
+    assert!(gone(&release_ns.api::<RoleBinding>(), &leader_election).await);
     assert!(
         crds.get_opt(CRD_NAME).await.unwrap().is_some(),
         "uninstall removed the CRD"

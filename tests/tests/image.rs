@@ -19,19 +19,18 @@ mod operator_support;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::os::unix::process::CommandExt;
 
 use gantry_e2e::TestNamespace;
-use gantry_e2e::operator::{OperatorProcess, http_get, root};
+use gantry_e2e::chart::{Release, service_account_token};
+use gantry_e2e::operator::{OperatorProcess, root, wait_http_ok};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, PodSpec, Probe, ServiceAccount};
+use k8s_openapi::api::core::v1::{Container, PodSpec, Probe};
 use kube::Api;
-use kube::api::PostParams;
 use kube::config::Kubeconfig;
 use serde_json::Value;
 
@@ -204,23 +203,9 @@ fn free_port() -> u16 {
 /// Polls `GET path` until it answers 200 (or the child exits, or a minute
 /// passes); returns the body.
 fn wait_ok(child: &mut Child, address: SocketAddr, path: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the process exited ({status}) before GET {path} answered 200; last: {last}");
-        }
-        match http_get(address, path) {
-            Ok((200, body)) => return body,
-            Ok((code, body)) => last = format!("{code} {body}"),
-            Err(e) => last = e,
-        }
-        assert!(
-            Instant::now() < deadline,
-            "GET {path} on {address} did not answer 200 within a minute; last: {last}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_http_ok(address, path, Duration::from_secs(60), || {
+        child.try_wait().ok().flatten().map(|s| s.to_string())
+    })
 }
 
 /// A child process, leader of its own process group, killed with that
@@ -515,21 +500,10 @@ async fn image_operator_is_distroless_non_root_and_serves_health() {
     operator_support::install_crd(&ns.client).await;
     let dir = scratch_dir("operator");
     let binary = take_out(&mounted, "gantry-operator", &dir);
-    let operator =
+    let mut operator =
         OperatorProcess::start_binary(&binary, "image", &["--namespace", &ns.name], None, &[]);
-    let address = operator.http_address(Duration::from_secs(60));
-    let deadline = Instant::now() + Duration::from_secs(60);
     for path in ["/healthz", "/readyz"] {
-        loop {
-            match http_get(address, path) {
-                Ok((200, _)) => break,
-                other => assert!(
-                    Instant::now() < deadline,
-                    "GET {path}: no 200 within a minute, last: {other:?}"
-                ),
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        operator.wait_ok(path, Duration::from_secs(60));
     }
     let (code, metrics) = operator.http_get("/metrics");
     assert_eq!(code, 200);
@@ -538,63 +512,11 @@ async fn image_operator_is_distroless_non_root_and_serves_health() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A release of the chart, uninstalled on drop.
-struct Release {
-    name: String,
-}
-
-impl Release {
-    fn install(namespace: &str) -> Self {
-        let chart = root().join("charts/gantry-operator");
-        let out = Command::new(gantry_e2e::bin_dir().join("helm"))
-            .args(["install", namespace])
-            .arg(&chart)
-            .args(["--namespace", namespace, "--wait", "--timeout", "180s"])
-            .output()
-            .expect("running helm");
-        assert!(
-            out.status.success(),
-            "helm install: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Self {
-            name: namespace.to_owned(),
-        }
-    }
-}
-
-impl Drop for Release {
-    fn drop(&mut self) {
-        let _ = Command::new(gantry_e2e::bin_dir().join("helm"))
-            .args(["uninstall", &self.name, "--namespace", &self.name])
-            .args(["--ignore-not-found"])
-            .output();
-    }
-}
-
 /// The files of a pod's ServiceAccount volume (token, ca.crt, namespace)
 /// for `account`, in a new host directory, and the apiserver's host and
 /// port for `KUBERNETES_SERVICE_HOST` and `KUBERNETES_SERVICE_PORT`.
 async fn service_account_volume(ns: &TestNamespace, account: &str) -> (PathBuf, String, String) {
-    let token = ns
-        .api::<ServiceAccount>()
-        .create_token_request(
-            account,
-            &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    expiration_seconds: Some(3600),
-                    ..TokenRequestSpec::default()
-                }),
-                ..TokenRequest::default()
-            },
-        )
-        .await
-        .expect("a token of the chart's ServiceAccount")
-        .status
-        .expect("a TokenRequest status")
-        .token
-        .expect("a token");
+    let token = service_account_token(ns, account).await;
     let kubeconfig = Kubeconfig::read().expect("the admin kubeconfig");
     let cluster = kubeconfig.clusters[0].cluster.clone().expect("a cluster");
     let (host, api_port) = cluster
@@ -627,8 +549,8 @@ async fn image_operator_runs_as_the_charts_pod() {
     let image = image("GANTRY_IMAGE_OPERATOR");
     let release_ns = TestNamespace::new("image-chart").await;
     let app = TestNamespace::new("image-app").await;
-    let release = Release::install(&release_ns.name);
-    let account = format!("{}-gantry-operator", release.name);
+    let release = Release::install(&release_ns.name, &release_ns.name);
+    let account = release.fullname();
     let deployment = release_ns
         .api::<Deployment>()
         .get(&account)

@@ -7,7 +7,7 @@
 #![allow(dead_code)]
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for};
@@ -41,7 +41,7 @@ pub struct Operator {
 impl Operator {
     pub async fn start(ns: &TestNamespace) -> Self {
         install_crd(&ns.client).await;
-        let process = OperatorProcess::start(
+        let mut process = OperatorProcess::start(
             &ns.name,
             &[
                 "--namespace",
@@ -53,18 +53,7 @@ impl Operator {
         );
         // Ready once its watches have listed everything (without leader
         // election, readiness is the controller's own).
-        let deadline = Instant::now() + DEADLINE;
-        loop {
-            let (code, body) = process.http_get("/readyz");
-            if code == 200 {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the operator's /readyz still answers {code} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        process.wait_ok("/readyz", DEADLINE);
         Self { process }
     }
 
