@@ -1,103 +1,617 @@
-//! Server-side apply of children, skipped when nothing would change.
+//! The applier: brings the live children of one `GoServer` in line with the
+//! [`Children`] built for it, and says what it changed.
 //!
-//! A reconcile of an unchanged `GoServer` must send no mutating request, yet a
-//! child edited by hand must be restored. Each applied object carries the
-//! hash of its desired form in the annotation [`APPLIED_HASH_ANNOTATION`];
-//! a child is applied again when that hash differs (the spec changed, which
-//! also covers fields the spec no longer sets) or when some desired field is
-//! missing or different in the live object (drift). Fields the apiserver
-//! defaults or other managers add are not compared.
+//! ```text
+//! Children ─> ConfigMap ─> (replica handover) ─> Deployment ─> Service
+//!          ─> Ingress or prune ─> HPA or prune ─> Vec<Change>
+//! ```
+//!
+//! A reconcile of an unchanged `GoServer` must send no request at all, yet a
+//! child edited by hand must be restored. Desired children are compared with
+//! the controller's caches ([`crate::cache`]); the apiserver is asked only
+//! when a child is not cached. Each applied object carries the hash of its
+//! desired form in the annotation [`APPLIED_HASH_ANNOTATION`]; a child is
+//! applied again when that hash differs (the spec changed, which also covers
+//! fields the spec no longer sets) or when some desired field is missing or
+//! different in the live object (drift). Fields the apiserver defaults or
+//! other managers add are not compared.
+//!
+//! A cache lags behind the operator's own writes by one watch event. A
+//! reconcile that runs in that gap (triggered by the status write of the
+//! previous one, say) would find the old child and apply the same body
+//! again: a harmless request, but a false "Updated" Event. [`Written`]
+//! remembers, per child, which body was applied over which cached version,
+//! and a child whose cache still shows exactly that version is left alone
+//! until its watch event arrives (which triggers another reconcile).
 
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::{Mutex, PoisonError};
 
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::serde::de::DeserializeOwned;
-use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
+use tracing::{debug, info};
 
-use crate::build::short_hash;
+use crate::build::revision::{CONFIG_MAP_ANNOTATION, REVISION_NUMBER_LABEL};
+use crate::build::{self, Children, REVISION_LABEL, Revision, short_hash};
+use crate::cache::{self, Caches};
+use crate::crd::GoServer;
 use crate::error::{Error, Result};
+use crate::status;
+
+/// `ControllerRevisions` kept when `rollout.revisionHistoryLimit` is unset.
+pub const DEFAULT_REVISION_HISTORY: usize = 10;
 
 /// Field manager of every write the operator makes.
 pub const FIELD_MANAGER: &str = "gantry";
 /// Annotation holding the hash of the desired object last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "gantry.dev/applied-hash";
+/// Field manager that keeps `spec.replicas` when autoscaling takes over.
+pub const REPLICAS_HANDOVER_MANAGER: &str = "gantry-replicas-handover";
 
-/// What [`apply`] did.
+/// What the applier did to one child.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Action {
     Created,
     Updated,
-    Unchanged,
+    Deleted,
 }
 
-/// Applies `desired` unless the live object already matches it, and returns
-/// the live object with what was done.
-pub async fn apply<K>(api: &Api<K>, desired: &K) -> Result<(K, Outcome)>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let kind = K::kind(&());
-    let kind: &'static str = static_kind(&kind);
-    let name = desired.name_any();
-    let body = with_hash(desired, kind)?;
-
-    let live = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?;
-    if let Some(live) = &live {
-        let live_json =
-            serde_json::to_value(live).map_err(|source| Error::Serialize { kind, source })?;
-        match difference(&body, &live_json, "", false) {
-            None => return Ok((live.clone(), Outcome::Unchanged)),
-            Some(path) => tracing::debug!(%kind, child = %name, field = %path, "child differs"),
+impl Action {
+    /// The Event reason and log word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "Created",
+            Self::Updated => "Updated",
+            Self::Deleted => "Deleted",
         }
     }
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    let applied = api
-        .patch(&name, &params, &Patch::Apply(&body))
-        .await
-        .map_err(|e| Error::from_write(kind, &name, e))?;
-    let outcome = if live.is_some() {
-        Outcome::Updated
-    } else {
-        Outcome::Created
-    };
-    Ok((applied, outcome))
 }
 
-/// Deletes the child `name` if it exists and the `GoServer` `owner_uid`
-/// controls it. Returns whether a delete was sent.
-pub async fn delete_owned<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<bool>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + DeserializeOwned,
-{
-    let kind = K::kind(&());
-    let Some(live) = api
-        .get_metadata_opt(name)
-        .await
-        .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?
-    else {
-        return Ok(false);
-    };
-    let owned = live
-        .owner_references()
+/// One write the applier made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    pub action: Action,
+    /// The child, for the Event's related object.
+    pub child: ObjectReference,
+}
+
+impl Change {
+    fn of<K: Resource<DynamicType = ()>>(action: Action, namespace: &str, name: &str) -> Self {
+        Self {
+            action,
+            child: ObjectReference {
+                api_version: Some(K::api_version(&()).into_owned()),
+                kind: Some(K::kind(&()).into_owned()),
+                name: Some(name.to_owned()),
+                namespace: Some(namespace.to_owned()),
+                ..ObjectReference::default()
+            },
+        }
+    }
+
+    /// `Created Deployment web`, for Events and logs.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {} {}",
+            self.action.as_str(),
+            self.child.kind.as_deref().unwrap_or_default(),
+            self.child.name.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+/// Bodies the operator applied whose watch event may not have reached the
+/// cache yet: child key -> (hash of the applied body, resource version the
+/// cache showed when it was applied). An entry goes as soon as the cache
+/// shows any other version, which the watch event of the write brings.
+#[derive(Debug, Default)]
+pub struct Written {
+    entries: Mutex<HashMap<String, (String, Option<String>)>>,
+}
+
+impl Written {
+    fn key<K: Resource<DynamicType = ()>>(namespace: &str, name: &str) -> String {
+        format!("{}/{namespace}/{name}", K::kind(&()))
+    }
+
+    /// Whether `hash` was applied over exactly the cached `version`, so the
+    /// cache is behind our own write. Forgets the entry once the cache has
+    /// moved on.
+    fn cache_is_behind(&self, key: &str, hash: &str, version: Option<&str>) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        match entries.get(key) {
+            Some((written, before)) if written == hash && before.as_deref() == version => true,
+            Some(_) => {
+                entries.remove(key);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn record(&self, key: String, hash: String, before: Option<String>) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, (hash, before));
+    }
+
+    fn forget(&self, key: &str) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+/// Applies the children of one `GoServer`.
+pub struct Applier<'a> {
+    pub client: &'a Client,
+    pub caches: &'a Caches,
+    pub written: &'a Written,
+    pub gs: &'a GoServer,
+}
+
+impl Applier<'_> {
+    fn namespace(&self) -> Result<&str> {
+        self.gs
+            .metadata
+            .namespace
+            .as_deref()
+            .ok_or(Error::MissingObjectKey("namespace"))
+    }
+
+    fn api<K>(&self) -> Result<Api<K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+    {
+        Ok(Api::namespaced(self.client.clone(), self.namespace()?))
+    }
+
+    /// Applies every child and deletes the optional ones the spec no
+    /// longer wants. Every write made is pushed to `changes`, also when a
+    /// later one fails. Returns the live Deployment.
+    pub async fn apply(&self, children: Children, changes: &mut Vec<Change>) -> Result<Deployment> {
+        let Children {
+            deployment,
+            service,
+            config_map,
+            ingress,
+            hpa,
+            revision,
+        } = children;
+        let name = self.gs.name_any();
+
+        // The record and the ConfigMap go first: a revision is recorded
+        // before it runs, and the pods load their config at start.
+        self.record(&revision, changes).await?;
+        self.apply_child(&self.caches.config_maps, &config_map, changes)
+            .await?;
+        let autoscaled = deployment
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.replicas.is_none());
+        let live = self
+            .apply_deployment(&deployment, autoscaled, changes)
+            .await?;
+        self.apply_child(&self.caches.services, &service, changes)
+            .await?;
+        match ingress {
+            Some(ingress) => {
+                self.apply_child(&self.caches.ingresses, &ingress, changes)
+                    .await?;
+            }
+            None => {
+                self.prune::<Ingress, _>(&self.caches.ingresses, &name, changes)
+                    .await?;
+            }
+        }
+        match hpa {
+            Some(hpa) => {
+                self.apply_child(&self.caches.hpas, &hpa, changes).await?;
+            }
+            None => {
+                self.prune::<HorizontalPodAutoscaler, _>(&self.caches.hpas, &name, changes)
+                    .await?;
+            }
+        }
+        self.prune_history(&revision, &config_map.name_any(), &live, changes)
+            .await?;
+        Ok(live)
+    }
+
+    /// The `ControllerRevisions` of this `GoServer` in the cache, newest first.
+    fn revisions(&self) -> Vec<(String, i64, Option<String>)> {
+        let uid = self.gs.uid();
+        let namespace = self.gs.namespace();
+        let mut owned: Vec<(String, i64, Option<String>)> = self
+            .caches
+            .revisions
+            .state()
+            .iter()
+            .filter(|r| {
+                r.namespace() == namespace && owned_by(r.owner_references(), uid.as_deref())
+            })
+            .map(|r| {
+                let number = r
+                    .labels()
+                    .get(REVISION_NUMBER_LABEL)
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let config_map = r.annotations().get(CONFIG_MAP_ANNOTATION).cloned();
+                (r.name_any(), number, config_map)
+            })
+            .collect();
+        owned.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        owned
+    }
+
+    /// Records `revision` as a `ControllerRevision`, numbered after the
+    /// newest one, unless it is recorded already. Its data never changes
+    /// (the apiserver refuses that), so an existing record is left alone.
+    async fn record(&self, revision: &Revision, changes: &mut Vec<Change>) -> Result<()> {
+        let existing = self.revisions();
+        if existing.iter().any(|(name, ..)| *name == revision.name) {
+            return Ok(());
+        }
+        let api = self.api::<ControllerRevision>()?;
+        // Not cached: it may exist all the same (a cache behind our write).
+        if api
+            .get_metadata_opt(&revision.name)
+            .await
+            .map_err(|e| Error::kube(format!("get ControllerRevision {}", revision.name), e))?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let number = existing.first().map_or(1, |(_, n, _)| n.saturating_add(1));
+        let record = build::controller_revision(self.gs, revision, number)?;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match api.create(&params, &record).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => return Ok(()),
+            Err(e) => return Err(Error::from_write("ControllerRevision", &revision.name, e)),
+        }
+        info!(child = %revision.name, number, "revision recorded");
+        changes.push(Change::of::<ControllerRevision>(
+            Action::Created,
+            self.namespace()?,
+            &revision.name,
+        ));
+        Ok(())
+    }
+
+    /// Deletes `ControllerRevisions` beyond `revisionHistoryLimit` (never
+    /// the one in force or the last verified one) and, once the rollout is
+    /// complete, every `ConfigMap` of this `GoServer` that no kept revision
+    /// uses. Until then old pods may still restart and need theirs.
+    async fn prune_history(
+        &self,
+        in_force: &Revision,
+        config_map: &str,
+        live: &Deployment,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
+        let limit = self
+            .gs
+            .spec
+            .rollout
+            .as_ref()
+            .and_then(|r| r.revision_history_limit)
+            .and_then(|l| usize::try_from(l).ok())
+            .unwrap_or(DEFAULT_REVISION_HISTORY)
+            .max(1);
+        let last_good = self
+            .gs
+            .status
+            .as_ref()
+            .and_then(|s| s.last_good_revision.clone());
+        let mut referenced = vec![config_map.to_owned()];
+        for (i, (name, _, used)) in self.revisions().into_iter().enumerate() {
+            let protected = name == in_force.name || Some(&name) == last_good.as_ref();
+            if i < limit || protected {
+                referenced.extend(used);
+                continue;
+            }
+            self.prune::<ControllerRevision, _>(&self.caches.revisions, &name, changes)
+                .await?;
+        }
+        let runs_in_force = live
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.metadata.as_ref())
+            .and_then(|m| m.labels.as_ref())
+            .and_then(|l| l.get(REVISION_LABEL))
+            == Some(&in_force.name);
+        if !(runs_in_force && status::rollout_complete(live)) {
+            return Ok(());
+        }
+        let namespace = self.namespace()?;
+        let prefix = build::config_map_prefix(&self.gs.name_any());
+        let legacy = prefix.trim_end_matches('-').to_owned();
+        let uid = self.gs.uid();
+        let unused: Vec<String> = self
+            .caches
+            .config_maps
+            .state()
+            .iter()
+            .filter(|c| c.namespace().as_deref() == Some(namespace))
+            .filter(|c| owned_by(c.owner_references(), uid.as_deref()))
+            .map(|c| c.name_any())
+            .filter(|n| n.starts_with(&prefix) || *n == legacy)
+            .filter(|n| !referenced.contains(n))
+            .collect();
+        for name in unused {
+            self.prune::<ConfigMap, _>(&self.caches.config_maps, &name, changes)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn apply_deployment(
+        &self,
+        desired: &Deployment,
+        autoscaled: bool,
+        changes: &mut Vec<Change>,
+    ) -> Result<Deployment> {
+        let plan = self.plan(&self.caches.deployments, desired).await?;
+        if let Plan::Apply {
+            live: Some(live), ..
+        } = &plan
+            && autoscaled
+        {
+            self.hand_over_replicas(live).await?;
+        }
+        self.execute(plan, desired, changes).await
+    }
+
+    async fn apply_child<K>(
+        &self,
+        store: &Store<K>,
+        desired: &K,
+        changes: &mut Vec<Change>,
+    ) -> Result<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let plan = self.plan(store, desired).await?;
+        self.execute(plan, desired, changes).await
+    }
+
+    /// Decides whether `desired` must be applied, from the cache, or from
+    /// one GET when the cache does not have it.
+    async fn plan<K>(&self, store: &Store<K>, desired: &K) -> Result<Plan<K>>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let kind = static_kind(&K::kind(&()));
+        let name = desired.name_any();
+        let namespace = self.namespace()?;
+        let (body, hash) = with_hash(desired, kind)?;
+        let key = Written::key::<K>(namespace, &name);
+        let live = match cache::get(store, namespace, &name) {
+            Some(cached) => {
+                let cached = (*cached).clone();
+                if self
+                    .written
+                    .cache_is_behind(&key, &hash, cached.resource_version().as_deref())
+                {
+                    debug!(%kind, child = %name, "cache behind our own write, not applying again");
+                    return Ok(Plan::Keep(cached));
+                }
+                Some(cached)
+            }
+            None => self
+                .api::<K>()?
+                .get_opt(&name)
+                .await
+                .map_err(|e| Error::kube(format!("get {kind} {name}"), e))?,
+        };
+        if let Some(live) = &live {
+            let live_json =
+                serde_json::to_value(live).map_err(|source| Error::Serialize { kind, source })?;
+            match difference(&body, &live_json, "", false) {
+                None => {
+                    self.written.forget(&key);
+                    return Ok(Plan::Keep(live.clone()));
+                }
+                Some(path) => debug!(%kind, child = %name, field = %path, "child differs"),
+            }
+        }
+        Ok(Plan::Apply {
+            live,
+            body,
+            hash,
+            key,
+        })
+    }
+
+    async fn execute<K>(&self, plan: Plan<K>, desired: &K, changes: &mut Vec<Change>) -> Result<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + Serialize
+            + DeserializeOwned,
+    {
+        let (live, body, hash, key) = match plan {
+            Plan::Keep(live) => return Ok(live),
+            Plan::Apply {
+                live,
+                body,
+                hash,
+                key,
+            } => (live, body, hash, key),
+        };
+        let kind = static_kind(&K::kind(&()));
+        let name = desired.name_any();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let applied = self
+            .api::<K>()?
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await
+            .map_err(|e| Error::from_write(kind, &name, e))?;
+        let before = live.as_ref().and_then(ResourceExt::resource_version);
+        self.written.record(key, hash, before);
+        let action = if live.is_some() {
+            Action::Updated
+        } else {
+            Action::Created
+        };
+        info!(%kind, child = %name, action = action.as_str(), "child applied");
+        changes.push(Change::of::<K>(action, self.namespace()?, &name));
+        Ok(applied)
+    }
+
+    /// When autoscaling is switched on, the operator stops applying
+    /// `spec.replicas` so the HPA owns it. Server-side apply removes a field
+    /// its only owner stops applying, and the Deployment would fall back to
+    /// one replica until the HPA acted: an outage for a server that ran at
+    /// ten. So, once, while `gantry` still owns the field, the current count
+    /// is applied under a second manager; dropping it from gantry's apply
+    /// then leaves the value in place, and the HPA scales from there.
+    async fn hand_over_replicas(&self, live: &Deployment) -> Result<()> {
+        let Some(replicas) = live.spec.as_ref().and_then(|s| s.replicas) else {
+            return Ok(());
+        };
+        if !owns_replicas(live, FIELD_MANAGER) {
+            return Ok(());
+        }
+        let name = live.name_any();
+        let handover = json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas},
+        });
+        self.api::<Deployment>()?
+            .patch(
+                &name,
+                &PatchParams::apply(REPLICAS_HANDOVER_MANAGER).force(),
+                &Patch::Apply(&handover),
+            )
+            .await
+            .map_err(|e| Error::from_write("Deployment", &name, e))?;
+        info!(child = %name, replicas, "replicas handed over to autoscaling");
+        Ok(())
+    }
+
+    /// Deletes the child `name` if the cache has it and this `GoServer`
+    /// controls it. The delete names the child's UID, so a child that was
+    /// replaced in the meantime (the `GoServer` deleted and created again
+    /// under the same name) is never deleted on the strength of an old view.
+    async fn prune<K, C>(
+        &self,
+        store: &Store<C>,
+        name: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<()>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Debug
+            + DeserializeOwned,
+        C: Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let namespace = self.namespace()?;
+        let owner_uid = self
+            .gs
+            .metadata
+            .uid
+            .as_deref()
+            .ok_or(Error::MissingObjectKey("uid"))?;
+        let Some(live) = cache::get(store, namespace, name) else {
+            return Ok(());
+        };
+        let owned = owned_by(live.owner_references(), Some(owner_uid));
+        if !owned || live.meta().deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let kind = K::kind(&());
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                uid: live.uid(),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match self.api::<K>()?.delete(name, &params).await {
+            Ok(_) => {}
+            // Gone already, or replaced by an object with another UID: the
+            // watch brings the news, and with it another reconcile.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {
+                return Ok(());
+            }
+            Err(e) => return Err(Error::kube(format!("delete {kind} {name}"), e)),
+        }
+        self.written.forget(&Written::key::<K>(namespace, name));
+        info!(%kind, child = %name, action = "Deleted", "child no longer wanted, deleted");
+        changes.push(Change::of::<K>(Action::Deleted, namespace, name));
+        Ok(())
+    }
+}
+
+/// What [`Applier::plan`] decided for one child.
+enum Plan<K> {
+    /// Up to date (or the cache is behind our own write): the live object.
+    Keep(K),
+    /// Apply `body`; `live` is what exists now, if anything.
+    Apply {
+        live: Option<K>,
+        body: Value,
+        hash: String,
+        key: String,
+    },
+}
+
+/// Whether the `GoServer` with `uid` is the controller among `owners`.
+fn owned_by(
+    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    uid: Option<&str>,
+) -> bool {
+    uid.is_some_and(|uid| {
+        owners
+            .iter()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
+    })
+}
+
+/// Whether `manager` holds `spec.replicas` of `deployment` through apply.
+pub fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
+    deployment
+        .metadata
+        .managed_fields
         .iter()
-        .any(|r| r.controller == Some(true) && r.uid == owner_uid);
-    if !owned || live.metadata.deletion_timestamp.is_some() {
-        return Ok(false);
-    }
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(true),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
-        Err(e) => Err(Error::kube(format!("delete {kind} {name}"), e)),
-    }
+        .flatten()
+        .filter(|entry| {
+            entry.manager.as_deref() == Some(manager) && entry.operation.as_deref() == Some("Apply")
+        })
+        .filter_map(|entry| entry.fields_v1.as_ref())
+        .any(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
 }
 
-/// The desired object as JSON with its hash annotation.
-fn with_hash<K: Serialize>(desired: &K, kind: &'static str) -> Result<Value> {
+/// The desired object as JSON with its hash annotation, and the hash.
+fn with_hash<K: Serialize>(desired: &K, kind: &'static str) -> Result<(Value, String)> {
     let mut body =
         serde_json::to_value(desired).map_err(|source| Error::Serialize { kind, source })?;
     let bytes = serde_json::to_vec(&body).map_err(|source| Error::Serialize { kind, source })?;
@@ -107,10 +621,13 @@ fn with_hash<K: Serialize>(desired: &K, kind: &'static str) -> Result<Value> {
             .entry("annotations")
             .or_insert_with(|| Value::Object(serde_json::Map::new()));
         if let Some(annotations) = annotations.as_object_mut() {
-            annotations.insert(APPLIED_HASH_ANNOTATION.to_owned(), Value::String(hash));
+            annotations.insert(
+                APPLIED_HASH_ANNOTATION.to_owned(),
+                Value::String(hash.clone()),
+            );
         }
     }
-    Ok(body)
+    Ok((body, hash))
 }
 
 /// Whether every field of `desired` has the same value in `live`.
@@ -197,7 +714,7 @@ fn is_empty(value: &Value) -> bool {
     }
 }
 
-/// Kinds as `&'static str` for error variants and Events: the set is fixed.
+/// Kinds as `&'static str` for error variants: the set is fixed.
 fn static_kind(kind: &str) -> &'static str {
     match kind {
         "Deployment" => "Deployment",
@@ -274,20 +791,64 @@ mod tests {
 
     #[test]
     fn hash_annotation_follows_content() {
-        let a = with_hash(
+        let (a, hash_a) = with_hash(
             &json!({"metadata": {"name": "x"}, "data": {"k": "1"}}),
             "ConfigMap",
         )
         .unwrap();
-        let b = with_hash(
+        let (b, hash_b) = with_hash(
             &json!({"metadata": {"name": "x"}, "data": {"k": "2"}}),
             "ConfigMap",
         )
         .unwrap();
         let hash = |v: &Value| v["metadata"]["annotations"][APPLIED_HASH_ANNOTATION].clone();
-        assert!(hash(&a).is_string());
-        assert_ne!(hash(&a), hash(&b));
+        assert_eq!(hash(&a), json!(hash_a));
+        assert_ne!(hash_a, hash_b);
         // A live object lacking a removed key still differs by its hash.
         assert!(!is_subset(&b, &a));
+    }
+
+    fn deployment_managed_by(entries: &Value) -> Deployment {
+        serde_json::from_value(json!({"metadata": {"name": "web", "managedFields": entries}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn replicas_ownership_is_read_from_apply_entries_only() {
+        let applied = deployment_managed_by(&json!([
+            {"manager": "gantry", "operation": "Apply",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
+        ]));
+        assert!(owns_replicas(&applied, "gantry"));
+        assert!(!owns_replicas(&applied, "kube-controller-manager"));
+
+        // After the handover gantry's apply no longer lists the field, and
+        // an Update by the HPA's controller does not count as gantry's.
+        let handed_over = deployment_managed_by(&json!([
+            {"manager": "gantry", "operation": "Apply",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
+            {"manager": "gantry", "operation": "Update",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": REPLICAS_HANDOVER_MANAGER, "operation": "Apply",
+             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        ]));
+        assert!(!owns_replicas(&handed_over, "gantry"));
+        assert!(owns_replicas(&handed_over, REPLICAS_HANDOVER_MANAGER));
+    }
+
+    #[test]
+    fn a_cache_behind_our_own_write_is_recognised_until_it_moves_on() {
+        let written = Written::default();
+        let key = Written::key::<Deployment>("web", "hello");
+        assert!(!written.cache_is_behind(&key, "h1", Some("10")));
+        written.record(key.clone(), "h1".to_owned(), Some("10".to_owned()));
+        // The cache still shows the version the body was applied over.
+        assert!(written.cache_is_behind(&key, "h1", Some("10")));
+        // Another desired body is no write of ours in flight.
+        assert!(!written.cache_is_behind(&key, "h2", Some("10")));
+        // Once the cache moved on, the entry is forgotten for good.
+        written.record(key.clone(), "h1".to_owned(), Some("10".to_owned()));
+        assert!(!written.cache_is_behind(&key, "h1", Some("11")));
+        assert!(!written.cache_is_behind(&key, "h1", Some("10")));
     }
 }

@@ -5,41 +5,48 @@
 //!   -> fetch     referenced Secrets exist? (metadata only: values are never read)
 //!   -> validate  what the schema cannot check (build::validate)
 //!   -> build     pure: &GoServer -> Children
-//!   -> apply     server-side apply, field manager "gantry", only what differs
-//!   -> prune     delete the Ingress / HPA the spec no longer wants
+//!   -> apply     apply::Applier: compare with the caches, server-side apply
+//!                what differs, prune what the spec no longer wants
+//!   -> events    one Event per change the applier reports
 //!   -> status    computed from the Deployment, written only when it changed
 //! ```
+//!
+//! Children are watched into reflector stores ([`crate::cache`]) by the same
+//! watches that trigger reconciles, so a reconcile of an unchanged
+//! `GoServer` reads everything from memory and sends no request.
 //!
 //! Errors are sorted by [`Error::is_permanent`]: a permanent one is reported
 //! in the `Degraded` condition and the `GoServer` waits for a change; a
 //! transient one is retried with exponential backoff per object.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::apply::{self, FIELD_MANAGER, Outcome};
-use crate::build::{self, Children, MANAGED_BY, MANAGED_BY_LABEL};
+use crate::apply::{Applier, Change, FIELD_MANAGER, Written};
+use crate::build::{self, Revision};
+use crate::cache::{self, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::rollout::{self, prometheus::Prometheus, webhook};
 use crate::status::{self, Observed};
 
 /// A `GoServer` is reconciled at least this often, even without events.
@@ -50,102 +57,152 @@ const MISSING_REFERENCE_RECHECK: Duration = Duration::from_secs(60);
 /// Backoff bounds of transient errors.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
+/// The soonest a verification asks to be looked at again.
+const MIN_REQUEUE: Duration = Duration::from_millis(200);
 
 /// State shared by every reconcile.
 pub struct Context {
     client: Client,
     recorder: Recorder,
     metrics: Arc<Metrics>,
-    /// Consecutive transient failures per `namespace/name`, for backoff.
-    failures: Mutex<HashMap<String, u32>>,
+    caches: Caches,
+    /// The controller's own `GoServer` store: backoff state of objects that
+    /// are gone is dropped by looking here.
+    goservers: Store<GoServer>,
+    written: Written,
+    prometheus: Prometheus,
+    webhook: webhook::Sender,
+    /// Consecutive transient failures per `GoServer` UID, for backoff. A
+    /// `GoServer` deleted and created again under its name starts afresh.
+    failures: Mutex<HashMap<String, (ObjectRef<GoServer>, u32)>>,
 }
 
 impl Context {
-    pub fn new(client: Client, metrics: Arc<Metrics>) -> Self {
+    /// `instance` names this replica in the Events it records (the pod name).
+    pub fn new(
+        client: Client,
+        metrics: Arc<Metrics>,
+        caches: Caches,
+        goservers: Store<GoServer>,
+        settings: &Settings,
+    ) -> Self {
         let reporter = Reporter {
             controller: "gantry-operator".to_owned(),
-            instance: std::env::var("POD_NAME").ok(),
+            instance: settings.instance.clone(),
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             metrics,
+            caches,
+            goservers,
+            written: Written::default(),
+            prometheus: Prometheus::new(
+                settings.prometheus_url.clone(),
+                settings.prometheus_token_file.clone(),
+            ),
+            webhook: webhook::Sender::new(settings.webhook_signing_key_file.clone()),
             failures: Mutex::new(HashMap::new()),
         }
     }
 
-    fn record_failure(&self, key: &str) -> u32 {
-        let mut failures = self
-            .failures
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let count = failures.entry(key.to_owned()).or_insert(0);
+    /// Counts a transient failure of `gs` and returns how many in a row.
+    /// Entries of `GoServers` that have left the store go at the same time.
+    fn record_failure(&self, gs: &GoServer) -> u32 {
+        let uid = gs.uid().unwrap_or_default();
+        let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
+        failures.retain(|uid, (object, _)| {
+            self.goservers
+                .get(object)
+                .is_some_and(|live| live.uid().as_deref() == Some(uid.as_str()))
+        });
+        let (_, count) = failures
+            .entry(uid)
+            .or_insert_with(|| (ObjectRef::from_obj(gs), 0));
         *count = count.saturating_add(1);
         *count
     }
 
-    fn clear_failures(&self, key: &str) {
+    fn clear_failures(&self, gs: &GoServer) {
+        if let Some(uid) = gs.uid() {
+            self.failures
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&uid);
+        }
+    }
+
+    /// How many `GoServers` have backoff state (for tests of its cleanup).
+    pub fn failing(&self) -> usize {
         self.failures
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(key);
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 }
 
-/// Runs the controller until SIGINT or SIGTERM. With `namespace`, only that
-/// namespace is watched. `health` turns ready once the `GoServer` watch has
-/// listed everything; reconciles are counted in `metrics`.
-pub async fn run(
-    client: Client,
-    namespace: Option<&str>,
-    metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) {
-    fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
-    {
-        match namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        }
-    }
-    let children = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let ctx = Arc::new(Context::new(client.clone(), metrics));
+/// What the controller needs besides the client.
+pub struct Settings {
+    /// Watch only this namespace; `None`: all namespaces.
+    pub namespace: Option<String>,
+    /// Names this replica in Events (the pod name).
+    pub instance: Option<String>,
+    /// `GoServers` reconciled at once; 0 means no limit.
+    pub concurrency: u16,
+    /// The Prometheus a verification asks when its spec names none.
+    pub prometheus_url: Option<String>,
+    /// A bearer token for `prometheus_url` only.
+    pub prometheus_token_file: Option<PathBuf>,
+    /// The key that signs webhook calls.
+    pub webhook_signing_key_file: Option<PathBuf>,
+}
 
+/// Runs the controller until SIGINT or SIGTERM. `health` turns ready once
+/// the `GoServer` watch and every child cache have listed everything;
+/// reconciles are counted in `metrics`.
+pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>) {
+    let namespace = settings.namespace.as_deref();
+    let goservers: Api<GoServer> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
     info!(
         namespace = namespace.unwrap_or("*"),
         "gantry-operator starting"
     );
-    let controller = Controller::new(
-        api::<GoServer>(&client, namespace),
-        watcher::Config::default(),
+    let (caches, streams) = Caches::new(&client, namespace);
+    let controller = Controller::new(goservers, watcher::Config::default()).with_config(
+        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
     let store = controller.store();
+    let ctx = Arc::new(Context::new(
+        client,
+        metrics,
+        caches.clone(),
+        store.clone(),
+        &settings,
+    ));
     tokio::spawn(async move {
-        // kube-runtime's store readiness sits behind a one-shot channel that
-        // wakes only the last task to poll it, and the controller's runner
-        // polls it too: a single wait here can sleep forever. The value is
-        // kept once anyone has seen it, so asking again finds it.
-        loop {
-            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
-                Ok(Ok(())) => {
-                    health.set_ready(true);
-                    info!("watches synced, ready");
-                    break;
-                }
-                // The writer is dropped only when the controller stops.
-                Ok(Err(_)) => break,
-                Err(_) => {}
-            }
+        if cache::ready(&store).await && caches.wait_until_ready().await {
+            health.set_ready(true);
+            info!("watches synced, ready");
         }
     });
+    let cache::Streams {
+        deployments,
+        services,
+        config_maps,
+        ingresses,
+        hpas,
+        revisions,
+    } = streams;
     controller
-        .owns(api::<Deployment>(&client, namespace), children.clone())
-        .owns(api::<Service>(&client, namespace), children.clone())
-        .owns(api::<ConfigMap>(&client, namespace), children.clone())
-        .owns(api::<Ingress>(&client, namespace), children.clone())
-        .owns(api::<HorizontalPodAutoscaler>(&client, namespace), children)
+        .owns_stream(deployments)
+        .owns_stream(services)
+        .owns_stream(config_maps)
+        .owns_stream(ingresses)
+        .owns_stream(hpas)
+        .owns_stream(revisions)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -190,29 +247,34 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
         // references; there is nothing to keep in shape any more.
         return Ok(Action::await_change());
     }
-    let key = build::display_name(gs);
     debug!(generation = gs.metadata.generation, "reconcile started");
     match Box::pin(sync(gs, ctx)).await {
-        Ok((deployment, revision)) => {
+        Ok((deployment, decision)) => {
             let observed = Observed {
                 deployment: Some(&deployment),
-                revision: Some(revision),
+                rollout: Some(&decision),
                 error: None,
             };
-            write_status(gs, ctx, &observed).await?;
-            ctx.clear_failures(&key);
+            // A decision is told once: with the status write that makes
+            // it, which the next reconcile then finds done.
+            if write_status(gs, ctx, &observed).await?
+                && let Some(decided) = &decision.decided
+            {
+                tell(ctx, gs, decided).await;
+            }
+            ctx.clear_failures(gs);
             info!(outcome = "ok", "reconcile finished");
-            Ok(Action::requeue(RESYNC))
+            let next = decision
+                .requeue
+                .map_or(RESYNC, |d| d.clamp(MIN_REQUEUE, RESYNC));
+            Ok(Action::requeue(next))
         }
         Err(err) if err.is_permanent() => {
             warn!(error = %err, category = err.category(), "reconcile stopped by a permanent error");
-            let deployment = namespaced::<Deployment>(ctx, gs)?
-                .get_opt(&gs.name_any())
-                .await
-                .map_err(|e| Error::kube("get Deployment", e))?;
+            let deployment = cached_deployment(ctx, gs).await?;
             let observed = Observed {
                 deployment: deployment.as_ref(),
-                revision: None,
+                rollout: None,
                 error: Some(&err),
             };
             // An unchanged status means this error was reported already:
@@ -238,7 +300,7 @@ pub fn error_policy(gs: Arc<GoServer>, err: &Error, ctx: Arc<Context>) -> Action
         Error::SecretNotFound { .. } => Action::requeue(MISSING_REFERENCE_RECHECK),
         err if err.is_permanent() => Action::await_change(),
         _ => {
-            let failures = ctx.record_failure(&build::display_name(&gs));
+            let failures = ctx.record_failure(&gs);
             Action::requeue(backoff(failures))
         }
     }
@@ -276,9 +338,9 @@ where
     Ok(Api::namespaced(ctx.client.clone(), ns))
 }
 
-/// Fetch, validate, build, apply and prune. Returns the live Deployment and
-/// the revision of its template.
-async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, String)> {
+/// Fetch, validate, build, apply, observe. Returns the live Deployment and
+/// the rollout decision.
+async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Decision)> {
     // Fetch: every referenced Secret must exist. Only metadata is requested.
     let secrets = namespaced::<Secret>(ctx, gs)?;
     for secret in &gs.spec.secrets {
@@ -303,178 +365,176 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, String)> {
     }
 
     build::validate(gs)?;
-    let children = build::build(gs)?;
-    let Children {
-        deployment,
-        service,
-        config_map,
-        ingress,
-        hpa,
-        revision,
-    } = children;
+    let spec_revision = build::spec_revision(gs)?;
+    let in_force_name = rollout::in_force(gs, &spec_revision.name);
+    let in_force = if in_force_name == spec_revision.name {
+        spec_revision.clone()
+    } else {
+        stored_revision(ctx, gs, &in_force_name).await?
+    };
+    let children = build::build(gs, in_force.clone())?;
+    let applier = Applier {
+        client: &ctx.client,
+        caches: &ctx.caches,
+        written: &ctx.written,
+        gs,
+    };
+    let mut changes = Vec::new();
+    let applied = applier.apply(children, &mut changes).await;
+    // Every write made is told, also when a later one failed.
+    for change in &changes {
+        publish_change(ctx, gs, change).await;
+    }
+    let deployment = applied?;
 
-    // The ConfigMap goes first: the pods load it at start.
-    apply_child(ctx, gs, &config_map).await?;
-    if deployment
+    // Observe: how far the revision in force is, and its verification.
+    let runs_in_force = deployment
         .spec
         .as_ref()
-        .is_some_and(|s| s.replicas.is_none())
-    {
-        hand_over_replicas(ctx, gs, &deployment.name_any()).await?;
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(build::REVISION_LABEL))
+        == Some(&in_force.name);
+    let now = now();
+    let observation = rollout::Observation {
+        now: &now,
+        spec_revision: &spec_revision.name,
+        in_force: &in_force,
+        complete: runs_in_force && status::rollout_complete(&deployment),
+        deadline_exceeded: runs_in_force && status::deadline_exceeded(&deployment),
+    };
+    let mut decision = rollout::progress(gs, &observation, None);
+    if decision.measure {
+        let results = measure(ctx, gs, &in_force.name).await;
+        decision = rollout::progress(gs, &observation, Some(&results));
     }
-    let live_deployment = apply_child(ctx, gs, &deployment).await?;
-    apply_child(ctx, gs, &service).await?;
-    let name = gs.name_any();
-    match ingress {
-        Some(ingress) => {
-            apply_child(ctx, gs, &ingress).await?;
-        }
-        None => prune::<Ingress>(ctx, gs, &name).await?,
-    }
-    match hpa {
-        Some(hpa) => {
-            apply_child(ctx, gs, &hpa).await?;
-        }
-        None => prune::<HorizontalPodAutoscaler>(ctx, gs, &name).await?,
-    }
-    Ok((live_deployment, revision))
+    Ok((deployment, decision))
 }
 
-/// Field manager that keeps `spec.replicas` when autoscaling takes over.
-const REPLICAS_HANDOVER_MANAGER: &str = "gantry-replicas-handover";
-
-/// When autoscaling is switched on, the operator stops applying
-/// `spec.replicas` so the HPA owns it. Server-side apply removes a field its
-/// only owner stops applying, and the Deployment would fall back to one
-/// replica until the HPA acted: an outage for a server that ran at ten. So,
-/// once, while `gantry` still owns the field, the current count is applied
-/// under a second manager; dropping it from gantry's apply then leaves the
-/// value in place, and the HPA scales from there.
-async fn hand_over_replicas(ctx: &Context, gs: &GoServer, name: &str) -> Result<()> {
-    let api = namespaced::<Deployment>(ctx, gs)?;
-    let Some(live) = api
+/// A revision read back from its `ControllerRevision`, to put it back in
+/// force after a rollback.
+async fn stored_revision(ctx: &Context, gs: &GoServer, name: &str) -> Result<Revision> {
+    let record = namespaced::<ControllerRevision>(ctx, gs)?
         .get_opt(name)
         .await
-        .map_err(|e| Error::kube(format!("get Deployment {name}"), e))?
-    else {
-        return Ok(());
+        .map_err(|e| Error::kube(format!("get ControllerRevision {name}"), e))?
+        .ok_or_else(|| Error::RevisionMissing {
+            name: name.to_owned(),
+        })?;
+    Revision::from_controller_revision(&record)
+}
+
+/// Runs every metric's query once, all at the same time.
+async fn measure(ctx: &Context, gs: &GoServer, revision: &str) -> Vec<rollout::Measurement> {
+    let Some(spec) = rollout::spec(gs) else {
+        return Vec::new();
     };
-    let Some(replicas) = live.spec.as_ref().and_then(|s| s.replicas) else {
-        return Ok(());
-    };
-    if !owns_replicas(&live, FIELD_MANAGER) {
-        return Ok(());
-    }
-    let handover = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {"replicas": replicas},
-    });
-    api.patch(
-        name,
-        &PatchParams::apply(REPLICAS_HANDOVER_MANAGER).force(),
-        &Patch::Apply(&handover),
+    let url = spec.prometheus.as_ref().map(|p| p.url.as_str());
+    let timeout = rollout::query_timeout(spec);
+    let queries = rollout::queries(gs, revision, spec);
+    let results = futures::future::join_all(
+        queries
+            .iter()
+            .map(|query| ctx.prometheus.query(url, query, timeout)),
     )
-    .await
-    .map_err(|e| Error::from_write("Deployment", name, e))?;
-    info!(child = %name, replicas, "replicas handed over to autoscaling");
-    Ok(())
-}
-
-/// Whether `manager` holds `spec.replicas` of `deployment` through apply.
-fn owns_replicas(deployment: &Deployment, manager: &str) -> bool {
-    deployment
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter(|entry| {
-            entry.manager.as_deref() == Some(manager) && entry.operation.as_deref() == Some("Apply")
-        })
-        .filter_map(|entry| entry.fields_v1.as_ref())
-        .any(|fields| fields.0.pointer("/f:spec/f:replicas").is_some())
-}
-
-async fn apply_child<K>(ctx: &Context, gs: &GoServer, desired: &K) -> Result<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::Serialize
-        + serde::de::DeserializeOwned,
-{
-    let api = namespaced::<K>(ctx, gs)?;
-    let (live, outcome) = apply::apply(&api, desired).await?;
-    let kind = K::kind(&());
-    let name = desired.name_any();
-    match outcome {
-        Outcome::Unchanged => debug!(%kind, child = %name, "child up to date"),
-        Outcome::Created | Outcome::Updated => {
-            let reason = if outcome == Outcome::Created {
-                "Created"
-            } else {
-                "Updated"
-            };
-            info!(%kind, child = %name, action = reason, "child applied");
-            publish(
-                ctx,
-                gs,
-                EventType::Normal,
-                reason,
-                "Apply",
-                format!("{reason} {kind} {name}"),
-                Some(desired.object_ref(&())),
-            )
-            .await;
+    .await;
+    for (metric, result) in spec.metrics.iter().zip(&results) {
+        match result {
+            Ok(value) => debug!(metric = %metric.name, value = ?value, "measured"),
+            Err(err) => warn!(metric = %metric.name, error = %err, "measurement failed"),
         }
     }
-    Ok(live)
+    results
 }
 
-async fn prune<K>(ctx: &Context, gs: &GoServer, name: &str) -> Result<()>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned,
-{
-    let uid = gs
-        .metadata
-        .uid
-        .as_deref()
-        .ok_or(Error::MissingObjectKey("uid"))?;
-    let api = namespaced::<K>(ctx, gs)?;
-    if apply::delete_owned(&api, name, uid).await? {
-        let kind = K::kind(&());
-        info!(%kind, child = %name, action = "Deleted", "child no longer wanted, deleted");
-        publish(
-            ctx,
-            gs,
-            EventType::Normal,
-            "Deleted",
-            "Prune",
-            format!("Deleted {kind} {name}"),
-            Some(ObjectReference {
-                api_version: Some(K::api_version(&()).into_owned()),
-                kind: Some(kind.into_owned()),
-                name: Some(name.to_owned()),
-                namespace: gs.metadata.namespace.clone(),
-                ..ObjectReference::default()
-            }),
-        )
-        .await;
+/// An Event and the webhook for a verification decision. The webhook runs
+/// in a task of its own: a slow receiver never holds a reconcile.
+async fn tell(ctx: &Context, gs: &GoServer, decided: &rollout::Decided) {
+    let type_ = if decided.event == rollout::DecisionKind::Verified {
+        EventType::Normal
+    } else {
+        EventType::Warning
+    };
+    info!(decision = decided.event.as_str(), revision = %decided.revision, "{}", decided.message);
+    publish(
+        ctx,
+        gs,
+        type_,
+        decided.event.as_str(),
+        "Verify",
+        decided.message.clone(),
+        None,
+    )
+    .await;
+    let Some(url) = rollout::spec(gs)
+        .and_then(|v| v.webhook.as_ref())
+        .map(|w| w.url.clone())
+    else {
+        return;
+    };
+    let payload = webhook::Payload::new(gs.name_any(), gs.namespace().unwrap_or_default(), decided);
+    let sender = ctx.webhook.clone();
+    let recorder = ctx.recorder.clone();
+    let reference = gs.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(err) = sender.send(&url, &payload).await {
+            warn!(error = %err, "the verification webhook failed");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "WebhookFailed".to_owned(),
+                note: Some(format!("POST {url}: {err}")),
+                action: "Notify".to_owned(),
+                secondary: None,
+            };
+            if let Err(err) = recorder.publish(&event, &reference).await {
+                warn!(error = %err, "could not publish an Event");
+            }
+        }
+    });
+}
+
+/// Now, to the second: condition and status times are stored in seconds,
+/// so a finer time would make every status differ from the stored one.
+fn now() -> Time {
+    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()))
+}
+
+/// The Deployment of `gs` as the cache has it, or from the apiserver when
+/// the cache does not.
+async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deployment>> {
+    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    if let Some(cached) = cache::get(&ctx.caches.deployments, &ns, &gs.name_any()) {
+        return Ok(Some((*cached).clone()));
     }
-    Ok(())
+    namespaced::<Deployment>(ctx, gs)?
+        .get_opt(&gs.name_any())
+        .await
+        .map_err(|e| Error::kube("get Deployment", e))
+}
+
+/// A Normal Event on the `GoServer` for one write of the applier.
+async fn publish_change(ctx: &Context, gs: &GoServer, change: &Change) {
+    let action = if change.action == crate::apply::Action::Deleted {
+        "Prune"
+    } else {
+        "Apply"
+    };
+    publish(
+        ctx,
+        gs,
+        EventType::Normal,
+        change.action.as_str(),
+        action,
+        change.describe(),
+        Some(change.child.clone()),
+    )
+    .await;
 }
 
 /// Writes the status when it differs from the stored one. Returns whether
 /// it wrote.
 async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> Result<bool> {
-    let now = Time(
-        Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()),
-    );
-    let new = status::compute(gs, observed, &now);
+    let new = status::compute(gs, observed, &now());
     if gs.status.as_ref() == Some(&new) {
         return Ok(false);
     }
@@ -533,34 +593,6 @@ async fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn deployment_managed_by(entries: &serde_json::Value) -> Deployment {
-        serde_json::from_value(json!({"metadata": {"name": "web", "managedFields": entries}}))
-            .unwrap()
-    }
-
-    #[test]
-    fn replicas_ownership_is_read_from_apply_entries_only() {
-        let applied = deployment_managed_by(&json!([
-            {"manager": "gantry", "operation": "Apply",
-             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
-        ]));
-        assert!(owns_replicas(&applied, "gantry"));
-        assert!(!owns_replicas(&applied, "kube-controller-manager"));
-
-        // After the handover gantry's apply no longer lists the field, and
-        // an Update by the HPA's controller does not count as gantry's.
-        let handed_over = deployment_managed_by(&json!([
-            {"manager": "gantry", "operation": "Apply",
-             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
-            {"manager": "gantry", "operation": "Update",
-             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
-            {"manager": REPLICAS_HANDOVER_MANAGER, "operation": "Apply",
-             "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
-        ]));
-        assert!(!owns_replicas(&handed_over, "gantry"));
-        assert!(owns_replicas(&handed_over, REPLICAS_HANDOVER_MANAGER));
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap() {

@@ -14,7 +14,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -31,6 +31,11 @@ const ENV_NAME_PATTERN: &str = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$";
 const DATA_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An absolute path: probes, ingress paths and mount points.
 const ABSOLUTE_PATH_PATTERN: &str = r"^/";
+/// A duration in Go's notation, as Kubernetes writes them: `30s`, `5m`,
+/// `1h30m`, `250ms`. Parsed by [`crate::rollout::duration`].
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A metric name: lower-case words joined by `-` or `_`.
+const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
 
 /// Desired state of a Gantry-managed HTTP server.
 ///
@@ -50,6 +55,8 @@ const ABSOLUTE_PATH_PATTERN: &str = r"^/";
     status = "GoServerStatus",
     derive = "PartialEq",
     doc = "A GoServer deploys one HTTP server: Deployment, Service, ConfigMap, optional Ingress and HPA.",
+    // The revision label `<name>-<10 hex>` must fit a label value (63).
+    validation = Rule::new("self.metadata.name.size() <= 52").message("a GoServer name has at most 52 characters, so that its revision names fit a label value").field_path(".metadata.name"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -60,6 +67,12 @@ const ABSOLUTE_PATH_PATTERN: &str = r"^/";
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
         description = "Whether every replica of the current revision is ready"
+    ),
+    printcolumn(
+        name = "Verified",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Verified")].status"#,
+        description = "Whether the revision in force passed its verification"
     ),
     printcolumn(
         name = "Replicas",
@@ -77,7 +90,7 @@ const ABSOLUTE_PATH_PATTERN: &str = r"^/";
         name = "Revision",
         type_ = "string",
         json_path = ".status.revision",
-        description = "Hash of the pod template in force"
+        description = "The revision in force: pod template and config"
     ),
     printcolumn(
         name = "Age",
@@ -539,10 +552,155 @@ pub struct RolloutSpec {
     /// Pods that may be unavailable during a rollout (number or percentage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_unavailable: Option<IntOrString>,
-    /// Old `ReplicaSets` kept for `kubectl rollout undo`.
+    /// Old revisions kept: the Deployment's old `ReplicaSets` and the
+    /// `ControllerRevisions` recording each revision (default 10). The
+    /// revision in force and the last verified one are never pruned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub revision_history_limit: Option<i32>,
+    /// Judge every new revision by its own metrics in Prometheus, and roll a
+    /// bad one back to the last revision that passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationSpec>,
+}
+
+/// How a new revision is verified. A revision is measured for `window`
+/// after it is fully available and `warmup` has passed: every `interval`,
+/// each metric's query is run once and its value checked against `min` and
+/// `max`. It passes when every metric has at least `minSamples` valid
+/// measurements and no more than `failureLimit` failed ones; one failure
+/// more fails it at once. Too few samples never pass: the revision then
+/// stays unverified (reason `NoData`) and is measured on.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationSpec {
+    /// The Prometheus to ask. Default: the operator's `--prometheus-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSpec>,
+    /// Wait after the revision is fully available before the first
+    /// measurement, so start-up effects are not judged.
+    #[serde(default = "default_warmup")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub warmup: String,
+    /// Time between two measurements of a metric.
+    #[serde(default = "default_interval")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub interval: String,
+    /// How long a revision is measured before it is judged.
+    #[serde(default = "default_window")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub window: String,
+    /// Valid measurements each metric needs to pass.
+    #[serde(default = "default_min_samples")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_samples: i32,
+    /// Failed measurements tolerated per metric; one more fails the revision.
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub failure_limit: i32,
+    /// Put the last verified revision back when a revision fails. Without it
+    /// a failed revision stays and the `GoServer` is `Degraded`.
+    #[serde(default = "default_true")]
+    pub auto_rollback: bool,
+    /// Keep measuring a revision this long after it passed; a failure then
+    /// still rolls it back. It counts as verified only afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub post_verification: Option<String>,
+    /// Told of every decision (`Verified`, `Failed`, `RolledBack`) by a POST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+    /// The measurements. Names must be unique.
+    #[schemars(length(min = 1, max = 16))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub metrics: Vec<MetricSpec>,
+}
+
+fn default_warmup() -> String {
+    "30s".to_owned()
+}
+
+fn default_interval() -> String {
+    "30s".to_owned()
+}
+
+fn default_window() -> String {
+    "5m".to_owned()
+}
+
+fn default_min_samples() -> i32 {
+    3
+}
+
+fn default_failure_limit() -> i32 {
+    1
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Where Prometheus answers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSpec {
+    /// Base URL of the Prometheus HTTP API, for example
+    /// `http://prometheus.monitoring:9090`. The operator's bearer token is
+    /// never sent here, only to its own `--prometheus-url`.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// How long one query may take.
+    #[serde(default = "default_query_timeout")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub timeout: String,
+}
+
+fn default_query_timeout() -> String {
+    "10s".to_owned()
+}
+
+/// A receiver of verification decisions.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct WebhookSpec {
+    /// URL to POST to.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub url: String,
+}
+
+/// One PromQL measurement with its bounds.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.max)").message("a metric needs min or max"))]
+#[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not exceed max").field_path(".min"))]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSpec {
+    /// Name shown in status, Events and the webhook.
+    #[schemars(length(min = 1, max = 63), regex(pattern = METRIC_NAME_PATTERN))]
+    pub name: String,
+    /// A PromQL query returning one value. `${name}`, `${namespace}`,
+    /// `${revision}`, `${interval}` and `${window}` are replaced first.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Lowest value that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Highest value that passes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The verdict for an empty result or `NaN`: no traffic is not failure.
+    #[serde(default)]
+    pub no_data: NoDataPolicy,
+}
+
+/// What a measurement without data counts as.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum NoDataPolicy {
+    /// Neither passed nor failed; it does not count toward `minSamples`.
+    #[default]
+    Inconclusive,
+    /// A failed measurement.
+    Fail,
+    /// A passed (and valid) measurement.
+    Pass,
 }
 
 /// Observed state, written by the operator only.
@@ -552,7 +710,8 @@ pub struct GoServerStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Available`, `Progressing` and `Degraded`.
+    /// `Ready`, `Available`, `Progressing`, `Degraded`, and `Verified` when
+    /// `rollout.verification` is set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// Pods of any revision.
@@ -573,9 +732,111 @@ pub struct GoServerStatus {
     /// Where the server is reachable through its Ingress (`https` with TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// `<name>-<hash>` of the pod template in force.
+    /// `<name>-<10 hex>` of the pod template and config in force: the one
+    /// under test while verifying, the restored one after a rollback. Pods
+    /// carry it as the label `gantry.dev/revision`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<String>,
+    /// The last revision that passed verification (with no verification
+    /// configured: the last one that became available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_revision: Option<String>,
+    /// A revision that failed and was rolled back. While the spec still
+    /// yields it, `lastGoodRevision` stays in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_revision: Option<String>,
+    /// Progress of the verification of the newest revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<VerificationStatus>,
+    /// Revisions deployed, newest first, at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<HistoryEntry>,
+}
+
+/// Where the verification of one revision stands; an operator restart
+/// resumes from here.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct VerificationStatus {
+    /// The revision measured.
+    pub revision: String,
+    /// `Pending` (not yet fully available), `Measuring`, `PostVerification`,
+    /// `Passed` or `Failed`.
+    pub phase: VerificationPhase,
+    /// When this verification began (the revision came into force).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the revision was first fully available; the warm-up and the
+    /// window count from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at: Option<Time>,
+    /// When the metrics were last asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_measured_at: Option<Time>,
+    /// The reason of the `Verified` condition: `Pending`, `Measuring`,
+    /// `NoData`, `PrometheusUnavailable`, `Passed` or `Failed`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Why the phase is what it is (the failing metric, value and bound).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// Counts per metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStatus>,
+}
+
+/// Phases of a verification.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VerificationPhase {
+    #[default]
+    Pending,
+    Measuring,
+    PostVerification,
+    Passed,
+    Failed,
+}
+
+/// Measurements of one metric for one revision.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricStatus {
+    pub name: String,
+    pub passed: i32,
+    pub failed: i32,
+    pub inconclusive: i32,
+    /// The last value measured; absent when there was no data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_value: Option<f64>,
+}
+
+/// One revision in the history.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryEntry {
+    pub revision: String,
+    pub image: String,
+    pub deployed_at: Time,
+    pub verdict: Verdict,
+    /// The last value of each metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricValue>,
+}
+
+/// What became of a revision.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Unverified,
+    Passed,
+    Failed,
+    RolledBack,
+}
+
+/// A metric's last value.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct MetricValue {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<f64>,
 }
 
 /// The CRD as YAML, as written to `crds/goservers.gantry.dev.yaml`.

@@ -35,6 +35,12 @@ pub enum Error {
         source: Box<kube::Error>,
     },
 
+    /// The revision to restore has no `ControllerRevision` any more.
+    #[error(
+        "cannot restore revision {name}: its ControllerRevision is gone; change the spec to deploy a new revision"
+    )]
+    RevisionMissing { name: String },
+
     /// The `GoServer` lacks a field every stored object has (name, namespace, uid).
     #[error("the GoServer has no metadata.{0}")]
     MissingObjectKey(&'static str),
@@ -72,6 +78,7 @@ impl Error {
             Self::InvalidSpec { .. } => "invalid_spec",
             Self::ChildRejected { .. } => "child_rejected",
             Self::Kube { .. } => "kube_api",
+            Self::RevisionMissing { .. } => "revision_missing",
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Serialize { .. } => "serialize",
             Self::Http { .. } => "http",
@@ -86,6 +93,7 @@ impl Error {
             Self::InvalidSpec { .. } => "InvalidSpec",
             Self::ChildRejected { .. } => "ChildRejected",
             Self::Kube { .. } => "ApiError",
+            Self::RevisionMissing { .. } => "RevisionMissing",
             Self::MissingObjectKey(_) => "MissingObjectKey",
             Self::Serialize { .. } => "SerializeError",
             Self::Http { .. } => "HttpError",
@@ -99,6 +107,7 @@ impl Error {
             Self::SecretNotFound { .. }
             | Self::InvalidSpec { .. }
             | Self::ChildRejected { .. }
+            | Self::RevisionMissing { .. }
             | Self::MissingObjectKey(_)
             | Self::Serialize { .. }
             | Self::Http { .. }

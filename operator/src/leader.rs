@@ -125,16 +125,15 @@ fn seconds(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
 }
 
-/// The identity written into the Lease: the pod's name (`POD_NAME`, from
-/// the downward API) or, outside a cluster, the host name and process id,
-/// so two processes on one machine differ.
-pub fn default_identity() -> String {
-    if let Some(name) = std::env::var("POD_NAME").ok().filter(|n| !n.is_empty()) {
-        return name;
+/// The identity written into the Lease: the pod's name (from the downward
+/// API) or, outside a cluster, the host name and process id, so two
+/// processes on one machine differ.
+pub fn identity(pod_name: Option<&str>) -> String {
+    if let Some(name) = pod_name.filter(|n| !n.is_empty()) {
+        return name.to_owned();
     }
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "gantry-operator".to_owned());

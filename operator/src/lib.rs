@@ -3,8 +3,12 @@
 //!
 //! - [`crd`]: the resource types, the one source of the CRD schema.
 //! - [`build`]: pure functions from a `GoServer` to its desired children.
-//! - [`apply`]: server-side apply that writes only what differs.
-//! - [`controller`]: fetch, validate, build, apply, prune, report.
+//! - [`cache`]: reflector stores of the children, fed by the controller's watches.
+//! - [`apply`]: the applier: server-side apply of what differs from the
+//!   caches, the replica handover, pruning; reports each change.
+//! - [`controller`]: fetch, validate, build, apply, report.
+//! - [`client`]: the kube client, with every request counted.
+//! - [`rollout`]: verification of each revision against Prometheus, rollback.
 //! - [`status`]: conditions and counters from the observed Deployment.
 //! - [`telemetry`]: JSON logs with the reconcile's object and id.
 //! - [`metrics`], [`http`]: Prometheus metrics, `/healthz`, `/readyz`.
@@ -13,6 +17,8 @@
 
 pub mod apply;
 pub mod build;
+pub mod cache;
+pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod error;
@@ -20,14 +26,14 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod reference;
+pub mod rollout;
 pub mod status;
 pub mod telemetry;
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use kube::Client;
-use kube::config::{Config, KubeConfigOptions, Kubeconfig};
+use kube::config::Config;
 use tracing::{info, warn};
 
 pub use error::{Error, Result};
@@ -44,6 +50,16 @@ pub struct RunOptions {
     pub http_address: Option<String>,
     /// Write only while holding this Lease; `None`: always write.
     pub leader_election: Option<LeaderElection>,
+    /// Names this replica in the Events it records (the pod's name).
+    pub instance: Option<String>,
+    /// `GoServers` reconciled at once; 0 means no limit.
+    pub concurrency: u16,
+    /// The default Prometheus of rollout verification.
+    pub prometheus_url: Option<String>,
+    /// A bearer token file sent to `prometheus_url` (and nowhere else).
+    pub prometheus_token_file: Option<PathBuf>,
+    /// The key file that signs verification webhook calls.
+    pub webhook_signing_key_file: Option<PathBuf>,
 }
 
 /// Which Lease decides the leader, and who this process is.
@@ -61,8 +77,13 @@ pub struct LeaderElection {
 /// process exits non-zero) when leadership is lost: the controller's
 /// caches and queues belong to a term that is over, and a restart, which
 /// the Deployment does, is the simplest way to start clean as a standby.
-pub async fn run(client: Client, options: RunOptions) -> Result<()> {
+pub async fn run(config: Config, options: RunOptions) -> Result<()> {
+    // reqwest (Prometheus, webhooks) takes rustls' process-wide provider;
+    // the kube client brings its own. A second install is refused, which
+    // is fine: one is in place.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
+    let client = client::counted(config, &metrics).map_err(|e| Error::kube("build a client", e))?;
     let health = Arc::new(Health::default());
     if let Some(address) = options.http_address.as_deref() {
         http::serve(
@@ -74,10 +95,17 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
         )
         .await?;
     }
-    let namespace = options.namespace.as_deref();
+    let settings = controller::Settings {
+        namespace: options.namespace,
+        instance: options.instance,
+        concurrency: options.concurrency,
+        prometheus_url: options.prometheus_url,
+        prometheus_token_file: options.prometheus_token_file,
+        webhook_signing_key_file: options.webhook_signing_key_file,
+    };
     let Some(election) = options.leader_election else {
         metrics.set_leader(true);
-        controller::run(client, namespace, metrics, health).await;
+        controller::run(client, settings, metrics, health).await;
         return Ok(());
     };
     let elector = leader::Elector::new(
@@ -107,7 +135,7 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
     info!(identity = elector.identity(), "leading");
     metrics.set_leader(true);
     let outcome = tokio::select! {
-        () = controller::run(client, namespace, Arc::clone(&metrics), health) => Ok(()),
+        () = controller::run(client, settings, Arc::clone(&metrics), health) => Ok(()),
         lost = elector.keep_renewing() => Err(lost),
     };
     metrics.set_leader(false);
@@ -140,23 +168,4 @@ async fn shutdown_signal() {
         Ok(()) = tokio::signal::ctrl_c() => {}
         () = term => {}
     }
-}
-
-/// A client from `kubeconfig` (or the usual places when `None`), using
-/// `context` instead of the current context when given.
-pub async fn client(kubeconfig: Option<&Path>, context: Option<String>) -> anyhow::Result<Client> {
-    let options = KubeConfigOptions {
-        context,
-        ..KubeConfigOptions::default()
-    };
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = Kubeconfig::read_from(path)
-                .map_err(|e| anyhow::anyhow!("reading kubeconfig {}: {e}", path.display()))?;
-            Config::from_custom_kubeconfig(file, &options).await?
-        }
-        None if options.context.is_some() => Config::from_kubeconfig(&options).await?,
-        None => Config::infer().await?,
-    };
-    Ok(Client::try_from(config)?)
 }

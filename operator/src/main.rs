@@ -52,13 +52,14 @@ struct Cli {
     log_format: LogFormat,
 
     /// Address of the HTTP port serving /healthz, /readyz and /metrics.
-    /// Loopback by default; in a pod use 0.0.0.0:8080 (the chart does).
+    /// Loopback by default, on 8081 so that it does not collide with a
+    /// server on 8080 beside it; in a pod use 0.0.0.0:<port> (the chart does).
     /// Port 0 picks a free port (logged); an empty value disables the port.
     #[arg(
         long,
         global = true,
         env = "GANTRY_HTTP_ADDRESS",
-        default_value = "127.0.0.1:8080",
+        default_value = "127.0.0.1:8081",
         value_name = "HOST:PORT"
     )]
     http_address: String,
@@ -81,6 +82,48 @@ struct Cli {
         value_name = "NAME"
     )]
     leader_election_id: String,
+
+    /// This replica's name: the leader-election identity and the instance
+    /// in Events. The chart sets it from the downward API; without it the
+    /// host name and process id are used.
+    #[arg(long, global = true, env = "POD_NAME", value_name = "NAME")]
+    pod_name: Option<String>,
+
+    /// `GoServers` reconciled at the same time (0: no limit). Reconciles of
+    /// one `GoServer` never overlap.
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_CONCURRENCY",
+        default_value_t = 8,
+        value_name = "N"
+    )]
+    concurrency: u16,
+
+    /// Prometheus that rollout verification asks when a GoServer names
+    /// none (`spec.rollout.verification.prometheus.url`).
+    #[arg(long, global = true, env = "GANTRY_PROMETHEUS_URL", value_name = "URL")]
+    prometheus_url: Option<String>,
+
+    /// File holding a bearer token for --prometheus-url. It is read at every
+    /// query and sent to that URL only, never to one a GoServer names.
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_PROMETHEUS_TOKEN_FILE",
+        value_name = "PATH"
+    )]
+    prometheus_token_file: Option<PathBuf>,
+
+    /// File holding the key that signs verification webhook calls
+    /// (HMAC-SHA256 in the `X-Gantry-Signature` header).
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_WEBHOOK_SIGNING_KEY_FILE",
+        value_name = "PATH"
+    )]
+    webhook_signing_key_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -125,6 +168,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let pod_name = cli.pod_name.clone().filter(|n| !n.is_empty());
     let leader_election = if cli.leader_elect {
         let namespace = cli.leader_election_namespace.clone().ok_or_else(|| {
             anyhow::anyhow!("--leader-elect needs --leader-election-namespace or $POD_NAMESPACE")
@@ -132,7 +176,7 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         Some(LeaderElection {
             namespace,
             name: cli.leader_election_id.clone(),
-            identity: gantry_operator::leader::default_identity(),
+            identity: gantry_operator::leader::identity(pod_name.as_deref()),
         })
     } else {
         None
@@ -141,11 +185,16 @@ fn run(cli: &Cli) -> anyhow::Result<()> {
         namespace: cli.namespace.clone(),
         http_address: Some(cli.http_address.clone()).filter(|a| !a.is_empty()),
         leader_election,
+        instance: pod_name,
+        concurrency: cli.concurrency,
+        prometheus_url: cli.prometheus_url.clone().filter(|u| !u.is_empty()),
+        prometheus_token_file: cli.prometheus_token_file.clone(),
+        webhook_signing_key_file: cli.webhook_signing_key_file.clone(),
     };
     runtime.block_on(async {
-        let client =
-            gantry_operator::client(cli.kubeconfig.as_deref(), cli.context.clone()).await?;
-        gantry_operator::run(client, options).await?;
+        let config =
+            gantry_operator::client::config(cli.kubeconfig.as_deref(), cli.context.clone()).await?;
+        gantry_operator::run(config, options).await?;
         Ok(())
     })
 }

@@ -23,6 +23,16 @@ struct CategoryLabels {
     category: &'static str,
 }
 
+/// One request to the apiserver, as [`crate::client`] classifies it. The
+/// kind is a resource's plural (`deployments`, `goservers/status`), a
+/// short fixed set: the operator only talks about the kinds it manages.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: &'static str,
+    pub kind: String,
+    pub verb: &'static str,
+}
+
 /// The registry and the handles the controller and the elector update.
 pub struct Metrics {
     registry: Registry,
@@ -30,6 +40,7 @@ pub struct Metrics {
     errors: Family<CategoryLabels, Counter>,
     duration: Histogram,
     leader: Gauge,
+    requests: Family<RequestLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -76,12 +87,19 @@ impl Metrics {
             "1 while this process holds the leader Lease (or runs without leader election)",
             leader.clone(),
         );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "gantry_kubernetes_requests",
+            "Requests the operator sent to the Kubernetes apiserver, by HTTP method, resource and verb",
+            requests.clone(),
+        );
         Self {
             registry,
             reconciles,
             errors,
             duration,
             leader,
+            requests,
         }
     }
 
@@ -106,6 +124,11 @@ impl Metrics {
     /// Whether this process is the one that writes.
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
+    }
+
+    /// Counts one request to the apiserver.
+    pub fn requested(&self, labels: &RequestLabels) {
+        self.requests.get_or_create(labels).inc();
     }
 
     /// The `OpenMetrics` text exposition, which Prometheus scrapes natively.

@@ -10,22 +10,36 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build;
-use crate::crd::{GoServer, GoServerStatus};
+use crate::crd::{GoServer, GoServerStatus, VerificationPhase};
 use crate::error::Error;
+use crate::rollout::Decision;
 
 pub const READY: &str = "Ready";
 pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
+pub const VERIFIED: &str = "Verified";
 
 /// Inputs of a status besides the `GoServer` itself.
 pub struct Observed<'a> {
     /// The Deployment as the apiserver has it now, if it exists.
     pub deployment: Option<&'a Deployment>,
-    /// Revision of the desired pod template; `None` when it could not be built.
-    pub revision: Option<String>,
+    /// The rollout state decided this reconcile; `None` when the reconcile
+    /// stopped before (the stored one is kept).
+    pub rollout: Option<&'a Decision>,
     /// A permanent error that stopped this reconcile.
     pub error: Option<&'a Error>,
+}
+
+/// Whether every replica of `deployment` runs its current template and is
+/// available: `kubectl rollout status`'s test.
+pub fn rollout_complete(deployment: &Deployment) -> bool {
+    Rollout::of(deployment).complete()
+}
+
+/// Whether the Deployment gave up on its progress deadline.
+pub fn deadline_exceeded(deployment: &Deployment) -> bool {
+    Rollout::of(deployment).deadline_exceeded
 }
 
 /// Rollout facts read from a Deployment.
@@ -104,13 +118,77 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
     let generation = gs.metadata.generation;
     let name = gs.metadata.name.as_deref().unwrap_or_default();
     let rollout = observed.deployment.map(Rollout::of);
+    // On an early error the rollout state stays as stored.
+    let (revision, last_good_revision, failed_revision, verification, history) =
+        match observed.rollout {
+            Some(d) => (
+                Some(d.revision.clone()),
+                d.last_good_revision.clone(),
+                d.failed_revision.clone(),
+                d.verification.clone(),
+                d.history.clone(),
+            ),
+            None => (
+                old.revision.clone(),
+                old.last_good_revision.clone(),
+                old.failed_revision.clone(),
+                old.verification.clone(),
+                old.history.clone(),
+            ),
+        };
+    let verification_set = gs
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.verification.is_some());
+    let verified = verification.as_ref().filter(|_| verification_set).map(|v| {
+        let status = match v.phase {
+            VerificationPhase::Passed => "True",
+            VerificationPhase::Failed => "False",
+            _ => "Unknown",
+        };
+        let message = if v.message.is_empty() {
+            format!("revision {}", v.revision)
+        } else {
+            format!("revision {}: {}", v.revision, v.message)
+        };
+        Verdict::new(VERIFIED, status, &v.reason, message)
+    });
+    let rolled_back = failed_revision.as_ref().map(|failed| {
+        let why = verification
+            .as_ref()
+            .filter(|v| &v.revision == failed)
+            .map(|v| v.message.clone())
+            .unwrap_or_default();
+        format!(
+            "revision {failed} failed verification ({why}); {} is back in force",
+            revision.as_deref().unwrap_or("the last verified revision")
+        )
+    });
+    let failed_here = verification.as_ref().filter(|v| {
+        verification_set
+            && v.phase == VerificationPhase::Failed
+            && revision.as_deref() == Some(v.revision.as_str())
+    });
 
-    let verdicts = [
+    let mut verdicts = vec![
         ready(observed, rollout.as_ref()),
         available(observed.deployment),
-        progressing(observed, rollout.as_ref()),
-        degraded(observed, rollout.as_ref()),
+        progressing(revision.as_deref(), rollout.as_ref()),
+        match (observed.error, &rolled_back, failed_here) {
+            (None, Some(message), _) => {
+                Verdict::new(DEGRADED, "True", "RolledBack", message.clone())
+            }
+            (None, None, Some(v)) => Verdict::new(
+                DEGRADED,
+                "True",
+                "VerificationFailed",
+                format!("revision {} failed verification: {}", v.revision, v.message),
+            ),
+            _ => degraded(observed, rollout.as_ref()),
+        },
     ];
+    verdicts.extend(verified);
     let conditions = verdicts
         .into_iter()
         .map(|v| {
@@ -141,8 +219,11 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
             .map(|r| format!("{}/{}", r.ready, r.desired)),
         selector: Some(build::selector_string(name)),
         url: build::url(gs),
-        // On an error the revision in force is the one last reported.
-        revision: observed.revision.clone().or(old.revision),
+        revision,
+        last_good_revision,
+        failed_revision,
+        verification,
+        history,
     }
 }
 
@@ -206,7 +287,7 @@ fn available(deployment: Option<&Deployment>) -> Verdict {
 }
 
 /// True while a rollout is under way.
-fn progressing(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
+fn progressing(revision: Option<&str>, rollout: Option<&Rollout>) -> Verdict {
     match rollout {
         Some(r) if r.deadline_exceeded => Verdict::new(
             PROGRESSING,
@@ -218,10 +299,7 @@ fn progressing(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
             PROGRESSING,
             "False",
             "RolloutComplete",
-            format!(
-                "revision {} is rolled out",
-                observed.revision.as_deref().unwrap_or("unknown")
-            ),
+            format!("revision {} is rolled out", revision.unwrap_or("unknown")),
         ),
         Some(r) => Verdict::new(
             PROGRESSING,
@@ -280,6 +358,13 @@ mod tests {
         .unwrap()
     }
 
+    fn decision(revision: &str) -> Decision {
+        Decision {
+            revision: revision.to_owned(),
+            ..Decision::default()
+        }
+    }
+
     fn done() -> Deployment {
         deployment(json!({
             "observedGeneration": 2, "replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
@@ -293,9 +378,10 @@ mod tests {
             json!({"image": "h", "ingress": {"host": "a.example.com", "tls": {"secretName": "t"}}}),
         );
         let dep = done();
+        let rollout = decision("hello-abc");
         let observed = Observed {
             deployment: Some(&dep),
-            revision: Some("hello-abc".to_owned()),
+            rollout: Some(&rollout),
             error: None,
         };
         let status = compute(&gs, &observed, &time(100));
@@ -329,9 +415,10 @@ mod tests {
     fn unchanged_conditions_keep_their_transition_time() {
         let mut gs = goserver(json!({"image": "h"}));
         let dep = done();
+        let rollout = decision("hello-abc");
         let observed = Observed {
             deployment: Some(&dep),
-            revision: Some("hello-abc".to_owned()),
+            rollout: Some(&rollout),
             error: None,
         };
         let first = compute(&gs, &observed, &time(100));
@@ -346,9 +433,10 @@ mod tests {
         let dep = deployment(
             json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 1}),
         );
+        let rollout = decision("hello-new");
         let observed = Observed {
             deployment: Some(&dep),
-            revision: Some("hello-new".to_owned()),
+            rollout: Some(&rollout),
             error: None,
         };
         let status = compute(&gs, &observed, &time(1));
@@ -374,7 +462,7 @@ mod tests {
         };
         let observed = Observed {
             deployment: None,
-            revision: None,
+            rollout: None,
             error: Some(&err),
         };
         let status = compute(&gs, &observed, &time(1));
@@ -395,7 +483,7 @@ mod tests {
         }));
         let observed = Observed {
             deployment: Some(&dep),
-            revision: None,
+            rollout: None,
             error: None,
         };
         let status = compute(&gs, &observed, &time(1));

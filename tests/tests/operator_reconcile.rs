@@ -666,6 +666,148 @@ async fn an_unchanged_goserver_causes_no_writes() {
     }
 }
 
+/// Requests sent between two readings of the operator's request counter,
+/// without the watches and lists of its caches, which run on their own
+/// schedule and are not a reconcile's doing.
+fn sent_between(
+    before: &BTreeMap<(String, String), u64>,
+    after: &BTreeMap<(String, String), u64>,
+) -> BTreeMap<(String, String), u64> {
+    after
+        .iter()
+        .filter(|((_, verb), _)| verb != "watch" && verb != "list")
+        .filter_map(|(key, n)| {
+            let sent = n - before.get(key).copied().unwrap_or(0);
+            (sent > 0).then(|| (key.clone(), sent))
+        })
+        .collect()
+}
+
+/// Reconciles read children from the caches: a reconcile of an unchanged
+/// GoServer sends nothing but the metadata GET of its referenced Secret,
+/// and a status-only change of its Deployment costs one status patch.
+#[tokio::test(flavor = "multi_thread")]
+async fn steady_reconciles_read_from_the_caches() {
+    let ns = TestNamespace::new("op-cache").await;
+    let operator = Operator::start(&ns).await;
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "cached-db"},
+        "stringData": {"password": "s3cret"},
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let goservers: Api<GoServer> = ns.api();
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "cached"},
+        "spec": {
+            "image": "registry.example.com/cached:1",
+            "replicas": 2,
+            "secrets": [{"name": "cached-db", "env": [{"name": "DB_PASSWORD", "key": "password"}]}],
+            "ingress": {"host": "cached.example.com"},
+            "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
+        },
+    }))
+    .unwrap();
+    goservers.create(&PostParams::default(), &gs).await.unwrap();
+    wait_for(
+        &goservers,
+        "cached",
+        "Ready and Available",
+        DEADLINE,
+        |gs| has_condition(gs, "Ready", "True") && has_condition(gs, "Available", "True"),
+    )
+    .await
+    .unwrap();
+
+    let finished = |op: &Operator| op.count("cached", "reconcile finished");
+    for round in 0..3 {
+        let before = operator.requests();
+        let finished_before = finished(&operator);
+        merge_patch(
+            &goservers,
+            "cached",
+            json!({"metadata": {"annotations": {"e2e/poke": round.to_string()}}}),
+        )
+        .await;
+        wait_until("the poked GoServer to be reconciled", DEADLINE, || {
+            let done = finished(&operator) > finished_before;
+            async move { Ok::<_, String>(done.then_some(())) }
+        })
+        .await
+        .unwrap();
+        // Other events (the HPA controller's status updates) may add
+        // reconciles of their own, so the Secret checks are not counted
+        // exactly; what matters is that nothing else was sent.
+        let sent = sent_between(&before, &operator.requests());
+        let secret_get = ("secrets".to_owned(), "get".to_owned());
+        assert!(
+            sent.contains_key(&secret_get) && sent.keys().all(|k| *k == secret_get),
+            "round {round}: a reconcile sent more than its Secret check: {sent:?}"
+        );
+    }
+
+    // A status-only change of the Deployment, which its controller keeps
+    // (a condition's message): the GoServer mirrors it with one patch.
+    let before = operator.requests();
+    let updates_before = operator.count("cached", "status updated");
+    let finished_before = finished(&operator);
+    ns.api::<Deployment>()
+        .patch_status(
+            "cached",
+            &PatchParams::default(),
+            &Patch::Strategic(json!({"status": {"conditions": [
+                {"type": "Available", "message": "checked by the cache test"},
+            ]}})),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &goservers,
+        "cached",
+        "Available to carry the Deployment's new message",
+        DEADLINE,
+        |gs| {
+            gs.status.as_ref().is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Available" && c.message == "checked by the cache test")
+            })
+        },
+    )
+    .await
+    .unwrap();
+    // The status write is itself an event: wait for the reconcile after it.
+    wait_until("the reconcile after the status write", DEADLINE, || {
+        let done = finished(&operator) >= finished_before + 2;
+        async move { Ok::<_, String>(done.then_some(())) }
+    })
+    .await
+    .unwrap();
+    let sent = sent_between(&before, &operator.requests());
+    let mutating: BTreeMap<_, _> = sent
+        .iter()
+        .filter(|((_, verb), _)| gantry_operator::client::is_mutating(verb))
+        .collect();
+    assert_eq!(
+        mutating,
+        BTreeMap::from([(&("goservers/status".to_owned(), "patch".to_owned()), &1)]),
+        "all requests: {sent:?}"
+    );
+    assert!(
+        sent.keys()
+            .all(|(kind, verb)| kind == "secrets" || gantry_operator::client::is_mutating(verb)),
+        "reads other than the Secret check: {sent:?}"
+    );
+    assert_eq!(
+        operator.count("cached", "status updated"),
+        updates_before + 1
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn missing_secret_degrades_until_it_exists() {
     let ns = TestNamespace::new("op-secret").await;

@@ -23,6 +23,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::revision::{self, Revision};
 use super::{
     Owner, config_map_name, labels, non_empty, non_empty_vec, selector_labels, short_hash,
 };
@@ -40,21 +41,20 @@ const DEFAULT_LIVENESS_PATH: &str = "/healthz";
 const DEFAULT_READINESS_PATH: &str = "/readyz";
 const DEFAULT_STARTUP_PATH: &str = "/healthz";
 
-/// Builds the Deployment and returns it with the revision of its template.
-pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Result<(Deployment, String)> {
+/// Builds the Deployment running the revision `in_force`: its template
+/// with the revision's label and variables put in. Everything outside the
+/// template (replicas, strategy) follows the spec.
+pub(super) fn build(gs: &GoServer, owner: &Owner<'_>, in_force: &Revision) -> Deployment {
     let spec = &gs.spec;
-    let template = pod_template(gs, owner)?;
-    let template_json = serde_json::to_vec(&template).map_err(|source| Error::Serialize {
-        kind: "PodTemplateSpec",
-        source,
-    })?;
-    let revision = format!("{}-{}", owner.name, short_hash(&template_json, 10));
+    let mut template = in_force.data.template.clone();
+    revision::inject(&mut template, &in_force.name, owner.name, &in_force.image());
 
     let strategy = spec.rollout.as_ref().and_then(
         |RolloutSpec {
              max_surge,
              max_unavailable,
              revision_history_limit: _,
+             verification: _,
          }| {
             (max_surge.is_some() || max_unavailable.is_some()).then(|| DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),
@@ -66,7 +66,7 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Result<(Deployment, Str
         },
     );
 
-    let deployment = Deployment {
+    Deployment {
         metadata: owner.meta(owner.name, BTreeMap::new()),
         spec: Some(DeploymentSpec {
             // While an HPA scales the Deployment, leaving `replicas` out of
@@ -86,8 +86,13 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Result<(Deployment, Str
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
-    };
-    Ok((deployment, revision))
+    }
+}
+
+/// The pod template the spec asks for, before the revision's own label and
+/// variables: what a revision is made of.
+pub(super) fn template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
+    pod_template(gs, owner)
 }
 
 fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
@@ -110,7 +115,8 @@ fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
         short_hash(&config_json, 16),
     );
 
-    let (volumes, volume_mounts) = volumes(gs, owner);
+    let config_map = config_map_name(owner.name, &config_data);
+    let (volumes, volume_mounts) = volumes(gs, &config_map);
     let topology_spread_constraints = spec
         .topology_spread_constraints
         .iter()
@@ -133,7 +139,7 @@ fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
             ..ObjectMeta::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container(gs, owner, volume_mounts)],
+            containers: vec![container(gs, &config_map, volume_mounts)],
             volumes: Some(volumes),
             service_account_name: spec.service_account_name.clone(),
             // The server does not talk to the Kubernetes API unless its
@@ -163,7 +169,7 @@ fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
     })
 }
 
-fn container(gs: &GoServer, owner: &Owner<'_>, volume_mounts: Vec<VolumeMount>) -> Container {
+fn container(gs: &GoServer, config_map: &str, volume_mounts: Vec<VolumeMount>) -> Container {
     let spec = &gs.spec;
     let probes = spec.probes.clone().unwrap_or_default();
 
@@ -206,7 +212,7 @@ fn container(gs: &GoServer, owner: &Owner<'_>, volume_mounts: Vec<VolumeMount>) 
         env: non_empty_vec(env),
         env_from: Some(vec![EnvFromSource {
             config_map_ref: Some(ConfigMapEnvSource {
-                name: config_map_name(owner.name),
+                name: config_map.to_owned(),
                 ..ConfigMapEnvSource::default()
             }),
             ..EnvFromSource::default()
@@ -280,7 +286,7 @@ fn probe(given: Option<&GsProbe>, default_path: &str, server_port: i32) -> Probe
     }
 }
 
-fn volumes(gs: &GoServer, owner: &Owner<'_>) -> (Vec<Volume>, Vec<VolumeMount>) {
+fn volumes(gs: &GoServer, config_map: &str) -> (Vec<Volume>, Vec<VolumeMount>) {
     let spec = &gs.spec;
     let mut volumes = vec![Volume {
         name: "tmp".to_owned(),
@@ -296,7 +302,7 @@ fn volumes(gs: &GoServer, owner: &Owner<'_>) -> (Vec<Volume>, Vec<VolumeMount>) 
         volumes.push(Volume {
             name: "config".to_owned(),
             config_map: Some(ConfigMapVolumeSource {
-                name: config_map_name(owner.name),
+                name: config_map.to_owned(),
                 ..ConfigMapVolumeSource::default()
             }),
             ..Volume::default()
@@ -341,8 +347,33 @@ mod tests {
 
     fn deployment(spec: Value) -> (Value, String) {
         let gs = goserver(spec);
-        let (deployment, revision) = build(&gs, &Owner::of(&gs).unwrap()).unwrap();
-        (serde_json::to_value(deployment).unwrap(), revision)
+        let revision = crate::build::spec_revision(&gs).unwrap();
+        let deployment = build(&gs, &Owner::of(&gs).unwrap(), &revision);
+        (serde_json::to_value(deployment).unwrap(), revision.name)
+    }
+
+    /// The pod labels of `revision`.
+    fn pod_labels(revision: &str) -> Value {
+        let mut labels = labels();
+        labels["gantry.dev/revision"] = json!(revision);
+        labels
+    }
+
+    /// The variables every pod of `revision` gets.
+    fn revision_env(revision: &str, version: &str) -> Vec<Value> {
+        vec![
+            json!({"name": "GANTRY_REVISION", "value": revision}),
+            json!({"name": "OTEL_SERVICE_NAME", "value": "hello"}),
+            json!({"name": "OTEL_RESOURCE_ATTRIBUTES", "value": format!("service.version={version},gantry.revision={revision}")}),
+        ]
+    }
+
+    fn config_map(data: &[(&str, &str)]) -> String {
+        let data = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        config_map_name("hello", &data)
     }
 
     fn restricted_container_security() -> Value {
@@ -373,7 +404,7 @@ mod tests {
                     "selector": {"matchLabels": {"app.kubernetes.io/instance": "hello", "app.kubernetes.io/name": "hello"}},
                     "template": {
                         "metadata": {
-                            "labels": labels(),
+                            "labels": pod_labels(&revision),
                             "annotations": {"gantry.dev/config-hash": short_hash(b"{}", 16)},
                         },
                         "spec": {
@@ -383,7 +414,8 @@ mod tests {
                                 "name": "server",
                                 "image": "hello:1",
                                 "ports": [{"name": "http", "containerPort": 8080, "protocol": "TCP"}],
-                                "envFrom": [{"configMapRef": {"name": "hello-config"}}],
+                                "env": revision_env(&revision, "1"),
+                                "envFrom": [{"configMapRef": {"name": config_map(&[])}}],
                                 "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}},
                                 "readinessProbe": {"httpGet": {"path": "/readyz", "port": 8080}},
                                 "securityContext": restricted_container_security(),
@@ -402,7 +434,7 @@ mod tests {
     #[test]
     #[allow(clippy::too_many_lines)] // one literal of the whole expected object
     fn full_deployment() {
-        let (deployment, _) = deployment(json!({
+        let (deployment, revision) = deployment(json!({
             "image": "registry.example.com/hello:1.4.2",
             "imagePullPolicy": "IfNotPresent",
             "imagePullSecrets": ["regcred"],
@@ -435,8 +467,14 @@ mod tests {
             "terminationGracePeriodSeconds": 40,
             "preStopDelaySeconds": 5,
         }));
-        let mut pod_labels = labels();
+        let mut pod_labels = pod_labels(&revision);
         pod_labels["team"] = json!("web");
+        let mut env = vec![
+            json!({"name": "GIN_MODE", "value": "release"}),
+            json!({"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-secret", "key": "password"}}}),
+            json!({"name": "API_TOKENS", "valueFrom": {"secretKeyRef": {"name": "api", "key": "tokens"}}}),
+        ];
+        env.extend(revision_env(&revision, "1.4.2"));
         let selector = json!({"matchLabels": {"app.kubernetes.io/instance": "hello", "app.kubernetes.io/name": "hello"}});
         assert_eq!(
             deployment["spec"],
@@ -476,12 +514,8 @@ mod tests {
                             "command": ["/hello"],
                             "args": ["--verbose"],
                             "ports": [{"name": "http", "containerPort": 9000, "protocol": "TCP"}],
-                            "env": [
-                                {"name": "GIN_MODE", "value": "release"},
-                                {"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db-secret", "key": "password"}}},
-                                {"name": "API_TOKENS", "valueFrom": {"secretKeyRef": {"name": "api", "key": "tokens"}}},
-                            ],
-                            "envFrom": [{"configMapRef": {"name": "hello-config"}}],
+                            "env": env,
+                            "envFrom": [{"configMapRef": {"name": config_map(&[("LOG_LEVEL", "info")])}}],
                             "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
                             "livenessProbe": {"httpGet": {"path": "/live", "port": 9000}, "periodSeconds": 10, "failureThreshold": 3},
                             "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9000}, "initialDelaySeconds": 1, "timeoutSeconds": 2, "successThreshold": 2},
@@ -496,7 +530,7 @@ mod tests {
                         }],
                         "volumes": [
                             {"name": "tmp", "emptyDir": {}},
-                            {"name": "config", "configMap": {"name": "hello-config"}},
+                            {"name": "config", "configMap": {"name": config_map(&[("LOG_LEVEL", "info")])}},
                             {"name": "secret-0", "secret": {"secretName": "db-secret"}},
                         ],
                     },

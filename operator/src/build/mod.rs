@@ -11,11 +11,12 @@ mod config;
 mod deployment;
 mod hpa;
 mod ingress;
+pub mod revision;
 mod service;
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
@@ -26,8 +27,9 @@ use sha2::{Digest, Sha256};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
 
-pub use config::config_map_name;
+pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
+pub use revision::{REVISION_LABEL, Revision, RevisionData};
 
 /// Label keys Gantry sets on every child.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -44,11 +46,12 @@ pub const MANAGED_BY: &str = "gantry";
 pub struct Children {
     pub deployment: Deployment,
     pub service: Service,
+    /// The config of the revision in force.
     pub config_map: ConfigMap,
     pub ingress: Option<Ingress>,
     pub hpa: Option<HorizontalPodAutoscaler>,
-    /// `<name>-<hash>` of the pod template, reported as `status.revision`.
-    pub revision: String,
+    /// The revision in force, which the Deployment runs.
+    pub revision: Revision,
 }
 
 /// Labels that select the server's pods. Never change them for an existing
@@ -151,19 +154,44 @@ pub fn validate(gs: &GoServer) -> Result<()> {
     Ok(())
 }
 
-/// Builds every child of `gs`.
-pub fn build(gs: &GoServer) -> Result<Children> {
+/// The revision the spec of `gs` asks for.
+pub fn spec_revision(gs: &GoServer) -> Result<Revision> {
     let owner = Owner::of(gs)?;
-    let config_map = config::build(gs, &owner);
-    let (deployment, revision) = deployment::build(gs, &owner)?;
+    let data = RevisionData {
+        template: deployment::template(gs, &owner)?,
+        config: gs
+            .spec
+            .config
+            .as_ref()
+            .map(|c| c.data.clone())
+            .unwrap_or_default(),
+    };
+    Revision::new(owner.name, data)
+}
+
+/// Builds every child of `gs`, running `in_force`: the spec's own revision,
+/// or a verified one restored after a rollback.
+pub fn build(gs: &GoServer, in_force: Revision) -> Result<Children> {
+    let owner = Owner::of(gs)?;
     Ok(Children {
-        deployment,
+        deployment: deployment::build(gs, &owner, &in_force),
         service: service::build(gs, &owner),
-        config_map,
+        config_map: config::build(&owner, &in_force.data.config),
         ingress: ingress::build(gs, &owner),
         hpa: hpa::build(gs, &owner),
-        revision,
+        revision: in_force,
     })
+}
+
+/// The `ControllerRevision` recording `revision` of `gs`, numbered `number`.
+pub fn controller_revision(
+    gs: &GoServer,
+    revision: &Revision,
+    number: i64,
+) -> Result<ControllerRevision> {
+    let owner = Owner::of(gs)?;
+    let config_map = config_map_name(owner.name, &revision.data.config);
+    revision::controller_revision(&owner, revision, number, &config_map)
 }
 
 /// The URL the Ingress serves, if there is an Ingress with a host.

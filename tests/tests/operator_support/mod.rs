@@ -6,6 +6,7 @@
 // Each test crate uses a part of this module.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
@@ -60,6 +61,31 @@ impl Operator {
     /// The operator's log lines so far, parsed.
     pub fn log(&self) -> Vec<serde_json::Value> {
         self.process.log()
+    }
+
+    /// `gantry_kubernetes_requests_total` from the operator's `/metrics`:
+    /// (resource, verb) -> requests sent so far.
+    pub fn requests(&self) -> BTreeMap<(String, String), u64> {
+        let (code, body) = self.process.http_get("/metrics");
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        let mut counts = BTreeMap::new();
+        for line in body.lines() {
+            let Some(rest) = line.strip_prefix("gantry_kubernetes_requests_total{") else {
+                continue;
+            };
+            let (labels, value) = rest.split_once("} ").expect("a sample line");
+            let label = |name: &str| {
+                labels
+                    .split(',')
+                    .find_map(|pair| pair.strip_prefix(&format!("{name}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_owned())
+                    .expect("the label is present")
+            };
+            let value: f64 = value.trim().parse().expect("a number");
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            counts.insert((label("kind"), label("verb")), value as u64);
+        }
+        counts
     }
 
     /// Log lines of reconciles of `goserver` with the given message.

@@ -1,0 +1,275 @@
+//! The Prometheus client: one instant query, one value.
+//!
+//! A query must come back as a scalar or a vector of at most one sample;
+//! an empty vector is no data (which the judge reads through the metric's
+//! `noData`), and so is `NaN`. Everything else that goes wrong (Prometheus
+//! down, an HTTP error, a query Prometheus refuses, a vector of several
+//! series) is a [`QueryError`]: the provider failing, which is never the
+//! application failing.
+//!
+//! The operator's bearer token (read from a file at every query, so a
+//! rotated token is picked up) is sent only to the operator's own
+//! `--prometheus-url`, never to a URL written in a `GoServer`: that would
+//! hand the token to whoever wrote the `GoServer`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why a query gave no measurement.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "no Prometheus URL: set spec.rollout.verification.prometheus.url or the operator's --prometheus-url"
+    )]
+    NoUrl,
+    #[error("Prometheus at {url} could not be reached: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("Prometheus answered {status}: {message}")]
+    Refused { status: u16, message: String },
+    #[error("the query returned {0} series; aggregate it to one (for example with sum)")]
+    SeveralSeries(usize),
+    #[error("unexpected answer from Prometheus: {0}")]
+    Unexpected(String),
+    #[error("could not read the bearer token file {path}: {message}")]
+    Token { path: String, message: String },
+}
+
+/// Queries Prometheus for the verification of every `GoServer`.
+#[derive(Clone, Debug)]
+pub struct Prometheus {
+    http: reqwest::Client,
+    /// `--prometheus-url`: the default, and the only URL the token goes to.
+    default_url: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+impl Prometheus {
+    pub fn new(default_url: Option<String>, token_file: Option<PathBuf>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            default_url: default_url.map(|u| u.trim_end_matches('/').to_owned()),
+            token_file,
+        }
+    }
+
+    /// Runs `query` on the Prometheus at `url` (the default when `None`),
+    /// giving up after `timeout`. `Ok(None)` is no data.
+    pub async fn query(
+        &self,
+        url: Option<&str>,
+        query: &str,
+        timeout: Duration,
+    ) -> Result<Option<f64>, QueryError> {
+        let base = url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .or_else(|| self.default_url.clone())
+            .ok_or(QueryError::NoUrl)?;
+        let endpoint =
+            reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), &[("query", query)])
+                .map_err(|e| QueryError::Unreachable {
+                url: base.clone(),
+                message: format!("not a URL: {e}"),
+            })?;
+        let mut request = self.http.get(endpoint).timeout(timeout);
+        if self.default_url.as_deref() == Some(base.as_str())
+            && let Some(path) = &self.token_file
+        {
+            let token = std::fs::read_to_string(path).map_err(|e| QueryError::Token {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+            request = request.bearer_auth(token.trim());
+        }
+        let response = request.send().await.map_err(|e| QueryError::Unreachable {
+            url: base.clone(),
+            message: error_chain(&e),
+        })?;
+        let status = response.status();
+        let body = response.text().await.map_err(|e| QueryError::Unreachable {
+            url: base.clone(),
+            message: error_chain(&e),
+        })?;
+        parse(status.as_u16(), &body)
+    }
+}
+
+/// The message of an error and its causes, one after the other.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[derive(Deserialize)]
+struct Answer {
+    status: String,
+    #[serde(default)]
+    data: Option<Data>,
+    #[serde(default)]
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "resultType", content = "result", rename_all = "lowercase")]
+enum Data {
+    Scalar((f64, String)),
+    Vector(Vec<Sample>),
+    Matrix(serde::de::IgnoredAny),
+    String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Sample {
+    value: (f64, String),
+}
+
+/// Reads an answer of the query API.
+fn parse(status: u16, body: &str) -> Result<Option<f64>, QueryError> {
+    let answer: Answer = serde_json::from_str(body).map_err(|_| {
+        if (200..300).contains(&status) {
+            QueryError::Unexpected(truncate(body))
+        } else {
+            QueryError::Refused {
+                status,
+                message: truncate(body),
+            }
+        }
+    })?;
+    if answer.status != "success" {
+        return Err(QueryError::Refused {
+            status,
+            message: answer.error.unwrap_or_else(|| truncate(body)),
+        });
+    }
+    let value = match answer.data {
+        Some(Data::Scalar((_, value))) => value,
+        Some(Data::Vector(samples)) => match samples.as_slice() {
+            [] => return Ok(None),
+            [sample] => sample.value.1.clone(),
+            several => return Err(QueryError::SeveralSeries(several.len())),
+        },
+        Some(Data::Matrix(_)) => {
+            return Err(QueryError::Unexpected(
+                "a range vector; the query must give an instant value".to_owned(),
+            ));
+        }
+        Some(Data::String(_)) | None => return Err(QueryError::Unexpected(truncate(body))),
+    };
+    // Prometheus writes numbers as strings: "0.5", "NaN", "+Inf".
+    let number: f64 = value
+        .parse()
+        .map_err(|_| QueryError::Unexpected(format!("value {value:?} is not a number")))?;
+    Ok((!number.is_nan()).then_some(number))
+}
+
+fn truncate(text: &str) -> String {
+    const MAX: usize = 300;
+    if text.len() <= MAX {
+        text.to_owned()
+    } else {
+        format!("{}…", &text[..text.floor_char_boundary(MAX)])
+    }
+}
+
+/// Fills a query template: `${name}` and the other variables are replaced
+/// by their values, escaped for the inside of a PromQL string, so a value
+/// can neither end the string it stands in nor add a matcher.
+pub fn fill(template: &str, variables: &BTreeMap<&str, String>) -> String {
+    let mut out = template.to_owned();
+    for (name, value) in variables {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        out = out.replace(&format!("${{{name}}}"), &escaped);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_become_values() {
+        let vector = |result: &str| {
+            format!(r#"{{"status":"success","data":{{"resultType":"vector","result":{result}}}}}"#)
+        };
+        assert_eq!(
+            parse(200, &vector(r#"[{"metric":{},"value":[1.5,"0.25"]}]"#)).unwrap(),
+            Some(0.25)
+        );
+        assert_eq!(parse(200, &vector("[]")).unwrap(), None);
+        assert_eq!(
+            parse(200, &vector(r#"[{"metric":{},"value":[1.5,"NaN"]}]"#)).unwrap(),
+            None
+        );
+        assert_eq!(
+            parse(200, &vector(r#"[{"metric":{},"value":[1.5,"+Inf"]}]"#)).unwrap(),
+            Some(f64::INFINITY)
+        );
+        assert!(matches!(
+            parse(
+                200,
+                &vector(
+                    r#"[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]"#
+                )
+            ),
+            Err(QueryError::SeveralSeries(2))
+        ));
+        assert_eq!(
+            parse(
+                200,
+                r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"3"]}}"#
+            )
+            .unwrap(),
+            Some(3.0)
+        );
+    }
+
+    #[test]
+    fn errors_are_the_providers() {
+        let bad_query =
+            r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#;
+        match parse(400, bad_query) {
+            Err(QueryError::Refused { status, message }) => {
+                assert_eq!(status, 400);
+                assert_eq!(message, "parse error at char 5");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse(502, "<html>bad gateway</html>"),
+            Err(QueryError::Refused { status: 502, .. })
+        ));
+        assert!(matches!(parse(200, "{}"), Err(QueryError::Unexpected(_))));
+    }
+
+    #[test]
+    fn templates_escape_values() {
+        let vars = BTreeMap::from([
+            ("namespace", "web".to_owned()),
+            ("revision", "hello-0123456789".to_owned()),
+            ("name", r#"x"} or vector(1) or {a="\"#.to_owned()),
+            ("interval", "30s".to_owned()),
+        ]);
+        assert_eq!(
+            fill(
+                r#"sum(rate(http_requests_total{namespace="${namespace}",revision="${revision}"}[${interval}]))"#,
+                &vars
+            ),
+            r#"sum(rate(http_requests_total{namespace="web",revision="hello-0123456789"}[30s]))"#
+        );
+        assert_eq!(
+            fill(r#"up{job="${name}"}"#, &vars),
+            r#"up{job="x\"} or vector(1) or {a=\"\\"}"#
+        );
+        // Unknown variables are left as written.
+        assert_eq!(fill("${other}", &vars), "${other}");
+    }
+}
