@@ -210,7 +210,10 @@ impl Prometheus {
                 "--config.file={}",
                 dir.join("prometheus.yml").display()
             ))
-            .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
             .arg(format!("--web.listen-address={}", self.address))
             // A test runs for minutes; an hour keeps everything it wrote
             // and bounds the disk a long session can fill.
@@ -314,7 +317,8 @@ mod tests {
 
     #[test]
     fn reads_one_sample_and_nothing_else() {
-        let one = json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "0.25"]}]});
+        let one =
+            json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "0.25"]}]});
         assert_eq!(single_value(&one), Some(0.25));
         let none = json!({"resultType": "vector", "result": []});
         assert_eq!(single_value(&none), None);
@@ -325,7 +329,8 @@ mod tests {
         assert_eq!(single_value(&two), None);
         let scalar = json!({"resultType": "scalar", "result": [1.0, "3"]});
         assert_eq!(single_value(&scalar), Some(3.0));
-        let nan = json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "NaN"]}]});
+        let nan =
+            json!({"resultType": "vector", "result": [{"metric": {}, "value": [1.0, "NaN"]}]});
         assert!(single_value(&nan).is_some_and(f64::is_nan));
     }
 }

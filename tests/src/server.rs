@@ -120,8 +120,14 @@ impl ServerProcess {
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
         let lines = Arc::new(Mutex::new(Vec::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -251,8 +257,7 @@ impl Traffic {
         let task = tokio::spawn(async move {
             let client = crate::loopback_client();
             let started = Instant::now();
-            let mut ticks =
-                tokio::time::interval(Duration::from_secs(1) / requests_per_second);
+            let mut ticks = tokio::time::interval(Duration::from_secs(1) / requests_per_second);
             // A slow answer delays the next request rather than causing a
             // burst to catch up: the rate is a ceiling.
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -263,12 +268,12 @@ impl Traffic {
                 }
                 ticks.tick().await;
                 match get(&client, url).await {
-                    Ok(status) => {
+                    Ok(code) => {
                         *shared
                             .statuses
                             .lock()
                             .expect("stats lock")
-                            .entry(status)
+                            .entry(code)
                             .or_default() += 1;
                     }
                     Err(_) => {

@@ -35,7 +35,10 @@ async fn prometheus_tells_a_bad_revision_from_a_good_one() {
             good.address(),
             &[("namespace", "e2e"), ("revision", "good-1")],
         ),
-        Target::new(bad.address(), &[("namespace", "e2e"), ("revision", "bad-2")]),
+        Target::new(
+            bad.address(),
+            &[("namespace", "e2e"), ("revision", "bad-2")],
+        ),
     ]);
 
     // The driver itself: every request answered, each with its status.
@@ -53,7 +56,12 @@ async fn prometheus_tells_a_bad_revision_from_a_good_one() {
             .await
             .unwrap();
     }
+    bad_revision_fails(&prometheus, &bad_traffic).await;
+    good_revision_is_clean(&prometheus).await;
+    outage_and_recovery(&mut prometheus).await;
+}
 
+async fn bad_revision_fails(prometheus: &Prometheus, bad_traffic: &Traffic) {
     // The bad revision: a share of its requests fail. (The denominator also
     // counts Prometheus's own scrapes of /metrics, as it would in a cluster.)
     let ratio = prometheus
@@ -62,7 +70,10 @@ async fn prometheus_tells_a_bad_revision_from_a_good_one() {
         })
         .await
         .unwrap();
-    assert!(ratio < 1.0, "bad-2's error ratio {ratio} counts its 200s too");
+    assert!(
+        ratio < 1.0,
+        "bad-2's error ratio {ratio} counts its 200s too"
+    );
     let statuses = bad_traffic.statuses();
     assert!(
         statuses.contains_key(&200) && statuses.contains_key(&500),
@@ -93,7 +104,9 @@ async fn prometheus_tells_a_bad_revision_from_a_good_one() {
             "status"
         ])
     );
+}
 
+async fn good_revision_is_clean(prometheus: &Prometheus) {
     // The good revision: it serves, and no 5xx series exists at all, so the
     // ratio is no data rather than 0; `or vector(0)` makes it 0.
     prometheus
@@ -116,11 +129,16 @@ async fn prometheus_tells_a_bad_revision_from_a_good_one() {
         .await
         .unwrap();
     assert!(zero == 0.0, "good-1's error ratio is {zero}");
+}
 
+async fn outage_and_recovery(prometheus: &mut Prometheus) {
     // Prometheus taken away: queries fail (an error, not an empty answer).
     prometheus.stop();
     let refused = prometheus.query("up").await;
-    assert!(refused.is_err(), "a stopped Prometheus answered: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a stopped Prometheus answered: {refused:?}"
+    );
 
     // Back on the same address with the same data: what was scraped before
     // the outage is still there...
