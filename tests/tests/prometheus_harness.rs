@@ -41,6 +41,15 @@ async fn prometheus_tells_a_bad_revision_from_a_good_one() {
         ),
     ]);
 
+    // A query Prometheus refuses is an error that says why.
+    let refused = prometheus.query("sum(").await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("bad_data")),
+        "{refused:?}"
+    );
+
     // The driver itself: every request answered, each with its status.
     let answered = drive(bad.address(), "/debug/panic", 3).await.unwrap();
     assert_eq!(answered.get(&500), Some(&3), "{answered:?}");
