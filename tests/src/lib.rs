@@ -7,10 +7,14 @@
 //! that lead nowhere: tests talk to the apiserver on 127.0.0.1 only.
 //!
 //! [`operator`] runs the operator binary as a process, for the tests that
-//! need one.
+//! need one. [`prometheus`] and [`server`] run a real Prometheus and
+//! gantry-server processes on loopback, for rollout verification; they need
+//! no cluster.
 
 pub mod chart;
 pub mod operator;
+pub mod prometheus;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
@@ -238,4 +242,16 @@ fn describe<K: serde::Serialize>(object: &K) -> String {
     } else {
         text
     }
+}
+
+/// An HTTP client for the servers the tests run on loopback: direct (a
+/// proxy the environment names for package downloads must not see test
+/// traffic) and with a timeout, so a hung server fails a test instead of
+/// stalling it.
+pub fn loopback_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("an HTTP client")
 }
