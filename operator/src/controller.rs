@@ -380,12 +380,12 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Deci
         gs,
     };
     let mut changes = Vec::new();
-    let applied = applier.apply(children, &mut changes).await;
+    let outcome = Box::pin(applier.apply(children, &mut changes)).await;
     // Every write made is told, also when a later one failed.
     for change in &changes {
         publish_change(ctx, gs, change).await;
     }
-    let deployment = applied?;
+    let deployment = outcome?;
 
     // Observe: how far the revision in force is, and its verification.
     let runs_in_force = deployment

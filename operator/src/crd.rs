@@ -56,7 +56,7 @@ const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
     derive = "PartialEq",
     doc = "A GoServer deploys one HTTP server: Deployment, Service, ConfigMap, optional Ingress and HPA.",
     // The revision label `<name>-<10 hex>` must fit a label value (63).
-    validation = Rule::new("self.metadata.name.size() <= 52").message("a GoServer name has at most 52 characters, so that its revision names fit a label value").field_path(".metadata.name"),
+    validation = Rule::new("self.metadata.name.size() <= 52").message("metadata.name: a GoServer name has at most 52 characters, so that its revision names fit a label value"),
     scale(
         spec_replicas_path = ".spec.replicas",
         status_replicas_path = ".status.replicas",
@@ -667,7 +667,7 @@ pub struct WebhookSpec {
     pub url: String,
 }
 
-/// One PromQL measurement with its bounds.
+/// One `PromQL` measurement with its bounds.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.min) || has(self.max)").message("a metric needs min or max"))]
 #[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not exceed max").field_path(".min"))]
@@ -676,7 +676,7 @@ pub struct MetricSpec {
     /// Name shown in status, Events and the webhook.
     #[schemars(length(min = 1, max = 63), regex(pattern = METRIC_NAME_PATTERN))]
     pub name: String,
-    /// A PromQL query returning one value. `${name}`, `${namespace}`,
+    /// A `PromQL` query returning one value. `${name}`, `${namespace}`,
     /// `${revision}`, `${interval}` and `${window}` are replaced first.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build;
-use crate::crd::{GoServer, GoServerStatus, VerificationPhase};
+use crate::crd::{GoServer, GoServerStatus, VerificationPhase, VerificationStatus};
 use crate::error::Error;
 use crate::rollout::Decision;
 
@@ -136,55 +136,19 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
                 old.history.clone(),
             ),
         };
-    let verification_set = gs
-        .spec
-        .rollout
-        .as_ref()
-        .is_some_and(|r| r.verification.is_some());
-    let verified = verification.as_ref().filter(|_| verification_set).map(|v| {
-        let status = match v.phase {
-            VerificationPhase::Passed => "True",
-            VerificationPhase::Failed => "False",
-            _ => "Unknown",
-        };
-        let message = if v.message.is_empty() {
-            format!("revision {}", v.revision)
-        } else {
-            format!("revision {}: {}", v.revision, v.message)
-        };
-        Verdict::new(VERIFIED, status, &v.reason, message)
-    });
-    let rolled_back = failed_revision.as_ref().map(|failed| {
-        let why = verification
-            .as_ref()
-            .filter(|v| &v.revision == failed)
-            .map(|v| v.message.clone())
-            .unwrap_or_default();
-        format!(
-            "revision {failed} failed verification ({why}); {} is back in force",
-            revision.as_deref().unwrap_or("the last verified revision")
-        )
-    });
-    let failed_here = verification.as_ref().filter(|v| {
-        verification_set
-            && v.phase == VerificationPhase::Failed
-            && revision.as_deref() == Some(v.revision.as_str())
-    });
+    let (verified, rollout_degraded) = verification_verdicts(
+        gs,
+        revision.as_deref(),
+        failed_revision.as_deref(),
+        verification.as_ref(),
+    );
 
     let mut verdicts = vec![
         ready(observed, rollout.as_ref()),
         available(observed.deployment),
         progressing(revision.as_deref(), rollout.as_ref()),
-        match (observed.error, &rolled_back, failed_here) {
-            (None, Some(message), _) => {
-                Verdict::new(DEGRADED, "True", "RolledBack", message.clone())
-            }
-            (None, None, Some(v)) => Verdict::new(
-                DEGRADED,
-                "True",
-                "VerificationFailed",
-                format!("revision {} failed verification: {}", v.revision, v.message),
-            ),
+        match (observed.error, rollout_degraded) {
+            (None, Some(verdict)) => verdict,
             _ => degraded(observed, rollout.as_ref()),
         },
     ];
@@ -225,6 +189,64 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
         verification,
         history,
     }
+}
+
+/// The `Verified` condition (absent without verification), and a
+/// `Degraded` verdict when a revision failed: `RolledBack` when the good
+/// one is back in force, `VerificationFailed` when the failed one stays.
+fn verification_verdicts(
+    gs: &GoServer,
+    revision: Option<&str>,
+    failed_revision: Option<&str>,
+    verification: Option<&VerificationStatus>,
+) -> (Option<Verdict>, Option<Verdict>) {
+    let verification_set = gs
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.verification.is_some());
+    let Some(v) = verification.filter(|_| verification_set) else {
+        return (None, None);
+    };
+    let status = match v.phase {
+        VerificationPhase::Passed => "True",
+        VerificationPhase::Failed => "False",
+        _ => "Unknown",
+    };
+    let message = if v.message.is_empty() {
+        format!("revision {}", v.revision)
+    } else {
+        format!("revision {}: {}", v.revision, v.message)
+    };
+    let verified = Verdict::new(VERIFIED, status, &v.reason, message);
+    let degraded = match failed_revision {
+        Some(failed) => {
+            let why = if v.revision == failed {
+                v.message.as_str()
+            } else {
+                "see its history entry"
+            };
+            Some(Verdict::new(
+                DEGRADED,
+                "True",
+                "RolledBack",
+                format!(
+                    "revision {failed} failed verification ({why}); {} is back in force",
+                    revision.unwrap_or("the last verified revision")
+                ),
+            ))
+        }
+        None if v.phase == VerificationPhase::Failed && revision == Some(v.revision.as_str()) => {
+            Some(Verdict::new(
+                DEGRADED,
+                "True",
+                "VerificationFailed",
+                format!("revision {} failed verification: {}", v.revision, v.message),
+            ))
+        }
+        None => None,
+    };
+    (Some(verified), degraded)
 }
 
 const DEADLINE_MESSAGE: &str =

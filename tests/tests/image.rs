@@ -253,7 +253,8 @@ fn minimal_example_pod() -> PodSpec {
     // What the apiserver adds before the operator sees it.
     gs.metadata.namespace = Some("default".to_owned());
     gs.metadata.uid = Some("00000000-0000-0000-0000-000000000001".to_owned());
-    let children = gantry_operator::build::build(&gs).expect("the example builds");
+    let revision = gantry_operator::build::spec_revision(&gs).expect("the example builds");
+    let children = gantry_operator::build::build(&gs, revision).expect("the example builds");
     children
         .deployment
         .spec

@@ -9,14 +9,16 @@ use std::collections::BTreeMap;
 
 use gantry_e2e::{TestNamespace, wait_for, wait_for_deletion, wait_until};
 use gantry_operator::crd::GoServer;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use operator_support::{DEADLINE, Operator, has_condition, kubectl_apply, wait_ready};
+use operator_support::{
+    DEADLINE, Operator, config_map_name, has_condition, kubectl_apply, wait_ready,
+};
 use serde_json::{Value, json};
 
 fn to_json<T: serde::Serialize>(value: &T) -> Value {
@@ -139,10 +141,11 @@ async fn full_example_reaches_ready_with_every_child() {
     );
     let config = ns
         .api::<ConfigMap>()
-        .get("hello-full-config")
+        .get(&config_map_name(&ns, "hello-full").await)
         .await
         .unwrap();
     assert!(controlled_by(&config, &gs));
+    assert_eq!(config.immutable, Some(true));
     assert_eq!(
         config.data.unwrap().get("LOG_LEVEL").map(String::as_str),
         Some("info")
@@ -278,7 +281,11 @@ async fn config_change_rolls_a_new_replicaset() {
     let gs: GoServer = serde_json::from_value(json!({
         "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
         "metadata": {"name": "cfg"},
-        "spec": {"image": "registry.example.com/cfg:1", "config": {"data": {"LOG_LEVEL": "info"}, "mountPath": "/etc/cfg"}},
+        "spec": {
+            "image": "registry.example.com/cfg:1",
+            "config": {"data": {"LOG_LEVEL": "info"}, "mountPath": "/etc/cfg"},
+            "rollout": {"revisionHistoryLimit": 1},
+        },
     }))
     .unwrap();
     goservers.create(&PostParams::default(), &gs).await.unwrap();
@@ -292,6 +299,7 @@ async fn config_change_rolls_a_new_replicaset() {
     assert_eq!(first.len(), 1, "one ReplicaSet at first");
     let first_name = first[0].name_any();
 
+    let first_config = config_map_name(&ns, "cfg").await;
     merge_patch(
         &goservers,
         "cfg",
@@ -299,20 +307,29 @@ async fn config_change_rolls_a_new_replicaset() {
     )
     .await;
     wait_for(
-        &ns.api::<ConfigMap>(),
-        "cfg-config",
-        "the new config data",
+        &ns.api::<Deployment>(),
+        "cfg",
+        "the Deployment to load another ConfigMap",
         DEADLINE,
-        |cm| {
-            cm.data
-                .as_ref()
-                .and_then(|d| d.get("LOG_LEVEL"))
-                .map(String::as_str)
-                == Some("debug")
+        |d| {
+            to_json(&d.spec.as_ref().unwrap().template)["spec"]["containers"][0]["envFrom"][0]
+                ["configMapRef"]["name"]
+                != first_config
         },
     )
     .await
     .unwrap();
+    let second_config = config_map_name(&ns, "cfg").await;
+    let data = ns
+        .api::<ConfigMap>()
+        .get(&second_config)
+        .await
+        .unwrap()
+        .data;
+    assert_eq!(
+        data.unwrap().get("LOG_LEVEL").map(String::as_str),
+        Some("debug")
+    );
     let new_rs = wait_until(
         "a second ReplicaSet with the new config hash",
         DEADLINE,
@@ -334,27 +351,45 @@ async fn config_change_rolls_a_new_replicaset() {
     .await
     .unwrap();
     let hash = |rs: &ReplicaSet| {
-        rs.spec
-            .as_ref()
-            .unwrap()
-            .template
-            .as_ref()
-            .unwrap()
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()["gantry.dev/config-hash"]
+        to_json(&rs.spec.as_ref().unwrap().template)["metadata"]["annotations"]
+            ["gantry.dev/config-hash"]
             .clone()
     };
     assert_ne!(hash(&new_rs), hash(&first[0]));
     let after = wait_ready(&ns, "cfg").await;
+    let revision = |gs: &GoServer| gs.status.clone().unwrap().revision.unwrap();
+    let (old_revision, new_revision) = (revision(&before), revision(&after));
     assert_ne!(
-        after.status.as_ref().unwrap().revision,
-        before.status.as_ref().unwrap().revision,
-        "the revision follows the pod template"
+        old_revision, new_revision,
+        "the revision follows the config"
     );
+    // The pods carry the revision; each revision is recorded.
+    let template = to_json(&new_rs.spec.as_ref().unwrap().template);
+    assert_eq!(
+        template["metadata"]["labels"]["gantry.dev/revision"],
+        new_revision
+    );
+    assert!(
+        template["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "GANTRY_REVISION", "value": new_revision})),
+        "{template}"
+    );
+    let record = ns
+        .api::<ControllerRevision>()
+        .get(&new_revision)
+        .await
+        .unwrap();
+    assert!(controlled_by(&record, &after));
+    // With a history of one, the old revision's record and its ConfigMap
+    // go once the new revision runs everywhere.
+    wait_for_deletion(&ns.api::<ControllerRevision>(), &old_revision, DEADLINE)
+        .await
+        .unwrap();
+    wait_for_deletion(&ns.api::<ConfigMap>(), &first_config, DEADLINE)
+        .await
+        .unwrap();
 }
 
 /// Switching autoscaling on must not drop the running replica count: the
@@ -473,7 +508,9 @@ async fn deleting_the_goserver_collects_every_child() {
     let ns = TestNamespace::new("op-gc").await;
     let _operator = Operator::start(&ns).await;
     kubectl_apply(&ns, "examples/full.yaml");
-    wait_ready(&ns, "hello-full").await;
+    let gs = wait_ready(&ns, "hello-full").await;
+    let config = config_map_name(&ns, "hello-full").await;
+    let revision = gs.status.unwrap().revision.unwrap();
     let goservers: Api<GoServer> = ns.api();
     goservers
         .delete("hello-full", &DeleteParams::foreground())
@@ -488,13 +525,16 @@ async fn deleting_the_goserver_collects_every_child() {
     wait_for_deletion(&ns.api::<Service>(), "hello-full", DEADLINE)
         .await
         .unwrap();
-    wait_for_deletion(&ns.api::<ConfigMap>(), "hello-full-config", DEADLINE)
+    wait_for_deletion(&ns.api::<ConfigMap>(), &config, DEADLINE)
         .await
         .unwrap();
     wait_for_deletion(&ns.api::<Ingress>(), "hello-full", DEADLINE)
         .await
         .unwrap();
     wait_for_deletion(&ns.api::<HorizontalPodAutoscaler>(), "hello-full", DEADLINE)
+        .await
+        .unwrap();
+    wait_for_deletion(&ns.api::<ControllerRevision>(), &revision, DEADLINE)
         .await
         .unwrap();
     // The Secret is the user's, not a child: it stays.
@@ -523,8 +563,14 @@ async fn hand_edited_children_are_restored() {
         .delete("hello", &DeleteParams::default())
         .await
         .unwrap();
+    // ConfigMaps are immutable: only their metadata can be edited.
+    let config = config_map_name(&ns, "hello").await;
     configs
-        .patch("hello-config", &PatchParams::default(), &Patch::Merge(json!({"data": {"INJECTED": "1"}, "metadata": {"labels": {"app.kubernetes.io/managed-by": null}}})))
+        .patch(
+            &config,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"app.kubernetes.io/managed-by": null}}})),
+        )
         .await
         .unwrap();
 
@@ -560,7 +606,7 @@ async fn hand_edited_children_are_restored() {
     .unwrap();
     wait_for(
         &configs,
-        "hello-config",
+        &config,
         "the managed-by label back",
         DEADLINE,
         |cm| {
@@ -583,7 +629,7 @@ async fn versions(ns: &TestNamespace, name: &str) -> BTreeMap<&'static str, Stri
     let service = ns.api::<Service>().get(name).await.unwrap();
     let config = ns
         .api::<ConfigMap>()
-        .get(&format!("{name}-config"))
+        .get(&config_map_name(ns, name).await)
         .await
         .unwrap();
     let ingress = ns.api::<Ingress>().get(name).await.unwrap();
@@ -687,6 +733,7 @@ fn sent_between(
 /// GoServer sends nothing but the metadata GET of its referenced Secret,
 /// and a status-only change of its Deployment costs one status patch.
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // two phases over one GoServer
 async fn steady_reconciles_read_from_the_caches() {
     let ns = TestNamespace::new("op-cache").await;
     let operator = Operator::start(&ns).await;

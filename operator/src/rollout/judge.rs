@@ -120,6 +120,7 @@ mod tests {
 
     use super::*;
 
+    #[allow(clippy::needless_pass_by_value)] // callers pass `json!` literals
     fn metric(spec: serde_json::Value) -> MetricSpec {
         let mut full = json!({"name": "error-rate", "query": "q"});
         full.as_object_mut()

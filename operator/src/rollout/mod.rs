@@ -288,14 +288,17 @@ fn advance(
             if observed.complete {
                 v.phase = VerificationPhase::Measuring;
                 v.available_at = Some(now.clone());
-                v.reason = "Measuring".to_owned();
-                v.message = "available; warming up before the first measurement".to_owned();
+                note(
+                    v,
+                    "Measuring",
+                    "available; warming up before the first measurement",
+                );
             } else if observed.deadline_exceeded && spec.auto_rollback {
                 let message = format!(
                     "revision {} did not become available within the Deployment's progress deadline",
                     v.revision
                 );
-                fail(gs, v, decision, message);
+                fail(gs, v, decision, &message);
                 return;
             } else {
                 // The Deployment's own events bring the next look.
@@ -351,26 +354,31 @@ fn advance(
     decision.requeue = Some(timing.interval);
 
     match judge::verdict(spec, &v.metrics, now.0 >= window_end.0) {
-        Verdict::Failed { message, .. } => fail(gs, v, decision, message),
+        Verdict::Failed { message, .. } => fail(gs, v, decision, &message),
         _ if provider_error.is_some() => {
-            v.reason = "PrometheusUnavailable".to_owned();
-            v.message = provider_error.unwrap_or_default();
+            note(
+                v,
+                "PrometheusUnavailable",
+                provider_error.unwrap_or_default(),
+            );
         }
         Verdict::Measuring => {
-            v.reason = "Measuring".to_owned();
-            v.message = format!("measuring until {}", window_end.0);
+            note(v, "Measuring", format!("measuring until {}", window_end.0));
         }
         Verdict::NoData { metric } => {
-            v.reason = "NoData".to_owned();
-            v.message = format!(
+            let message = format!(
                 "metric {metric} has fewer than {} valid measurements; measuring on",
                 spec.min_samples
             );
+            note(v, "NoData", message);
         }
         Verdict::Passed if now.0 < post_end.0 => {
             v.phase = VerificationPhase::PostVerification;
-            v.reason = "Measuring".to_owned();
-            v.message = format!("passed; measuring on until {}", post_end.0);
+            note(
+                v,
+                "Measuring",
+                format!("passed; measuring on until {}", post_end.0),
+            );
         }
         Verdict::Passed => pass(v, decision),
     }
@@ -379,8 +387,7 @@ fn advance(
 
 fn pass(v: &mut VerificationStatus, decision: &mut Decision) {
     v.phase = VerificationPhase::Passed;
-    v.reason = "Passed".to_owned();
-    v.message = "every metric passed".to_owned();
+    note(v, "Passed", "every metric passed".to_owned());
     let previous = decision.last_good_revision.replace(v.revision.clone());
     set_verdict(decision, &v.revision, HistoryVerdict::Passed);
     decision.requeue = None;
@@ -393,10 +400,9 @@ fn pass(v: &mut VerificationStatus, decision: &mut Decision) {
     });
 }
 
-fn fail(gs: &GoServer, v: &mut VerificationStatus, decision: &mut Decision, message: String) {
+fn fail(gs: &GoServer, v: &mut VerificationStatus, decision: &mut Decision, message: &str) {
     v.phase = VerificationPhase::Failed;
-    v.reason = "Failed".to_owned();
-    v.message.clone_from(&message);
+    note(v, "Failed", message);
     decision.requeue = None;
     let good = decision.last_good_revision.clone();
     let rollback = auto_rollback(gs) && good.is_some();
@@ -431,6 +437,12 @@ fn fail(gs: &GoServer, v: &mut VerificationStatus, decision: &mut Decision, mess
         message,
         measurements: v.metrics.clone(),
     });
+}
+
+/// Sets the reason of the `Verified` condition and its message.
+fn note(v: &mut VerificationStatus, reason: &str, message: impl Into<String>) {
+    reason.clone_into(&mut v.reason);
+    v.message = message.into();
 }
 
 fn set_verdict(decision: &mut Decision, revision: &str, verdict: HistoryVerdict) {

@@ -180,7 +180,7 @@ fn truncate(text: &str) -> String {
 }
 
 /// Fills a query template: `${name}` and the other variables are replaced
-/// by their values, escaped for the inside of a PromQL string, so a value
+/// by their values, escaped for the inside of a `PromQL` string, so a value
 /// can neither end the string it stands in nor add a matcher.
 pub fn fill(template: &str, variables: &BTreeMap<&str, String>) -> String {
     let mut out = template.to_owned();

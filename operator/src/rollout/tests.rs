@@ -26,6 +26,7 @@ fn revision(name: &str) -> Revision {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)] // callers pass `json!` literals
 fn verified(extra: serde_json::Value) -> GoServer {
     let mut verification = json!({
         "warmup": "10s", "interval": "10s", "window": "30s", "minSamples": 2, "failureLimit": 0,

@@ -70,6 +70,7 @@ impl Sender {
     }
 
     /// The same, retrying sooner (for tests).
+    #[must_use]
     pub fn with_first_retry(mut self, first_retry: Duration) -> Self {
         self.first_retry = first_retry;
         self

@@ -13,6 +13,7 @@ use std::time::Duration;
 use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for};
 use gantry_operator::crd::GoServer;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
@@ -110,6 +111,21 @@ pub fn kubectl_apply(ns: &TestNamespace, file: &str) {
         "kubectl apply -f {file} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The `ConfigMap` the Deployment `name` loads: one per config, named by
+/// its hash, so tests read the name where the pods do.
+pub async fn config_map_name(ns: &TestNamespace, name: &str) -> String {
+    let deployment: Deployment = ns.api().get(name).await.expect("the Deployment");
+    deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.env_from)
+        .and_then(|e| e.into_iter().next())
+        .and_then(|e| e.config_map_ref)
+        .map(|r| r.name)
+        .expect("the server container loads a ConfigMap")
 }
 
 /// Whether the GoServer reports `type_` with `status` for its current generation.
