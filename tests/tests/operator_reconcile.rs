@@ -274,6 +274,7 @@ async fn minimal_example_reaches_ready_and_scales() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // the config change and what it leaves behind
 async fn config_change_rolls_a_new_replicaset() {
     let ns = TestNamespace::new("op-config").await;
     let _operator = Operator::start(&ns).await;

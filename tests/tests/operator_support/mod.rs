@@ -42,21 +42,29 @@ pub struct Operator {
 
 impl Operator {
     pub async fn start(ns: &TestNamespace) -> Self {
+        Self::start_with(ns, &[]).await
+    }
+
+    /// The same, with extra arguments (`--prometheus-url`, say).
+    pub async fn start_with(ns: &TestNamespace, extra: &[&str]) -> Self {
         install_crd(&ns.client).await;
-        let mut process = OperatorProcess::start(
+        let mut args = vec![
+            "--namespace",
             &ns.name,
-            &[
-                "--namespace",
-                &ns.name,
-                "--log-level",
-                "info,gantry_operator=debug",
-            ],
-            None,
-        );
+            "--log-level",
+            "info,gantry_operator=debug",
+        ];
+        args.extend_from_slice(extra);
+        let mut process = OperatorProcess::start(&ns.name, &args, None);
         // Ready once its watches have listed everything (without leader
         // election, readiness is the controller's own).
         process.wait_ok("/readyz", DEADLINE);
         Self { process }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crashed node would.
+    pub fn kill(self) {
+        drop(self.process);
     }
 
     /// The operator's log lines so far, parsed.

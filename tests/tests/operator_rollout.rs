@@ -1,0 +1,480 @@
+//! Rollout verification end to end: the operator as a real process, a real
+//! Prometheus on loopback scraping real gantry-server processes that stand
+//! in for each revision's pods (labelled with the revision the operator
+//! reports), real traffic, and a webhook receiver in the test.
+//!
+//! Pods in the test cluster run no containers, so the servers are started
+//! by the test once the operator names a revision; everything the operator
+//! decides it decides from Prometheus, as it would in a cluster.
+
+mod operator_support;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gantry_e2e::prometheus::{Prometheus, Target};
+use gantry_e2e::server::{ServerProcess, Traffic};
+use gantry_e2e::{TestNamespace, wait_for, wait_until};
+use gantry_operator::crd::GoServer;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use operator_support::{DEADLINE, Operator};
+use serde_json::{Value, json};
+
+/// The guide's gate: the share of 5xx answers of one revision. `or
+/// vector(0)` makes a revision without errors 0, not no data; a revision
+/// without any traffic stays no data.
+const ERROR_RATE: &str = r#"(sum(rate(http_requests_total{namespace="${namespace}",revision="${revision}",status=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{namespace="${namespace}",revision="${revision}"}[10s]))"#;
+
+/// A verification quick enough for a test: measured every 2 s for 10 s.
+fn verification(webhook: Option<&str>, no_data: &str) -> Value {
+    let mut v = json!({
+        "warmup": "2s", "interval": "2s", "window": "10s",
+        "minSamples": 3, "failureLimit": 0,
+        "metrics": [{"name": "error-rate", "query": ERROR_RATE, "max": 0.05, "noData": no_data}],
+    });
+    if let Some(url) = webhook {
+        v["webhook"] = json!({"url": url});
+    }
+    v
+}
+
+fn goserver(name: &str, image: &str, verification: &Value) -> GoServer {
+    serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": name},
+        "spec": {
+            "image": image,
+            "replicas": 2,
+            "rollout": {"verification": verification},
+        },
+    }))
+    .unwrap()
+}
+
+/// The revision stand-ins: one gantry-server per revision, all scraped.
+struct Revisions<'a> {
+    prometheus: &'a Prometheus,
+    namespace: String,
+    servers: Vec<(String, ServerProcess)>,
+}
+
+impl<'a> Revisions<'a> {
+    fn new(prometheus: &'a Prometheus, namespace: &str) -> Self {
+        Self {
+            prometheus,
+            namespace: namespace.to_owned(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Starts the pods of `revision` and has Prometheus scrape them.
+    fn start(&mut self, revision: &str) -> SocketAddr {
+        let server = ServerProcess::start(revision, &[]);
+        let address = server.address();
+        self.servers.push((revision.to_owned(), server));
+        let targets: Vec<Target> = self
+            .servers
+            .iter()
+            .map(|(rev, s)| {
+                Target::new(
+                    s.address(),
+                    &[("namespace", self.namespace.as_str()), ("revision", rev)],
+                )
+            })
+            .collect();
+        self.prometheus.set_targets(&targets);
+        address
+    }
+}
+
+/// Waits for the GoServer's status to report a revision other than `not`.
+async fn next_revision(api: &Api<GoServer>, name: &str, not: Option<&str>) -> String {
+    let gs = wait_for(api, name, "a new revision in status", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.revision.as_deref())
+            .is_some_and(|r| Some(r) != not)
+    })
+    .await
+    .unwrap();
+    gs.status.unwrap().revision.unwrap()
+}
+
+fn condition<'a>(
+    gs: &'a GoServer,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    gs.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+fn has(gs: &GoServer, type_: &str, status: &str, reason: &str) -> bool {
+    condition(gs, type_).is_some_and(|c| c.status == status && c.reason == reason)
+}
+
+/// The revision the Deployment's pods carry.
+async fn deployed(ns: &TestNamespace, name: &str) -> String {
+    let deployment: Deployment = ns.api().get(name).await.unwrap();
+    deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .and_then(|l| l.get("gantry.dev/revision").cloned())
+        .unwrap()
+}
+
+/// How often an Event with `reason` was recorded about the GoServer
+/// `name`: repeats of one Event are counted in its series.
+async fn events(ns: &TestNamespace, name: &str, reason: &str) -> i32 {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| e.series.map_or(1, |s| s.count))
+        .sum()
+}
+
+/// One webhook call: its body and its signature header.
+type Call = (String, Option<String>);
+
+/// A webhook receiver on loopback that keeps every call.
+#[derive(Clone, Default)]
+struct Receiver {
+    /// Raw bodies, as signed, with their signature header.
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Receiver {
+    async fn start() -> (Self, String) {
+        let receiver = Self::default();
+        let calls = Arc::clone(&receiver.calls);
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+                let calls = Arc::clone(&calls);
+                async move {
+                    let signature = headers
+                        .get("x-gantry-signature")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    calls.lock().unwrap().push((body, signature));
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (receiver, url)
+    }
+
+    fn events(&self) -> Vec<(String, String)> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(body, _)| {
+                let body: Value = serde_json::from_str(body).unwrap();
+                (
+                    body["event"].as_str().unwrap().to_owned(),
+                    body["revision"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// v1 good is verified; v2 bad (5xx above the bound) is rolled back to v1
+/// and held there, across an operator crash mid-verification and a
+/// replicas edit; v3 bad ends on v1 too. Each decision is one Event and
+/// one webhook call.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one story, three revisions
+async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
+    let ns = TestNamespace::new("op-verify").await;
+    let prometheus = Prometheus::start();
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), "webhook-secret\n").unwrap();
+    let operator_args = [
+        "--prometheus-url".to_owned(),
+        prometheus.url(),
+        "--webhook-signing-key-file".to_owned(),
+        key.path().display().to_string(),
+    ];
+    let args: Vec<&str> = operator_args.iter().map(String::as_str).collect();
+    let mut operator = Some(Operator::start_with(&ns, &args).await);
+    let (receiver, hook) = Receiver::start().await;
+    let mut revisions = Revisions::new(&prometheus, &ns.name);
+    let api: Api<GoServer> = ns.api();
+    let spec = verification(Some(&hook), "Inconclusive");
+
+    api.create(&PostParams::default(), &goserver("shop", "shop:1", &spec))
+        .await
+        .unwrap();
+    let v1 = next_revision(&api, "shop", None).await;
+    let good = revisions.start(&v1);
+    let _traffic = Traffic::start(good, &[("/", 1)], 10);
+    let gs = wait_for(
+        &api,
+        "shop",
+        "v1 Verified",
+        Duration::from_secs(120),
+        |gs| has(gs, "Verified", "True", "Passed"),
+    )
+    .await
+    .unwrap();
+    let status = gs.status.unwrap();
+    assert_eq!(status.last_good_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(status.history[0].revision, v1);
+
+    // v2 answers 500 to a third of its requests.
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "shop:2"}})),
+    )
+    .await
+    .unwrap();
+    let v2 = next_revision(&api, "shop", Some(&v1)).await;
+    let bad = revisions.start(&v2);
+    let _bad_traffic = Traffic::start(bad, &[("/", 2), ("/debug/panic", 1)], 10);
+    // The operator crashes while v2 is measured; its successor resumes
+    // from status and decides once.
+    wait_for(&api, "shop", "v2 measured", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.revision == v2 && v.last_measured_at.is_some())
+    })
+    .await
+    .ok();
+    operator.take().unwrap().kill();
+    let operator = Operator::start_with(&ns, &args).await;
+    let gs = wait_for(
+        &api,
+        "shop",
+        "v2 rolled back",
+        Duration::from_secs(120),
+        |gs| has(gs, "Degraded", "True", "RolledBack"),
+    )
+    .await
+    .unwrap();
+    let status = gs.status.clone().unwrap();
+    assert_eq!(status.revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(status.failed_revision.as_deref(), Some(v2.as_str()));
+    assert!(has(&gs, "Verified", "False", "Failed"));
+    let degraded = condition(&gs, "Degraded").unwrap();
+    assert!(
+        degraded.message.contains(&v2) && degraded.message.contains("above max 0.05"),
+        "{}",
+        degraded.message
+    );
+    assert_eq!(
+        format!("{:?}", status.history[0].verdict),
+        "RolledBack",
+        "{:?}",
+        status.history
+    );
+    // The spec stays as written; the Deployment runs v1 again.
+    assert_eq!(gs.spec.image, "shop:2");
+    wait_until("the Deployment back on v1", DEADLINE, || {
+        let ns = &ns;
+        let v1 = v1.clone();
+        async move { Ok::<_, String>((deployed(ns, "shop").await == v1).then_some(())) }
+    })
+    .await
+    .unwrap();
+
+    // A replicas edit is no new revision: v1 stays in force.
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"replicas": 3}})),
+    )
+    .await
+    .unwrap();
+    let gs = wait_for(&api, "shop", "the replicas edit observed", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .is_some_and(|s| s.observed_generation == gs.metadata.generation)
+    })
+    .await
+    .unwrap();
+    assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(deployed(&ns, "shop").await, v1);
+
+    // v3, bad as well, ends on v1: the last *verified* revision.
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "shop:3"}})),
+    )
+    .await
+    .unwrap();
+    let v3 = wait_for(&api, "shop", "v3 in force", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.revision != v1 && v.revision != v2)
+    })
+    .await
+    .unwrap()
+    .status
+    .unwrap()
+    .verification
+    .unwrap()
+    .revision;
+    let bad3 = revisions.start(&v3);
+    let _bad3_traffic = Traffic::start(bad3, &[("/debug/panic", 1)], 10);
+    let gs = wait_for(
+        &api,
+        "shop",
+        "v3 rolled back",
+        Duration::from_secs(120),
+        |gs| {
+            gs.status
+                .as_ref()
+                .is_some_and(|s| s.failed_revision.as_deref() == Some(v3.as_str()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
+    wait_until("the Deployment back on v1 again", DEADLINE, || {
+        let ns = &ns;
+        let v1 = v1.clone();
+        async move { Ok::<_, String>((deployed(ns, "shop").await == v1).then_some(())) }
+    })
+    .await
+    .unwrap();
+
+    // One Event and one webhook call per decision, signed.
+    assert_eq!(events(&ns, "shop", "Verified").await, 1);
+    assert_eq!(events(&ns, "shop", "RolledBack").await, 2);
+    let expected = vec![
+        ("Verified".to_owned(), v1.clone()),
+        ("RolledBack".to_owned(), v2.clone()),
+        ("RolledBack".to_owned(), v3.clone()),
+    ];
+    wait_until("three webhook calls", DEADLINE, || {
+        let got = receiver.events();
+        let expected = expected.clone();
+        async move { Ok::<_, String>((got == expected).then_some(())) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}; calls: {:?}", receiver.events()));
+    let calls = receiver.calls.lock().unwrap().clone();
+    for (body, signature) in &calls {
+        let expected = gantry_operator::rollout::webhook::sign(b"webhook-secret", body.as_bytes());
+        assert_eq!(signature.as_deref(), Some(expected.as_str()), "{body}");
+        let body: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["namespace"], json!(ns.name));
+        assert_eq!(body["goserver"], "shop");
+    }
+    drop(operator);
+}
+
+/// A revision without traffic is no failure: it stays unverified (`NoData`)
+/// and nothing is rolled back, until the metric says no data fails. And a
+/// Prometheus that goes away is the provider failing, not the application.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_data_and_a_missing_prometheus_are_not_failures() {
+    let ns = TestNamespace::new("op-nodata").await;
+    let mut prometheus = Prometheus::start();
+    let url = prometheus.url();
+    let _operator = Operator::start_with(&ns, &["--prometheus-url", &url]).await;
+    let mut revisions = Revisions::new(&prometheus, &ns.name);
+    let api: Api<GoServer> = ns.api();
+    let spec = verification(None, "Inconclusive");
+
+    api.create(&PostParams::default(), &goserver("quiet", "quiet:1", &spec))
+        .await
+        .unwrap();
+    let v1 = next_revision(&api, "quiet", None).await;
+    let good = revisions.start(&v1);
+    let traffic = Traffic::start(good, &[("/", 1)], 10);
+    wait_for(
+        &api,
+        "quiet",
+        "v1 Verified",
+        Duration::from_secs(120),
+        |gs| has(gs, "Verified", "True", "Passed"),
+    )
+    .await
+    .unwrap();
+    drop(traffic);
+
+    // v2 gets no server and no traffic: no data, past its window.
+    api.patch(
+        "quiet",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "quiet:2"}})),
+    )
+    .await
+    .unwrap();
+    let v2 = next_revision(&api, "quiet", Some(&v1)).await;
+    let gs = wait_for(
+        &api,
+        "quiet",
+        "v2 without data",
+        Duration::from_secs(120),
+        |gs| has(gs, "Verified", "Unknown", "NoData"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gs.status.as_ref().unwrap().revision.as_deref(),
+        Some(v2.as_str())
+    );
+    assert!(has(&gs, "Degraded", "False", "AsExpected"));
+
+    // Prometheus goes away: unavailable, nothing rolled back.
+    prometheus.stop();
+    let gs = wait_for(&api, "quiet", "Prometheus unavailable", DEADLINE, |gs| {
+        has(gs, "Verified", "Unknown", "PrometheusUnavailable")
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        gs.status.as_ref().unwrap().revision.as_deref(),
+        Some(v2.as_str())
+    );
+    assert!(gs.status.as_ref().unwrap().failed_revision.is_none());
+    prometheus.restart();
+    wait_for(&api, "quiet", "measuring again", DEADLINE, |gs| {
+        has(gs, "Verified", "Unknown", "NoData")
+    })
+    .await
+    .unwrap();
+
+    // The same revision, with no data now counted as failure: rolled back.
+    let strict = verification(None, "Fail");
+    api.patch(
+        "quiet",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rollout": {"verification": strict}}})),
+    )
+    .await
+    .unwrap();
+    let gs = wait_for(
+        &api,
+        "quiet",
+        "v2 rolled back",
+        Duration::from_secs(120),
+        |gs| has(gs, "Degraded", "True", "RolledBack"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
+}
