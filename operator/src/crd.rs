@@ -800,9 +800,13 @@ pub enum VerificationPhase {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct MetricStatus {
+    /// The metric's name in the spec.
     pub name: String,
+    /// Measurements within the bounds (and, with `noData: Pass`, without data).
     pub passed: i32,
+    /// Measurements outside the bounds (and, with `noData: Fail`, without data).
     pub failed: i32,
+    /// Measurements without data that count neither way.
     pub inconclusive: i32,
     /// The last value measured; absent when there was no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -813,9 +817,13 @@ pub struct MetricStatus {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryEntry {
+    /// The revision, as in `status.revision`.
     pub revision: String,
+    /// The image it ran.
     pub image: String,
+    /// When it first came into force.
     pub deployed_at: Time,
+    /// `Unverified`, `Passed`, `Failed` or `RolledBack`.
     pub verdict: Verdict,
     /// The last value of each metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -834,7 +842,9 @@ pub enum Verdict {
 /// A metric's last value.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 pub struct MetricValue {
+    /// The metric's name in the spec.
     pub name: String,
+    /// Its last value; absent when there was no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
 }

@@ -74,7 +74,8 @@ const CONDITIONS: &str = "
 | `Ready` | every replica of the current revision is updated, available and ready, and nothing is degraded | `Ready`, `RolloutInProgress`, `DeploymentMissing`, `ProgressDeadlineExceeded`, or the reason of a permanent error |
 | `Available` | the Deployment has its minimum of available replicas (its own `Available` condition) | taken from the Deployment; `DeploymentPending` before it reports |
 | `Progressing` | a rollout is under way | `RollingOut`, `RolloutComplete`, `ProgressDeadlineExceeded`, `DeploymentMissing` |
-| `Degraded` | the operator cannot bring the children in line with the spec, or the rollout stalled | `AsExpected` (`False`); `SecretNotFound`, `InvalidSpec`, `ChildRejected`, `ProgressDeadlineExceeded` |
+| `Degraded` | the operator cannot bring the children in line with the spec, the rollout stalled, or a revision failed verification | `AsExpected` (`False`); `SecretNotFound`, `InvalidSpec`, `ChildRejected`, `ProgressDeadlineExceeded`, `RevisionMissing`, `RolledBack` (the last verified revision is back in force), `VerificationFailed` (the failed revision stays) |
+| `Verified` | only with `spec.rollout.verification`: the revision in `status.verification.revision` passed | `Pending`, `Measuring`, `NoData`, `PrometheusUnavailable` (`Unknown`); `Passed` (`True`); `Failed` (`False`) |
 
 A permanent error (a referenced Secret that does not exist, a spec the
 apiserver accepted but that cannot be turned into valid children) sets

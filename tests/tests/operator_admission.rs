@@ -181,6 +181,39 @@ fn cases() -> Vec<Case> {
             patch: |s| s["service"] = json!({"type": "ExternalName"}),
             field: "spec.service.type",
         },
+        Case {
+            what: "a metric without bounds",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"metrics": [{"name": "m", "query": "up"}]}});
+            },
+            field: "spec.rollout.verification.metrics[0]",
+        },
+        Case {
+            what: "a metric with min above max",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"metrics": [{"name": "m", "query": "up", "min": 2, "max": 1}]}});
+            },
+            field: "spec.rollout.verification.metrics[0].min",
+        },
+        Case {
+            what: "a verification without metrics",
+            patch: |s| s["rollout"] = json!({"verification": {"metrics": []}}),
+            field: "spec.rollout.verification.metrics",
+        },
+        Case {
+            what: "a window that is no duration",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"window": "5 minutes", "metrics": [{"name": "m", "query": "up", "max": 1}]}});
+            },
+            field: "spec.rollout.verification.window",
+        },
+        Case {
+            what: "an unknown noData verdict",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"metrics": [{"name": "m", "query": "up", "max": 1, "noData": "Ignore"}]}});
+            },
+            field: "spec.rollout.verification.metrics[0].noData",
+        },
     ]
 }
 
@@ -224,6 +257,25 @@ async fn bad_goservers_are_rejected_naming_the_field() {
             Err(err) => failures.push(format!("{}: unexpected error {err}", case.what)),
         }
     }
+    // Revision names (`<name>-<10 hex>`) must fit a label value.
+    match api
+        .create(
+            &PostParams::default(),
+            &object(&"n".repeat(53), valid_spec()),
+        )
+        .await
+    {
+        Ok(_) => failures.push("a 53-character name: accepted".to_owned()),
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains("metadata.name") => {}
+        Err(err) => failures.push(format!("a 53-character name: {err}")),
+    }
+    api.create(
+        &PostParams::default(),
+        &object(&"n".repeat(52), valid_spec()),
+    )
+    .await
+    .expect("a 52-character name is accepted");
     assert!(
         failures.is_empty(),
         "{} case(s) not rejected as expected:\n{}",
