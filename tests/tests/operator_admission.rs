@@ -283,3 +283,35 @@ async fn bad_goservers_are_rejected_naming_the_field() {
         failures.join("\n")
     );
 }
+
+/// Every GoServer in examples/ is admitted as written, so the examples the
+/// docs point at cannot drift from the schema.
+#[tokio::test(flavor = "multi_thread")]
+async fn every_example_is_admitted() {
+    let ns = TestNamespace::new("examples").await;
+    operator_support::install_crd(&ns.client).await;
+    let api: Api<gantry_operator::crd::GoServer> = ns.api();
+    let mut seen = 0;
+    let dir = gantry_e2e::operator::root().join("examples");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_norway::Deserializer::from_str(&text) {
+            let value = <Value as serde::Deserialize>::deserialize(document)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if value["kind"] != "GoServer" {
+                continue;
+            }
+            let gs: gantry_operator::crd::GoServer =
+                serde_json::from_value(value).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            api.create(&PostParams::default(), &gs)
+                .await
+                .unwrap_or_else(|e| panic!("{} was refused: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(seen >= 3, "only {seen} examples found in {}", dir.display());
+}
