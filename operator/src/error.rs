@@ -65,6 +65,10 @@ pub enum Error {
     /// another candidate holds it now: this process must stop writing.
     #[error("lost the leader Lease: {0}")]
     LeadershipLost(String),
+
+    /// The Lease library failed (the apiserver refused or could not be reached).
+    #[error("leader election: {0}")]
+    LeaseManager(String),
 }
 
 /// Results of the operator.
@@ -83,6 +87,7 @@ impl Error {
             Self::Serialize { .. } => "serialize",
             Self::Http { .. } => "http",
             Self::LeadershipLost(_) => "leadership_lost",
+            Self::LeaseManager(_) => "lease_manager",
         }
     }
 
@@ -98,6 +103,7 @@ impl Error {
             Self::Serialize { .. } => "SerializeError",
             Self::Http { .. } => "HttpError",
             Self::LeadershipLost(_) => "LeadershipLost",
+            Self::LeaseManager(_) => "LeaseError",
         }
     }
 
@@ -112,7 +118,7 @@ impl Error {
             | Self::Serialize { .. }
             | Self::Http { .. }
             | Self::LeadershipLost(_) => true,
-            Self::Kube { .. } => false,
+            Self::Kube { .. } | Self::LeaseManager(_) => false,
         }
     }
 

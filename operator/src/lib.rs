@@ -125,27 +125,26 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         lease = %format!("{}/{}", election.namespace, election.name),
         "waiting to lead"
     );
-    tokio::select! {
-        () = elector.acquire() => {}
+    let leadership = tokio::select! {
+        leadership = elector.acquire() => leadership,
         () = shutdown_signal() => {
             info!("stopped while standing by");
             return Ok(());
         }
-    }
+    };
     info!(identity = elector.identity(), "leading");
     metrics.set_leader(true);
     let outcome = tokio::select! {
         () = controller::run(client, settings, Arc::clone(&metrics), health) => Ok(()),
-        lost = elector.keep_renewing() => Err(lost),
+        lost = leadership.keep() => Err(lost),
     };
     metrics.set_leader(false);
     match outcome {
         Ok(()) => {
             // Stopped by a signal: hand over now rather than make the
             // standby wait for the lease to run out.
-            match elector.release().await {
-                Ok(()) => info!("released the leader Lease"),
-                Err(err) => warn!(error = %err, "could not release the leader Lease"),
+            if let Err(err) = leadership.release().await {
+                warn!(error = %err, "could not release the leader Lease");
             }
             Ok(())
         }

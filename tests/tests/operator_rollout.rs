@@ -478,3 +478,101 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     .unwrap();
     assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
 }
+
+/// Scaling during a verification (as an HPA does, through the Deployment's
+/// scale) neither fails, resets nor advances it; a new revision arriving
+/// mid-window restarts verification for the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn scaling_changes_nothing_and_a_new_revision_restarts_verification() {
+    let ns = TestNamespace::new("op-restart").await;
+    let prometheus = Prometheus::start();
+    let url = prometheus.url();
+    let _operator = Operator::start_with(&ns, &["--prometheus-url", &url]).await;
+    let mut revisions = Revisions::new(&prometheus, &ns.name);
+    let api: Api<GoServer> = ns.api();
+    // A long window, so the changes below land inside it.
+    let mut spec = verification(None, "Inconclusive");
+    spec["window"] = json!("40s");
+    let mut gs = goserver("web", "web:1", &spec);
+    gs.spec.autoscaling =
+        serde_json::from_value(json!({"minReplicas": 2, "maxReplicas": 6})).unwrap();
+    api.create(&PostParams::default(), &gs).await.unwrap();
+    let v1 = next_revision(&api, "web", None).await;
+    let server = revisions.start(&v1);
+    let _traffic = Traffic::start(server, &[("/", 1)], 10);
+
+    let measured = |at_least: i32| {
+        move |gs: &GoServer| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| v.metrics.first().is_some_and(|m| m.passed >= at_least))
+        }
+    };
+    let before = wait_for(&api, "web", "two measurements", DEADLINE, measured(2))
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .verification
+        .unwrap();
+    // The HPA's way of scaling: the Deployment's scale subresource.
+    ns.api::<Deployment>()
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 5}})),
+        )
+        .await
+        .unwrap();
+    let during = wait_for(&api, "web", "two more measurements", DEADLINE, measured(4))
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .verification
+        .unwrap();
+    assert_eq!(during.revision, v1);
+    assert_eq!(
+        during.available_at, before.available_at,
+        "scaling reset the window"
+    );
+    assert_eq!(format!("{:?}", during.phase), "Measuring");
+    assert_eq!(during.metrics[0].failed, 0);
+
+    // v2 arrives mid-window: its verification starts from nothing.
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "web:2"}})),
+    )
+    .await
+    .unwrap();
+    let v2 = next_revision(&api, "web", Some(&v1)).await;
+    let gs = api.get("web").await.unwrap();
+    let status = gs.status.unwrap();
+    let restarted = status.verification.unwrap();
+    assert_eq!(restarted.revision, v2);
+    assert!(
+        restarted
+            .metrics
+            .iter()
+            .all(|m| m.passed == 0 && m.failed == 0),
+        "{restarted:?}"
+    );
+    assert_eq!(
+        status.last_good_revision, None,
+        "v1 never finished its window"
+    );
+    let server = revisions.start(&v2);
+    let _traffic2 = Traffic::start(server, &[("/", 1)], 10);
+    let gs = wait_for(&api, "web", "v2 Verified", Duration::from_secs(150), |gs| {
+        has(gs, "Verified", "True", "Passed")
+    })
+    .await
+    .unwrap();
+    let status = gs.status.unwrap();
+    assert_eq!(status.last_good_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(status.history[1].revision, v1);
+    assert_eq!(format!("{:?}", status.history[1].verdict), "Unverified");
+}
