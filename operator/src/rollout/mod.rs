@@ -208,13 +208,22 @@ pub fn progress(
     if in_force == observed.spec_revision
         && decision.history.first().map(|h| h.revision.as_str()) != Some(in_force.as_str())
     {
+        // A spec back on the verified revision deploys it again; it is
+        // verified already.
+        let verdict = if verification(gs).is_some()
+            && decision.last_good_revision.as_deref() == Some(in_force.as_str())
+        {
+            HistoryVerdict::Passed
+        } else {
+            HistoryVerdict::Unverified
+        };
         decision.history.insert(
             0,
             HistoryEntry {
                 revision: in_force.clone(),
                 image: observed.in_force.image(),
                 deployed_at: observed.now.clone(),
-                verdict: HistoryVerdict::Unverified,
+                verdict,
                 metrics: Vec::new(),
             },
         );

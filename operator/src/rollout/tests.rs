@@ -365,3 +365,31 @@ fn queries_are_filled_in() {
         vec!["q{revision=\"hello-0123456789\"}".to_owned()]
     );
 }
+
+#[test]
+fn a_spec_back_on_the_good_revision_needs_no_new_verification() {
+    let mut gs = good_before(verified(json!({})));
+    gs = with_status(gs.clone(), &step(&gs, 100, true, &[]));
+    gs = with_status(gs.clone(), &step(&gs, 110, true, &[Ok(Some(0.5))]));
+    assert_eq!(gs.status.as_ref().unwrap().failed_revision.as_deref(), Some("hello-new"));
+    // The user puts the spec back on the good revision.
+    let rev = revision("hello-old");
+    let now = at(200);
+    let d = progress(
+        &gs,
+        &Observation {
+            now: &now,
+            spec_revision: "hello-old",
+            in_force: &rev,
+            complete: true,
+            deadline_exceeded: false,
+        },
+        None,
+    );
+    assert_eq!(d.revision, "hello-old");
+    assert_eq!(d.failed_revision, None);
+    assert!(d.decided.is_none() && !d.measure);
+    assert_eq!(d.history[0].revision, "hello-old");
+    assert_eq!(d.history[0].verdict, HistoryVerdict::Passed);
+    assert_eq!(d.history[1].verdict, HistoryVerdict::RolledBack);
+}
