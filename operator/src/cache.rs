@@ -66,7 +66,8 @@ impl Caches {
         let (config_maps, config_map_stream) = cached(client, namespace, drop_managed_fields);
         let (ingresses, ingress_stream) = cached(client, namespace, drop_managed_fields);
         let (hpas, hpa_stream) = cached(client, namespace, drop_managed_fields);
-        let (revisions, revision_stream) = cached_metadata(client, namespace);
+        // An `Api` of `PartialObjectMeta` lists and watches metadata only.
+        let (revisions, revision_stream) = cached(client, namespace, drop_managed_fields);
         (
             Self {
                 deployments,
@@ -157,38 +158,6 @@ where
     let stream = watcher(api, config)
         .default_backoff()
         .modify(trim)
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
-    (reader, stream)
-}
-
-fn cached_metadata<K>(
-    client: &Client,
-    namespace: Option<&str>,
-) -> (
-    Store<PartialObjectMeta<K>>,
-    ChildStream<PartialObjectMeta<K>>,
-)
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    // An `Api` of `PartialObjectMeta` lists and watches metadata only.
-    let api: Api<PartialObjectMeta<K>> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
-        .default_backoff()
-        .modify(drop_managed_fields)
         .reflect(writer)
         .touched_objects()
         .boxed();
