@@ -78,10 +78,6 @@ pub struct LeaderElection {
 /// caches and queues belong to a term that is over, and a restart, which
 /// the Deployment does, is the simplest way to start clean as a standby.
 pub async fn run(config: Config, options: RunOptions) -> Result<()> {
-    // reqwest (Prometheus, webhooks) takes rustls' process-wide provider;
-    // the kube client brings its own. A second install is refused, which
-    // is fine: one is in place.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let metrics = Arc::new(Metrics::new());
     let client = client::counted(config, &metrics).map_err(|e| Error::kube("build a client", e))?;
     let health = Arc::new(Health::default());

@@ -24,6 +24,7 @@
 //! - [`webhook`]: the signed POST of each decision.
 
 pub mod duration;
+pub mod http;
 pub mod judge;
 pub mod prometheus;
 pub mod webhook;

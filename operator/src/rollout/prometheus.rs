@@ -16,7 +16,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::Method;
 use serde::Deserialize;
+
+use super::http::HttpClient;
 
 /// Why a query gave no measurement.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +43,7 @@ pub enum QueryError {
 /// Queries Prometheus for the verification of every `GoServer`.
 #[derive(Clone, Debug)]
 pub struct Prometheus {
-    http: reqwest::Client,
+    http: HttpClient,
     /// `--prometheus-url`: the default, and the only URL the token goes to.
     default_url: Option<String>,
     token_file: Option<PathBuf>,
@@ -49,7 +52,7 @@ pub struct Prometheus {
 impl Prometheus {
     pub fn new(default_url: Option<String>, token_file: Option<PathBuf>) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: HttpClient::new(),
             default_url: default_url.map(|u| u.trim_end_matches('/').to_owned()),
             token_file,
         }
@@ -68,12 +71,12 @@ impl Prometheus {
             .or_else(|| self.default_url.clone())
             .ok_or(QueryError::NoUrl)?;
         let endpoint =
-            reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), &[("query", query)])
+            url::Url::parse_with_params(&format!("{base}/api/v1/query"), &[("query", query)])
                 .map_err(|e| QueryError::Unreachable {
-                url: base.clone(),
-                message: format!("not a URL: {e}"),
-            })?;
-        let mut request = self.http.get(endpoint).timeout(timeout);
+                    url: base.clone(),
+                    message: format!("not a URL: {e}"),
+                })?;
+        let mut authorization = None;
         if self.default_url.as_deref() == Some(base.as_str())
             && let Some(path) = &self.token_file
         {
@@ -81,31 +84,24 @@ impl Prometheus {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?;
-            request = request.bearer_auth(token.trim());
+            authorization = Some(format!("Bearer {}", token.trim()));
         }
-        let response = request.send().await.map_err(|e| QueryError::Unreachable {
-            url: base.clone(),
-            message: error_chain(&e),
-        })?;
-        let status = response.status();
-        let body = response.text().await.map_err(|e| QueryError::Unreachable {
-            url: base.clone(),
-            message: error_chain(&e),
-        })?;
+        let headers: Vec<(&str, &str)> = authorization
+            .as_deref()
+            .map(|value| ("authorization", value))
+            .into_iter()
+            .collect();
+        let (status, body) = self
+            .http
+            .send(Method::GET, endpoint.as_str(), &headers, None, timeout)
+            .await
+            .map_err(|message| QueryError::Unreachable {
+                url: base.clone(),
+                message,
+            })?;
+        let body = String::from_utf8_lossy(&body);
         parse(status.as_u16(), &body)
     }
-}
-
-/// The message of an error and its causes, one after the other.
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[derive(Deserialize)]

@@ -371,7 +371,10 @@ fn a_spec_back_on_the_good_revision_needs_no_new_verification() {
     let mut gs = good_before(verified(json!({})));
     gs = with_status(gs.clone(), &step(&gs, 100, true, &[]));
     gs = with_status(gs.clone(), &step(&gs, 110, true, &[Ok(Some(0.5))]));
-    assert_eq!(gs.status.as_ref().unwrap().failed_revision.as_deref(), Some("hello-new"));
+    assert_eq!(
+        gs.status.as_ref().unwrap().failed_revision.as_deref(),
+        Some("hello-new")
+    );
     // The user puts the spec back on the good revision.
     let rev = revision("hello-old");
     let now = at(200);

@@ -11,11 +11,13 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use axum::http::Method;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
 use super::Decided;
+use super::http::HttpClient;
 use crate::crd::MetricStatus;
 
 /// Header carrying the signature.
@@ -55,7 +57,7 @@ impl Payload {
 /// Sends webhook calls.
 #[derive(Clone, Debug)]
 pub struct Sender {
-    http: reqwest::Client,
+    http: HttpClient,
     signing_key_file: Option<PathBuf>,
     first_retry: Duration,
 }
@@ -63,7 +65,7 @@ pub struct Sender {
 impl Sender {
     pub fn new(signing_key_file: Option<PathBuf>) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: HttpClient::new(),
             signing_key_file,
             first_retry: FIRST_RETRY,
         }
@@ -91,19 +93,19 @@ impl Sender {
         let mut wait = self.first_retry;
         let mut last = String::new();
         for attempt in 1..=ATTEMPTS {
-            let mut request = self
+            let headers: Vec<(&str, &str)> = signature
+                .as_deref()
+                .map(|value| (SIGNATURE_HEADER, value))
+                .into_iter()
+                .collect();
+            match self
                 .http
-                .post(url)
-                .timeout(TIMEOUT)
-                .header("content-type", "application/json")
-                .body(body.clone());
-            if let Some(signature) = &signature {
-                request = request.header(SIGNATURE_HEADER, signature.as_str());
-            }
-            match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(()),
-                Ok(response) => last = format!("the receiver answered {}", response.status()),
-                Err(err) => last = err.to_string(),
+                .send(Method::POST, url, &headers, Some(body.clone()), TIMEOUT)
+                .await
+            {
+                Ok((status, _)) if status.is_success() => return Ok(()),
+                Ok((status, _)) => last = format!("the receiver answered {status}"),
+                Err(err) => last = err,
             }
             if attempt < ATTEMPTS {
                 tokio::time::sleep(wait).await;
