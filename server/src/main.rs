@@ -44,7 +44,7 @@ fn main() -> ExitCode {
     );
     let result = runtime.block_on(async {
         let listener = server::bind(&config).await?;
-        server::serve(config, listener).await
+        server::serve(config, listener, telemetry.tracer()).await
     });
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,16 +1,20 @@
-//! What handlers share: the database (once connected), the lifecycle flag
-//! readiness reads, the metrics registry, and the rate limiter.
+//! What handlers and middleware share: the database (once connected), the
+//! lifecycle flag readiness reads, the metrics registry, the rate limiter and
+//! the tracer for request spans. Middleware is handed only the part it uses.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Notify;
 
 use crate::api::rate_limit::ClientLimiter;
 use crate::config::Config;
+use crate::context::Tracing;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 
 /// Cheap to clone; everything inside is shared.
 #[derive(Clone, Debug)]
@@ -18,6 +22,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<ClientLimiter>,
+    pub tracing: Tracing,
     db: Arc<OnceLock<Db>>,
     lifecycle: Arc<Lifecycle>,
 }
@@ -29,7 +34,7 @@ struct Lifecycle {
 }
 
 impl AppState {
-    /// A state with no database yet: probes answer, `/readyz` says 503 and the
+    /// A state with no database yet, whose request spans are not exported: probes answer, `/readyz` says 503 and the
     /// API answers 503 until [`AppState::set_db`].
     pub fn new(config: Config) -> Self {
         let limiter = ClientLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
@@ -37,9 +42,17 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(limiter),
+            tracing: Tracing::new(Telemetry::default().tracer()),
             db: Arc::new(OnceLock::new()),
             lifecycle: Arc::new(Lifecycle::default()),
         }
+    }
+
+    /// Request spans from `tracer`, such as one that exports them.
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: SdkTracer) -> Self {
+        self.tracing = Tracing::new(tracer);
+        self
     }
 
     /// Makes the database available; a second call is ignored.

@@ -49,6 +49,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
     let v1 = users::router().route("/openapi.json", get(openapi));
     Router::new()
         .nest("/v1", v1)
-        .layer(from_fn_with_state(state.clone(), rate_limit::limit))
-        .layer(from_fn_with_state(state.clone(), auth::require_token))
+        .layer(from_fn_with_state(state.limiter.clone(), rate_limit::limit))
+        .layer(from_fn_with_state(
+            auth::ApiTokens::new(&state.config.api_tokens),
+            auth::require_token,
+        ))
 }

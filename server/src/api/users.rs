@@ -6,8 +6,7 @@
 //! binds its values, so SQL metacharacters are only data.
 
 use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -15,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
 use crate::db::{UserRecord, is_unique_violation};
 use crate::error::{ApiError, Code, Result, now_rfc3339};
 use crate::state::AppState;
@@ -124,9 +123,18 @@ fn valid_email(email: &str) -> Result<String> {
     Ok(email)
 }
 
-fn valid_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<Uuid> {
-    let Path(raw) = path.map_err(|e| ApiError::invalid(e.body_text()))?;
-    Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("id must be a UUID"))
+/// A user id taken from the path. Its own `Deserialize` gives the message a
+/// client can act on; the extractor turns it into a 4001 problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserId(pub Uuid);
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Uuid::parse_str(&raw)
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("id must be a UUID"))
+    }
 }
 
 fn conflict_or(err: sqlx::Error) -> ApiError {
@@ -228,9 +236,8 @@ pub async fn list(
 )]
 pub async fn fetch(
     State(state): State<AppState>,
-    id: std::result::Result<Path<String>, PathRejection>,
+    Path(UserId(id)): Path<UserId>,
 ) -> Result<axum::Json<User>> {
-    let id = valid_id(id)?;
     let record = state
         .db()?
         .get_user(&id.to_string())
@@ -254,10 +261,9 @@ pub async fn fetch(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    id: std::result::Result<Path<String>, PathRejection>,
+    Path(UserId(id)): Path<UserId>,
     Json(change): Json<UserUpdate>,
 ) -> Result<axum::Json<User>> {
-    let id = valid_id(id)?;
     if change.name.is_none() && change.email.is_none() {
         return Err(ApiError::invalid("give at least one of name, email"));
     }
@@ -285,9 +291,8 @@ pub async fn update(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    id: std::result::Result<Path<String>, PathRejection>,
+    Path(UserId(id)): Path<UserId>,
 ) -> Result<StatusCode> {
-    let id = valid_id(id)?;
     if state.db()?.delete_user(&id.to_string()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
