@@ -393,6 +393,44 @@ async fn the_openapi_document_describes_every_api_route() {
     user_props.sort_unstable();
     assert_eq!(user_props, ["createdAt", "email", "id", "name"]);
 
+    // Every answer the middleware can give is documented on every operation.
+    for (path, methods) in paths.as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["401", "429", "431", "500", "503"];
+            if operation.get("requestBody").is_some() {
+                expected.extend(["413", "415"]);
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    // The constraints the server enforces are in the schemas.
+    let limit = &paths["/api/v1/users"]["get"]["parameters"][0];
+    assert_eq!(limit["name"], "limit");
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(100))
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["UserUpdate"]["minProperties"], 1);
+    assert_eq!(
+        schemas["User"]["properties"]["createdAt"]["format"],
+        "date-time"
+    );
+    for body in ["NewUser", "UserUpdate"] {
+        for field in ["name", "email"] {
+            assert!(
+                schemas[body]["properties"][field]["pattern"].is_string(),
+                "{body}.{field} has no pattern"
+            );
+        }
+    }
+
     // And every documented operation is routed: none answers 404/405.
     for (path, methods) in paths.as_object().unwrap() {
         let concrete = path.replace("{id}", "01890a5d-ac96-774b-bcce-b302099a8057");
