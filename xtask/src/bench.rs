@@ -257,7 +257,8 @@ struct Settings<'a> {
 /// Starts `peer` in a fresh working directory, measures both routes, stops it.
 fn measure_peer(peer: &Peer, settings: &Settings<'_>) -> Result<Vec<Measurement>> {
     let file_name = peer.name.replace('/', "");
-    let work = settings.out.join(&file_name);
+    // Beside, not over, the peers' binaries in `out`.
+    let work = settings.out.join("run").join(&file_name);
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     let port = proc::free_port()?;
