@@ -84,7 +84,7 @@ pub async fn serve(
     listener: TcpListener,
     tracer: SdkTracer,
 ) -> Result<(), ServeError> {
-    let state = AppState::new(config).with_tracer(tracer);
+    let state = AppState::with_tracer(config, tracer);
     let signals = state.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
