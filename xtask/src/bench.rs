@@ -4,7 +4,7 @@
 //! `GET /api/v1/users/{id}`) and loads each in turn, on loopback, with one
 //! load generator (wrk) and the same connection count:
 //!
-//! - `gantry-server`, release build, every middleware on, logging JSON to a
+//! - `gantry-server`, `dist` build (LTO), every middleware on, logging JSON to a
 //!   file, the user read from its `SQLite` database through auth and the rate
 //!   limiter (set high enough never to refuse);
 //! - `gin-full` (`bench/ginfull`): Gin doing the same work, the reference
@@ -123,7 +123,7 @@ fn server(args: &Args) -> Result<ExitCode> {
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let (duration, runs) = if args.quick { (2, 1) } else { (10, 3) };
 
-    let peers = build(&root, &out)?;
+    let peers = build(&root, &out, args.quick)?;
     let pinning = Pinning::detect();
     let clock_ticks: f64 = proc::output("getconf CLK_TCK", Command::new("getconf").arg("CLK_TCK"))?
         .trim()
@@ -180,15 +180,19 @@ fn server(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Builds every server; returns them in table order.
-fn build(root: &Path, out: &Path) -> Result<Vec<Peer>> {
-    eprintln!("building the servers (release)");
+/// Builds every server; returns them in table order. Published figures
+/// come from the `dist` profile (LTO, one codegen unit), as the images do;
+/// `--quick` takes the plain release profile, which builds much faster.
+fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
+    let profile = if quick { "release" } else { "dist" };
+    eprintln!("building the servers (profile {profile})");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     proc::run(
-        "cargo build --release",
+        &format!("cargo build --profile {profile}"),
         Command::new(&cargo).current_dir(root).args([
             "build",
-            "--release",
+            "--profile",
+            profile,
             "-p",
             "gantry-server",
             "--bin",
@@ -210,7 +214,7 @@ fn build(root: &Path, out: &Path) -> Result<Vec<Peer>> {
     }
     let target = workspace::non_empty_env("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from);
-    let release = target.join("release");
+    let rust_out = target.join(profile);
     let one_go_thread = || {
         vec![
             ("GOMAXPROCS", "1".to_owned()),
@@ -220,7 +224,7 @@ fn build(root: &Path, out: &Path) -> Result<Vec<Peer>> {
     Ok(vec![
         Peer {
             name: "gantry-server",
-            program: release.join("gantry-server"),
+            program: rust_out.join("gantry-server"),
             env: vec![("TOKIO_WORKER_THREADS", "1".to_owned())],
         },
         Peer {
@@ -240,7 +244,7 @@ fn build(root: &Path, out: &Path) -> Result<Vec<Peer>> {
         },
         Peer {
             name: "axum-hello",
-            program: release.join("examples/axum_hello"),
+            program: rust_out.join("examples/axum_hello"),
             env: vec![("TOKIO_WORKER_THREADS", "1".to_owned())],
         },
     ])
