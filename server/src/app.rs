@@ -3,7 +3,7 @@
 //! Middleware, outermost first (a request passes them top to bottom, the
 //! response bottom to top):
 //!
-//! 1. trace context: `traceparent` in and out, trace id for the request
+//! 1. trace context: `traceparent` in and out through OpenTelemetry, the request's span
 //! 2. request id: `x-request-id` kept or set (to the trace id), and returned
 //! 3. access log: one span per request (method, route, trace id), one line per response
 //! 4. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge
@@ -97,33 +97,31 @@ pub fn app(state: AppState) -> Router {
             X_REQUEST_ID.clone(),
             RequestIdFromTrace,
         ))
-        .layer(from_fn(trace_context))
+        .layer(from_fn_with_state(state.tracing.clone(), trace_context))
 }
 
 /// The access-log span. Its level is ERROR so that it exists whatever
 /// `LOG_LEVEL` is: a span filtered out would take the trace id off every line
 /// logged inside the request.
 fn request_span(req: &Request<Body>) -> Span {
-    let trace = req.extensions().get::<TraceContext>();
+    let trace_id = req
+        .extensions()
+        .get::<TraceContext>()
+        .map(TraceContext::trace_id)
+        .unwrap_or_default();
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
-    let span = tracing::error_span!(
+    tracing::error_span!(
         "request",
         method = %req.method(),
         route = %route,
-        trace_id = trace.map_or("", |t| t.trace_id.as_str()),
+        trace_id = trace_id.as_str(),
         request_id,
-        otel.name = format!("{} {route}", req.method()),
-        otel.kind = "server",
-    );
-    if let Some(trace) = trace {
-        crate::telemetry::link_parent(&span, trace);
-    }
-    span
+    )
 }
 
 /// The access-log line: status and latency, and for a 5xx the logged cause.

@@ -4,40 +4,15 @@
 //! from the file named by `<NAME>_FILE` (a mounted Kubernetes secret). Parsing
 //! collects *every* problem before failing, so an operator fixing a broken
 //! deployment sees the whole list at once rather than one error per restart.
-//! Secret values live in [`Secret`], whose `Debug` and `Display` never show
-//! the value.
+//! Secret values are [`SecretString`]s: `Debug` shows `[REDACTED]`, there is
+//! no `Display`, the memory is zeroed on drop, and every read is an
+//! `expose_secret()` call that a search finds.
 
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A value that must never reach a log line or a `Debug` dump.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret<T>(T);
-
-impl<T> Secret<T> {
-    pub fn new(value: T) -> Self {
-        Self(value)
-    }
-
-    /// The secret itself; call sites are easy to audit with a search.
-    pub fn expose(&self) -> &T {
-        &self.0
-    }
-}
-
-impl<T> fmt::Debug for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl<T> fmt::Display for Secret<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
+use secrecy::{ExposeSecret, SecretString};
 
 /// The log verbosity, one of the four levels the project documents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,16 +47,25 @@ pub struct Config {
     pub host: IpAddr,
     pub port: u16,
     /// May carry a password, hence a secret; log it with [`Config::database_kind`].
-    pub database_url: Secret<String>,
+    pub database_url: SecretString,
     pub static_dir: PathBuf,
     pub log_level: LogLevel,
     pub log_format: LogFormat,
     /// Bearer tokens accepted on `/api`. Empty means the API refuses everyone:
     /// an unconfigured server must not be an open one.
-    pub api_tokens: Vec<Secret<String>>,
+    pub api_tokens: Vec<SecretString>,
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
     pub request_timeout: Duration,
+    /// How long a client may take to send a request's headers, from its
+    /// first byte (or, on a kept-alive connection, from the previous
+    /// response). Without it a client that sends half a request and stops
+    /// holds a connection, and a file descriptor, for as long as it likes.
+    pub header_read_timeout: Duration,
+    /// Connections served at once; more wait in the listen backlog. Keeps the
+    /// server below its file-descriptor limit, so a flood of connections
+    /// delays new ones instead of failing every `accept` and starving probes.
+    pub max_connections: usize,
     pub body_limit: usize,
     /// Retries after the first failed connection attempt (backoff 1, 2, 4, 8, 16 s, ...).
     pub db_connect_retries: u32,
@@ -115,7 +99,7 @@ impl Reader<'_> {
     }
 
     /// A secret from `NAME` or from the file named by `NAME_FILE`, never both.
-    fn secret(&mut self, name: &str) -> Option<Secret<String>> {
+    fn secret(&mut self, name: &str) -> Option<SecretString> {
         let file_var = format!("{name}_FILE");
         match (self.plain(name), self.plain(&file_var)) {
             (Some(_), Some(_)) => {
@@ -123,12 +107,10 @@ impl Reader<'_> {
                     .push(format!("{name} and {file_var} are both set; use one"));
                 None
             }
-            (Some(v), None) => Some(Secret::new(v)),
+            (Some(v), None) => Some(SecretString::from(v)),
             (None, Some(path)) => match std::fs::read_to_string(&path) {
                 // Secret files usually end in a newline that is no part of the value.
-                Ok(content) => Some(Secret::new(
-                    content.trim_end_matches(['\n', '\r']).to_owned(),
-                )),
+                Ok(content) => Some(SecretString::from(content.trim_end_matches(['\n', '\r']))),
                 Err(err) => {
                     self.problems
                         .push(format!("{file_var}: cannot read {path}: {err}"));
@@ -160,6 +142,27 @@ impl Reader<'_> {
     }
 }
 
+/// Whether a duration setting may be zero.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Positive {
+    Yes,
+    No,
+}
+
+impl Reader<'_> {
+    /// A duration setting, `default_s` seconds when unset.
+    fn duration(&mut self, name: &str, default_s: u64, positive: Positive) -> Duration {
+        let expected = if positive == Positive::Yes {
+            "a positive duration such as 10s or 500ms"
+        } else {
+            "a duration such as 5s or 500ms"
+        };
+        self.parsed(name, Duration::from_secs(default_s), expected, |s| {
+            parse_duration(s).filter(|d| positive == Positive::No || !d.is_zero())
+        })
+    }
+}
+
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -179,8 +182,8 @@ impl Config {
         let port = r.parsed("PORT", 8080, "a port number (0..65535)", |s| s.parse().ok());
         let database_url = r
             .secret("DATABASE_URL")
-            .unwrap_or_else(|| Secret::new("sqlite://data/gantry.db".to_owned()));
-        if !is_supported_database(database_url.expose()) {
+            .unwrap_or_else(|| SecretString::from("sqlite://data/gantry.db"));
+        if !is_supported_database(database_url.expose_secret()) {
             r.problems.push(
                 "DATABASE_URL must start with sqlite: or postgres:// (or postgresql://)".to_owned(),
             );
@@ -204,11 +207,13 @@ impl Config {
         let rate_limit_per_second =
             r.parsed("RATE_LIMIT_PER_SECOND", 50, "a positive integer", positive);
         let rate_limit_burst = r.parsed("RATE_LIMIT_BURST", 100, "a positive integer", positive);
-        let request_timeout = r.parsed(
-            "REQUEST_TIMEOUT",
-            Duration::from_secs(10),
-            "a positive duration such as 10s or 500ms",
-            |s| parse_duration(s).filter(|d| !d.is_zero()),
+        let request_timeout = r.duration("REQUEST_TIMEOUT", 10, Positive::Yes);
+        let header_read_timeout = r.duration("HEADER_READ_TIMEOUT", 10, Positive::Yes);
+        let max_connections = r.parsed(
+            "MAX_CONNECTIONS",
+            512,
+            "an integer from 1 to 1000000",
+            |s| s.parse().ok().filter(|n| (1..=1_000_000).contains(n)),
         );
         let body_limit = r.parsed(
             "BODY_LIMIT",
@@ -220,18 +225,8 @@ impl Config {
             r.parsed("DB_CONNECT_RETRIES", 5, "an integer from 0 to 20", |s| {
                 s.parse().ok().filter(|n| *n <= 20)
             });
-        let shutdown_delay = r.parsed(
-            "SHUTDOWN_DELAY",
-            Duration::from_secs(5),
-            "a duration such as 5s",
-            parse_duration,
-        );
-        let shutdown_grace = r.parsed(
-            "SHUTDOWN_GRACE",
-            Duration::from_secs(25),
-            "a duration such as 25s",
-            parse_duration,
-        );
+        let shutdown_delay = r.duration("SHUTDOWN_DELAY", 5, Positive::No);
+        let shutdown_grace = r.duration("SHUTDOWN_GRACE", 25, Positive::No);
         let otlp_endpoint = r.plain("OTEL_EXPORTER_OTLP_ENDPOINT");
         if let Some(endpoint) = &otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
@@ -258,6 +253,8 @@ impl Config {
             rate_limit_per_second,
             rate_limit_burst,
             request_timeout,
+            header_read_timeout,
+            max_connections,
             body_limit,
             db_connect_retries,
             shutdown_delay,
@@ -269,7 +266,7 @@ impl Config {
 
     /// The database kind for log lines, which must not show credentials.
     pub fn database_kind(&self) -> &'static str {
-        if self.database_url.expose().starts_with("sqlite:") {
+        if self.database_url.expose_secret().starts_with("sqlite:") {
             "sqlite"
         } else {
             "postgres"
@@ -278,21 +275,21 @@ impl Config {
 }
 
 /// `API_TOKENS`: comma-separated, blanks ignored, printable ASCII only.
-fn read_tokens(r: &mut Reader<'_>) -> Vec<Secret<String>> {
-    let tokens: Vec<Secret<String>> = r
+fn read_tokens(r: &mut Reader<'_>) -> Vec<SecretString> {
+    let tokens: Vec<SecretString> = r
         .secret("API_TOKENS")
         .map(|all| {
-            all.expose()
+            all.expose_secret()
                 .split(',')
                 .map(str::trim)
                 .filter(|t| !t.is_empty())
-                .map(|t| Secret::new(t.to_owned()))
+                .map(SecretString::from)
                 .collect()
         })
         .unwrap_or_default();
     if tokens
         .iter()
-        .any(|t| !t.expose().bytes().all(|b| b.is_ascii_graphic()))
+        .any(|t| !t.expose_secret().bytes().all(|b| b.is_ascii_graphic()))
     {
         r.problems
             .push("API_TOKENS: a token contains spaces or non-ASCII characters".to_owned());
@@ -330,18 +327,14 @@ fn is_supported_database(url: &str) -> bool {
     url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
-/// `500ms`, `10s`, `2m`, `1h`; a bare number is seconds.
+/// A duration in humantime's notation (`500ms`, `10s`, `2m`, `1h30m`,
+/// `1min 30s`); a bare number is seconds, as it was before humantime parsed
+/// the rest, so existing deployments keep their meaning.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (number, unit) = s.split_at(split);
-    let n: u64 = number.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(n)),
-        "" | "s" => Some(Duration::from_secs(n)),
-        "m" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok().map(Duration::from_secs);
     }
+    humantime::parse_duration(s).ok()
 }
 
 /// `65536`, `64KiB`, `1MiB`, `1GiB`, or the decimal `KB`, `MB`, `GB`.
@@ -380,13 +373,15 @@ mod tests {
         let c = config(&[]).unwrap();
         assert_eq!(c.host.to_string(), "0.0.0.0");
         assert_eq!(c.port, 8080);
-        assert_eq!(c.database_url.expose(), "sqlite://data/gantry.db");
+        assert_eq!(c.database_url.expose_secret(), "sqlite://data/gantry.db");
         assert_eq!(c.static_dir, PathBuf::from("public"));
         assert_eq!(c.log_level, LogLevel::Info);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(c.api_tokens.is_empty());
         assert_eq!((c.rate_limit_per_second, c.rate_limit_burst), (50, 100));
         assert_eq!(c.request_timeout, Duration::from_secs(10));
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_connections, 512);
         assert_eq!(c.body_limit, 1 << 20);
         assert_eq!(c.db_connect_retries, 5);
         assert_eq!(c.shutdown_delay, Duration::from_secs(5));
@@ -424,7 +419,11 @@ mod tests {
         let path = dir.path().join("tokens");
         std::fs::write(&path, "alpha, beta\n").unwrap();
         let c = config(&[("API_TOKENS_FILE", path.to_str().unwrap())]).unwrap();
-        let tokens: Vec<&str> = c.api_tokens.iter().map(|t| t.expose().as_str()).collect();
+        let tokens: Vec<&str> = c
+            .api_tokens
+            .iter()
+            .map(ExposeSecret::expose_secret)
+            .collect();
         assert_eq!(tokens, ["alpha", "beta"]);
         let debug = format!("{c:?}");
         assert!(
@@ -446,7 +445,13 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("3"), Some(Duration::from_secs(3)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_mins(2)));
+        assert_eq!(parse_duration("1m30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1min 30s"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration("0s"), Some(Duration::ZERO));
+        assert_eq!(parse_duration("10 s"), Some(Duration::from_secs(10)));
         assert_eq!(parse_duration("ten"), None);
+        assert_eq!(parse_duration("-1s"), None);
+        assert_eq!(parse_duration(""), None);
         assert_eq!(parse_duration("5 fortnights"), None);
         assert_eq!(parse_size("1MiB"), Some(1 << 20));
         assert_eq!(parse_size("64KiB"), Some(64 << 10));

@@ -5,7 +5,11 @@
 //! response extension ([`ErrorDetail`]) and never into the body. Responses
 //! made by middleware that knows nothing of problems (timeouts, 405s, the
 //! body limit, a 404 from the file server) are rewritten by
-//! [`problem_bodies`], so no route answers a bare text error.
+//! [`problem_bodies`], so no route answers a bare text error. The same
+//! middleware writes the request's trace id into every problem: a problem is
+//! built where the request is not at hand, so its response carries the
+//! [`Problem`] as an extension and the middleware, which sees the request's
+//! [`TraceContext`], renders the final body.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -18,7 +22,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::context::current_trace_id;
+use crate::context::TraceContext;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -152,7 +156,8 @@ pub struct Problem {
     pub message: String,
     /// When the error was produced (RFC 3339).
     pub timestamp: String,
-    /// The request's trace id, as in `traceparent` and the log line.
+    /// The request's trace id, as in `traceparent` and the log line; filled
+    /// in by [`problem_bodies`].
     pub trace_id: String,
 }
 
@@ -166,21 +171,25 @@ impl Problem {
             code: code.number(),
             message: message.into(),
             timestamp: now_rfc3339(),
-            trace_id: current_trace_id().unwrap_or_default(),
+            trace_id: String::new(),
         }
     }
 }
 
 impl IntoResponse for Problem {
+    /// A complete problem response; [`problem_bodies`] renders it again with
+    /// the trace id from the [`Problem`] extension.
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self).unwrap_or_default();
-        (
+        let mut response = (
             status,
             [(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON))],
             body,
         )
-            .into_response()
+            .into_response();
+        response.extensions_mut().insert(self);
+        response
     }
 }
 
@@ -285,10 +294,21 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     response
 }
 
-/// Middleware: any error response that is not already a problem becomes
-/// one, keeping its status and headers (`Allow`, `Retry-After`, ...).
+/// Middleware: every problem gets the request's trace id, and any error
+/// response that is not already a problem becomes one, keeping its status
+/// and headers (`Allow`, `Retry-After`, ...).
 pub async fn problem_bodies(req: Request, next: Next) -> Response {
-    let response = next.run(req).await;
+    let trace_id = req
+        .extensions()
+        .get::<TraceContext>()
+        .map(TraceContext::trace_id)
+        .unwrap_or_default();
+    let mut response = next.run(req).await;
+    if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
+        problem.trace_id = trace_id;
+        let (parts, _) = response.into_parts();
+        return render(parts, &problem);
+    }
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
@@ -311,6 +331,7 @@ pub async fn problem_bodies(req: Request, next: Next) -> Response {
         _ => status.canonical_reason().unwrap_or("error"),
     };
     let mut problem = Problem::new(code, message);
+    problem.trace_id = trace_id;
     // Keep the status the middleware chose (a 408 stays visible as a timeout code only).
     if code == Code::Timeout {
         parts.status = StatusCode::SERVICE_UNAVAILABLE;
@@ -323,7 +344,14 @@ pub async fn problem_bodies(req: Request, next: Next) -> Response {
             .unwrap_or("Error")
             .clone_into(&mut problem.title);
     }
-    let body = serde_json::to_vec(&problem).unwrap_or_default();
+    render(parts, &problem)
+}
+
+/// `problem` as the body of a response with `parts`' status and headers. An
+/// earlier body may have been compressed or had another length: both
+/// headers go.
+fn render(mut parts: axum::http::response::Parts, problem: &Problem) -> Response {
+    let body = serde_json::to_vec(problem).unwrap_or_default();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.remove(header::CONTENT_ENCODING);
     parts

@@ -3,12 +3,13 @@
 //! The flow, module by module: [`config`] reads and validates the
 //! environment; [`telemetry`] sets up logs and optional OTLP export;
 //! [`server`] binds, connects the database ([`db`]) with backoff and serves
-//! [`app::app`], the router with every route and middleware, until a signal
-//! starts the drain. [`error`] makes every failure an RFC 9457 problem.
+//! [`app::app`], the router with every route and middleware, over the
+//! connections [`connections`] accepts, until a signal starts the drain. [`error`] makes every failure an RFC 9457 problem.
 
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod connections;
 pub mod context;
 pub mod db;
 pub mod error;

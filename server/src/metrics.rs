@@ -81,6 +81,11 @@ impl Metrics {
         }
     }
 
+    /// Requests being served now, read from the gauge `/metrics` shows.
+    pub fn in_flight(&self) -> i64 {
+        self.in_flight.get()
+    }
+
     /// The `OpenMetrics` text exposition, which Prometheus scrapes natively.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -101,7 +106,8 @@ pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> String {
     }
 }
 
-fn method_label(method: &Method) -> &'static str {
+/// The method label: the standard methods by name, any other as `OTHER`.
+pub fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
         Method::POST => "POST",

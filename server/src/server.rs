@@ -5,17 +5,24 @@
 //!   -> serve probes at once (/readyz 503 until the database is up)
 //!   -> connect the database with backoff, migrate, mark ready
 //!   -> SIGTERM/SIGINT: /readyz 503 -> SHUTDOWN_DELAY -> close the listener
+//!      -> connections without a request in progress close at once
 //!      -> in-flight requests finish within SHUTDOWN_GRACE -> Ok(())
 //! ```
+//!
+//! Connections themselves (limit, header-read timeout, closing) are
+//! [`crate::connections`]' business.
 
 use std::io;
 use std::net::SocketAddr;
 
+use opentelemetry_sdk::trace::SdkTracer;
+use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::app::app;
 use crate::config::Config;
+use crate::connections::Connections;
 use crate::db::{Db, retry_with_backoff};
 use crate::state::AppState;
 
@@ -37,8 +44,10 @@ pub enum ServeError {
     },
     #[error("the server stopped unexpectedly")]
     Serve(#[source] io::Error),
-    #[error("{0} requests were still running when the shutdown grace period ended")]
-    GraceExceeded(String),
+    #[error(
+        "{connections} connections were still open ({requests} requests running) when the shutdown grace period ended"
+    )]
+    GraceExceeded { connections: usize, requests: i64 },
 }
 
 /// Binds `HOST:PORT` with a message a person can act on.
@@ -68,9 +77,14 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
     })
 }
 
-/// Serves on `listener` until SIGTERM or SIGINT, then drains.
-pub async fn serve(config: Config, listener: TcpListener) -> Result<(), ServeError> {
-    let state = AppState::new(config.clone());
+/// Serves on `listener` until SIGTERM or SIGINT, then drains. Request spans
+/// come from `tracer`.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    tracer: SdkTracer,
+) -> Result<(), ServeError> {
+    let state = AppState::with_tracer(config, tracer);
     let signals = state.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -85,15 +99,15 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> Result<(), S
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, database = config.database_kind(), "listening");
     }
-    let (close_tx, mut close_rx) = watch::channel(false);
-    let server = axum::serve(
+    let (close_tx, close_rx) = watch::channel(false);
+    let connections = Connections::new(config.max_connections);
+    let mut server = tokio::spawn(crate::connections::serve(
         listener,
-        app(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = close_rx.wait_for(|closed| *closed).await;
-    });
-    let mut server = tokio::spawn(server.into_future());
+        app(state.clone()),
+        config.header_read_timeout,
+        connections.clone(),
+        close_rx,
+    ));
 
     // The database comes up while probes are already answered.
     let connect = {
@@ -104,7 +118,7 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> Result<(), S
             retry_with_backoff(
                 &format!("connecting to the {kind} database"),
                 retries,
-                || Db::connect(url.expose()),
+                || Db::connect(url.expose_secret()),
             )
             .await
             .map_err(|source| ServeError::Database {
@@ -135,15 +149,21 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> Result<(), S
     tokio::time::sleep(config.shutdown_delay).await;
     tracing::info!(
         grace_s = config.shutdown_grace.as_secs_f64(),
-        "closing the listener; draining in-flight requests"
+        connections = connections.open(),
+        requests = state.metrics.in_flight(),
+        "closing the listener and idle connections; draining in-flight requests"
     );
     let _ = close_tx.send(true);
     let outcome =
         if let Ok(finished) = tokio::time::timeout(config.shutdown_grace, &mut server).await {
             server_result(finished)
         } else {
+            let error = ServeError::GraceExceeded {
+                connections: connections.open(),
+                requests: state.metrics.in_flight(),
+            };
             server.abort();
-            Err(ServeError::GraceExceeded(in_flight(&state)))
+            Err(error)
         };
     if let Some(db) = state.db_if_connected() {
         db.close().await;
@@ -154,22 +174,9 @@ pub async fn serve_state(state: AppState, listener: TcpListener) -> Result<(), S
     outcome
 }
 
-fn in_flight(state: &AppState) -> String {
-    let text = state.metrics.encode();
-    text.lines()
-        .find_map(|l| l.strip_prefix("http_requests_in_flight "))
-        .unwrap_or("some")
-        .to_owned()
-}
-
-fn server_result(
-    finished: Result<io::Result<()>, tokio::task::JoinError>,
-) -> Result<(), ServeError> {
-    match finished {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(ServeError::Serve(err)),
-        Err(join) => Err(ServeError::Serve(io::Error::other(join))),
-    }
+/// The accept loop ends only by draining; a panic in it is the one failure.
+fn server_result(finished: Result<(), tokio::task::JoinError>) -> Result<(), ServeError> {
+    finished.map_err(|join| ServeError::Serve(io::Error::other(join)))
 }
 
 /// SIGTERM (Kubernetes) or SIGINT (a terminal).

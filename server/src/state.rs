@@ -1,25 +1,45 @@
-//! What handlers share: the database (once connected), the lifecycle flag
-//! readiness reads, the metrics registry, and the rate limiter.
+//! What handlers and middleware share: the database (once connected), the
+//! lifecycle flag readiness reads, the metrics registry, the rate limiter and
+//! the tracer for request spans. Middleware is handed only the part it uses.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Notify;
 
 use crate::api::rate_limit::ClientLimiter;
 use crate::config::Config;
+use crate::context::Tracing;
 use crate::db::Db;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::telemetry::Telemetry;
 
-/// Cheap to clone; everything inside is shared.
+/// One reference-counted pointer: axum clones the state for every handler
+/// call, whether the handler reads it or not, so a clone is one atomic
+/// increment rather than one per field.
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`], reached through `Deref`.
+#[derive(Debug)]
+pub struct Shared {
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<ClientLimiter>,
-    db: Arc<OnceLock<Db>>,
-    lifecycle: Arc<Lifecycle>,
+    pub tracing: Tracing,
+    db: OnceLock<Db>,
+    lifecycle: Lifecycle,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }
 
 #[derive(Debug, Default)]
@@ -29,17 +49,25 @@ struct Lifecycle {
 }
 
 impl AppState {
-    /// A state with no database yet: probes answer, `/readyz` says 503 and the
-    /// API answers 503 until [`AppState::set_db`].
+    /// A state with no database yet, whose request spans are not exported:
+    /// probes answer, `/readyz` says 503 and the API answers 503 until
+    /// [`AppState::set_db`].
     pub fn new(config: Config) -> Self {
+        Self::with_tracer(config, Telemetry::default().tracer())
+    }
+
+    /// As [`AppState::new`], with request spans from `tracer`, such as one
+    /// that exports them.
+    pub fn with_tracer(config: Config, tracer: SdkTracer) -> Self {
         let limiter = ClientLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
-        Self {
+        Self(Arc::new(Shared {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(limiter),
-            db: Arc::new(OnceLock::new()),
-            lifecycle: Arc::new(Lifecycle::default()),
-        }
+            tracing: Tracing::new(tracer),
+            db: OnceLock::new(),
+            lifecycle: Lifecycle::default(),
+        }))
     }
 
     /// Makes the database available; a second call is ignored.

@@ -2,31 +2,31 @@
 //!
 //! Log lines go to stdout, JSON by default (one object per line, with the
 //! request span's fields, among them `trace_id`) or text for a terminal.
-//! When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, request spans are also exported
-//! over OTLP/HTTP; the exporter reads the standard `OTEL_*` variables itself.
-//! The exported trace id is the one in `traceparent` and in the log lines:
-//! incoming traces are continued through a remote parent, and new ones take
-//! the id the trace-context middleware already chose ([`RequestTraceIds`]).
+//! Request spans come from one OpenTelemetry tracer ([`Telemetry::tracer`]),
+//! which the trace-context middleware uses for every request whether or not
+//! anything is exported: it is what chooses trace and span ids. When
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the tracer's provider also exports
+//! those spans over OTLP/HTTP; the exporter reads the standard `OTEL_*`
+//! variables itself.
 
 use std::io::IsTerminal;
 
-use opentelemetry::trace::{
-    SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState, TracerProvider as _,
-};
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SdkTracerProvider};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{Config, LogFormat, LogLevel};
-use crate::context::{TraceContext, current_trace_id};
+
+/// The name request spans are recorded under.
+const TRACER_NAME: &str = "gantry-server";
 
 /// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Telemetry {
-    provider: Option<SdkTracerProvider>,
+    provider: SdkTracerProvider,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +37,25 @@ pub enum TelemetryError {
     AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
 }
 
+impl Default for Telemetry {
+    /// Spans with ids and no export: what a server without OTLP uses, and
+    /// what tests that build the router directly get.
+    fn default() -> Self {
+        Self {
+            provider: SdkTracerProvider::builder().build(),
+        }
+    }
+}
+
 impl Telemetry {
+    /// The tracer for request spans.
+    pub fn tracer(&self) -> SdkTracer {
+        self.provider.tracer(TRACER_NAME)
+    }
+
     /// Flushes spans not yet exported. Blocking: call it outside the runtime.
     pub fn shutdown(self) {
-        if let Some(provider) = self.provider
-            && let Err(err) = provider.shutdown()
-        {
+        if let Err(err) = self.provider.shutdown() {
             eprintln!("gantry-server: trace export shutdown: {err}");
         }
     }
@@ -79,69 +92,29 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
             .with_ansi(std::io::stdout().is_terminal())
             .boxed(),
     };
-    let (otel, provider) = match &config.otlp_endpoint {
+    let telemetry = match &config.otlp_endpoint {
         Some(_) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .build()
                 .map_err(TelemetryError::Exporter)?;
-            let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
-                .with_id_generator(RequestTraceIds::default())
-                .with_resource(
-                    opentelemetry_sdk::Resource::builder()
-                        .with_service_name("gantry-server")
-                        .build(),
-                )
-                .build();
-            let tracer = provider.tracer("gantry-server");
-            (
-                Some(tracing_opentelemetry::layer().with_tracer(tracer)),
-                Some(provider),
-            )
+            Telemetry {
+                provider: SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(
+                        opentelemetry_sdk::Resource::builder()
+                            .with_service_name(TRACER_NAME)
+                            .build(),
+                    )
+                    .build(),
+            }
         }
-        None => (None, None),
+        None => Telemetry::default(),
     };
     Registry::default()
-        .with(otel)
         .with(fmt)
         .with(filter)
         .try_init()
         .map_err(TelemetryError::AlreadyInstalled)?;
-    Ok(Telemetry { provider })
-}
-
-/// Makes new OpenTelemetry traces use the request's trace id.
-#[derive(Debug, Default)]
-struct RequestTraceIds(RandomIdGenerator);
-
-impl IdGenerator for RequestTraceIds {
-    fn new_trace_id(&self) -> TraceId {
-        current_trace_id()
-            .and_then(|hex| TraceId::from_hex(&hex).ok())
-            .unwrap_or_else(|| self.0.new_trace_id())
-    }
-
-    fn new_span_id(&self) -> SpanId {
-        self.0.new_span_id()
-    }
-}
-
-/// Continues the caller's trace in the exported span, when there is one.
-pub fn link_parent(span: &tracing::Span, ctx: &TraceContext) {
-    let Some(parent) = &ctx.parent_span_id else {
-        return;
-    };
-    let (Ok(trace_id), Ok(span_id)) = (TraceId::from_hex(&ctx.trace_id), SpanId::from_hex(parent))
-    else {
-        return;
-    };
-    let flags = if ctx.sampled {
-        TraceFlags::SAMPLED
-    } else {
-        TraceFlags::default()
-    };
-    let remote = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-    // Fails only when no OpenTelemetry layer is installed, which is the normal case without OTLP.
-    let _ = span.set_parent(opentelemetry::Context::new().with_remote_span_context(remote));
+    Ok(telemetry)
 }

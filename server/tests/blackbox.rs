@@ -627,3 +627,145 @@ async fn otlp_export_uses_the_request_trace_id() -> TestResult {
     }
     Ok(())
 }
+
+/// Connects and sends a first request whole, so the connection is surely
+/// being served, then the start of a second one that never ends.
+async fn half_sent_request(addr: std::net::SocketAddr) -> TestResult<tokio::net::TcpStream> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await?;
+    // Read the first response: headers up to the blank line, then its body.
+    let mut reader = tokio::io::BufReader::new(&mut stream);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).await? == 0 {
+            return Err("the server closed the connection early".into());
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse()?;
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).await?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ")
+        .await?;
+    Ok(stream)
+}
+
+/// Reads until the server closes the connection (or resets it); a bound on
+/// a hang, not a timing assertion.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> TestResult {
+    use tokio::io::AsyncReadExt;
+    let mut rest = Vec::new();
+    match tokio::time::timeout(Duration::from_mins(1), stream.read_to_end(&mut rest)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::ConnectionReset => Ok(()),
+        Ok(Err(err)) => Err(err.into()),
+        Err(_) => Err("the server kept a half-sent request open".into()),
+    }
+}
+
+#[tokio::test]
+async fn a_half_sent_request_is_closed_after_the_header_timeout() -> TestResult {
+    let server = Server::start(&[("HEADER_READ_TIMEOUT", "1s")])?;
+    let mut stream = half_sent_request(server.addr).await?;
+    closed_by_server(&mut stream).await?;
+    // The server goes on serving.
+    let r = reqwest::get(server.url("/healthz")).await?;
+    assert_eq!(r.status(), 200);
+    Ok(())
+}
+
+#[tokio::test]
+async fn sigterm_closes_connections_that_sent_half_a_request() -> TestResult {
+    // Neither the header timeout nor the grace period would end this
+    // connection within the test's patience: only the drain can.
+    let mut server = Server::start(&[("SHUTDOWN_GRACE", "60s"), ("HEADER_READ_TIMEOUT", "120s")])?;
+    server.ready().await?;
+    let mut stream = half_sent_request(server.addr).await?;
+    server.terminate()?;
+    closed_by_server(&mut stream).await?;
+    let (status, lines) =
+        tokio::task::spawn_blocking(move || server.wait().map(|s| (s, server.log_json())))
+            .await?
+            .map_err(|e| e.to_string())?;
+    assert_eq!(status.code(), Some(0), "{lines:#?}");
+    assert!(lines.iter().any(|v| v["message"] == "drained; exiting"));
+    let closing = lines
+        .iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("closing the listener"))
+        })
+        .ok_or("no closing line")?;
+    assert!(closing["connections"].is_number(), "{closing}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slowloris_leaves_healthz_answering() -> TestResult {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start(&[("MAX_CONNECTIONS", "16"), ("HEADER_READ_TIMEOUT", "1s")])?;
+    let addr = server.addr;
+    // 64 attackers for a bounded time, each trickling header lines and
+    // reconnecting whenever the server closes on it: four times the
+    // connection limit, all on loopback.
+    let stop = std::time::Instant::now() + Duration::from_secs(6);
+    let attackers: Vec<_> = (0..64)
+        .map(|_| {
+            tokio::spawn(async move {
+                while std::time::Instant::now() < stop {
+                    let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    if stream
+                        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n")
+                        .await
+                        .is_err()
+                    {
+                        continue;
+                    }
+                    while std::time::Instant::now() < stop {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        if stream.write_all(b"X-Slow: 1\r\n").await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    // Let the attack fill every slot before probing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_mins(1))
+        .pool_max_idle_per_host(0)
+        .build()?;
+    for _ in 0..3 {
+        let r = client.get(server.url("/healthz")).send().await?;
+        assert_eq!(r.status(), 200);
+    }
+    for attacker in attackers {
+        attacker.await?;
+    }
+    assert!(
+        server
+            .log_lines()
+            .iter()
+            .chain(server.stderr_lines().iter())
+            .all(|l| !l.contains("Too many open files")),
+        "the server ran out of file descriptors"
+    );
+    Ok(())
+}

@@ -214,6 +214,52 @@ async fn trace_context_is_continued_and_returned() {
 }
 
 #[tokio::test]
+async fn malformed_traceparents_start_a_new_trace() {
+    let router = app(ready_state(&[]).await);
+    for bad in [
+        "",
+        "garbage",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+    ] {
+        let req = Request::get("/nope")
+            .header("traceparent", bad)
+            .body(Body::empty())
+            .unwrap();
+        let (_, headers, body) = call(&router, req).await;
+        let traceparent = headers["traceparent"].to_str().unwrap();
+        let parts: Vec<&str> = traceparent.split('-').collect();
+        assert_eq!(parts.len(), 4, "{traceparent}");
+        assert_eq!(parts[1].len(), 32, "{traceparent}");
+        assert_ne!(
+            parts[1], "4bf92f3577b34da6a3ce929d0e0e4736",
+            "{bad} was accepted"
+        );
+        assert_ne!(parts[1], "0".repeat(32), "{bad}");
+        assert_eq!(body["traceId"], parts[1], "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn an_unsampled_caller_stays_unsampled() {
+    let router = app(ready_state(&[]).await);
+    let req = Request::get("/healthz")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = call(&router, req).await;
+    let traceparent = headers["traceparent"].to_str().unwrap();
+    assert!(traceparent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+    assert!(traceparent.ends_with("-00"), "{traceparent}");
+}
+
+#[tokio::test]
 async fn oversize_bodies_and_headers_are_refused() {
     let router = app(ready_state(&[]).await);
     let big = format!(
@@ -346,6 +392,44 @@ async fn the_openapi_document_describes_every_api_route() {
     let mut user_props: Vec<&str> = user_props.iter().map(|s| s.as_str()).collect();
     user_props.sort_unstable();
     assert_eq!(user_props, ["createdAt", "email", "id", "name"]);
+
+    // Every answer the middleware can give is documented on every operation.
+    for (path, methods) in paths.as_object().unwrap() {
+        for (method, operation) in methods.as_object().unwrap() {
+            let responses = operation["responses"].as_object().unwrap();
+            let mut expected = vec!["401", "429", "431", "500", "503"];
+            if operation.get("requestBody").is_some() {
+                expected.extend(["413", "415"]);
+            }
+            for status in expected {
+                assert!(
+                    responses.contains_key(status),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    // The constraints the server enforces are in the schemas.
+    let limit = &paths["/api/v1/users"]["get"]["parameters"][0];
+    assert_eq!(limit["name"], "limit");
+    assert_eq!(
+        (&limit["schema"]["minimum"], &limit["schema"]["maximum"]),
+        (&json!(1), &json!(100))
+    );
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["UserUpdate"]["minProperties"], 1);
+    assert_eq!(
+        schemas["User"]["properties"]["createdAt"]["format"],
+        "date-time"
+    );
+    for body in ["NewUser", "UserUpdate"] {
+        for field in ["name", "email"] {
+            assert!(
+                schemas[body]["properties"][field]["pattern"].is_string(),
+                "{body}.{field} has no pattern"
+            );
+        }
+    }
 
     // And every documented operation is routed: none answers 404/405.
     for (path, methods) in paths.as_object().unwrap() {

@@ -1,19 +1,29 @@
 //! `cargo xtask bench server|operator`: side-by-side benchmarks.
 //!
-//! `bench server` builds four servers with the same two routes (`GET /` and
+//! `bench server` builds five servers with the same two routes (`GET /` and
 //! `GET /api/v1/users/{id}`) and loads each in turn, on loopback, with one
 //! load generator (wrk) and the same connection count:
 //!
-//! - gantry-server, release build, every middleware on, logging JSON to a file,
-//!   the user read from its `SQLite` database through auth and the rate limiter
-//!   (set high enough never to refuse);
-//! - a bare axum server (`server/examples/axum_hello.rs`), no middleware;
-//! - a Go net/http server (`bench/nethttp`);
-//! - a Gin server with `gin.Default()` (`bench/gin`), logging to a file.
+//! - `gantry-server`, `dist` build (LTO), every middleware on, logging JSON to a
+//!   file, the user read from its `SQLite` database through auth and the rate
+//!   limiter (set high enough never to refuse);
+//! - `gin-full` (`bench/ginfull`): Gin doing the same work, the reference
+//!   every ratio is computed against;
+//! - `gin` (`bench/gin`): `gin.Default()`, the user from memory;
+//! - `net/http` (`bench/nethttp`): the Go standard library, from memory;
+//! - `axum-hello` (`server/examples/axum_hello.rs`): axum, no middleware,
+//!   from memory.
 //!
-//! The peers serve the user from memory. Every figure is also given as a
-//! ratio to Gin's requests per second. Runs are bounded: one warm-up second
-//! and a fixed duration per server and route.
+//! Fairness: on a machine with two cores or more, every server runs pinned
+//! to core 0 with one worker (`GOMAXPROCS=1`, `TOKIO_WORKER_THREADS=1`) and
+//! wrk pinned to core 1 with one thread, so no server gets more CPU than
+//! another and wrk never competes with the server it loads. Each figure is
+//! the median of three runs, the servers taken in a rotating order so that
+//! none is always measured first or last. Besides requests per second and
+//! latency percentiles, the server process's CPU time (user + system, all
+//! threads) over the timed run, divided by the requests completed, gives
+//! `cpuUsPerRequest`: what a request costs, whatever the load generator
+//! could reach. `--quick` makes one short run, for CI.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -50,17 +60,54 @@ pub fn run(args: &Args) -> Result<ExitCode> {
 
 /// Connections wrk keeps open, the same for every server.
 const CONNECTIONS: u32 = 64;
-/// wrk threads; the machine's other cores serve.
-const THREADS: u32 = 2;
+/// wrk threads: one, on its own core.
+const THREADS: u32 = 1;
 const TOKEN: &str = "bench-token";
 const PEER_USER_ID: &str = "01890a5d-ac96-774b-bcce-b302099a8057";
+/// The server every ratio is computed against.
+const REFERENCE: &str = "gin-full";
 
+#[derive(Clone)]
 struct Measurement {
     server: &'static str,
     route: &'static str,
     requests_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
+    cpu_us_per_request: f64,
+}
+
+/// A server to measure: its name, program and environment.
+struct Peer {
+    name: &'static str,
+    program: PathBuf,
+    env: Vec<(&'static str, String)>,
+}
+
+/// Core pinning, when the machine has a core to spare for wrk.
+#[derive(Clone, Copy)]
+struct Pinning {
+    pinned: bool,
+}
+
+impl Pinning {
+    fn detect() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        Self {
+            pinned: cores >= 2 && deps::on_path("taskset"),
+        }
+    }
+
+    /// `program` as a command, on `core` when pinned.
+    fn command(self, core: u32, program: &Path) -> Command {
+        if self.pinned {
+            let mut cmd = Command::new("taskset");
+            cmd.args(["-c", &core.to_string()]).arg(program);
+            cmd
+        } else {
+            Command::new(program)
+        }
+    }
 }
 
 fn server(args: &Args) -> Result<ExitCode> {
@@ -74,60 +121,37 @@ fn server(args: &Args) -> Result<ExitCode> {
     let root = workspace::root();
     let out = root.join("bench/out");
     fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let duration = if args.quick { 3 } else { 10 };
+    let (duration, runs) = if args.quick { (2, 1) } else { (10, 3) };
 
-    eprintln!("building the servers (release)");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    proc::run(
-        "cargo build --release",
-        Command::new(&cargo).current_dir(&root).args([
-            "build",
-            "--release",
-            "-p",
-            "gantry-server",
-            "--bin",
-            "gantry-server",
-            "--example",
-            "axum_hello",
-        ]),
-    )?;
-    for peer in ["nethttp", "gin"] {
-        proc::run(
-            &format!("go build bench/{peer}"),
-            Command::new("go")
-                .current_dir(root.join("bench").join(peer))
-                .args(["build", "-o"])
-                .arg(out.join(peer))
-                .arg("."),
-        )?;
-    }
-    let release = root.join("target/release");
+    let peers = build(&root, &out, args.quick)?;
+    let pinning = Pinning::detect();
+    let clock_ticks: f64 = proc::output("getconf CLK_TCK", Command::new("getconf").arg("CLK_TCK"))?
+        .trim()
+        .parse()
+        .context("reading CLK_TCK")?;
+    let settings = Settings {
+        out: &out,
+        duration,
+        pinning,
+        clock_ticks,
+    };
 
-    let mut results = Vec::new();
-    // gantry-server first: its user lives in a fresh database.
-    results.extend(measure_gantry(&release, &out, duration)?);
-    for (name, program) in [
-        ("axum-hello", release.join("examples/axum_hello")),
-        ("net/http", out.join("nethttp")),
-        ("gin", out.join("gin")),
-    ] {
-        let port = proc::free_port()?;
-        let log = fs::File::create(out.join(format!("{}.log", name.replace('/', ""))))?;
-        let mut cmd = Command::new(program);
-        cmd.env("ADDR", format!("127.0.0.1:{port}"))
-            .env("GIN_MODE", "release")
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        let server = Running::start(name, &mut cmd, port, "/")?;
-        results.extend(measure(&server, name, PEER_USER_ID, duration)?);
-        server.stop();
+    let mut all = Vec::new();
+    for run in 0..runs {
+        eprintln!("\n=== run {} of {runs}", run + 1);
+        // Rotate, so that no server is always measured first or last.
+        for i in 0..peers.len() {
+            let peer = &peers[(i + run) % peers.len()];
+            all.extend(measure_peer(peer, &settings)?);
+        }
     }
+    let results = medians(&all, &peers);
 
     let date = proc::output("date", Command::new("date").args(["-u", "+%Y-%m-%d"]))?
         .trim()
         .to_owned();
     let machine = machine();
-    print_table(&results, &date, &machine, duration);
+    print_table(&results, &date, &machine, &settings, runs);
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "date": date,
@@ -136,13 +160,17 @@ fn server(args: &Args) -> Result<ExitCode> {
             "connections": CONNECTIONS,
             "threads": THREADS,
             "durationSeconds": duration,
+            "runs": runs,
+            "pinned": pinning.pinned,
+            "reference": REFERENCE,
             "results": results.iter().map(|m| serde_json::json!({
                 "server": m.server,
                 "route": m.route,
                 "requestsPerSec": m.requests_per_sec,
                 "p50Ms": m.p50_ms,
                 "p99Ms": m.p99_ms,
-                "ratioToGin": ratio_to_gin(&results, m),
+                "cpuUsPerRequest": m.cpu_us_per_request,
+                "ratioToGin": ratio_to_reference(&results, m),
             })).collect::<Vec<_>>(),
         });
         fs::write(path, serde_json::to_string_pretty(&json)? + "\n")
@@ -152,18 +180,100 @@ fn server(args: &Args) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// gantry-server with every middleware, logging to a file, its user in `SQLite`.
-fn measure_gantry(release: &Path, out: &Path, duration: u32) -> Result<Vec<Measurement>> {
-    let work = out.join("gantry-server");
+/// Builds every server; returns them in table order. Published figures
+/// come from the `dist` profile (LTO, one codegen unit), as the images do;
+/// `--quick` takes the plain release profile, which builds much faster.
+fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
+    let profile = if quick { "release" } else { "dist" };
+    eprintln!("building the servers (profile {profile})");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    proc::run(
+        &format!("cargo build --profile {profile}"),
+        Command::new(&cargo).current_dir(root).args([
+            "build",
+            "--profile",
+            profile,
+            "-p",
+            "gantry-server",
+            "--bin",
+            "gantry-server",
+            "--example",
+            "axum_hello",
+        ]),
+    )?;
+    for peer in ["nethttp", "gin", "ginfull"] {
+        proc::run(
+            &format!("go build bench/{peer}"),
+            Command::new("go")
+                .current_dir(root.join("bench").join(peer))
+                .env("CGO_ENABLED", "1")
+                .args(["build", "-o"])
+                .arg(out.join(peer))
+                .arg("."),
+        )?;
+    }
+    let target = workspace::non_empty_env("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from);
+    let rust_out = target.join(profile);
+    let one_go_thread = || {
+        vec![
+            ("GOMAXPROCS", "1".to_owned()),
+            ("GIN_MODE", "release".to_owned()),
+        ]
+    };
+    Ok(vec![
+        Peer {
+            name: "gantry-server",
+            program: rust_out.join("gantry-server"),
+            env: vec![("TOKIO_WORKER_THREADS", "1".to_owned())],
+        },
+        Peer {
+            name: "gin-full",
+            program: out.join("ginfull"),
+            env: one_go_thread(),
+        },
+        Peer {
+            name: "gin",
+            program: out.join("gin"),
+            env: one_go_thread(),
+        },
+        Peer {
+            name: "net/http",
+            program: out.join("nethttp"),
+            env: one_go_thread(),
+        },
+        Peer {
+            name: "axum-hello",
+            program: rust_out.join("examples/axum_hello"),
+            env: vec![("TOKIO_WORKER_THREADS", "1".to_owned())],
+        },
+    ])
+}
+
+/// What every measurement shares.
+struct Settings<'a> {
+    out: &'a Path,
+    duration: u32,
+    pinning: Pinning,
+    clock_ticks: f64,
+}
+
+/// Starts `peer` in a fresh working directory, measures both routes, stops it.
+fn measure_peer(peer: &Peer, settings: &Settings<'_>) -> Result<Vec<Measurement>> {
+    let file_name = peer.name.replace('/', "");
+    // Beside, not over, the peers' binaries in `out`.
+    let work = settings.out.join("run").join(&file_name);
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     let port = proc::free_port()?;
-    let log = fs::File::create(out.join("gantry-server.log"))?;
-    let mut cmd = Command::new(release.join("gantry-server"));
+    let log = fs::File::create(settings.out.join(format!("{file_name}.log")))?;
+    let mut cmd = settings.pinning.command(0, &peer.program);
     cmd.current_dir(&work)
+        .env("ADDR", format!("127.0.0.1:{port}"))
         .env("HOST", "127.0.0.1")
         .env("PORT", port.to_string())
         .env("DATABASE_URL", "sqlite://bench.db")
+        .env("DATABASE", "bench.db")
         .env("API_TOKENS", TOKEN)
         .env("RATE_LIMIT_PER_SECOND", "1000000000")
         .env("RATE_LIMIT_BURST", "1000000000")
@@ -173,12 +283,58 @@ fn measure_gantry(release: &Path, out: &Path, duration: u32) -> Result<Vec<Measu
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
         .stdout(log.try_clone()?)
         .stderr(log);
-    let server = Running::start("gantry-server", &mut cmd, port, "/readyz")?;
-    let id = create_user(server.addr)?;
-    let results = measure(&server, "gantry-server", &id, duration)?;
+    for (name, value) in &peer.env {
+        cmd.env(name, value);
+    }
+    let probe = if peer.name == "gantry-server" {
+        "/readyz"
+    } else {
+        "/"
+    };
+    let server = Running::start(peer.name, &mut cmd, port, probe)?;
+    // gantry-server's user is made through its API, in a fresh database;
+    // gin-full seeds the same id, the other peers hold it in memory.
+    let id = if peer.name == "gantry-server" {
+        create_user(server.addr)?
+    } else {
+        PEER_USER_ID.to_owned()
+    };
+    let results = measure(&server, peer.name, &id, settings)?;
     server.stop();
     Ok(results)
 }
+
+/// Per server and route, the median of each figure over the runs, in the
+/// order of `peers`.
+fn medians(all: &[Measurement], peers: &[Peer]) -> Vec<Measurement> {
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for peer in peers {
+        for route in ROUTES {
+            let runs: Vec<&Measurement> = all
+                .iter()
+                .filter(|m| m.server == peer.name && m.route == route)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            out.push(Measurement {
+                server: peer.name,
+                route,
+                requests_per_sec: median(runs.iter().map(|m| m.requests_per_sec).collect()),
+                p50_ms: median(runs.iter().map(|m| m.p50_ms).collect()),
+                p99_ms: median(runs.iter().map(|m| m.p99_ms).collect()),
+                cpu_us_per_request: median(runs.iter().map(|m| m.cpu_us_per_request).collect()),
+            });
+        }
+    }
+    out
+}
+
+const ROUTES: [&str; 2] = ["/", "/api/v1/users/{id}"];
 
 /// A server under test; stopped (SIGTERM, then SIGKILL) when dropped.
 struct Running {
@@ -209,6 +365,11 @@ impl Running {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The server's process id (`taskset` execs the server, keeping its pid).
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn stop(self) {
@@ -282,43 +443,70 @@ fn create_user(addr: SocketAddr) -> Result<String> {
         .context("the new user has no id")
 }
 
-/// Loads both routes of one server.
+/// Loads both routes of one server, reading its CPU time around each timed run.
 fn measure(
     server: &Running,
     name: &'static str,
     user_id: &str,
-    duration: u32,
+    settings: &Settings<'_>,
 ) -> Result<Vec<Measurement>> {
-    let routes: [(&'static str, String); 2] = [
-        ("/", "/".to_owned()),
-        ("/api/v1/users/{id}", format!("/api/v1/users/{user_id}")),
-    ];
     let mut out = Vec::new();
-    for (route, path) in routes {
+    for route in ROUTES {
+        let path = route.replace("{id}", user_id);
         let url = format!("http://{}{path}", server.addr);
+        let duration = settings.duration;
         eprintln!("{name} {route}: warm-up, then {duration} s with {CONNECTIONS} connections");
-        wrk(&url, 1)?;
-        let report = wrk(&url, duration)?;
+        wrk(settings.pinning, &url, 1)?;
+        let before = cpu_ticks(server.pid())?;
+        let report = wrk(settings.pinning, &url, duration)?;
+        let after = cpu_ticks(server.pid())?;
         let parsed =
             parse_wrk(&report).with_context(|| format!("reading wrk's report:\n{report}"))?;
         if let Some(line) = report.lines().find(|l| l.contains("Non-2xx")) {
             bail!("{name} {route} answered errors under load: {}", line.trim());
         }
+        let cpu_us = count(after.saturating_sub(before)) * 1e6 / settings.clock_ticks;
         out.push(Measurement {
             server: name,
             route,
-            requests_per_sec: parsed.0,
-            p50_ms: parsed.1,
-            p99_ms: parsed.2,
+            requests_per_sec: parsed.requests_per_sec,
+            p50_ms: parsed.p50_ms,
+            p99_ms: parsed.p99_ms,
+            cpu_us_per_request: cpu_us / count(parsed.requests.max(1)),
         });
     }
     Ok(out)
 }
 
-fn wrk(url: &str, seconds: u32) -> Result<String> {
+/// A count as a float; counts here stay far below 2^52, where precision
+/// would start to go.
+#[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+fn count(n: u64) -> f64 {
+    n as f64
+}
+
+/// User plus system time of every thread of `pid`, in clock ticks
+/// (fields 14 and 15 of `/proc/<pid>/stat`).
+fn cpu_ticks(pid: u32) -> Result<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    parse_cpu_ticks(&stat).with_context(|| format!("no CPU times in /proc/{pid}/stat"))
+}
+
+fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces; fields after it do not.
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn wrk(pinning: Pinning, url: &str, seconds: u32) -> Result<String> {
     proc::output(
         "wrk",
-        Command::new("wrk")
+        pinning
+            .command(1, Path::new("wrk"))
             .arg(format!("-t{THREADS}"))
             .arg(format!("-c{CONNECTIONS}"))
             .arg(format!("-d{seconds}s"))
@@ -328,8 +516,17 @@ fn wrk(url: &str, seconds: u32) -> Result<String> {
     )
 }
 
-/// Requests per second, p50 and p99 in milliseconds.
-fn parse_wrk(report: &str) -> Result<(f64, f64, f64)> {
+/// What one wrk report says.
+#[derive(Debug)]
+struct WrkReport {
+    requests: u64,
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn parse_wrk(report: &str) -> Result<WrkReport> {
+    let mut requests = None;
     let mut rps = None;
     let mut p50 = None;
     let mut p99 = None;
@@ -339,12 +536,18 @@ fn parse_wrk(report: &str) -> Result<(f64, f64, f64)> {
             (Some("Requests/sec:"), Some(v)) => rps = v.parse().ok(),
             (Some("50%"), Some(v)) => p50 = duration_ms(v),
             (Some("99%"), Some(v)) => p99 = duration_ms(v),
+            (Some(n), Some("requests")) => requests = n.parse().ok(),
             _ => {}
         }
     }
-    match (rps, p50, p99) {
-        (Some(r), Some(a), Some(b)) => Ok((r, a, b)),
-        _ => bail!("no Requests/sec or latency percentiles"),
+    match (requests, rps, p50, p99) {
+        (Some(requests), Some(requests_per_sec), Some(p50_ms), Some(p99_ms)) => Ok(WrkReport {
+            requests,
+            requests_per_sec,
+            p50_ms,
+            p99_ms,
+        }),
+        _ => bail!("no request count, Requests/sec or latency percentiles"),
     }
 }
 
@@ -362,10 +565,10 @@ fn duration_ms(s: &str) -> Option<f64> {
     }
 }
 
-fn ratio_to_gin(results: &[Measurement], m: &Measurement) -> Option<f64> {
+fn ratio_to_reference(results: &[Measurement], m: &Measurement) -> Option<f64> {
     results
         .iter()
-        .find(|g| g.server == "gin" && g.route == m.route)
+        .find(|g| g.server == REFERENCE && g.route == m.route)
         .filter(|g| g.requests_per_sec > 0.0)
         .map(|g| m.requests_per_sec / g.requests_per_sec)
 }
@@ -388,20 +591,33 @@ fn machine() -> serde_json::Value {
     serde_json::json!({ "cpu": cpu, "cores": cores, "kernel": kernel })
 }
 
-fn print_table(results: &[Measurement], date: &str, machine: &serde_json::Value, duration: u32) {
+fn print_table(
+    results: &[Measurement],
+    date: &str,
+    machine: &serde_json::Value,
+    settings: &Settings<'_>,
+    runs: usize,
+) {
+    let pinning = if settings.pinning.pinned {
+        "server on core 0 with one worker, wrk on core 1"
+    } else {
+        "not pinned"
+    };
     println!(
-        "\n{date}, {} ({} cores), Linux {}; wrk -t{THREADS} -c{CONNECTIONS} -d{duration}s on loopback\n",
+        "\n{date}, {} ({} cores), Linux {}; wrk -t{THREADS} -c{CONNECTIONS} -d{}s on loopback, {pinning}; median of {runs} run(s)\n",
         machine["cpu"].as_str().unwrap_or_default(),
         machine["cores"],
         machine["kernel"].as_str().unwrap_or_default(),
+        settings.duration,
     );
-    println!("| server | route | requests/s | p50 | p99 | vs Gin |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!("| server | route | requests/s | p50 | p99 | CPU µs/request | vs {REFERENCE} |");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for m in results {
-        let ratio = ratio_to_gin(results, m).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"));
+        let ratio =
+            ratio_to_reference(results, m).map_or_else(|| "-".to_owned(), |r| format!("{r:.2}x"));
         println!(
-            "| {} | `{}` | {:.0} | {:.2} ms | {:.2} ms | {ratio} |",
-            m.server, m.route, m.requests_per_sec, m.p50_ms, m.p99_ms
+            "| {} | `{}` | {:.0} | {:.2} ms | {:.2} ms | {:.1} | {ratio} |",
+            m.server, m.route, m.requests_per_sec, m.p50_ms, m.p99_ms, m.cpu_us_per_request
         );
     }
 }
@@ -415,12 +631,42 @@ mod tests {
         let report = "Running 3s test @ http://127.0.0.1:1/\n  2 threads and 64 connections\n  \
             Latency Distribution\n     50%  512.00us\n     75%    1.00ms\n     90%    2.00ms\n     \
             99%    3.50ms\n  100000 requests in 3.00s, 10.00MB read\nRequests/sec:  33333.33\n";
-        let (rps, p50, p99) = parse_wrk(report).unwrap();
-        assert!((rps - 33_333.33).abs() < 1e-6);
-        assert!((p50 - 0.512).abs() < 1e-9);
-        assert!((p99 - 3.5).abs() < 1e-9);
+        let parsed = parse_wrk(report).unwrap();
+        assert_eq!(parsed.requests, 100_000);
+        assert!((parsed.requests_per_sec - 33_333.33).abs() < 1e-6);
+        assert!((parsed.p50_ms - 0.512).abs() < 1e-9);
+        assert!((parsed.p99_ms - 3.5).abs() < 1e-9);
         assert_eq!(duration_ms("2.00s"), Some(2000.0));
         assert_eq!(duration_ms("fast"), None);
+    }
+
+    #[test]
+    fn cpu_times_are_read_past_a_name_with_spaces() {
+        let stat = "4242 (gin full) S 1 4242 4242 0 -1 4194304 500 0 0 0 120 30 0 0 20 0 3 0";
+        assert_eq!(parse_cpu_ticks(stat), Some(150));
+        assert_eq!(parse_cpu_ticks("garbage"), None);
+    }
+
+    #[test]
+    fn figures_are_medians_per_server_and_route() {
+        let m = |rps: f64| Measurement {
+            server: "gin-full",
+            route: "/",
+            requests_per_sec: rps,
+            p50_ms: rps / 1000.0,
+            p99_ms: 1.0,
+            cpu_us_per_request: 10.0,
+        };
+        let peers = [Peer {
+            name: "gin-full",
+            program: PathBuf::new(),
+            env: Vec::new(),
+        }];
+        let out = medians(&[m(3000.0), m(1000.0), m(2000.0)], &peers);
+        assert_eq!(out.len(), 1);
+        assert!((out[0].requests_per_sec - 2000.0).abs() < 1e-9);
+        assert!((out[0].p50_ms - 2.0).abs() < 1e-9);
+        assert!((ratio_to_reference(&out, &out[0]).unwrap() - 1.0).abs() < 1e-9);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! to running every test. Each subcommand lives in a module of its own; this
 //! file only parses the command line and dispatches.
 
+mod api_fuzz;
 mod bench;
 mod cluster;
 mod crds;

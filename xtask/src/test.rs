@@ -108,6 +108,10 @@ pub fn run(args: &Args) -> ExitCode {
             .args(&filter),
     );
 
+    if filter.is_empty() || filter.iter().any(|f| f.contains("schemathesis")) {
+        api_fuzz(&mut tally);
+    }
+
     if !args.skip_e2e {
         let images = if with_images {
             images(&mut tally, &args.storage_driver)
@@ -169,6 +173,26 @@ fn run_tests(tally: &mut Tally, step: &str, cmd: &mut Command) {
         }
         Ok(status) => tally.step_failed(step, &format!("cargo test exited with {status}")),
         Err(err) => tally.step_failed(step, &format!("{err:#}")),
+    }
+}
+
+/// schemathesis against a live gantry-server; each run counts as one test.
+fn api_fuzz(tally: &mut Tally) {
+    eprintln!("\n=== schemathesis against gantry-server");
+    let mut build = cargo();
+    locked(build.args(["build", "-p", "gantry-server", "--bin", "gantry-server"]));
+    match crate::api_fuzz::run(&mut build) {
+        Ok(outcomes) => {
+            for outcome in outcomes {
+                if outcome.passed {
+                    tally.passed += 1;
+                } else {
+                    eprintln!("{}: FAILED", outcome.name);
+                    tally.failed += 1;
+                }
+            }
+        }
+        Err(err) => tally.step_failed("schemathesis", &format!("{err:#}")),
     }
 }
 

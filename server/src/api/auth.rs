@@ -2,19 +2,43 @@
 //!
 //! Tokens come from `API_TOKENS` or `API_TOKENS_FILE`. With none configured
 //! every request is refused: a server deployed without its secret fails
-//! closed. Comparison takes the same time wherever the first differing byte
-//! is, so response timing tells nothing about a token's prefix.
+//! closed. Comparison (`subtle`) takes the same time wherever the first
+//! differing byte is, and every configured token is compared, so response
+//! timing tells nothing about a token's prefix or which token matched.
+
+use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use secrecy::{ExposeSecret, SecretString};
+use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::{Code, Problem};
-use crate::state::AppState;
+
+/// The tokens `/api` accepts: all the state the auth middleware needs, so it
+/// depends on nothing else the server shares.
+#[derive(Clone, Debug)]
+pub struct ApiTokens(Arc<[SecretString]>);
+
+impl ApiTokens {
+    pub fn new(tokens: &[SecretString]) -> Self {
+        Self(tokens.into())
+    }
+
+    /// Whether `presented` is one of the tokens, in time that does not depend
+    /// on where a near miss differs.
+    fn accepts(&self, presented: &str) -> bool {
+        let found = self.0.iter().fold(Choice::from(0), |found, token| {
+            found | token.expose_secret().as_bytes().ct_eq(presented.as_bytes())
+        });
+        found.into()
+    }
+}
 
 /// Middleware: 401 with `WWW-Authenticate` unless a configured token is presented.
-pub async fn require_token(State(state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn require_token(State(tokens): State<ApiTokens>, req: Request, next: Next) -> Response {
     let presented = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -23,11 +47,7 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
             let (scheme, token) = v.split_once(' ')?;
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         });
-    let accepted = presented.is_some_and(|token| {
-        state.config.api_tokens.iter().fold(false, |found, t| {
-            found | constant_time_eq(t.expose().as_bytes(), token.as_bytes())
-        })
-    });
+    let accepted = presented.is_some_and(|token| tokens.accepts(token));
     if accepted {
         return next.run(req).await;
     }
@@ -50,21 +70,18 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
     response
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
 
     #[test]
-    fn equality() {
-        assert!(constant_time_eq(b"token", b"token"));
-        assert!(!constant_time_eq(b"token", b"tokem"));
-        assert!(!constant_time_eq(b"token", b"token2"));
+    fn only_configured_tokens_are_accepted() {
+        let tokens = ApiTokens::new(&["token".into(), "other".into()]);
+        assert!(tokens.accepts("token"));
+        assert!(tokens.accepts("other"));
+        assert!(!tokens.accepts("tokem"));
+        assert!(!tokens.accepts("token2"));
+        assert!(!tokens.accepts(""));
+        assert!(!ApiTokens::new(&[]).accepts(""));
     }
 }

@@ -1,70 +1,64 @@
 //! axum's extractors, with their rejections turned into problems.
 //!
-//! axum answers a bad body or query with a plain-text 4xx; these wrappers
-//! keep the extractor and change only the error, so every bad input gets
-//! the documented code.
+//! axum answers a bad body, query or path with a plain-text 4xx; these
+//! newtypes are derived `via` axum's own extractors and change only the
+//! rejection, so every bad input gets the documented code and handlers take
+//! the plain value.
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::StatusCode;
-use axum::http::request::Parts;
-use serde::de::DeserializeOwned;
 
 use crate::error::{ApiError, Code};
 
 /// `axum::Json`, rejecting with 4001 (wrong shape), 4002 (not JSON), 4130 or 4150.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
 pub struct Json<T>(pub T);
 
-impl<S, T> FromRequest<S> for Json<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(json_rejection(&rejection)),
-        }
-    }
-}
-
-fn json_rejection(rejection: &JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
-        JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedJson, e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => ApiError::new(
-            Code::UnsupportedMediaType,
-            "the body must be JSON with Content-Type: application/json",
-        ),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(Code::PayloadTooLarge, "request body larger than the limit")
-        }
-        other => ApiError::new(Code::BadRequest, other.body_text()),
-    }
-}
-
 /// `axum::extract::Query`, rejecting with 4001.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
 
-impl<S, T> FromRequestParts<S> for Query<T>
-where
-    T: DeserializeOwned,
-    S: Send + Sync,
-{
-    type Rejection = ApiError;
+/// `axum::extract::Path`, rejecting with 4001.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
-            Ok(axum::extract::Query(value)) => Ok(Self(value)),
-            Err(rejection) => Err(query_rejection(&rejection)),
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(e) => ApiError::invalid(e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => ApiError::new(Code::MalformedJson, e.body_text()),
+            JsonRejection::MissingJsonContentType(_) => ApiError::new(
+                Code::UnsupportedMediaType,
+                "the body must be JSON with Content-Type: application/json",
+            ),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                ApiError::new(Code::PayloadTooLarge, "request body larger than the limit")
+            }
+            other => ApiError::new(Code::BadRequest, other.body_text()),
         }
     }
 }
 
-fn query_rejection(rejection: &QueryRejection) -> ApiError {
-    ApiError::invalid(rejection.body_text())
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        ApiError::invalid(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        // A parameter type's own message (such as "id must be a UUID") says
+        // more than axum's "Invalid URL" wrapper around it.
+        if let PathRejection::FailedToDeserializePathParams(e) = &rejection
+            && let ErrorKind::Message(message) = e.kind()
+        {
+            return ApiError::invalid(message.clone());
+        }
+        ApiError::invalid(rejection.body_text())
+    }
 }

@@ -7,6 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderValue, header};
@@ -16,7 +17,6 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::{Code, Problem};
-use crate::state::AppState;
 
 /// Above this many tracked clients, idle buckets are swept on the next request.
 const MAX_CLIENTS: usize = 10_000;
@@ -66,14 +66,20 @@ impl ClientLimiter {
     }
 }
 
-/// Middleware: 429 with `Retry-After` once a client exceeds its budget.
-pub async fn limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Middleware: 429 with `Retry-After` once a client exceeds its budget. It
+/// takes only the limiter, so this module depends on nothing the rest of the
+/// server shares.
+pub async fn limit(
+    State(limiter): State<Arc<ClientLimiter>>,
+    req: Request,
+    next: Next,
+) -> Response {
     // Without connection info (router tests) every request shares one bucket.
     let client = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    match state.limiter.check(client) {
+    match limiter.check(client) {
         Ok(()) => next.run(req).await,
         Err(retry_after) => {
             let mut response = Problem::new(

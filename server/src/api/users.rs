@@ -1,35 +1,71 @@
 //! `/api/v1/users`: create, list (paginated), get, update, delete.
 //!
 //! Input is validated here, before it reaches the database: names are 1 to
-//! 100 characters without control characters, emails a plausible address of
-//! at most 254 bytes (stored lower-cased, unique), ids UUIDs. Every query
-//! binds its values, so SQL metacharacters are only data.
+//! 100 characters (once surrounding whitespace is trimmed) without control
+//! characters, emails a plausible address of at most 254 characters (stored
+//! with ASCII letters lower-cased, unique), ids UUIDs. Every query binds its
+//! values, so SQL metacharacters are only data.
+//!
+//! The `OpenAPI` schemas state exactly these rules ([`NAME_PATTERN`],
+//! [`EMAIL_PATTERN`]): a client generated from the document, or a fuzzer,
+//! then sends only what the server accepts, and the server accepts
+//! everything the document allows.
 
 use axum::Router;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::{Object, ObjectBuilder, Type};
 use uuid::Uuid;
 
-use super::extract::{Json, Query};
+use super::extract::{Json, Path, Query};
 use crate::db::{UserRecord, is_unique_violation};
 use crate::error::{ApiError, Code, Result, now_rfc3339};
 use crate::state::AppState;
+
+/// [`valid_name`] as an ECMA-262 pattern: optional white space (Unicode
+/// `White_Space`, which `str::trim` removes), then 1 to 100 characters that
+/// are not control characters (`Cc`) and neither begin nor end with white
+/// space, then optional white space. Written with explicit ranges, since
+/// not every regex engine that reads `OpenAPI` knows `\p{..}`.
+pub const NAME_PATTERN: &str = concat!(
+    r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*",
+    r"[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    r"(?:[^\x00-\x1f\x7f-\x9f]{0,98}",
+    r"[^\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?",
+    r"[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+);
+
+/// [`valid_email`] as an ECMA-262 pattern (with `maxLength` 254): a local
+/// part of 1 to 64 characters, `@`, and at least two dot-separated labels
+/// that are not empty and neither begin nor end with `-`; no `@` after the
+/// first, no white space, no control characters.
+pub const EMAIL_PATTERN: &str = concat!(
+    r"^[^@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]{1,64}@",
+    r"(?:[^@.\-\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    r"(?:[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*",
+    r"[^@.\-\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?\.)+",
+    r"[^@.\-\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+    r"(?:[^@.\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*",
+    r"[^@.\-\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?$",
+);
 
 /// A user as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct User {
     pub id: Uuid,
-    /// 1 to 100 characters.
+    /// 1 to 100 characters, trimmed.
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
-    /// Unique, lower-cased.
+    /// Unique, ASCII letters lower-cased.
+    #[schema(min_length = 3, max_length = 254)]
     pub email: String,
-    /// RFC 3339.
+    /// When the user was created (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -37,16 +73,55 @@ pub struct User {
 #[derive(Clone, Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewUser {
+    #[schema(schema_with = name_schema)]
     pub name: String,
+    #[schema(schema_with = email_schema)]
     pub email: String,
 }
 
-/// The body of `PATCH /api/v1/users/{id}`: the fields to change, at least one.
+/// The body of `PATCH /api/v1/users/{id}`: the fields to change, at least
+/// one. A field that is present must be a string: `null` is refused rather
+/// than read as "unchanged".
 #[derive(Clone, Debug, Default, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(min_properties = 1)]
 pub struct UserUpdate {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = name_schema)]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = email_schema)]
     pub email: Option<String>,
+}
+
+/// The schema of a name in a request (the pattern is not a literal, which
+/// `#[schema(pattern = ..)]` would need).
+fn name_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "1 to 100 characters without control characters; surrounding white space is trimmed.",
+        ))
+        .pattern(Some(NAME_PATTERN))
+        .build()
+}
+
+/// The schema of an email address in a request.
+fn email_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some(
+            "An address such as ada@example.com, at most 254 characters; ASCII letters are stored lower-cased.",
+        ))
+        .max_length(Some(254))
+        .pattern(Some(EMAIL_PATTERN))
+        .build()
+}
+
+/// A field that, when present, must hold a string (`Option` alone would
+/// take `null` for absent).
+fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(deserializer).map(Some)
 }
 
 /// One page of users, in creation order.
@@ -65,7 +140,8 @@ pub struct UserPage {
 pub struct ListParams {
     /// Page size, 1 to 100 (default 20).
     pub limit: Option<u32>,
-    /// Users to skip (default 0).
+    /// Users to skip (default 0), at most `i64::MAX`: the database counts in
+    /// signed 64 bits.
     pub offset: Option<u64>,
 }
 
@@ -106,10 +182,12 @@ fn valid_name(name: &str) -> Result<String> {
     Ok(name.to_owned())
 }
 
+/// Lengths count characters, and only ASCII letters are lower-cased: other
+/// case mappings can change a string's length, so the stored address could
+/// outgrow the column (and the documented limit) that the input fitted.
 fn valid_email(email: &str) -> Result<String> {
-    let email = email.trim().to_lowercase();
     let invalid = || ApiError::invalid("email must be an address like name@example.com");
-    if email.len() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if email.chars().count() > 254 || email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(invalid());
     }
     let (local, domain) = email.split_once('@').ok_or_else(invalid)?;
@@ -118,15 +196,24 @@ fn valid_email(email: &str) -> Result<String> {
         && domain
             .split('.')
             .all(|label| !label.is_empty() && !label.starts_with('-') && !label.ends_with('-'));
-    if local.is_empty() || local.len() > 64 || !domain_ok {
+    if local.is_empty() || local.chars().count() > 64 || !domain_ok {
         return Err(invalid());
     }
-    Ok(email)
+    Ok(email.to_ascii_lowercase())
 }
 
-fn valid_id(path: std::result::Result<Path<String>, PathRejection>) -> Result<Uuid> {
-    let Path(raw) = path.map_err(|e| ApiError::invalid(e.body_text()))?;
-    Uuid::parse_str(&raw).map_err(|_| ApiError::invalid("id must be a UUID"))
+/// A user id taken from the path. Its own `Deserialize` gives the message a
+/// client can act on; the extractor turns it into a 4001 problem.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserId(pub Uuid);
+
+impl<'de> Deserialize<'de> for UserId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let raw = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Uuid::parse_str(&raw)
+            .map(Self)
+            .map_err(|_| serde::de::Error::custom("id must be a UUID"))
+    }
 }
 
 fn conflict_or(err: sqlx::Error) -> ApiError {
@@ -182,8 +269,11 @@ pub async fn create(
 #[utoipa::path(
     get, path = "/api/v1/users", tag = "users",
     params(
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("offset" = Option<u64>, Query, description = "Users to skip (default 0)"),
+        ("limit" = Option<u32>, Query, nullable = false, minimum = 1, maximum = 100,
+         description = "Page size, 1 to 100 (default 20)"),
+        // The database counts in signed 64 bits.
+        ("offset" = Option<u64>, Query, nullable = false, minimum = 0, maximum = 9_223_372_036_854_775_807_u64,
+         description = "Users to skip (default 0)"),
     ),
     responses(
         (status = 200, description = "One page", body = UserPage),
@@ -228,9 +318,8 @@ pub async fn list(
 )]
 pub async fn fetch(
     State(state): State<AppState>,
-    id: std::result::Result<Path<String>, PathRejection>,
+    Path(UserId(id)): Path<UserId>,
 ) -> Result<axum::Json<User>> {
-    let id = valid_id(id)?;
     let record = state
         .db()?
         .get_user(&id.to_string())
@@ -254,10 +343,9 @@ pub async fn fetch(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    id: std::result::Result<Path<String>, PathRejection>,
+    Path(UserId(id)): Path<UserId>,
     Json(change): Json<UserUpdate>,
 ) -> Result<axum::Json<User>> {
-    let id = valid_id(id)?;
     if change.name.is_none() && change.email.is_none() {
         return Err(ApiError::invalid("give at least one of name, email"));
     }
@@ -285,9 +373,8 @@ pub async fn update(
 )]
 pub async fn remove(
     State(state): State<AppState>,
-    id: std::result::Result<Path<String>, PathRejection>,
+    Path(UserId(id)): Path<UserId>,
 ) -> Result<StatusCode> {
-    let id = valid_id(id)?;
     if state.db()?.delete_user(&id.to_string()).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -311,6 +398,12 @@ mod tests {
     #[test]
     fn emails() {
         assert_eq!(valid_email("Ada@Example.COM").unwrap(), "ada@example.com");
+        // Only ASCII letters change; the length never does.
+        assert_eq!(valid_email("İ@Example.com").unwrap(), "İ@example.com");
+        let longest = format!("{}@{}.com", "a".repeat(64), "b".repeat(185));
+        assert_eq!(longest.chars().count(), 254);
+        assert!(valid_email(&longest).is_ok());
+        assert!(valid_email(&format!("b{longest}")).is_err());
         for bad in [
             "",
             "ada",
@@ -320,6 +413,7 @@ mod tests {
             "a b@example.com",
             "a@b@c.com",
             "ada@-x.com",
+            " ada@example.com",
         ] {
             assert!(valid_email(bad).is_err(), "{bad} accepted");
         }

@@ -394,6 +394,15 @@ pub async fn api_suite(base: &str) -> TestResult {
         .await?;
     let (_, ct, body) = parts(r).await?;
     assert_problem(ct.as_deref(), &body, 400, 4001);
+    // `null` is not "unchanged": the document says a present field is a string.
+    let r = client
+        .patch(api(&format!("/users/{id}")))
+        .header("authorization", &auth)
+        .json(&json!({"name": null, "email": "ada2@example.com"}))
+        .send()
+        .await?;
+    let (_, ct, body) = parts(r).await?;
+    assert_problem(ct.as_deref(), &body, 400, 4001);
 
     // Pagination: 25 more users, pages of 10.
     for i in 0..25 {
