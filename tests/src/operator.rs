@@ -24,29 +24,27 @@ pub fn root() -> PathBuf {
 /// Builds the operator binary once per test process and returns its path.
 pub fn operator_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let out = Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "build",
-                "--package",
-                "gantry-operator",
-                "--bin",
-                "gantry-operator",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build for the operator");
-        assert!(out.status.success(), "building gantry-operator failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|msg| msg.get("executable")?.as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported the gantry-operator executable")
-    })
+    BINARY.get_or_init(|| build_binary("gantry-operator"))
+}
+
+/// Builds the binary of the workspace package `package` (named like it)
+/// with cargo and returns its path, as cargo reports it.
+pub fn build_binary(package: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let out = Command::new(cargo)
+        .current_dir(root())
+        .args(["build", "--package", package, "--bin", package])
+        .arg("--message-format=json")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running cargo build for {package}: {e}"));
+    assert!(out.status.success(), "building {package} failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter_map(|msg| msg.get("executable")?.as_str().map(PathBuf::from))
+        .next_back()
+        .unwrap_or_else(|| panic!("cargo reported no {package} executable"))
 }
 
 /// A running `gantry-operator`. Killed on drop.

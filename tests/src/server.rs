@@ -25,7 +25,7 @@ use anyhow::{Context, Result, ensure};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
-use crate::operator::{root, wait_http_ok};
+use crate::operator::{build_binary, wait_http_ok};
 use crate::prometheus::free_loopback_port;
 
 /// How long a server may take to answer `/readyz` 200: it migrates its
@@ -39,29 +39,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Builds gantry-server once per test process and returns its path.
 pub fn server_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let out = Command::new(cargo)
-            .current_dir(root())
-            .args([
-                "build",
-                "--package",
-                "gantry-server",
-                "--bin",
-                "gantry-server",
-                "--message-format=json",
-            ])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("running cargo build for gantry-server");
-        assert!(out.status.success(), "building gantry-server failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter_map(|msg| msg.get("executable")?.as_str().map(PathBuf::from))
-            .next_back()
-            .expect("cargo reported the gantry-server executable")
-    })
+    BINARY.get_or_init(|| build_binary("gantry-server"))
 }
 
 /// A running gantry-server on loopback, with its own `SQLite` database in a
