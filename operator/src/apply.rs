@@ -153,6 +153,26 @@ impl Written {
     }
 }
 
+/// What the applier can apply: a namespaced kind it serializes, compares
+/// and reads back.
+pub trait Child:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+{
+}
+
+impl<K> Child for K where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+{
+}
+
 /// Applies the children of one `GoServer`.
 pub struct Applier<'a> {
     pub client: &'a Client,
@@ -384,11 +404,7 @@ impl Applier<'_> {
         changes: &mut Vec<Change>,
     ) -> Result<K>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + Debug
-            + Serialize
-            + DeserializeOwned,
+        K: Child,
     {
         let plan = self.plan(store, desired).await?;
         self.execute(plan, desired, changes).await
@@ -398,11 +414,7 @@ impl Applier<'_> {
     /// one GET when the cache does not have it.
     async fn plan<K>(&self, store: &Store<K>, desired: &K) -> Result<Plan<K>>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + Debug
-            + Serialize
-            + DeserializeOwned,
+        K: Child,
     {
         let kind = static_kind(&K::kind(&()));
         let name = desired.name_any();
@@ -448,11 +460,7 @@ impl Applier<'_> {
 
     async fn execute<K>(&self, plan: Plan<K>, desired: &K, changes: &mut Vec<Change>) -> Result<K>
     where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + Debug
-            + Serialize
-            + DeserializeOwned,
+        K: Child,
     {
         let (live, body, hash, key) = match plan {
             Plan::Keep(live) => return Ok(live),
