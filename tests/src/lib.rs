@@ -19,7 +19,7 @@ pub mod server;
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -31,6 +31,24 @@ use serde::de::DeserializeOwned;
 
 /// The label every test namespace carries, so leftovers can be found.
 pub const E2E_LABEL: &str = "gantry.dev/e2e";
+
+static ECHO: AtomicBool = AtomicBool::new(true);
+
+/// Whether the processes the harness runs (operator, servers, Prometheus)
+/// have their log lines echoed to stdout, prefixed with their name. On by
+/// default, so a failing test shows them; the demos turn it off and keep
+/// only what they write to their own log files.
+pub fn set_echo(on: bool) {
+    ECHO.store(on, Ordering::Relaxed);
+}
+
+/// Echoes one log line of a harness process, unless [`set_echo`] said not to.
+fn echo(prefix: &str, line: &str) {
+    if ECHO.load(Ordering::Relaxed) {
+        // Shown with the test's output when it fails.
+        println!("{prefix} {line}");
+    }
+}
 
 /// A client for the cluster in `KUBECONFIG`, or a panic that says how to
 /// get one.

@@ -103,8 +103,7 @@ impl OperatorProcess {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                // Shown with the test's output when it fails.
-                println!("[operator {prefix}] {line}");
+                crate::echo(&format!("[operator {prefix}]"), &line);
                 sink.lock().expect("log lock").push(line);
             }
         });

@@ -244,8 +244,7 @@ impl Prometheus {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                // Shown with the test's output when it fails.
-                println!("[prometheus] {line}");
+                crate::echo("[prometheus]", &line);
                 sink.lock().expect("log lock").push(line);
             }
         });

@@ -115,8 +115,7 @@ impl ServerProcess {
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
-                    // Shown with the test's output when it fails.
-                    println!("[server {prefix}] {line}");
+                    crate::echo(&format!("[server {prefix}]"), &line);
                     sink.lock().expect("log lock").push(line);
                 }
             });

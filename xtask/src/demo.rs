@@ -17,6 +17,15 @@
 //! cluster down` stop it (its kubeconfig lives in the state directory too,
 //! so `down` finds it by command line as well). Running the demo again
 //! restarts that process and re-applies everything; it is idempotent.
+//!
+//! `cargo xtask demo rollback` first tells the rollout story with
+//! `demo-rollback` of the e2e crate (it owns the Prometheus and server
+//! harness): Prometheus on loopback, an operator pointed at it, real
+//! gantry-server processes standing in for each revision's pods under real
+//! traffic, `examples/rollback-demo.yaml` verified, a bad image rolled back,
+//! and what `kubectl get` and `kubectl describe` say. Those processes stop
+//! with the story (the operator's log stays in
+//! `logs/gantry-operator-rollback.log`); the demo then goes on as above.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -44,7 +53,20 @@ const GOSERVER: &str = "hello";
 const OPERATOR: &str = "gantry-operator";
 const READY_DEADLINE: Duration = Duration::from_secs(180);
 
-pub fn run() -> Result<ExitCode> {
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    story: Option<Story>,
+}
+
+#[derive(clap::Subcommand, Clone, Copy)]
+enum Story {
+    /// A good release verified and a bad one rolled back, judged by a real
+    /// Prometheus on loopback scraping real servers under real traffic.
+    Rollback,
+}
+
+pub fn run(args: &Args) -> Result<ExitCode> {
     let dir = workspace::cluster_dir();
     let cluster = Cluster::at(dir.clone());
     step("starting the local control plane (the first run builds it: that takes a while)");
@@ -56,24 +78,27 @@ pub fn run() -> Result<ExitCode> {
     };
 
     step("installing the Helm chart charts/gantry-operator");
-    install_chart(&bins, &cluster)?;
-    kubectl.run(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=120s",
-        "customresourcedefinition/goservers.gantry.dev",
-    ])?;
+    install_chart(&bins, &cluster, &kubectl)?;
 
-    step("building and starting the operator");
+    step("building the operator");
     let binary = build_operator()?;
     let operator_kubeconfig = dir.join("gantry-operator.kubeconfig");
     write_token_kubeconfig(&kubectl, &operator_kubeconfig)?;
-    let mut daemons = vec![start_operator(&dir, &binary, &operator_kubeconfig)?];
-
-    step(&format!("applying {EXAMPLE} in namespace {DEMO_NAMESPACE}"));
     let namespace =
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}});
     kubectl.run_with_input(&["apply", "-f", "-"], &namespace.to_string())?;
+
+    if let Some(Story::Rollback) = args.story {
+        // The story runs an operator of its own, with --prometheus-url.
+        stop_earlier_operator(&dir);
+        step("running the rollback story");
+        rollback_story(&bins, &cluster, &binary, &operator_kubeconfig, &dir)?;
+    }
+
+    step("starting the operator");
+    let mut daemons = vec![start_operator(&dir, &binary, &operator_kubeconfig)?];
+
+    step(&format!("applying {EXAMPLE} in namespace {DEMO_NAMESPACE}"));
     let example = workspace::root().join(EXAMPLE);
     kubectl.run(&[
         "apply",
@@ -88,6 +113,38 @@ pub fn run() -> Result<ExitCode> {
 
     explain(&cluster, &dir)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `demo-rollback` of the e2e crate, which owns the Prometheus and server
+/// harness: it starts Prometheus, an operator pointed at it and the
+/// revisions' stand-ins, tells the story and stops them again.
+fn rollback_story(
+    bins: &Binaries,
+    cluster: &Cluster,
+    operator: &Path,
+    operator_kubeconfig: &Path,
+    dir: &Path,
+) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    proc::run(
+        "the rollback story",
+        Command::new(cargo)
+            .current_dir(workspace::root())
+            .args([
+                "run",
+                "--quiet",
+                "--package",
+                "gantry-e2e",
+                "--bin",
+                "demo-rollback",
+                "--",
+            ])
+            .arg(operator)
+            .arg(operator_kubeconfig)
+            .arg(dir.join("logs"))
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .env("GANTRY_BIN_DIR", &bins.dir),
+    )
 }
 
 fn step(what: &str) {
@@ -142,10 +199,10 @@ impl Kubectl {
     }
 }
 
-/// `helm upgrade --install` of the chart; also creates the CRD (Helm
-/// installs the chart's `crds/` on first install only and never deletes
-/// them).
-fn install_chart(bins: &Binaries, cluster: &Cluster) -> Result<()> {
+/// `helm upgrade --install` of the chart, then the chart's CRDs applied
+/// server-side: Helm installs `crds/` on first install only, so a cluster
+/// left by an earlier demo would otherwise keep an older schema.
+fn install_chart(bins: &Binaries, cluster: &Cluster, kubectl: &Kubectl) -> Result<()> {
     let chart = workspace::root().join("charts").join("gantry-operator");
     proc::run(
         "helm upgrade --install",
@@ -155,7 +212,21 @@ fn install_chart(bins: &Binaries, cluster: &Cluster) -> Result<()> {
             .args(["upgrade", "--install", RELEASE])
             .arg(&chart)
             .args(["--namespace", OPERATOR_NAMESPACE, "--create-namespace"]),
-    )
+    )?;
+    kubectl.run(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &chart.join("crds").display().to_string(),
+    ])?;
+    kubectl.run(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=120s",
+        "customresourcedefinition/goservers.gantry.dev",
+    ])?;
+    Ok(())
 }
 
 /// Builds the operator with cargo and returns the path of the binary.
@@ -219,15 +290,7 @@ fn write_token_kubeconfig(kubectl: &Kubectl, path: &Path) -> Result<()> {
 /// Stops an operator left by an earlier demo, then starts a new one with
 /// its output in `logs/gantry-operator.log` and its PID in `pids/`.
 fn start_operator(dir: &Path, binary: &Path, kubeconfig: &Path) -> Result<Daemon> {
-    let pid_file = dir.join("pids").join(format!("{OPERATOR}.pid"));
-    if let Some(pid) = fs::read_to_string(&pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-        .filter(|p| proc::alive(*p))
-    {
-        eprintln!("stopping the operator of an earlier demo (PID {pid})");
-        proc::terminate(&[pid], Duration::from_secs(15));
-    }
+    stop_earlier_operator(dir);
     let daemon = Daemon::spawn(
         OPERATOR,
         dir,
@@ -243,6 +306,20 @@ fn start_operator(dir: &Path, binary: &Path, kubeconfig: &Path) -> Result<Daemon
         daemon.log.display()
     );
     Ok(daemon)
+}
+
+/// Stops the operator an earlier demo left running, if any: two operators
+/// without leader election would fight over the same objects.
+fn stop_earlier_operator(dir: &Path) {
+    let pid_file = dir.join("pids").join(format!("{OPERATOR}.pid"));
+    if let Some(pid) = fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+        .filter(|p| proc::alive(*p))
+    {
+        eprintln!("stopping the operator of an earlier demo (PID {pid})");
+        proc::terminate(&[pid], Duration::from_secs(15));
+    }
 }
 
 /// Shows the `GoServer` and its children whenever they change, until the

@@ -37,7 +37,7 @@ enum Command {
     /// control plane; ends with one `N passed, N failed` line.
     Test(test::Args),
     /// The quick start: cluster, CRDs, operator, a sample GoServer, its status.
-    Demo,
+    Demo(demo::Args),
     /// Regenerate crds/ from the Rust types.
     Crds(crds::Args),
     /// Side-by-side benchmarks against peer implementations.
@@ -51,7 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Cluster { command } => cluster::run(&command),
         Command::Test(args) => Ok(test::run(&args)),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(&args),
         Command::Crds(args) => crds::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Image(args) => image::run(&args),

@@ -93,11 +93,30 @@ pub fn verdict(spec: &VerificationSpec, metrics: &[MetricStatus], window_over: b
     Verdict::Passed
 }
 
+/// A measured value for people: four significant digits, no trailing
+/// zeros (`0.228183749549044` is `0.2282`, `1234567.0` stays `1234567`).
+/// Bounds are shown as written in the spec.
+fn significant(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    // Digits after the point that keep four significant ones; none for
+    // values of four or more digits before the point.
+    #[allow(clippy::cast_possible_truncation)] // |log10| of a finite f64 is below 400
+    let decimals = (3 - v.abs().log10().floor() as i32).clamp(0, 17);
+    let text = format!("{v:.*}", decimals.unsigned_abs() as usize);
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
+    } else {
+        text
+    }
+}
+
 /// `metric error-rate: 0.031 above max 0.005 (2 failed, limit 1)`.
 fn failure_message(metric: &MetricSpec, counts: &MetricStatus, limit: i32) -> String {
     let value = counts
         .last_value
-        .map_or_else(|| "no data".to_owned(), |v| format!("{v}"));
+        .map_or_else(|| "no data".to_owned(), significant);
     let bound = match (metric.min, metric.max, counts.last_value) {
         (_, Some(max), Some(v)) if v > max => format!("above max {max}"),
         (Some(min), _, Some(v)) if v < min => format!("below min {min}"),
@@ -267,5 +286,20 @@ mod tests {
             message,
             "metric error-rate: 0.25 above max 0.005 (2 failed, limit 1)"
         );
+    }
+
+    #[test]
+    fn values_are_shown_with_four_significant_digits() {
+        for (value, shown) in [
+            (0.228_183_749_549_044, "0.2282"),
+            (0.25, "0.25"),
+            (0.000_012_345_6, "0.00001235"),
+            (1_234_567.0, "1234567"),
+            (-3.5, "-3.5"),
+            (0.0, "0"),
+            (f64::INFINITY, "inf"),
+        ] {
+            assert_eq!(significant(value), shown, "{value}");
+        }
     }
 }
