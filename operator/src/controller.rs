@@ -44,6 +44,7 @@ use crate::build::{self, Revision};
 use crate::cache::{self, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::rollout::{self, prometheus::Prometheus, webhook};
@@ -255,12 +256,20 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 rollout: Some(&decision),
                 error: None,
             };
-            // A decision is told once: with the status write that makes
-            // it, which the next reconcile then finds done.
-            if write_status(gs, ctx, &observed).await?
-                && let Some(decided) = &decision.decided
-            {
+            write_status(gs, ctx, &observed).await?;
+            // A decision is told only once the status records it, and the
+            // record is cleared once it is told: an operator stopped in
+            // between tells it after its restart, and nothing is told of a
+            // decision that was never recorded.
+            if let Some(decided) = &decision.decided {
+                fault::crash_point("decision-recorded", decided.event.as_str());
                 tell(ctx, gs, decided).await;
+                let told = decision.told();
+                let observed = Observed {
+                    rollout: Some(&told),
+                    ..observed
+                };
+                write_status(gs, ctx, &observed).await?;
             }
             ctx.clear_failures(gs);
             info!(outcome = "ok", "reconcile finished");
@@ -472,7 +481,7 @@ async fn tell(ctx: &Context, gs: &GoServer, decided: &rollout::Decided) {
     else {
         return;
     };
-    let payload = webhook::Payload::new(gs.name_any(), gs.namespace().unwrap_or_default(), decided);
+    let payload = webhook::Payload::new(gs, decided);
     let sender = ctx.webhook.clone();
     let recorder = ctx.recorder.clone();
     let reference = gs.object_ref(&());

@@ -783,6 +783,43 @@ pub struct VerificationStatus {
     /// Counts per metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricStatus>,
+    /// The decision that ended this verification, while it has not been
+    /// told yet (Event and webhook). It is written with the decision and
+    /// cleared once told, so an operator that stops in between tells it
+    /// after its restart: at least once, never lost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub announcement: Option<Announcement>,
+}
+
+/// A verification decision waiting to be told.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Announcement {
+    /// `Verified`, `Failed` or `RolledBack`.
+    pub event: DecisionKind,
+    /// The last good revision before this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_good_revision: Option<String>,
+    /// The Event's note and the webhook's message.
+    pub message: String,
+}
+
+/// The decisions a verification ends in.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionKind {
+    Verified,
+    Failed,
+    RolledBack,
+}
+
+impl DecisionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "Verified",
+            Self::Failed => "Failed",
+            Self::RolledBack => "RolledBack",
+        }
+    }
 }
 
 /// Phases of a verification.

@@ -22,6 +22,7 @@ pub mod client;
 pub mod controller;
 pub mod crd;
 pub mod error;
+pub mod fault;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -197,8 +197,9 @@ impl Receiver {
 
 /// v1 good is verified; v2 bad (5xx above the bound) is rolled back to v1
 /// and held there, across an operator crash mid-verification and a
-/// replicas edit; v3 bad ends on v1 too. Each decision is one Event and
-/// one webhook call.
+/// replicas edit; v3 bad ends on v1 too, across an operator killed the
+/// moment that rollback is recorded. Each decision is one Event and one
+/// webhook call.
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::too_many_lines)] // one story, three revisions
 async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
@@ -314,7 +315,20 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
     assert_eq!(deployed(&ns, "shop").await, v1);
 
-    // v3, bad as well, ends on v1: the last *verified* revision.
+    // v3, bad as well, ends on v1: the last *verified* revision. This
+    // operator dies the moment the rollback is recorded, before it is told
+    // and before the Deployment is switched back; its successor finishes
+    // the rollback and tells it, once.
+    drop(operator);
+    let mut crashing = Operator::start_with_env(
+        &ns,
+        &args,
+        &[(
+            gantry_operator::fault::VARIABLE,
+            "decision-recorded:RolledBack",
+        )],
+    )
+    .await;
     api.patch(
         "shop",
         &PatchParams::default(),
@@ -337,6 +351,31 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     .revision;
     let bad3 = revisions.start(&v3);
     let _bad3_traffic = Traffic::start(bad3, &[("/debug/panic", 1)], 10);
+    let exit = crashing.wait_exit(Duration::from_secs(120));
+    assert!(
+        exit.is_some_and(|s| std::os::unix::process::ExitStatusExt::signal(&s) == Some(9)),
+        "the operator was to die by SIGKILL at its crash point: {exit:?}"
+    );
+    let recorded = api.get("shop").await.unwrap().status.unwrap();
+    assert_eq!(
+        recorded.failed_revision.as_deref(),
+        Some(v3.as_str()),
+        "{recorded:#?}"
+    );
+    assert!(
+        recorded
+            .verification
+            .as_ref()
+            .is_some_and(|v| v.announcement.is_some()),
+        "{recorded:?}"
+    );
+    assert_eq!(deployed(&ns, "shop").await, v3, "switched before the crash");
+    assert_eq!(
+        events(&ns, "shop", "RolledBack").await,
+        1,
+        "told before the crash"
+    );
+    let operator = Operator::start_with(&ns, &args).await;
     let gs = wait_for(
         &api,
         "shop",
@@ -374,7 +413,20 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     })
     .await
     .unwrap_or_else(|e| panic!("{e}; calls: {:?}", receiver.events()));
+    wait_for(&api, "shop", "every decision told", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.announcement.is_none())
+    })
+    .await
+    .unwrap();
     let calls = receiver.calls.lock().unwrap().clone();
+    let ids: std::collections::BTreeSet<String> = calls
+        .iter()
+        .map(|(body, _)| serde_json::from_str::<Value>(body).unwrap()["id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "one delivery id per decision: {ids:?}");
     for (body, signature) in &calls {
         let expected = gantry_operator::rollout::webhook::sign(b"webhook-secret", body.as_bytes());
         assert_eq!(signature.as_deref(), Some(expected.as_str()), "{body}");

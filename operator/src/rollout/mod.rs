@@ -37,7 +37,7 @@ use kube::ResourceExt;
 
 use crate::build::Revision;
 use crate::crd::{
-    GoServer, HistoryEntry, MetricStatus, MetricValue, Verdict as HistoryVerdict,
+    Announcement, GoServer, HistoryEntry, MetricStatus, MetricValue, Verdict as HistoryVerdict,
     VerificationPhase, VerificationSpec, VerificationStatus,
 };
 use judge::{Verdict, count, outcome};
@@ -91,6 +91,8 @@ pub struct Observation<'a> {
 /// One metric's measurement: a value, no data (`None`), or a provider error.
 pub type Measurement = Result<Option<f64>, QueryError>;
 
+pub use crate::crd::DecisionKind;
+
 /// A decision to tell people about: an Event and the webhook.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decided {
@@ -99,24 +101,6 @@ pub struct Decided {
     pub previous_good_revision: Option<String>,
     pub message: String,
     pub measurements: Vec<MetricStatus>,
-}
-
-/// The decisions a verification ends in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DecisionKind {
-    Verified,
-    Failed,
-    RolledBack,
-}
-
-impl DecisionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Verified => "Verified",
-            Self::Failed => "Failed",
-            Self::RolledBack => "RolledBack",
-        }
-    }
 }
 
 /// The rollout part of the status, and what to do next.
@@ -189,7 +173,47 @@ pub fn queries(gs: &GoServer, revision: &str, spec: &VerificationSpec) -> Vec<St
 /// Without `measurements`, a due measurement is only announced
 /// (`Decision::measure`); with them (one per metric, in spec order), they
 /// are counted and judged.
+///
+/// A decision made now, or made earlier and not yet told (its announcement
+/// is still in the status), is in `Decision::decided`.
 pub fn progress(
+    gs: &GoServer,
+    observed: &Observation<'_>,
+    measurements: Option<&[Measurement]>,
+) -> Decision {
+    let mut decision = step(gs, observed, measurements);
+    decision.decided = decision.verification.as_ref().and_then(Decided::pending);
+    decision
+}
+
+impl Decided {
+    /// The decision `v` ended in, while it waits to be told.
+    fn pending(v: &VerificationStatus) -> Option<Self> {
+        let announcement = v.announcement.as_ref()?;
+        Some(Self {
+            event: announcement.event,
+            revision: v.revision.clone(),
+            previous_good_revision: announcement.previous_good_revision.clone(),
+            message: announcement.message.clone(),
+            measurements: v.metrics.clone(),
+        })
+    }
+}
+
+impl Decision {
+    /// The same, with its decision told: the announcement is cleared.
+    #[must_use]
+    pub fn told(&self) -> Self {
+        let mut told = self.clone();
+        if let Some(v) = &mut told.verification {
+            v.announcement = None;
+        }
+        told.decided = None;
+        told
+    }
+}
+
+fn step(
     gs: &GoServer,
     observed: &Observation<'_>,
     measurements: Option<&[Measurement]>,
@@ -401,12 +425,10 @@ fn pass(v: &mut VerificationStatus, decision: &mut Decision) {
     let previous = decision.last_good_revision.replace(v.revision.clone());
     set_verdict(decision, &v.revision, HistoryVerdict::Passed);
     decision.requeue = None;
-    decision.decided = Some(Decided {
+    v.announcement = Some(Announcement {
         event: DecisionKind::Verified,
-        revision: v.revision.clone(),
         previous_good_revision: previous,
         message: format!("revision {} passed verification", v.revision),
-        measurements: v.metrics.clone(),
     });
 }
 
@@ -440,12 +462,10 @@ fn fail(gs: &GoServer, v: &mut VerificationStatus, decision: &mut Decision, mess
             format!("revision {} failed verification: {message}", v.revision),
         )
     };
-    decision.decided = Some(Decided {
+    v.announcement = Some(Announcement {
         event,
-        revision: v.revision.clone(),
         previous_good_revision: good,
         message,
-        measurements: v.metrics.clone(),
     });
 }
 

@@ -116,8 +116,13 @@ fn a_good_revision_passes_after_its_window() {
     let decided = d.decided.clone().unwrap();
     assert_eq!(decided.event, DecisionKind::Verified);
     assert_eq!(decided.previous_good_revision.as_deref(), Some("hello-old"));
-    // Once passed, nothing more is measured.
-    let gs = with_status(gs, &d);
+    // Recorded but not told (the operator stopped in between): the next
+    // reconcile tells the same decision.
+    let recorded = with_status(gs.clone(), &d);
+    let again = step(&recorded, 151, true, &[]);
+    assert_eq!(again.decided, Some(decided));
+    // Once passed and told, nothing more is measured or told.
+    let gs = with_status(gs, &d.told());
     let d = step(&gs, 500, true, &[]);
     assert!(!d.measure && d.decided.is_none());
 }
@@ -138,7 +143,11 @@ fn a_bad_revision_is_rolled_back_once_and_held() {
         "{}",
         decided.message
     );
-    gs = with_status(gs, &d);
+    // Recorded but not told: told again, once more held on the good one.
+    let again = step(&with_status(gs.clone(), &d), 111, true, &[]);
+    assert_eq!(again.decided, Some(decided));
+    assert_eq!(again.revision, "hello-old");
+    gs = with_status(gs, &d.told());
     // The next reconciles run the good revision and decide nothing again.
     assert_eq!(in_force(&gs, "hello-new"), "hello-old");
     for t in [111, 200, 900] {

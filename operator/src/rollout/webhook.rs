@@ -1,6 +1,6 @@
 //! The verification webhook: one POST per decision.
 //!
-//! The body is JSON: `{event, goserver, namespace, revision,
+//! The body is JSON: `{id, event, goserver, namespace, revision,
 //! previousGoodRevision, message, measurements}`. With a signing key (a file
 //! given to the operator) the body is signed with HMAC-SHA256 in the header
 //! `X-Gantry-Signature: sha256=<hex>`, so a receiver can tell Gantry from
@@ -18,7 +18,8 @@ use sha2::Sha256;
 
 use super::Decided;
 use super::http::HttpClient;
-use crate::crd::MetricStatus;
+use crate::crd::{GoServer, MetricStatus};
+use kube::ResourceExt;
 
 /// Header carrying the signature.
 pub const SIGNATURE_HEADER: &str = "X-Gantry-Signature";
@@ -31,6 +32,11 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Payload {
+    /// The same for every delivery of one decision (the `GoServer`'s UID,
+    /// the revision and the event), so a receiver can drop a repeat: a
+    /// decision is told at least once, and again when the operator stopped
+    /// between telling it and recording that it did.
+    pub id: String,
     pub event: &'static str,
     pub goserver: String,
     pub namespace: String,
@@ -41,11 +47,17 @@ pub struct Payload {
 }
 
 impl Payload {
-    pub fn new(goserver: String, namespace: String, decided: &Decided) -> Self {
+    pub fn new(gs: &GoServer, decided: &Decided) -> Self {
+        let event = decided.event.as_str();
         Self {
-            event: decided.event.as_str(),
-            goserver,
-            namespace,
+            id: format!(
+                "{}:{}:{event}",
+                gs.uid().unwrap_or_default(),
+                decided.revision
+            ),
+            event,
+            goserver: gs.name_any(),
+            namespace: gs.namespace().unwrap_or_default(),
             revision: decided.revision.clone(),
             previous_good_revision: decided.previous_good_revision.clone(),
             message: decided.message.clone(),

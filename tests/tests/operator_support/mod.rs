@@ -47,6 +47,11 @@ impl Operator {
 
     /// The same, with extra arguments (`--prometheus-url`, say).
     pub async fn start_with(ns: &TestNamespace, extra: &[&str]) -> Self {
+        Self::start_with_env(ns, extra, &[]).await
+    }
+
+    /// The same, with extra environment variables (`GANTRY_CRASH_AT`, say).
+    pub async fn start_with_env(ns: &TestNamespace, extra: &[&str], env: &[(&str, &str)]) -> Self {
         install_crd(&ns.client).await;
         let mut args = vec![
             "--namespace",
@@ -55,11 +60,17 @@ impl Operator {
             "info,gantry_operator=debug",
         ];
         args.extend_from_slice(extra);
-        let mut process = OperatorProcess::start(&ns.name, &args, None);
+        let mut process = OperatorProcess::start_with_env(&ns.name, &args, None, env);
         // Ready once its watches have listed everything (without leader
         // election, readiness is the controller's own).
         process.wait_ok("/readyz", DEADLINE);
         Self { process }
+    }
+
+    /// Waits for the process to end by itself (at a crash point, say);
+    /// how it ended, or `None` if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        self.process.wait_exit(timeout)
     }
 
     /// Kills the process at once (SIGKILL), as a crashed node would.
