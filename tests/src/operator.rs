@@ -31,7 +31,28 @@ pub fn operator_binary() -> &'static Path {
 /// with cargo and returns its path, as cargo reports it.
 pub fn build_binary(package: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let out = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    // What cargo sets for the running test describes the test's package;
+    // passed on, it reads as a changed environment to build scripts that
+    // watch it (ring's watches CARGO_MANIFEST_DIR), and cargo would rebuild
+    // them and everything above them, here and again in the next build.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+            )
+        {
+            command.env_remove(name);
+        }
+    }
+    let out = command
         .current_dir(root())
         .args(["build", "--package", package, "--bin", package])
         .arg("--message-format=json")
