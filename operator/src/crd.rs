@@ -558,6 +558,13 @@ pub struct RolloutSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub revision_history_limit: Option<i32>,
+    /// How long a rollout may go without progress before the Deployment
+    /// reports `ProgressDeadlineExceeded` (default 600). With verification
+    /// and `autoRollback`, a revision that misses it fails and is rolled
+    /// back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub progress_deadline_seconds: Option<i32>,
     /// Judge every new revision by its own metrics in Prometheus, and roll a
     /// bad one back to the last revision that passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]

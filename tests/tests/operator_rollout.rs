@@ -440,7 +440,10 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
 /// A revision without traffic is no failure: it stays unverified (`NoData`)
 /// and nothing is rolled back, until the metric says no data fails. And a
 /// Prometheus that goes away is the provider failing, not the application.
+/// A revision whose pods never become available fails at the Deployment's
+/// progress deadline.
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one story, three revisions
 async fn no_data_and_a_missing_prometheus_are_not_failures() {
     let ns = TestNamespace::new("op-nodata").await;
     let mut prometheus = Prometheus::start();
@@ -529,6 +532,62 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     .await
     .unwrap();
     assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
+
+    // v3's pods can never be scheduled (no node has the label): it misses
+    // the Deployment's progress deadline and is rolled back like a failed
+    // measurement.
+    api.patch(
+        "quiet",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {
+            "nodeSelector": {"gantry.dev/e2e-no-such-node": "true"},
+            "rollout": {"progressDeadlineSeconds": 5},
+        }})),
+    )
+    .await
+    .unwrap();
+    let v3 = wait_for(&api, "quiet", "v3 in force", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.revision != v1 && v.revision != v2)
+    })
+    .await
+    .unwrap()
+    .status
+    .unwrap()
+    .verification
+    .unwrap()
+    .revision;
+    let gs = wait_for(
+        &api,
+        "quiet",
+        "v3 rolled back at its progress deadline",
+        Duration::from_secs(120),
+        |gs| {
+            gs.status
+                .as_ref()
+                .is_some_and(|s| s.failed_revision.as_deref() == Some(v3.as_str()))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        gs.status.as_ref().unwrap().revision.as_deref(),
+        Some(v1.as_str())
+    );
+    let degraded = condition(&gs, "Degraded").unwrap();
+    assert!(
+        degraded.reason == "RolledBack" && degraded.message.contains("progress deadline"),
+        "{degraded:?}"
+    );
+    wait_until("the Deployment back on v1", DEADLINE, || {
+        let ns = &ns;
+        let v1 = v1.clone();
+        async move { Ok::<_, String>((deployed(ns, "quiet").await == v1).then_some(())) }
+    })
+    .await
+    .unwrap();
 }
 
 /// Scaling during a verification (as an HPA does, through the Deployment's

@@ -54,6 +54,7 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>, in_force: &Revision) -> De
              max_surge,
              max_unavailable,
              revision_history_limit: _,
+             progress_deadline_seconds: _,
              verification: _,
          }| {
             (max_surge.is_some() || max_unavailable.is_some()).then(|| DeploymentStrategy {
@@ -81,6 +82,10 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>, in_force: &Revision) -> De
                 ..LabelSelector::default()
             },
             revision_history_limit: spec.rollout.as_ref().and_then(|r| r.revision_history_limit),
+            progress_deadline_seconds: spec
+                .rollout
+                .as_ref()
+                .and_then(|r| r.progress_deadline_seconds),
             strategy,
             template,
             ..DeploymentSpec::default()
