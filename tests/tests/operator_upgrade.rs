@@ -389,6 +389,16 @@ async fn an_upgrade_from_0_1_rolls_once_without_an_outage() {
         .expect("the watch ends at the marker")
         .unwrap()
         .unwrap();
+    let available: Vec<i32> = seen
+        .iter()
+        .map(|d| {
+            d.status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0)
+        })
+        .collect();
+    println!("available replicas through the roll (floor {floor}): {available:?}");
     assert!(
         seen.len() > 1,
         "the watch saw the roll: {} versions",
