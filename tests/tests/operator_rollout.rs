@@ -448,7 +448,21 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     let ns = TestNamespace::new("op-nodata").await;
     let mut prometheus = Prometheus::start();
     let url = prometheus.url();
-    let _operator = Operator::start_with(&ns, &["--prometheus-url", &url]).await;
+    // Prometheus ignores the token; it is here to be looked for where it
+    // must never show: the log, the status, the Events.
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "e2e-bearer-token-7f3a\n").unwrap();
+    let token_path = token.path().display().to_string();
+    let operator = Operator::start_with(
+        &ns,
+        &[
+            "--prometheus-url",
+            &url,
+            "--prometheus-token-file",
+            &token_path,
+        ],
+    )
+    .await;
     let mut revisions = Revisions::new(&prometheus, &ns.name);
     let api: Api<GoServer> = ns.api();
     let spec = verification(None, "Inconclusive");
@@ -588,6 +602,23 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     })
     .await
     .unwrap();
+
+    let secret = "e2e-bearer-token-7f3a";
+    let gs = serde_json::to_string(&api.get("quiet").await.unwrap()).unwrap();
+    let events = serde_json::to_string(
+        &ns.api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let log = operator.log();
+    assert!(!log.is_empty());
+    assert!(!gs.contains(secret) && !events.contains(secret));
+    assert!(
+        log.iter().all(|line| !line.to_string().contains(secret)),
+        "the token is in the operator's log"
+    );
 }
 
 /// Scaling during a verification (as an HPA does, through the Deployment's

@@ -191,6 +191,71 @@ pub fn fill(template: &str, variables: &BTreeMap<&str, String>) -> String {
 mod tests {
     use super::*;
 
+    /// A query API on loopback that answers 0.5 and keeps the
+    /// `Authorization` header of every request.
+    async fn recording_api() -> (
+        String,
+        std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    ) {
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&seen);
+        let app = axum::Router::new().route(
+            "/api/v1/query",
+            axum::routing::get(move |headers: axum::http::HeaderMap| {
+                let sink = std::sync::Arc::clone(&sink);
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    sink.lock().unwrap().push(auth);
+                    r#"{"status":"success","data":{"resultType":"scalar","result":[1,"0.5"]}}"#
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, seen)
+    }
+
+    /// The token goes to the operator's own Prometheus, whether a
+    /// `GoServer` names it or not, and never to a URL a `GoServer` wrote.
+    #[tokio::test]
+    async fn the_token_goes_only_to_the_operators_prometheus() {
+        let (own, own_seen) = recording_api().await;
+        let (other, other_seen) = recording_api().await;
+        let token = tempfile_with("s3cret-token\n");
+        let prometheus = Prometheus::new(Some(format!("{own}/")), Some(token.clone()));
+        let timeout = Duration::from_secs(5);
+        assert_eq!(
+            prometheus.query(None, "up", timeout).await.unwrap(),
+            Some(0.5)
+        );
+        assert_eq!(
+            prometheus.query(Some(&own), "up", timeout).await.unwrap(),
+            Some(0.5)
+        );
+        assert_eq!(
+            prometheus.query(Some(&other), "up", timeout).await.unwrap(),
+            Some(0.5)
+        );
+        let bearer = Some("Bearer s3cret-token".to_owned());
+        assert_eq!(*own_seen.lock().unwrap(), vec![bearer.clone(), bearer]);
+        assert_eq!(*other_seen.lock().unwrap(), vec![None]);
+        std::fs::remove_file(token).unwrap();
+    }
+
+    fn tempfile_with(content: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!(
+            "gantry-token-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&path, content).unwrap();
+        path
+    }
+
     #[test]
     fn answers_become_values() {
         let vector = |result: &str| {
