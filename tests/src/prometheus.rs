@@ -288,7 +288,7 @@ fn targets_file(dir: &Path) -> PathBuf {
 
 /// A loopback port that was free a moment ago: the kernel picks it, the
 /// listener is closed, and the process that needs it binds it next.
-pub(crate) fn free_loopback_port() -> SocketAddr {
+pub fn free_loopback_port() -> SocketAddr {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")

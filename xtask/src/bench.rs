@@ -54,6 +54,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     match args.target.as_str() {
         "server" => server(args),
+        "operator" => crate::bench_operator::run(args.quick, args.json.as_deref()),
         other => bail!("`cargo xtask bench {other}` is not available yet"),
     }
 }
@@ -186,10 +187,9 @@ fn server(args: &Args) -> Result<ExitCode> {
 fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
     let profile = if quick { "release" } else { "dist" };
     eprintln!("building the servers (profile {profile})");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     proc::run(
         &format!("cargo build --profile {profile}"),
-        Command::new(&cargo).current_dir(root).args([
+        workspace::cargo().args([
             "build",
             "--profile",
             profile,
@@ -574,7 +574,7 @@ fn ratio_to_reference(results: &[Measurement], m: &Measurement) -> Option<f64> {
 }
 
 /// CPU model, core count and kernel, for the published table.
-fn machine() -> serde_json::Value {
+pub fn machine() -> serde_json::Value {
     let cpu = fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|info| {

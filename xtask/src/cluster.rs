@@ -80,7 +80,12 @@ const COMPONENT_HEALTHY: Duration = Duration::from_secs(120);
 const NODES_READY: Duration = Duration::from_secs(120);
 
 /// The Service range; the apiserver certificate carries its first address.
-const SERVICE_CIDR: &str = "10.0.0.0/24";
+/// A /16: `cargo xtask bench operator` runs a thousand `GoServers` and as
+/// many plain copies of their children, one Service each.
+const SERVICE_CIDR: &str = "10.0.0.0/16";
+/// Pods each fake node takes: room for the benchmark's two thousand pods
+/// on three nodes (a real node's default is 110).
+const PODS_PER_NODE: &str = "1000";
 /// Pod addresses kwok hands out (they lead nowhere).
 const POD_CIDR: &str = "10.244.0.0/16";
 
@@ -146,6 +151,11 @@ impl Cluster {
                 .args(["--request-timeout", "10s"])
                 .args(args),
         )
+    }
+
+    /// The state directory: kubeconfig, logs, PID files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     pub fn up(&self, nodes: u16) -> Result<()> {
@@ -314,6 +324,12 @@ impl Cluster {
                 // Each controller acts as its own service account, so RBAC
                 // is exercised the way a real cluster does it.
                 .arg("--use-service-account-credentials=true")
+                // The default client rate (20/s, bursts of 30) is shared by
+                // every controller; a thousand Deployments created at once
+                // would queue behind it for minutes. A real control plane
+                // has the cores this one lacks; here the rate is the limit.
+                .arg("--kube-api-qps=200")
+                .arg("--kube-api-burst=400")
                 .arg("--leader-elect=false")
                 .arg("--profiling=false"),
         )?);
@@ -514,8 +530,8 @@ fn nodes_manifest(count: u16) -> String {
                     },
                 },
                 "status": {
-                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
-                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                    "allocatable": {"cpu": "32", "memory": "256Gi", "pods": PODS_PER_NODE},
+                    "capacity": {"cpu": "32", "memory": "256Gi", "pods": PODS_PER_NODE},
                 },
             })
         })

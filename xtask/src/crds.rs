@@ -7,7 +7,7 @@
 //! operator crate also has a test that fails when either file is stale.
 
 use std::fs;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
@@ -33,12 +33,11 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     let root = workspace::root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let mut stale = false;
     for (file, subcommand) in OUTPUTS {
         let generated = proc::output(
             &format!("generating {file} with `gantry-operator {subcommand}`"),
-            Command::new(&cargo).current_dir(&root).args([
+            workspace::cargo().args([
                 "run",
                 "--quiet",
                 "--package",

@@ -125,11 +125,9 @@ fn rollback_story(
     operator_kubeconfig: &Path,
     dir: &Path,
 ) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     proc::run(
         "the rollback story",
-        Command::new(cargo)
-            .current_dir(workspace::root())
+        workspace::cargo()
             .args([
                 "run",
                 "--quiet",
@@ -231,10 +229,9 @@ fn install_chart(bins: &Binaries, cluster: &Cluster, kubectl: &Kubectl) -> Resul
 
 /// Builds the operator with cargo and returns the path of the binary.
 fn build_operator() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     proc::run(
         "cargo build -p gantry-operator",
-        Command::new(cargo).current_dir(workspace::root()).args([
+        workspace::cargo().args([
             "build",
             "--package",
             "gantry-operator",

@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode};
 
 use crate::cluster::Cluster;
 use crate::image::{self, Buildah, Target};
+use crate::workspace::cargo;
 use crate::{deps, proc, toolchain, workspace};
 
 #[derive(clap::Args)]
@@ -60,12 +61,6 @@ impl Tally {
         self.failed += number_before("failed");
         true
     }
-}
-
-fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
-    cmd.current_dir(workspace::root());
-    cmd
 }
 
 /// `--locked` in CI: the committed Cargo.lock is what gets tested.
@@ -261,6 +256,18 @@ fn e2e(tally: &mut Tally, filter: &[&str], images: Option<&Images>, storage_driv
         cmd.args(["--skip", "image_"]);
     }
     run_tests(tally, "e2e tests", &mut cmd);
+    if filter.is_empty() || filter.iter().any(|f| f.contains("bench")) {
+        // The quick operator benchmark, without thresholds: it counts as
+        // one test, passed when every phase finished.
+        eprintln!("\n=== cargo xtask bench operator --quick");
+        match crate::bench_operator::measure(&cluster, true) {
+            Ok(report) => {
+                eprintln!("{report}");
+                tally.passed += 1;
+            }
+            Err(err) => tally.step_failed("bench operator --quick", &format!("{err:#}")),
+        }
+    }
     if let Err(err) = cluster.down() {
         tally.step_failed("cluster down", &format!("{err:#}"));
     }

@@ -2,6 +2,7 @@
 //! repository, and the state directory of a running local cluster.
 
 use std::path::PathBuf;
+use std::process::Command;
 
 /// The workspace root (the parent of the xtask crate).
 pub fn root() -> PathBuf {
@@ -43,4 +44,31 @@ pub fn test_cluster_dir() -> PathBuf {
 
 pub fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `cargo` (the one running xtask) at the workspace root, without the
+/// variables `cargo run` set for xtask itself (`CARGO_MANIFEST_DIR`,
+/// `CARGO_PKG_*`, ...): build scripts that watch them (ring's watches
+/// `CARGO_MANIFEST_DIR`) would otherwise see a changed environment, and
+/// every build from xtask would rebuild them, and everything above them,
+/// again after each build from a shell.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(root());
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if name.starts_with("CARGO_PKG_")
+            || name.starts_with("CARGO_BIN_")
+            || matches!(
+                name,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+            )
+        {
+            cmd.env_remove(name);
+        }
+    }
+    cmd
 }
