@@ -220,30 +220,54 @@ impl Applier<'_> {
             .spec
             .as_ref()
             .is_some_and(|s| s.replicas.is_none());
-        let live = self
-            .apply_deployment(&deployment, autoscaled, changes)
-            .await?;
-        self.apply_child(&self.caches.services, &service, changes)
-            .await?;
-        match ingress {
-            Some(ingress) => {
-                self.apply_child(&self.caches.ingresses, &ingress, changes)
-                    .await?;
-            }
-            None => {
-                self.prune::<Ingress, _>(&self.caches.ingresses, &name, changes)
-                    .await?;
-            }
-        }
-        match hpa {
-            Some(hpa) => {
-                self.apply_child(&self.caches.hpas, &hpa, changes).await?;
-            }
-            None => {
-                self.prune::<HorizontalPodAutoscaler, _>(&self.caches.hpas, &name, changes)
-                    .await?;
-            }
-        }
+        // The rest depend on nothing but the ConfigMap: written together,
+        // in one round trip's time rather than four. Each keeps its own
+        // list of changes, so every write made is told even when another
+        // failed.
+        let mut told: [Vec<Change>; 4] = Default::default();
+        let [
+            deployment_changes,
+            service_changes,
+            ingress_changes,
+            hpa_changes,
+        ] = &mut told;
+        let (live, service, ingress, hpa) = tokio::join!(
+            self.apply_deployment(&deployment, autoscaled, deployment_changes),
+            self.apply_child(&self.caches.services, &service, service_changes),
+            async {
+                match ingress {
+                    Some(ingress) => self
+                        .apply_child(&self.caches.ingresses, &ingress, ingress_changes)
+                        .await
+                        .map(drop),
+                    None => {
+                        self.prune::<Ingress, _>(&self.caches.ingresses, &name, ingress_changes)
+                            .await
+                    }
+                }
+            },
+            async {
+                match hpa {
+                    Some(hpa) => self
+                        .apply_child(&self.caches.hpas, &hpa, hpa_changes)
+                        .await
+                        .map(drop),
+                    None => {
+                        self.prune::<HorizontalPodAutoscaler, _>(
+                            &self.caches.hpas,
+                            &name,
+                            hpa_changes,
+                        )
+                        .await
+                    }
+                }
+            },
+        );
+        changes.extend(told.into_iter().flatten());
+        let live = live?;
+        service?;
+        ingress?;
+        hpa?;
         self.prune_history(&revision, &config_map.name_any(), &live, changes)
             .await?;
         Ok(live)

@@ -390,10 +390,9 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Deci
     };
     let mut changes = Vec::new();
     let outcome = Box::pin(applier.apply(children, &mut changes)).await;
-    // Every write made is told, also when a later one failed.
-    for change in &changes {
-        publish_change(ctx, gs, change).await;
-    }
+    // Every write made is told, also when a later one failed; the Events
+    // go out together, not one round trip after the other.
+    futures::future::join_all(changes.iter().map(|change| publish_change(ctx, gs, change))).await;
     let deployment = outcome?;
 
     // Observe: how far the revision in force is, and its verification.
