@@ -300,3 +300,42 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<u16> {
     response.bytes().await?;
     Ok(status)
 }
+
+/// The stand-ins of a `GoServer`'s revisions: one gantry-server per
+/// revision, all scraped by one Prometheus with the labels a scrape config
+/// keeping the pod labels gives (`namespace`, `revision`).
+pub struct Revisions<'a> {
+    prometheus: &'a crate::prometheus::Prometheus,
+    namespace: String,
+    servers: Vec<(String, ServerProcess)>,
+}
+
+impl<'a> Revisions<'a> {
+    pub fn new(prometheus: &'a crate::prometheus::Prometheus, namespace: &str) -> Self {
+        Self {
+            prometheus,
+            namespace: namespace.to_owned(),
+            servers: Vec::new(),
+        }
+    }
+
+    /// Starts the pods of `revision` and has Prometheus scrape them; their
+    /// address.
+    pub fn start(&mut self, revision: &str) -> SocketAddr {
+        let server = ServerProcess::start(revision, &[]);
+        let address = server.address();
+        self.servers.push((revision.to_owned(), server));
+        let targets: Vec<crate::prometheus::Target> = self
+            .servers
+            .iter()
+            .map(|(rev, s)| {
+                crate::prometheus::Target::new(
+                    s.address(),
+                    &[("namespace", self.namespace.as_str()), ("revision", rev)],
+                )
+            })
+            .collect();
+        self.prometheus.set_targets(&targets);
+        address
+    }
+}

@@ -9,12 +9,11 @@
 
 mod operator_support;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gantry_e2e::prometheus::{Prometheus, Target};
-use gantry_e2e::server::{ServerProcess, Traffic};
+use gantry_e2e::prometheus::Prometheus;
+use gantry_e2e::server::{Revisions, Traffic};
 use gantry_e2e::{TestNamespace, wait_for, wait_until};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -55,42 +54,6 @@ fn goserver(name: &str, image: &str, verification: &Value) -> GoServer {
     .unwrap()
 }
 
-/// The revision stand-ins: one gantry-server per revision, all scraped.
-struct Revisions<'a> {
-    prometheus: &'a Prometheus,
-    namespace: String,
-    servers: Vec<(String, ServerProcess)>,
-}
-
-impl<'a> Revisions<'a> {
-    fn new(prometheus: &'a Prometheus, namespace: &str) -> Self {
-        Self {
-            prometheus,
-            namespace: namespace.to_owned(),
-            servers: Vec::new(),
-        }
-    }
-
-    /// Starts the pods of `revision` and has Prometheus scrape them.
-    fn start(&mut self, revision: &str) -> SocketAddr {
-        let server = ServerProcess::start(revision, &[]);
-        let address = server.address();
-        self.servers.push((revision.to_owned(), server));
-        let targets: Vec<Target> = self
-            .servers
-            .iter()
-            .map(|(rev, s)| {
-                Target::new(
-                    s.address(),
-                    &[("namespace", self.namespace.as_str()), ("revision", rev)],
-                )
-            })
-            .collect();
-        self.prometheus.set_targets(&targets);
-        address
-    }
-}
-
 /// Waits for the GoServer's status to report a revision other than `not`.
 async fn next_revision(api: &Api<GoServer>, name: &str, not: Option<&str>) -> String {
     let gs = wait_for(api, name, "a new revision in status", DEADLINE, |gs| {
@@ -128,6 +91,48 @@ async fn deployed(ns: &TestNamespace, name: &str) -> String {
         .and_then(|m| m.labels)
         .and_then(|l| l.get("gantry.dev/revision").cloned())
         .unwrap()
+}
+
+/// Waits until the revision under verification is none of `not`; its name.
+async fn verifying_none_of(api: &Api<GoServer>, name: &str, not: &[&str]) -> String {
+    let gs = wait_for(
+        api,
+        name,
+        "another revision under verification",
+        DEADLINE,
+        |gs| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| !not.contains(&v.revision.as_str()))
+        },
+    )
+    .await
+    .unwrap();
+    gs.status.unwrap().verification.unwrap().revision
+}
+
+/// Waits until `failed` is rolled back (held off as the failed revision).
+async fn rolled_back(api: &Api<GoServer>, name: &str, failed: &str) -> GoServer {
+    let expectation = format!("{failed} rolled back");
+    wait_for(api, name, &expectation, Duration::from_secs(120), |gs| {
+        gs.status
+            .as_ref()
+            .is_some_and(|s| s.failed_revision.as_deref() == Some(failed))
+    })
+    .await
+    .unwrap()
+}
+
+/// Waits until the Deployment's pods carry `revision`.
+async fn wait_deployed(ns: &TestNamespace, name: &str, revision: &str) {
+    wait_until(
+        &format!("the Deployment on {revision}"),
+        DEADLINE,
+        || async move { Ok::<_, String>((deployed(ns, name).await == revision).then_some(())) },
+    )
+    .await
+    .unwrap();
 }
 
 /// How often an Event with `reason` was recorded about the GoServer
@@ -289,13 +294,7 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     );
     // The spec stays as written; the Deployment runs v1 again.
     assert_eq!(gs.spec.image, "shop:2");
-    wait_until("the Deployment back on v1", DEADLINE, || {
-        let ns = &ns;
-        let v1 = v1.clone();
-        async move { Ok::<_, String>((deployed(ns, "shop").await == v1).then_some(())) }
-    })
-    .await
-    .unwrap();
+    wait_deployed(&ns, "shop", &v1).await;
 
     // A replicas edit is no new revision: v1 stays in force.
     api.patch(
@@ -336,19 +335,7 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     )
     .await
     .unwrap();
-    let v3 = wait_for(&api, "shop", "v3 in force", DEADLINE, |gs| {
-        gs.status
-            .as_ref()
-            .and_then(|s| s.verification.as_ref())
-            .is_some_and(|v| v.revision != v1 && v.revision != v2)
-    })
-    .await
-    .unwrap()
-    .status
-    .unwrap()
-    .verification
-    .unwrap()
-    .revision;
+    let v3 = verifying_none_of(&api, "shop", &[&v1, &v2]).await;
     let bad3 = revisions.start(&v3);
     let _bad3_traffic = Traffic::start(bad3, &[("/debug/panic", 1)], 10);
     let exit = crashing.wait_exit(Duration::from_secs(120));
@@ -376,27 +363,9 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
         "told before the crash"
     );
     let operator = Operator::start_with(&ns, &args).await;
-    let gs = wait_for(
-        &api,
-        "shop",
-        "v3 rolled back",
-        Duration::from_secs(120),
-        |gs| {
-            gs.status
-                .as_ref()
-                .is_some_and(|s| s.failed_revision.as_deref() == Some(v3.as_str()))
-        },
-    )
-    .await
-    .unwrap();
+    let gs = rolled_back(&api, "shop", &v3).await;
     assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
-    wait_until("the Deployment back on v1 again", DEADLINE, || {
-        let ns = &ns;
-        let v1 = v1.clone();
-        async move { Ok::<_, String>((deployed(ns, "shop").await == v1).then_some(())) }
-    })
-    .await
-    .unwrap();
+    wait_deployed(&ns, "shop", &v1).await;
 
     // One Event and one webhook call per decision, signed.
     assert_eq!(events(&ns, "shop", "Verified").await, 1);
@@ -560,32 +529,8 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     )
     .await
     .unwrap();
-    let v3 = wait_for(&api, "quiet", "v3 in force", DEADLINE, |gs| {
-        gs.status
-            .as_ref()
-            .and_then(|s| s.verification.as_ref())
-            .is_some_and(|v| v.revision != v1 && v.revision != v2)
-    })
-    .await
-    .unwrap()
-    .status
-    .unwrap()
-    .verification
-    .unwrap()
-    .revision;
-    let gs = wait_for(
-        &api,
-        "quiet",
-        "v3 rolled back at its progress deadline",
-        Duration::from_secs(120),
-        |gs| {
-            gs.status
-                .as_ref()
-                .is_some_and(|s| s.failed_revision.as_deref() == Some(v3.as_str()))
-        },
-    )
-    .await
-    .unwrap();
+    let v3 = verifying_none_of(&api, "quiet", &[&v1, &v2]).await;
+    let gs = rolled_back(&api, "quiet", &v3).await;
     assert_eq!(
         gs.status.as_ref().unwrap().revision.as_deref(),
         Some(v1.as_str())
@@ -595,13 +540,7 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
         degraded.reason == "RolledBack" && degraded.message.contains("progress deadline"),
         "{degraded:?}"
     );
-    wait_until("the Deployment back on v1", DEADLINE, || {
-        let ns = &ns;
-        let v1 = v1.clone();
-        async move { Ok::<_, String>((deployed(ns, "quiet").await == v1).then_some(())) }
-    })
-    .await
-    .unwrap();
+    wait_deployed(&ns, "quiet", &v1).await;
 
     let secret = "e2e-bearer-token-7f3a";
     let gs = serde_json::to_string(&api.get("quiet").await.unwrap()).unwrap();

@@ -12,7 +12,7 @@
 //! 100 image changes; `--quick` takes 10, 100 and 10 (the form `cargo xtask
 //! test` runs, without thresholds).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, ExitCode, Stdio};
 
 use anyhow::{Context, Result, bail};
@@ -44,7 +44,7 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> Result<ExitCode> {
 /// and returns its report with the date and the machine added.
 pub fn measure(cluster: &Cluster, quick: bool) -> Result<Value> {
     let (latency, goservers, churn) = if quick { QUICK } else { FULL };
-    let operator = build_release_operator()?;
+    let operator = workspace::build_operator(true)?;
     let log = cluster.dir().join("logs").join("bench-operator.log");
     let bin_dir = toolchain::bin_dir()?;
     eprintln!(
@@ -86,24 +86,6 @@ pub fn measure(cluster: &Cluster, quick: bool) -> Result<Value> {
     report["machine"] = crate::bench::machine();
     report["quick"] = json!(quick);
     Ok(report)
-}
-
-fn build_release_operator() -> Result<PathBuf> {
-    proc::run(
-        "cargo build --release -p gantry-operator",
-        workspace::cargo().args([
-            "build",
-            "--release",
-            "--locked",
-            "-p",
-            "gantry-operator",
-            "--bin",
-            "gantry-operator",
-        ]),
-    )?;
-    let target = workspace::non_empty_env("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace::root().join("target"), PathBuf::from);
-    Ok(target.join("release").join("gantry-operator"))
 }
 
 fn number(value: &Value) -> f64 {

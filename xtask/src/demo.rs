@@ -81,7 +81,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     install_chart(&bins, &cluster, &kubectl)?;
 
     step("building the operator");
-    let binary = build_operator()?;
+    let binary = workspace::build_operator(false)?;
     let operator_kubeconfig = dir.join("gantry-operator.kubeconfig");
     write_token_kubeconfig(&kubectl, &operator_kubeconfig)?;
     let namespace =
@@ -225,30 +225,6 @@ fn install_chart(bins: &Binaries, cluster: &Cluster, kubectl: &Kubectl) -> Resul
         "customresourcedefinition/goservers.gantry.dev",
     ])?;
     Ok(())
-}
-
-/// Builds the operator with cargo and returns the path of the binary.
-fn build_operator() -> Result<PathBuf> {
-    proc::run(
-        "cargo build -p gantry-operator",
-        workspace::cargo().args([
-            "build",
-            "--package",
-            "gantry-operator",
-            "--bin",
-            "gantry-operator",
-        ]),
-    )?;
-    let target = workspace::non_empty_env("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace::root().join("target"), PathBuf::from);
-    let binary = target.join("debug").join("gantry-operator");
-    if !binary.exists() {
-        bail!(
-            "cargo built gantry-operator, but {} is missing",
-            binary.display()
-        );
-    }
-    Ok(binary)
 }
 
 /// A kubeconfig for the cluster with a token of the chart's ServiceAccount

@@ -2,6 +2,8 @@
 //! repository, and the state directory of a running local cluster.
 
 use std::path::PathBuf;
+
+use anyhow::{Result, bail};
 use std::process::Command;
 
 /// The workspace root (the parent of the xtask crate).
@@ -71,4 +73,32 @@ pub fn cargo() -> Command {
         }
     }
     cmd
+}
+
+/// Builds the operator binary (debug, or `release`) and returns its path.
+pub fn build_operator(release: bool) -> Result<PathBuf> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--package",
+        "gantry-operator",
+        "--bin",
+        "gantry-operator",
+    ]);
+    if release {
+        cmd.arg("--release");
+    }
+    crate::proc::run("cargo build -p gantry-operator", &mut cmd)?;
+    let target =
+        non_empty_env("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
+    let binary = target
+        .join(if release { "release" } else { "debug" })
+        .join("gantry-operator");
+    if !binary.exists() {
+        bail!(
+            "cargo built gantry-operator, but {} is missing",
+            binary.display()
+        );
+    }
+    Ok(binary)
 }

@@ -492,20 +492,23 @@ impl Gantry {
         Ok(seconds_until_all(&started, &ready.wait(&keys).await?))
     }
 
+    /// Merge-patches every one of `names`, `PARALLEL` at a time; when
+    /// the patches began.
+    async fn patch_all(&self, names: &[String], patch: &Value) -> Result<Vec<Instant>> {
+        apply_all(names, None, |n| async move {
+            self.api
+                .patch(&n, &PatchParams::default(), &Patch::Merge(patch))
+                .await?;
+            Ok(())
+        })
+        .await
+    }
+
     /// An annotation on every `GoServer`: a reconcile with nothing to do.
     async fn touch_all(&self, count: usize) -> Result<usize> {
         let names = names("gs", 0, count);
         let patch = json!({"metadata": {"annotations": {"bench.gantry.dev/touched": "1"}}});
-        apply_all(&names, None, |n| {
-            let patch = patch.clone();
-            async move {
-                self.api
-                    .patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        self.patch_all(&names, &patch).await?;
         Ok(names.len())
     }
 
@@ -513,17 +516,9 @@ impl Gantry {
         let ready = Readiness::watch(self.api.clone(), ready_revision);
         let names = names("gs", 0, count);
         let image = "registry.example.com/bench:2";
-        let patch = json!({"spec": {"image": image}});
-        let started = apply_all(&names, None, |n| {
-            let patch = patch.clone();
-            async move {
-                self.api
-                    .patch(&n, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await?;
-                Ok(())
-            }
-        })
-        .await?;
+        let started = self
+            .patch_all(&names, &json!({"spec": {"image": image}}))
+            .await?;
         Ok(seconds_until_all(
             &started,
             &ready.wait(&Self::keys(&names, image)).await?,

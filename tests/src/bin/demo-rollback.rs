@@ -21,8 +21,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use gantry_e2e::prometheus::{Prometheus, Target};
-use gantry_e2e::server::{ServerProcess, Traffic};
+use gantry_e2e::prometheus::Prometheus;
+use gantry_e2e::server::{Revisions, Traffic};
 use gantry_operator::crd::GoServer;
 use kube::Api;
 
@@ -87,7 +87,7 @@ async fn run() -> Result<()> {
         "-f",
         &example.display().to_string(),
     ])?;
-    let mut pods = Pods::new(&prometheus);
+    let mut pods = Revisions::new(&prometheus, NAMESPACE);
     let good = revision_under_test(&api, None).await?;
     println!("revision {good}: its stand-in answers every request");
     let good_address = pods.start(&good);
@@ -203,36 +203,6 @@ impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// One gantry-server per revision, all scraped with their revision label.
-struct Pods<'a> {
-    prometheus: &'a Prometheus,
-    servers: Vec<(String, ServerProcess)>,
-}
-
-impl<'a> Pods<'a> {
-    fn new(prometheus: &'a Prometheus) -> Self {
-        Self {
-            prometheus,
-            servers: Vec::new(),
-        }
-    }
-
-    fn start(&mut self, revision: &str) -> std::net::SocketAddr {
-        let server = ServerProcess::start(revision, &[]);
-        let address = server.address();
-        self.servers.push((revision.to_owned(), server));
-        let targets: Vec<Target> = self
-            .servers
-            .iter()
-            .map(|(rev, s)| {
-                Target::new(s.address(), &[("namespace", NAMESPACE), ("revision", rev)])
-            })
-            .collect();
-        self.prometheus.set_targets(&targets);
-        address
     }
 }
 
