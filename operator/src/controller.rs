@@ -76,6 +76,12 @@ pub struct Context {
     /// Consecutive transient failures per `GoServer` UID, for backoff. A
     /// `GoServer` deleted and created again under its name starts afresh.
     failures: Mutex<HashMap<String, (ObjectRef<GoServer>, u32)>>,
+    /// The last verification decision this process told, per `GoServer`
+    /// UID. A reconcile that runs on a cached object from before the
+    /// announcement was cleared finds the decision still pending; this is
+    /// how it knows it was told already. After a restart it is empty, and a
+    /// pending decision is told.
+    told: Mutex<HashMap<String, String>>,
 }
 
 impl Context {
@@ -104,7 +110,22 @@ impl Context {
             ),
             webhook: webhook::Sender::new(settings.webhook_signing_key_file.clone()),
             failures: Mutex::new(HashMap::new()),
+            told: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Whether the decision `id` of `gs` is yet to be told by this process;
+    /// from now on it counts as told.
+    fn first_telling(&self, gs: &GoServer, id: &str) -> bool {
+        let Some(uid) = gs.uid() else { return true };
+        let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
+        told.retain(|uid, _| {
+            self.goservers
+                .state()
+                .iter()
+                .any(|live| live.uid().as_deref() == Some(uid.as_str()))
+        });
+        told.insert(uid, id.to_owned()).as_deref() != Some(id)
     }
 
     /// Counts a transient failure of `gs` and returns how many in a row.
@@ -262,8 +283,10 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             // between tells it after its restart, and nothing is told of a
             // decision that was never recorded.
             if let Some(decided) = &decision.decided {
-                fault::crash_point("decision-recorded", decided.event.as_str());
-                tell(ctx, gs, decided).await;
+                if ctx.first_telling(gs, &decided.id(gs)) {
+                    fault::crash_point("decision-recorded", decided.event.as_str());
+                    tell(ctx, gs, decided).await;
+                }
                 let told = decision.told();
                 let observed = Observed {
                     rollout: Some(&told),

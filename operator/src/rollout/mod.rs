@@ -187,6 +187,17 @@ pub fn progress(
 }
 
 impl Decided {
+    /// The same for every telling of this decision about `gs`: its UID,
+    /// the revision and the event.
+    pub fn id(&self, gs: &GoServer) -> String {
+        format!(
+            "{}:{}:{}",
+            gs.uid().unwrap_or_default(),
+            self.revision,
+            self.event.as_str()
+        )
+    }
+
     /// The decision `v` ended in, while it waits to be told.
     fn pending(v: &VerificationStatus) -> Option<Self> {
         let announcement = v.announcement.as_ref()?;

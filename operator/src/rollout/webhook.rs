@@ -48,14 +48,9 @@ pub struct Payload {
 
 impl Payload {
     pub fn new(gs: &GoServer, decided: &Decided) -> Self {
-        let event = decided.event.as_str();
         Self {
-            id: format!(
-                "{}:{}:{event}",
-                gs.uid().unwrap_or_default(),
-                decided.revision
-            ),
-            event,
+            id: decided.id(gs),
+            event: decided.event.as_str(),
             goserver: gs.name_any(),
             namespace: gs.namespace().unwrap_or_default(),
             revision: decided.revision.clone(),
