@@ -81,7 +81,7 @@ pub struct Context {
     /// announcement was cleared finds the decision still pending; this is
     /// how it knows it was told already. After a restart it is empty, and a
     /// pending decision is told.
-    told: Mutex<HashMap<String, String>>,
+    told: Mutex<HashMap<String, (ObjectRef<GoServer>, String)>>,
 }
 
 impl Context {
@@ -119,13 +119,15 @@ impl Context {
     fn first_telling(&self, gs: &GoServer, id: &str) -> bool {
         let Some(uid) = gs.uid() else { return true };
         let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
-        told.retain(|uid, _| {
-            self.goservers
-                .state()
-                .iter()
-                .any(|live| live.uid().as_deref() == Some(uid.as_str()))
-        });
-        told.insert(uid, id.to_owned()).as_deref() != Some(id)
+        self.drop_gone(&mut told);
+        let (_, last) = told
+            .entry(uid)
+            .or_insert_with(|| (ObjectRef::from_obj(gs), String::new()));
+        if last == id {
+            return false;
+        }
+        id.clone_into(last);
+        true
     }
 
     /// Counts a transient failure of `gs` and returns how many in a row.
@@ -133,16 +135,22 @@ impl Context {
     fn record_failure(&self, gs: &GoServer) -> u32 {
         let uid = gs.uid().unwrap_or_default();
         let mut failures = self.failures.lock().unwrap_or_else(PoisonError::into_inner);
-        failures.retain(|uid, (object, _)| {
-            self.goservers
-                .get(object)
-                .is_some_and(|live| live.uid().as_deref() == Some(uid.as_str()))
-        });
+        self.drop_gone(&mut failures);
         let (_, count) = failures
             .entry(uid)
             .or_insert_with(|| (ObjectRef::from_obj(gs), 0));
         *count = count.saturating_add(1);
         *count
+    }
+
+    /// Drops the entries, keyed by UID, of `GoServers` that are no longer
+    /// in the store (deleted, or deleted and created again under the name).
+    fn drop_gone<T>(&self, entries: &mut HashMap<String, (ObjectRef<GoServer>, T)>) {
+        entries.retain(|uid, (object, _)| {
+            self.goservers
+                .get(object)
+                .is_some_and(|live| live.uid().as_deref() == Some(uid.as_str()))
+        });
     }
 
     fn clear_failures(&self, gs: &GoServer) {
