@@ -8,6 +8,8 @@
 //! desired children with these stores and asks the apiserver only when an
 //! object is not cached (see [`crate::apply`]).
 //!
+//! `GoServers` are cached the same way ([`goservers`]), for the controller.
+//!
 //! Cached objects drop `managedFields` (the bulk of a stored object) except
 //! the one entry the replica handover reads: gantry's own apply entry on
 //! Deployments. `ControllerRevisions` are cached as metadata only: their
@@ -30,6 +32,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::apply::FIELD_MANAGER;
 use crate::build::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::crd::GoServer;
 
 /// Read handles of every child store.
 #[derive(Clone)]
@@ -162,6 +165,38 @@ where
         .touched_objects()
         .boxed();
     (reader, stream)
+}
+
+/// The `GoServer` store and the stream that fills it, for
+/// `Controller::for_stream`: objects as [`GoServer`]s are delivered, less
+/// what the reconcile never reads (`managedFields` and kubectl's copy of the
+/// last applied object, together often larger than the spec).
+pub fn goservers(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (Store<GoServer>, ChildStream<GoServer>) {
+    let api: Api<GoServer> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(trim_goserver)
+        .reflect(writer)
+        .applied_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// Annotation in which client-side `kubectl apply` keeps the whole object.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+fn trim_goserver(gs: &mut GoServer) {
+    drop_managed_fields(gs);
+    if let Some(annotations) = gs.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 fn drop_managed_fields<K: Resource>(object: &mut K) {

@@ -7,7 +7,7 @@
 //!   -> build     pure: &GoServer -> Children
 //!   -> apply     apply::Applier: compare with the caches, server-side apply
 //!                what differs, prune what the spec no longer wants
-//!   -> events    one Event per change the applier reports
+//!   -> events    what the applier changed (one Event for the children created)
 //!   -> status    computed from the Deployment, written only when it changed
 //! ```
 //!
@@ -34,12 +34,11 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::apply::{Applier, Change, FIELD_MANAGER, Written};
+use crate::apply::{self, Applier, FIELD_MANAGER, Told, Written};
 use crate::build::{self, Revision};
 use crate::cache::{self, Caches};
 use crate::crd::{GoServer, GoServerStatus};
@@ -192,19 +191,15 @@ pub struct Settings {
 /// reconciles are counted in `metrics`.
 pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>) {
     let namespace = settings.namespace.as_deref();
-    let goservers: Api<GoServer> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     info!(
         namespace = namespace.unwrap_or("*"),
         "gantry-operator starting"
     );
     let (caches, streams) = Caches::new(&client, namespace);
-    let controller = Controller::new(goservers, watcher::Config::default()).with_config(
+    let (store, goservers) = cache::goservers(&client, namespace);
+    let controller = Controller::for_stream(goservers, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
-    let store = controller.store();
     let ctx = Arc::new(Context::new(
         client,
         metrics,
@@ -423,7 +418,12 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Deci
     let outcome = Box::pin(applier.apply(children, &mut changes)).await;
     // Every write made is told, also when a later one failed; the Events
     // go out together, not one round trip after the other.
-    futures::future::join_all(changes.iter().map(|change| publish_change(ctx, gs, change))).await;
+    futures::future::join_all(
+        apply::tell(&changes)
+            .into_iter()
+            .map(|told| publish_change(ctx, gs, told)),
+    )
+    .await;
     let deployment = outcome?;
 
     // Observe: how far the revision in force is, and its verification.
@@ -551,9 +551,9 @@ async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deploy
         .map_err(|e| Error::kube("get Deployment", e))
 }
 
-/// A Normal Event on the `GoServer` for one write of the applier.
-async fn publish_change(ctx: &Context, gs: &GoServer, change: &Change) {
-    let action = if change.action == crate::apply::Action::Deleted {
+/// A Normal Event on the `GoServer` for writes of the applier.
+async fn publish_change(ctx: &Context, gs: &GoServer, told: Told) {
+    let action = if told.action == apply::Action::Deleted {
         "Prune"
     } else {
         "Apply"
@@ -562,10 +562,10 @@ async fn publish_change(ctx: &Context, gs: &GoServer, change: &Change) {
         ctx,
         gs,
         EventType::Normal,
-        change.action.as_str(),
+        told.action.as_str(),
         action,
-        change.describe(),
-        Some(change.child.clone()),
+        told.note,
+        Some(told.related),
     )
     .await;
 }
