@@ -42,7 +42,7 @@ use tracing::{debug, info};
 
 use crate::build::revision::{CONFIG_MAP_ANNOTATION, REVISION_NUMBER_LABEL};
 use crate::build::{self, Children, REVISION_LABEL, Revision, short_hash};
-use crate::cache::{self, Caches};
+use crate::cache::{self, Cached, Caches};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
 use crate::status;
@@ -466,7 +466,7 @@ impl Applier<'_> {
 
     async fn apply_child<K>(
         &self,
-        store: &Store<K>,
+        store: &Store<Cached<K>>,
         desired: &K,
         changes: &mut Vec<Change>,
     ) -> Result<K>
@@ -479,7 +479,7 @@ impl Applier<'_> {
 
     /// Decides whether `desired` must be applied, from the cache, or from
     /// one GET when the cache does not have it.
-    async fn plan<K>(&self, store: &Store<K>, desired: &K) -> Result<Plan<K>>
+    async fn plan<K>(&self, store: &Store<Cached<K>>, desired: &K) -> Result<Plan<K>>
     where
         K: Child,
     {
@@ -488,9 +488,8 @@ impl Applier<'_> {
         let namespace = self.namespace()?;
         let (body, hash) = with_hash(desired, kind)?;
         let key = Written::key::<K>(namespace, &name);
-        let live = match cache::get(store, namespace, &name) {
+        let live = match cache::get(store, namespace, &name)? {
             Some(cached) => {
-                let cached = (*cached).clone();
                 if self
                     .written
                     .cache_is_behind(&key, &hash, cached.resource_version().as_deref())
@@ -619,7 +618,7 @@ impl Applier<'_> {
             .uid
             .as_deref()
             .ok_or(Error::MissingObjectKey("uid"))?;
-        let Some(live) = cache::get(store, namespace, name) else {
+        let Some(live) = cache::lookup(store, namespace, name) else {
             return Ok(());
         };
         let owned = owned_by(live.owner_references(), Some(owner_uid));

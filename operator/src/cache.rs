@@ -15,15 +15,20 @@
 //! Deployments. `ControllerRevisions` are cached as metadata only: their
 //! data (a whole pod template) is read once, on a rollback.
 
+use std::borrow::Cow;
 use std::fmt::Debug;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::serde::Serialize;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -33,15 +38,16 @@ use kube::{Api, Client, Resource, ResourceExt};
 use crate::apply::FIELD_MANAGER;
 use crate::build::{MANAGED_BY, MANAGED_BY_LABEL};
 use crate::crd::GoServer;
+use crate::error::{Error, Result};
 
 /// Read handles of every child store.
 #[derive(Clone)]
 pub struct Caches {
-    pub deployments: Store<Deployment>,
-    pub services: Store<Service>,
-    pub config_maps: Store<ConfigMap>,
-    pub ingresses: Store<Ingress>,
-    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub deployments: Store<Cached<Deployment>>,
+    pub services: Store<Cached<Service>>,
+    pub config_maps: Store<Cached<ConfigMap>>,
+    pub ingresses: Store<Cached<Ingress>>,
+    pub hpas: Store<Cached<HorizontalPodAutoscaler>>,
     pub revisions: Store<PartialObjectMeta<ControllerRevision>>,
 }
 
@@ -52,11 +58,11 @@ pub type ChildStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher:
 /// The watch streams that fill [`Caches`]; each must be handed to the
 /// controller, which drives it.
 pub struct Streams {
-    pub deployments: ChildStream<Deployment>,
-    pub services: ChildStream<Service>,
-    pub config_maps: ChildStream<ConfigMap>,
-    pub ingresses: ChildStream<Ingress>,
-    pub hpas: ChildStream<HorizontalPodAutoscaler>,
+    pub deployments: ChildStream<Cached<Deployment>>,
+    pub services: ChildStream<Cached<Service>>,
+    pub config_maps: ChildStream<Cached<ConfigMap>>,
+    pub ingresses: ChildStream<Cached<Ingress>>,
+    pub hpas: ChildStream<Cached<HorizontalPodAutoscaler>>,
     pub revisions: ChildStream<PartialObjectMeta<ControllerRevision>>,
 }
 
@@ -69,8 +75,7 @@ impl Caches {
         let (config_maps, config_map_stream) = cached(client, namespace, drop_managed_fields);
         let (ingresses, ingress_stream) = cached(client, namespace, drop_managed_fields);
         let (hpas, hpa_stream) = cached(client, namespace, drop_managed_fields);
-        // An `Api` of `PartialObjectMeta` lists and watches metadata only.
-        let (revisions, revision_stream) = cached(client, namespace, drop_managed_fields);
+        let (revisions, revision_stream) = metadata_only(client, namespace);
         (
             Self {
                 deployments,
@@ -130,21 +135,159 @@ where
     }
 }
 
-/// The cached `K` called `name` in `namespace`, if the store has it.
-pub fn get<K>(store: &Store<K>, namespace: &str, name: &str) -> Option<Arc<K>>
+/// The cached entry called `name` in `namespace`, for its metadata.
+pub fn lookup<C>(store: &Store<C>, namespace: &str, name: &str) -> Option<Arc<C>>
 where
-    K: Resource<DynamicType = ()> + Clone + 'static,
+    C: Resource<DynamicType = ()> + Clone + 'static,
 {
     store.get(&ObjectRef::new(name).within(namespace))
 }
 
+/// The cached `K` called `name` in `namespace`, if the store has it.
+pub fn get<K>(store: &Store<Cached<K>>, namespace: &str, name: &str) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    lookup(store, namespace, name)
+        .map(|cached| cached.decode())
+        .transpose()
+}
+
+/// A cached child: its metadata, and the rest of the object as compact JSON,
+/// decoded when read. A Deployment takes about 3 KiB this way and about
+/// 17 KiB as a k8s-openapi struct (whose many optional fields each take
+/// room when empty), and a reconcile reads a handful of children: the
+/// decoding costs microseconds, the structs would cost most of the
+/// operator's memory at a thousand `GoServers`.
+pub struct Cached<K> {
+    metadata: ObjectMeta,
+    rest: Arc<str>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for Cached<K> {
+    fn clone(&self) -> Self {
+        Self {
+            metadata: self.metadata.clone(),
+            rest: Arc::clone(&self.rest),
+            kind: PhantomData,
+        }
+    }
+}
+
+impl<K> Debug for Cached<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cached")
+            .field("metadata", &self.metadata)
+            .field("bytes", &self.rest.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> Cached<K>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    /// Keeps `object` as its metadata and the JSON of everything else.
+    pub fn new(mut object: K) -> Result<Self> {
+        let metadata = std::mem::take(object.meta_mut());
+        let rest = serde_json::to_string(&object).map_err(|source| Error::Serialize {
+            kind: static_kind::<K>(),
+            source,
+        })?;
+        Ok(Self {
+            metadata,
+            rest: rest.into(),
+            kind: PhantomData,
+        })
+    }
+
+    /// The object as it was cached.
+    pub fn decode(&self) -> Result<K> {
+        let mut object: K =
+            serde_json::from_str(&self.rest).map_err(|source| Error::Serialize {
+                kind: static_kind::<K>(),
+                source,
+            })?;
+        *object.meta_mut() = self.metadata.clone();
+        Ok(object)
+    }
+}
+
+fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()) {
+        Cow::Borrowed(kind) => kind,
+        Cow::Owned(_) => "object",
+    }
+}
+
+impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
+    type DynamicType = ();
+    type Scope = K::Scope;
+
+    fn kind(dt: &()) -> Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn plural(dt: &()) -> Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A store of `K` kept as [`Cached`], and the stream that fills it.
 fn cached<K>(
     client: &Client,
     namespace: Option<&str>,
     trim: fn(&mut K),
-) -> (Store<K>, ChildStream<K>)
+) -> (Store<Cached<K>>, ChildStream<Cached<K>>)
 where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api(client, namespace), children())
+        .default_backoff()
+        .modify(trim)
+        .map(|event| event.and_then(compact))
+        .reflect(writer)
+        .touched_objects()
+        .boxed();
+    (reader, stream)
+}
+
+/// The metadata of every `K` (an `Api` of `PartialObjectMeta` lists and
+/// watches metadata only), and the stream that fills it.
+fn metadata_only<K>(
+    client: &Client,
+    namespace: Option<&str>,
+) -> (
+    Store<PartialObjectMeta<K>>,
+    ChildStream<PartialObjectMeta<K>>,
+)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + Debug
         + DeserializeOwned
@@ -152,19 +295,58 @@ where
         + Sync
         + 'static,
 {
-    let api: Api<K> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
-    let config = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, config)
+    let stream = watcher(api(client, namespace), children())
         .default_backoff()
-        .modify(trim)
+        .modify(drop_managed_fields)
         .reflect(writer)
         .touched_objects()
         .boxed();
     (reader, stream)
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Watches gantry's children only.
+fn children() -> watcher::Config {
+    watcher::Config::default()
+        .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
+        .page_size(LIST_PAGE_SIZE)
+}
+
+/// Objects per page of a list. Each page is held twice while it is read
+/// (its text and the objects it decodes to, `managedFields` and all), and
+/// seven lists run at once at start; with kube's default of 500 that is
+/// the operator's peak memory.
+const LIST_PAGE_SIZE: u32 = 100;
+
+/// A watch event with its object turned into [`Cached`]. An object that
+/// cannot be serialized (none can fail) ends the watch with an error,
+/// which the backoff restarts.
+fn compact<K>(event: watcher::Event<K>) -> Result<watcher::Event<Cached<K>>, watcher::Error>
+where
+    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
+{
+    use watcher::Event;
+    let cached = |object: K| {
+        Cached::new(object)
+            .map_err(|err| watcher::Error::WatchFailed(kube::Error::Service(Box::new(err))))
+    };
+    Ok(match event {
+        Event::Apply(object) => Event::Apply(cached(object)?),
+        Event::Delete(object) => Event::Delete(cached(object)?),
+        Event::Init => Event::Init,
+        Event::InitApply(object) => Event::InitApply(cached(object)?),
+        Event::InitDone => Event::InitDone,
+    })
 }
 
 /// The `GoServer` store and the stream that fills it, for
@@ -175,17 +357,16 @@ pub fn goservers(
     client: &Client,
     namespace: Option<&str>,
 ) -> (Store<GoServer>, ChildStream<GoServer>) {
-    let api: Api<GoServer> = match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(trim_goserver)
-        .reflect(writer)
-        .applied_objects()
-        .boxed();
+    let stream = watcher(
+        api::<GoServer>(client, namespace),
+        watcher::Config::default().page_size(LIST_PAGE_SIZE),
+    )
+    .default_backoff()
+    .modify(trim_goserver)
+    .reflect(writer)
+    .applied_objects()
+    .boxed();
     (reader, stream)
 }
 
@@ -203,13 +384,26 @@ fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 
-/// Keeps only gantry's own apply entry, which says whether gantry still
-/// owns `spec.replicas` (see the replica handover in [`crate::apply`]).
+/// Keeps only what gantry's own apply entry says about `spec.replicas`,
+/// whether gantry still owns it (see the replica handover in
+/// [`crate::apply`]). The whole entry lists every field of the pod
+/// template, about 19 KiB per Deployment once decoded.
 fn keep_own_apply_entry(deployment: &mut Deployment) {
-    deployment.managed_fields_mut().retain(|entry| {
+    let fields = deployment.managed_fields_mut();
+    fields.retain(|entry| {
         entry.manager.as_deref() == Some(FIELD_MANAGER)
             && entry.operation.as_deref() == Some("Apply")
     });
+    for entry in fields {
+        if let Some(owned) = entry.fields_v1.as_mut() {
+            let replicas = owned.0.pointer("/f:spec/f:replicas").is_some();
+            owned.0 = if replicas {
+                serde_json::json!({"f:spec": {"f:replicas": {}}})
+            } else {
+                serde_json::json!({})
+            };
+        }
+    }
 }
 
 #[cfg(test)]
@@ -219,16 +413,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cached_object_decodes_to_what_was_cached() {
+        let deployment: Deployment = serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7",
+                "labels": {"app.kubernetes.io/name": "web"},
+                "ownerReferences": [{"apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer", "name": "web", "uid": "g-1", "controller": true}]},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "server", "image": "web:1"}]}}},
+            "status": {"readyReplicas": 1},
+        }))
+        .unwrap();
+        let cached = Cached::new(deployment.clone()).unwrap();
+        assert_eq!(cached.meta(), &deployment.metadata);
+        assert_eq!(cached.resource_version().as_deref(), Some("7"));
+        assert_eq!(cached.decode().unwrap(), deployment);
+        assert_eq!(Cached::<Deployment>::kind(&()), "Deployment");
+        assert_eq!(Cached::<Deployment>::plural(&()), "deployments");
+    }
+
+    #[test]
     fn only_gantrys_apply_entry_is_kept() {
         let mut deployment: Deployment = serde_json::from_value(json!({
             "metadata": {"name": "web", "managedFields": [
-                {"manager": "gantry", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+                {"manager": "gantry", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {}}}}},
                 {"manager": "gantry", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}},
                 {"manager": "kube-controller-manager", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {}},
             ]},
         }))
         .unwrap();
         keep_own_apply_entry(&mut deployment);
+        assert!(crate::apply::owns_replicas(&deployment, FIELD_MANAGER));
+        let kept = deployment.managed_fields()[0].fields_v1.as_ref().unwrap();
+        assert_eq!(kept.0, json!({"f:spec": {"f:replicas": {}}}));
         let managers: Vec<_> = deployment
             .managed_fields()
             .iter()
@@ -238,6 +456,15 @@ mod tests {
             managers,
             vec![(Some("gantry".to_owned()), Some("Apply".to_owned()))]
         );
+
+        let mut autoscaled: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "managedFields": [
+                {"manager": "gantry", "operation": "Apply", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:template": {}}}},
+            ]},
+        }))
+        .unwrap();
+        keep_own_apply_entry(&mut autoscaled);
+        assert!(!crate::apply::owns_replicas(&autoscaled, FIELD_MANAGER));
 
         let mut service: Service = serde_json::from_value(json!({
             "metadata": {"name": "web", "managedFields": [{"manager": "gantry", "operation": "Apply"}]},

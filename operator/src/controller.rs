@@ -542,8 +542,8 @@ fn now() -> Time {
 /// the cache does not.
 async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deployment>> {
     let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-    if let Some(cached) = cache::get(&ctx.caches.deployments, &ns, &gs.name_any()) {
-        return Ok(Some((*cached).clone()));
+    if let Some(cached) = cache::get(&ctx.caches.deployments, &ns, &gs.name_any())? {
+        return Ok(Some(cached));
     }
     namespaced::<Deployment>(ctx, gs)?
         .get_opt(&gs.name_any())
