@@ -262,11 +262,17 @@ impl Applier<'_> {
         } = children;
         let name = self.gs.name_any();
 
-        // The record and the ConfigMap go first: a revision is recorded
-        // before it runs, and the pods load their config at start.
-        self.record(&revision, changes).await?;
-        self.apply_child(&self.caches.config_maps, &config_map, changes)
-            .await?;
+        // The record and the ConfigMap go first, together: a revision is
+        // recorded before it runs, and the pods load their config at start.
+        let mut first: [Vec<Change>; 2] = Default::default();
+        let [record_changes, config_map_changes] = &mut first;
+        let (recorded, config) = tokio::join!(
+            self.record(&revision, record_changes),
+            self.apply_child(&self.caches.config_maps, &config_map, config_map_changes),
+        );
+        changes.extend(first.into_iter().flatten());
+        recorded?;
+        config?;
         let autoscaled = deployment
             .spec
             .as_ref()

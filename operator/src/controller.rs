@@ -274,13 +274,24 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
     }
     debug!(generation = gs.metadata.generation, "reconcile started");
     match Box::pin(sync(gs, ctx)).await {
-        Ok((deployment, decision)) => {
+        Ok(Synced {
+            deployment,
+            decision,
+            told,
+        }) => {
             let observed = Observed {
                 deployment: Some(&deployment),
                 rollout: Some(&decision),
                 error: None,
             };
-            write_status(gs, ctx, &observed).await?;
+            // The Events are not waited for before the status: a
+            // Deployment that comes up meanwhile is seen one round trip
+            // sooner.
+            let ((), written) = tokio::join!(
+                publish_changes(ctx, gs, told),
+                write_status(gs, ctx, &observed)
+            );
+            written?;
             // A decision is told only once the status records it, and the
             // record is cleared once it is told: an operator stopped in
             // between tells it after its restart, and nothing is told of a
@@ -373,9 +384,10 @@ where
     Ok(Api::namespaced(ctx.client.clone(), ns))
 }
 
-/// Fetch, validate, build, apply, observe. Returns the live Deployment and
-/// the rollout decision.
-async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Decision)> {
+/// Fetch, validate, build, apply, observe. Returns the live Deployment,
+/// the rollout decision and the Events to publish; when it fails after a
+/// write, it publishes those Events itself.
+async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     // Fetch: every referenced Secret must exist. Only metadata is requested.
     let secrets = namespaced::<Secret>(ctx, gs)?;
     for secret in &gs.spec.secrets {
@@ -416,15 +428,15 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Deci
     };
     let mut changes = Vec::new();
     let outcome = Box::pin(applier.apply(children, &mut changes)).await;
-    // Every write made is told, also when a later one failed; the Events
-    // go out together, not one round trip after the other.
-    futures::future::join_all(
-        apply::tell(&changes)
-            .into_iter()
-            .map(|told| publish_change(ctx, gs, told)),
-    )
-    .await;
-    let deployment = outcome?;
+    let told = apply::tell(&changes);
+    // Every write made is told, also when a later one failed.
+    let deployment = match outcome {
+        Ok(deployment) => deployment,
+        Err(err) => {
+            publish_changes(ctx, gs, told).await;
+            return Err(err);
+        }
+    };
 
     // Observe: how far the revision in force is, and its verification.
     let runs_in_force = deployment
@@ -447,7 +459,19 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<(Deployment, rollout::Deci
         let results = measure(ctx, gs, &in_force.name).await;
         decision = rollout::progress(gs, &observation, Some(&results));
     }
-    Ok((deployment, decision))
+    Ok(Synced {
+        deployment,
+        decision,
+        told,
+    })
+}
+
+/// What [`sync`] did and saw.
+struct Synced {
+    deployment: Deployment,
+    decision: rollout::Decision,
+    /// The Events for the writes made, not yet published.
+    told: Vec<Told>,
 }
 
 /// A revision read back from its `ControllerRevision`, to put it back in
@@ -549,6 +573,11 @@ async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deploy
         .get_opt(&gs.name_any())
         .await
         .map_err(|e| Error::kube("get Deployment", e))
+}
+
+/// The Events for writes of the applier, published together.
+async fn publish_changes(ctx: &Context, gs: &GoServer, told: Vec<Told>) {
+    futures::future::join_all(told.into_iter().map(|told| publish_change(ctx, gs, told))).await;
 }
 
 /// A Normal Event on the `GoServer` for writes of the applier.
