@@ -49,6 +49,9 @@ use crate::metrics::Metrics;
 use crate::rollout::{self, prometheus::Prometheus, webhook};
 use crate::status::{self, Observed};
 
+/// How long reconciles in flight may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
 /// A `GoServer` is reconciled at least this often, even without events.
 const RESYNC: Duration = Duration::from_secs(600);
 /// How often a `GoServer` waiting for a missing Secret looks again: Secrets
@@ -221,22 +224,36 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         hpas,
         revisions,
     } = streams;
-    controller
+    let running = controller
         .owns_stream(deployments)
         .owns_stream(services)
         .owns_stream(config_maps)
         .owns_stream(ingresses)
         .owns_stream(hpas)
         .owns_stream(revisions)
-        .shutdown_on_signal()
+        .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(object = %object, "reconciled"),
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
-        })
-        .await;
+        });
+    // A graceful shutdown waits for the reconciles in flight; one waiting
+    // on an apiserver that cannot be reached would hold the process until
+    // the kubelet's SIGKILL. They get a grace period, then are dropped:
+    // nothing a reconcile writes depends on it finishing.
+    let overdue = async {
+        crate::shutdown_signal().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        () = running => {}
+        () = overdue => warn!(
+            grace_seconds = SHUTDOWN_GRACE.as_secs(),
+            "reconciles still running after the shutdown grace period; stopping without them"
+        ),
+    }
     info!("gantry-operator stopped");
 }
 

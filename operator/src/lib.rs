@@ -33,6 +33,7 @@ pub mod telemetry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::config::Config;
 use tracing::{info, warn};
@@ -140,8 +141,15 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         Ok(()) => {
             // Stopped by a signal: hand over now rather than make the
             // standby wait for the lease to run out.
-            if let Err(err) = leadership.release().await {
-                warn!(error = %err, "could not release the leader Lease");
+            // Bounded: with the apiserver out of reach the release would
+            // wait as long as the client lets a request wait.
+            match tokio::time::timeout(RELEASE_TIMEOUT, leadership.release()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => warn!(error = %err, "could not release the leader Lease"),
+                Err(_) => warn!(
+                    timeout_seconds = RELEASE_TIMEOUT.as_secs(),
+                    "could not release the leader Lease in time; the standby takes over when it expires"
+                ),
             }
             Ok(())
         }
@@ -149,9 +157,12 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     }
 }
 
+/// How long releasing the leader Lease may take on the way out.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Resolves on SIGINT or SIGTERM. If a handler cannot be installed the
 /// default disposition (terminate) stays, so waiting forever is right.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut signal) => {

@@ -85,7 +85,10 @@ for metadata only and needs `get` on Secrets; without that permission it is
 skipped and the pods report a missing Secret themselves. Errors talking to the
 apiserver are retried with exponential backoff (1 s, doubling, at most
 5 min). Every child created, updated or deleted, and every error, is
-recorded as a Kubernetes Event on the GoServer.
+recorded as a Kubernetes Event on the GoServer: the children one reconcile
+creates in one Event (`Created ControllerRevision web-1a2b3c4d5e, ConfigMap
+web-config-6f7a8b9c0d, Deployment web, Service web`), each update and
+deletion in its own.
 ";
 
 fn walk(out: &mut String, path: &str, node: &Value) {

@@ -12,6 +12,7 @@
 //! no cluster.
 
 pub mod chart;
+pub mod faults;
 pub mod operator;
 pub mod prometheus;
 pub mod server;

@@ -1,0 +1,127 @@
+//! Faults between the operator and the apiserver.
+//!
+//! [`ApiProxy`] is a loopback TCP proxy in front of the test cluster's
+//! apiserver; the operator is pointed at it by a kubeconfig that names the
+//! proxy ([`ApiProxy::kubeconfig`]). TLS passes through untouched: the
+//! apiserver's certificate names 127.0.0.1, which the proxy also is.
+//! [`ApiProxy::partition`] drops every open connection and from then on
+//! accepts new ones without ever answering them, which is what an
+//! unreachable apiserver looks like to a client: requests that hang, not
+//! requests refused.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// A proxy to the apiserver that a test can cut off.
+pub struct ApiProxy {
+    address: SocketAddr,
+    partitioned: Arc<AtomicBool>,
+    cut: watch::Sender<bool>,
+    accept: JoinHandle<()>,
+}
+
+impl ApiProxy {
+    /// Listens on a free loopback port and forwards to `upstream`.
+    pub async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port for the apiserver proxy");
+        let address = listener.local_addr().expect("the proxy's address");
+        let partitioned = Arc::new(AtomicBool::new(false));
+        let (cut, _) = watch::channel(false);
+        let accept = {
+            let partitioned = Arc::clone(&partitioned);
+            let cut = cut.clone();
+            tokio::spawn(async move {
+                // Accepted sockets of a partition are kept, unanswered.
+                let mut held = Vec::new();
+                while let Ok((client, _)) = listener.accept().await {
+                    if partitioned.load(Ordering::SeqCst) {
+                        held.push(client);
+                        continue;
+                    }
+                    let mut cut = cut.subscribe();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = TcpStream::connect(upstream).await else {
+                            return;
+                        };
+                        let mut client = client;
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.wait_for(|cut| *cut) => {}
+                        }
+                    });
+                }
+            })
+        };
+        Self {
+            address,
+            partitioned,
+            cut,
+            accept,
+        }
+    }
+
+    /// Where the proxy listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Drops every connection and answers no new one.
+    pub fn partition(&self) {
+        self.partitioned.store(true, Ordering::SeqCst);
+        self.cut.send_replace(true);
+    }
+
+    /// Writes to `path` a copy of the kubeconfig in `KUBECONFIG` whose
+    /// server is this proxy.
+    pub fn kubeconfig(&self, path: &Path) {
+        let source = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
+        let text = std::fs::read_to_string(&source).expect("reading KUBECONFIG");
+        let mut config: serde_json::Value =
+            serde_norway::from_str(&text).expect("KUBECONFIG is YAML");
+        for cluster in config["clusters"]
+            .as_array_mut()
+            .expect("clusters in KUBECONFIG")
+        {
+            cluster["cluster"]["server"] = format!("https://{}", self.address).into();
+        }
+        std::fs::write(
+            path,
+            serde_json::to_string(&config).expect("kubeconfig as JSON"),
+        )
+        .expect("writing the proxy kubeconfig");
+    }
+
+    /// The apiserver's address, from the server URL in `KUBECONFIG`.
+    pub fn upstream() -> SocketAddr {
+        let source = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
+        let text = std::fs::read_to_string(&source).expect("reading KUBECONFIG");
+        let config: serde_json::Value = serde_norway::from_str(&text).expect("KUBECONFIG is YAML");
+        let server = config["clusters"][0]["cluster"]["server"]
+            .as_str()
+            .expect("a server in KUBECONFIG");
+        let address = server.trim_start_matches("https://").trim_end_matches('/');
+        let address: SocketAddr = address
+            .parse()
+            .unwrap_or_else(|e| panic!("server {server} is not an address: {e}"));
+        assert!(
+            address.ip().is_loopback(),
+            "the apiserver must be on loopback"
+        );
+        address
+    }
+}
+
+impl Drop for ApiProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut.send_replace(true);
+    }
+}
