@@ -217,6 +217,10 @@ fn values_schema_and_guards_refuse_bad_values() {
             "leaderElection.enabled=false",
             "needs leaderElection.enabled",
         ),
+        (
+            "networkPolicy.enabled=true",
+            "networkPolicy.enabled needs networkPolicy.metricsFrom",
+        ),
     ] {
         let out = tool("helm", &["template", "t", &chart, "--set", set], None);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -313,6 +317,14 @@ fn rendered_chart_keeps_its_promises() {
             ][..],
             None,
         ),
+        (
+            &[
+                "networkPolicy.enabled=true",
+                "networkPolicy.kubeletCIDRs={10.0.0.0/8}",
+                "networkPolicy.metricsFrom[0].namespaceSelector.matchLabels.team=monitoring",
+            ][..],
+            None,
+        ),
     ] {
         let rendered = render("gantry", "gantry-system", set);
         let (objects, service_monitors) = objects(&rendered);
@@ -368,11 +380,45 @@ fn rendered_chart_keeps_its_promises() {
         let replicas = check_deployment(&objects, &context, watched.is_some());
 
         assert_eq!(of_kind(&objects, "Service").len(), 1, "{context}");
+        let budgets = of_kind(&objects, "PodDisruptionBudget");
+        assert_eq!(budgets.len(), usize::from(replicas > 1), "{context}");
+        for budget in budgets {
+            // Unready operator pods never block a node drain.
+            assert_eq!(
+                budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow",
+                "{context}"
+            );
+        }
+        let policies = of_kind(&objects, "NetworkPolicy");
         assert_eq!(
-            of_kind(&objects, "PodDisruptionBudget").len(),
-            usize::from(replicas > 1),
+            policies.len(),
+            usize::from(set.contains(&"networkPolicy.enabled=true")),
             "{context}"
         );
+        for policy in policies {
+            // Inbound: the HTTP port only, from the scraper and the nodes.
+            let spec = &policy["spec"];
+            assert_eq!(spec["policyTypes"], json!(["Ingress"]), "{context}");
+            assert_eq!(
+                spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "gantry-operator",
+                "{context}"
+            );
+            let rules = spec["ingress"].as_array().expect("ingress rules");
+            assert_eq!(rules.len(), 1, "{context}: {rules:?}");
+            assert_eq!(
+                rules[0]["ports"],
+                json!([{"protocol": "TCP", "port": 8080}]),
+                "{context}"
+            );
+            assert_eq!(
+                rules[0]["from"],
+                json!([
+                    {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}},
+                    {"ipBlock": {"cidr": "10.0.0.0/8"}},
+                ]),
+                "{context}"
+            );
+        }
         assert_eq!(
             service_monitors.len(),
             usize::from(set.contains(&"metrics.serviceMonitor.enabled=true")),
@@ -405,7 +451,14 @@ fn restricted_labels() -> std::collections::BTreeMap<String, String> {
 #[tokio::test]
 async fn apiserver_accepts_the_rendered_chart() {
     let ns = TestNamespace::with_labels("chart-dry", restricted_labels()).await;
-    for set in [&[][..], &["watchNamespace=default"][..]] {
+    for set in [
+        &[][..],
+        &["watchNamespace=default"][..],
+        &[
+            "networkPolicy.enabled=true",
+            "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus",
+        ][..],
+    ] {
         let rendered = render("gantry", &ns.name, set);
         // Server-side dry run: every object is validated and admitted
         // (Pod Security included) but nothing is stored. The CRD may be
