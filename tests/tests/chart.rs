@@ -380,45 +380,7 @@ fn rendered_chart_keeps_its_promises() {
         let replicas = check_deployment(&objects, &context, watched.is_some());
 
         assert_eq!(of_kind(&objects, "Service").len(), 1, "{context}");
-        let budgets = of_kind(&objects, "PodDisruptionBudget");
-        assert_eq!(budgets.len(), usize::from(replicas > 1), "{context}");
-        for budget in budgets {
-            // Unready operator pods never block a node drain.
-            assert_eq!(
-                budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow",
-                "{context}"
-            );
-        }
-        let policies = of_kind(&objects, "NetworkPolicy");
-        assert_eq!(
-            policies.len(),
-            usize::from(set.contains(&"networkPolicy.enabled=true")),
-            "{context}"
-        );
-        for policy in policies {
-            // Inbound: the HTTP port only, from the scraper and the nodes.
-            let spec = &policy["spec"];
-            assert_eq!(spec["policyTypes"], json!(["Ingress"]), "{context}");
-            assert_eq!(
-                spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "gantry-operator",
-                "{context}"
-            );
-            let rules = spec["ingress"].as_array().expect("ingress rules");
-            assert_eq!(rules.len(), 1, "{context}: {rules:?}");
-            assert_eq!(
-                rules[0]["ports"],
-                json!([{"protocol": "TCP", "port": 8080}]),
-                "{context}"
-            );
-            assert_eq!(
-                rules[0]["from"],
-                json!([
-                    {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}},
-                    {"ipBlock": {"cidr": "10.0.0.0/8"}},
-                ]),
-                "{context}"
-            );
-        }
+        check_budget_and_policy(&objects, &context, replicas, set);
         assert_eq!(
             service_monitors.len(),
             usize::from(set.contains(&"metrics.serviceMonitor.enabled=true")),
@@ -433,6 +395,51 @@ fn rendered_chart_keeps_its_promises() {
             }
             assert!(monitor.contains("port: http-metrics"), "{monitor}");
         }
+    }
+}
+
+/// The `PodDisruptionBudget` (with more than one replica) lets unready pods
+/// go; the `NetworkPolicy` (when enabled) admits the HTTP port only, from
+/// the scraper and the nodes.
+fn check_budget_and_policy(objects: &[Value], context: &str, replicas: i64, set: &[&str]) {
+    let budgets = of_kind(objects, "PodDisruptionBudget");
+    assert_eq!(budgets.len(), usize::from(replicas > 1), "{context}");
+    for budget in budgets {
+        // Unready operator pods never block a node drain.
+        assert_eq!(
+            budget["spec"]["unhealthyPodEvictionPolicy"], "AlwaysAllow",
+            "{context}"
+        );
+    }
+    let policies = of_kind(objects, "NetworkPolicy");
+    assert_eq!(
+        policies.len(),
+        usize::from(set.contains(&"networkPolicy.enabled=true")),
+        "{context}"
+    );
+    for policy in policies {
+        // Inbound: the HTTP port only, from the scraper and the nodes.
+        let spec = &policy["spec"];
+        assert_eq!(spec["policyTypes"], json!(["Ingress"]), "{context}");
+        assert_eq!(
+            spec["podSelector"]["matchLabels"]["app.kubernetes.io/name"], "gantry-operator",
+            "{context}"
+        );
+        let rules = spec["ingress"].as_array().expect("ingress rules");
+        assert_eq!(rules.len(), 1, "{context}: {rules:?}");
+        assert_eq!(
+            rules[0]["ports"],
+            json!([{"protocol": "TCP", "port": 8080}]),
+            "{context}"
+        );
+        assert_eq!(
+            rules[0]["from"],
+            json!([
+                {"namespaceSelector": {"matchLabels": {"team": "monitoring"}}},
+                {"ipBlock": {"cidr": "10.0.0.0/8"}},
+            ]),
+            "{context}"
+        );
     }
 }
 
