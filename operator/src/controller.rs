@@ -289,6 +289,12 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
         // references; there is nothing to keep in shape any more.
         return Ok(Action::await_change());
     }
+    // The controller starts once the GoServer cache is filled, not the
+    // child caches: a reconcile that ran before them would take every
+    // child it does not find yet for missing (found by the restart test:
+    // a restarted operator tried to create ControllerRevisions that
+    // existed). Immediate once they are ready.
+    ctx.caches.wait_until_ready().await;
     debug!(generation = gs.metadata.generation, "reconcile started");
     match Box::pin(sync(gs, ctx)).await {
         Ok(Synced {

@@ -1,5 +1,6 @@
-//! The operator under faults: a restart with nothing to do, and a SIGTERM
-//! while the apiserver cannot be reached.
+//! The operator under faults: a restart with nothing to do, a SIGTERM
+//! while the apiserver cannot be reached, and other managers writing the
+//! fields of its children.
 
 mod operator_support;
 
@@ -7,11 +8,12 @@ use std::time::Duration;
 
 use gantry_e2e::faults::ApiProxy;
 use gantry_e2e::operator::OperatorProcess;
-use gantry_e2e::{TestNamespace, wait_until};
+use gantry_e2e::{TestNamespace, wait_for, wait_until};
 use gantry_operator::crd::GoServer;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::Api;
-use kube::api::PostParams;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
 use operator_support::{DEADLINE, Operator, install_crd, wait_ready};
 use serde_json::json;
 
@@ -150,4 +152,111 @@ async fn sigterm_while_the_apiserver_is_unreachable_exits() {
         "the operator exited with {status}; its log:\n{}",
         operator.lines().join("\n")
     );
+}
+
+/// Conflicting managers on one Deployment: a person server-side-applies a
+/// field gantry owns (restored) and labels and annotations of their own
+/// (kept), and the HPA sets `replicas` through the scale subresource
+/// (gantry, having handed the field over, never writes it).
+#[tokio::test(flavor = "multi_thread")]
+async fn other_managers_keep_their_fields_and_lose_gantrys() {
+    let ns = TestNamespace::new("op-managers").await;
+    let operator = Operator::start(&ns).await;
+    let goservers: Api<GoServer> = ns.api();
+    goservers
+        .create(&PostParams::default(), &goserver("shared"))
+        .await
+        .expect("creating a GoServer");
+    wait_ready(&ns, "shared").await;
+    let deployments: Api<Deployment> = ns.api();
+
+    // The HPA's way of scaling.
+    deployments
+        .patch_scale(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 3}})),
+        )
+        .await
+        .expect("scaling through the scale subresource");
+    // A person's apply, forced over gantry's ownership of the image.
+    let theirs = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {
+            "name": "shared",
+            "labels": {"team": "payments"},
+            "annotations": {"example.com/ticket": "OPS-1"},
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "server", "image": "registry.example.com/hotfix:9"}]}}},
+    });
+    deployments
+        .patch(
+            "shared",
+            &PatchParams::apply("a-person").force(),
+            &Patch::Apply(&theirs),
+        )
+        .await
+        .expect("a person's server-side apply");
+
+    let image = |d: &Deployment| {
+        d.spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref())
+            .and_then(|s| s.containers.first())
+            .and_then(|c| c.image.clone())
+    };
+    let restored = wait_for(
+        &deployments,
+        "shared",
+        "gantry's image again",
+        DEADLINE,
+        |d| image(d).as_deref() == Some("registry.example.com/steady:1"),
+    )
+    .await
+    .expect("the image restored");
+    // A reconcile after the restore: poke the GoServer and wait for it.
+    let finished = operator.count("shared", "reconcile finished");
+    goservers
+        .patch(
+            "shared",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"e2e/poke": "1"}}})),
+        )
+        .await
+        .expect("poking the GoServer");
+    wait_until("another reconcile", DEADLINE, || {
+        let done = operator.count("shared", "reconcile finished") > finished;
+        async move { Ok::<_, String>(done.then_some(())) }
+    })
+    .await
+    .expect("the poked GoServer reconciled");
+
+    let live = deployments.get("shared").await.expect("the Deployment");
+    assert_eq!(image(&live), image(&restored));
+    assert_eq!(
+        live.labels().get("team").map(String::as_str),
+        Some("payments"),
+        "a foreign label was removed: {:?}",
+        live.labels()
+    );
+    assert_eq!(
+        live.annotations()
+            .get("example.com/ticket")
+            .map(String::as_str),
+        Some("OPS-1"),
+        "a foreign annotation was removed: {:?}",
+        live.annotations()
+    );
+    assert_eq!(
+        live.spec.as_ref().and_then(|s| s.replicas),
+        Some(3),
+        "the replicas the HPA set were changed"
+    );
+    let gantry_owns_replicas = live
+        .managed_fields()
+        .iter()
+        .filter(|e| e.manager.as_deref() == Some("gantry"))
+        .filter_map(|e| e.fields_v1.as_ref())
+        .any(|f| f.0.pointer("/f:spec/f:replicas").is_some());
+    assert!(!gantry_owns_replicas, "gantry owns spec.replicas again");
 }
