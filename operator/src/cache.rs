@@ -21,7 +21,7 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -126,6 +126,11 @@ where
     K: reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
+    // Every reconcile asks; once the store is ready that is one poll, with
+    // no timer.
+    if let Some(ready) = store.wait_until_ready().now_or_never() {
+        return ready.is_ok();
+    }
     loop {
         match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
             Ok(Ok(())) => return true,
@@ -266,15 +271,12 @@ where
         + Sync
         + 'static,
 {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(api(client, namespace), children())
-        .default_backoff()
-        .modify(trim)
-        .map(|event| event.and_then(compact))
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
-    (reader, stream)
+    reflected(
+        watcher(api(client, namespace), children())
+            .default_backoff()
+            .modify(trim)
+            .map(|event| event.and_then(compact)),
+    )
 }
 
 /// The metadata of every `K` (an `Api` of `PartialObjectMeta` lists and
@@ -295,14 +297,23 @@ where
         + Sync
         + 'static,
 {
+    reflected(
+        watcher(api(client, namespace), children())
+            .default_backoff()
+            .modify(drop_managed_fields),
+    )
+}
+
+/// A store filled by `events`, and the stream of the objects they touch
+/// (deleted ones too, so a deleted child triggers its owner).
+fn reflected<C>(
+    events: impl Stream<Item = Result<watcher::Event<C>, watcher::Error>> + Send + 'static,
+) -> (Store<C>, ChildStream<C>)
+where
+    C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
     let (reader, writer) = reflector::store();
-    let stream = watcher(api(client, namespace), children())
-        .default_backoff()
-        .modify(drop_managed_fields)
-        .reflect(writer)
-        .touched_objects()
-        .boxed();
-    (reader, stream)
+    (reader, events.reflect(writer).touched_objects().boxed())
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>

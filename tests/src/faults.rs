@@ -14,6 +14,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use kube::config::Kubeconfig;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -82,15 +83,11 @@ impl ApiProxy {
     /// Writes to `path` a copy of the kubeconfig in `KUBECONFIG` whose
     /// server is this proxy.
     pub fn kubeconfig(&self, path: &Path) {
-        let source = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
-        let text = std::fs::read_to_string(&source).expect("reading KUBECONFIG");
-        let mut config: serde_json::Value =
-            serde_norway::from_str(&text).expect("KUBECONFIG is YAML");
-        for cluster in config["clusters"]
-            .as_array_mut()
-            .expect("clusters in KUBECONFIG")
-        {
-            cluster["cluster"]["server"] = format!("https://{}", self.address).into();
+        let mut config = Kubeconfig::read().expect("reading KUBECONFIG");
+        for named in &mut config.clusters {
+            if let Some(cluster) = named.cluster.as_mut() {
+                cluster.server = Some(format!("https://{}", self.address));
+            }
         }
         std::fs::write(
             path,
@@ -101,14 +98,16 @@ impl ApiProxy {
 
     /// The apiserver's address, from the server URL in `KUBECONFIG`.
     pub fn upstream() -> SocketAddr {
-        let source = std::env::var("KUBECONFIG").expect("KUBECONFIG is set");
-        let text = std::fs::read_to_string(&source).expect("reading KUBECONFIG");
-        let config: serde_json::Value = serde_norway::from_str(&text).expect("KUBECONFIG is YAML");
-        let server = config["clusters"][0]["cluster"]["server"]
-            .as_str()
+        let config = Kubeconfig::read().expect("reading KUBECONFIG");
+        let server = config
+            .clusters
+            .first()
+            .and_then(|c| c.cluster.as_ref())
+            .and_then(|c| c.server.clone())
             .expect("a server in KUBECONFIG");
-        let address = server.trim_start_matches("https://").trim_end_matches('/');
-        let address: SocketAddr = address
+        let address: SocketAddr = server
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
             .parse()
             .unwrap_or_else(|e| panic!("server {server} is not an address: {e}"));
         assert!(

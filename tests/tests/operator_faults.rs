@@ -12,9 +12,9 @@ use gantry_e2e::{TestNamespace, wait_for, wait_until};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
-use operator_support::{DEADLINE, Operator, install_crd, wait_ready};
+use operator_support::{DEADLINE, Operator, create_ready, install_crd, lease_holder};
 use serde_json::json;
 
 /// GoServers of the restart test.
@@ -43,16 +43,9 @@ fn goserver(name: &str) -> GoServer {
 async fn a_restart_with_nothing_to_do_writes_nothing() {
     let ns = TestNamespace::new("op-restart").await;
     let first = Operator::start(&ns).await;
-    let goservers: Api<GoServer> = ns.api();
     let names: Vec<String> = (0..GOSERVERS).map(|i| format!("steady-{i}")).collect();
     for name in &names {
-        goservers
-            .create(&PostParams::default(), &goserver(name))
-            .await
-            .expect("creating a GoServer");
-    }
-    for name in &names {
-        wait_ready(&ns, name).await;
+        create_ready(&ns, &goserver(name)).await;
     }
     first.kill();
 
@@ -107,26 +100,15 @@ async fn sigterm_while_the_apiserver_is_unreachable_exits() {
         &[("POD_NAME", "partitioned")],
     );
     let leases: Api<Lease> = ns.api();
-    wait_until("the operator to lead", DEADLINE, || {
-        let leases = leases.clone();
-        async move {
-            let holder = leases
-                .get_opt("gantry-partition")
-                .await
-                .map_err(|e| e.to_string())?
-                .and_then(|l| l.spec)
-                .and_then(|s| s.holder_identity);
-            Ok::<_, String>((holder.as_deref() == Some("partitioned")).then_some(()))
-        }
+    wait_until("the operator to lead", DEADLINE, || async {
+        Ok::<_, String>(
+            (lease_holder(&leases, "gantry-partition").await?.as_deref() == Some("partitioned"))
+                .then_some(()),
+        )
     })
     .await
     .expect("the operator took the Lease");
-    let goservers: Api<GoServer> = ns.api();
-    goservers
-        .create(&PostParams::default(), &goserver("cut-off"))
-        .await
-        .expect("creating a GoServer");
-    wait_ready(&ns, "cut-off").await;
+    create_ready(&ns, &goserver("cut-off")).await;
 
     proxy.partition();
     // Let the operator notice: its watches and any request in flight hang.
@@ -163,11 +145,7 @@ async fn other_managers_keep_their_fields_and_lose_gantrys() {
     let ns = TestNamespace::new("op-managers").await;
     let operator = Operator::start(&ns).await;
     let goservers: Api<GoServer> = ns.api();
-    goservers
-        .create(&PostParams::default(), &goserver("shared"))
-        .await
-        .expect("creating a GoServer");
-    wait_ready(&ns, "shared").await;
+    create_ready(&ns, &goserver("shared")).await;
     let deployments: Api<Deployment> = ns.api();
 
     // The HPA's way of scaling.

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
-use operator_support::{DEADLINE, install_crd, kubectl_apply, wait_ready};
+use operator_support::{DEADLINE, install_crd, kubectl_apply, lease_holder, wait_ready};
 use serde_json::json;
 
 const LEASE: &str = "gantry-operator-e2e";
@@ -57,16 +57,6 @@ fn leader_gauge(process: &OperatorProcess) -> i64 {
         .unwrap_or_else(|| panic!("no gantry_leader in /metrics: {body}"))
 }
 
-async fn holder(leases: &Api<Lease>) -> Result<Option<String>, String> {
-    match leases.get_opt(LEASE).await {
-        Ok(lease) => Ok(lease
-            .and_then(|l| l.spec)
-            .and_then(|s| s.holder_identity)
-            .filter(|h| !h.is_empty())),
-        Err(err) => Err(err.to_string()),
-    }
-}
-
 /// Both processes are alive and ready (a standby must be, or a rolling
 /// update of the operator would never finish); only the leader says it
 /// leads, and its metrics count the reconciles.
@@ -97,7 +87,7 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
     let leases: Api<Lease> = ns.api();
 
     let leader = wait_until("the Lease to name a holder", DEADLINE, || async {
-        holder(&leases).await
+        lease_holder(&leases, LEASE).await
     })
     .await
     .unwrap();
@@ -152,7 +142,7 @@ async fn only_the_leader_writes_and_the_standby_takes_over() {
         leader.lines()
     );
     wait_until("the standby to hold the Lease", DEADLINE, || async {
-        Ok(holder(&leases)
+        Ok(lease_holder(&leases, LEASE)
             .await?
             .filter(|h| h == standby_name)
             .map(|_| ()))

@@ -14,6 +14,7 @@ use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
@@ -115,6 +116,26 @@ impl Operator {
             .filter(|l| l["message"] == message && l["span"]["goserver"] == goserver)
             .count()
     }
+}
+
+/// Who holds the Lease `name`, if anyone.
+pub async fn lease_holder(leases: &Api<Lease>, name: &str) -> Result<Option<String>, String> {
+    match leases.get_opt(name).await {
+        Ok(lease) => Ok(lease
+            .and_then(|l| l.spec)
+            .and_then(|s| s.holder_identity)
+            .filter(|h| !h.is_empty())),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+/// Creates `gs` and waits until it is Ready.
+pub async fn create_ready(ns: &TestNamespace, gs: &GoServer) -> GoServer {
+    ns.api::<GoServer>()
+        .create(&kube::api::PostParams::default(), gs)
+        .await
+        .expect("creating a GoServer");
+    wait_ready(ns, &gs.metadata.name.clone().unwrap_or_default()).await
 }
 
 /// `kubectl apply -f` of a file of the repository into the namespace.
