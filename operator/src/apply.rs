@@ -489,7 +489,7 @@ impl Applier<'_> {
     where
         K: Child,
     {
-        let kind = static_kind(&K::kind(&()));
+        let kind = cache::static_kind::<K>();
         let name = desired.name_any();
         let namespace = self.namespace()?;
         let (body, hash) = with_hash(desired, kind)?;
@@ -547,7 +547,7 @@ impl Applier<'_> {
                 key,
             } => (live, body, hash, key),
         };
-        let kind = static_kind(&K::kind(&()));
+        let kind = cache::static_kind::<K>();
         let name = desired.name_any();
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let applied = self
@@ -795,18 +795,6 @@ fn is_empty(value: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
         _ => false,
-    }
-}
-
-/// Kinds as `&'static str` for error variants: the set is fixed.
-fn static_kind(kind: &str) -> &'static str {
-    match kind {
-        "Deployment" => "Deployment",
-        "Service" => "Service",
-        "ConfigMap" => "ConfigMap",
-        "Ingress" => "Ingress",
-        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
-        _ => "object",
     }
 }
 

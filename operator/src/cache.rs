@@ -219,7 +219,9 @@ where
     }
 }
 
-fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
+/// The kind of `K` as `&'static str`, for error variants. Every kind
+/// k8s-openapi and kube's derive know is a static string.
+pub(crate) fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
     match K::kind(&()) {
         Cow::Borrowed(kind) => kind,
         Cow::Owned(_) => "object",
