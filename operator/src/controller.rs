@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -301,17 +302,21 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             deployment,
             decision,
             told,
+            defaulted,
         }) => {
+            let hpa = cached_hpa(ctx, gs)?;
             let observed = Observed {
                 deployment: Some(&deployment),
                 rollout: Some(&decision),
                 error: None,
+                hpa: hpa.as_ref(),
             };
             // The Events are not waited for before the status: a
             // Deployment that comes up meanwhile is seen one round trip
             // sooner.
-            let ((), written) = tokio::join!(
+            let ((), (), written) = tokio::join!(
                 publish_changes(ctx, gs, told),
+                publish_defaulted(ctx, gs, defaulted),
                 write_status(gs, ctx, &observed)
             );
             written?;
@@ -341,10 +346,12 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
         Err(err) if err.is_permanent() => {
             warn!(error = %err, category = err.category(), "reconcile stopped by a permanent error");
             let deployment = cached_deployment(ctx, gs).await?;
+            let hpa = cached_hpa(ctx, gs)?;
             let observed = Observed {
                 deployment: deployment.as_ref(),
                 rollout: None,
                 error: Some(&err),
+                hpa: hpa.as_ref(),
             };
             // An unchanged status means this error was reported already:
             // no second Event, no write.
@@ -451,6 +458,7 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     };
     let mut changes = Vec::new();
     let outcome = Box::pin(applier.apply(children, &mut changes)).await;
+    let defaulted = defaulted_note(gs, &changes);
     let told = apply::tell(&changes);
     // Every write made is told, also when a later one failed.
     let deployment = match outcome {
@@ -486,7 +494,35 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         deployment,
         decision,
         told,
+        defaulted,
     })
+}
+
+/// The note of an Event saying which requests the pods got by default
+/// (see [`build::defaulted_requests`]), when this reconcile wrote the
+/// Deployment that carries them: once per template, not per reconcile.
+fn defaulted_note(gs: &GoServer, changes: &[apply::Change]) -> Option<String> {
+    let defaulted = build::defaulted_requests(gs);
+    let wrote_deployment = changes.iter().any(|c| {
+        c.action != apply::Action::Deleted && c.child.kind.as_deref() == Some("Deployment")
+    });
+    if defaulted.is_empty() || !wrote_deployment {
+        return None;
+    }
+    let list = defaulted
+        .iter()
+        .map(|(resource, quantity)| format!("{resource} {quantity}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fields = defaulted
+        .iter()
+        .map(|(resource, _)| format!("spec.resources.requests.{resource}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "autoscaling measures use as a share of the request, and {fields} is not set: \
+         the pods request {list}; set the field to choose"
+    ))
 }
 
 /// What [`sync`] did and saw.
@@ -495,6 +531,8 @@ struct Synced {
     decision: rollout::Decision,
     /// The Events for the writes made, not yet published.
     told: Vec<Told>,
+    /// The note of a `DefaultedRequests` Event to publish with them.
+    defaulted: Option<String>,
 }
 
 /// A revision read back from its `ControllerRevision`, to put it back in
@@ -598,6 +636,42 @@ async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deploy
         .map_err(|e| Error::kube("get Deployment", e))
 }
 
+/// The `HorizontalPodAutoscaler` of `gs` as the cache has it: its status
+/// is all the `Scaling` condition reads, and a change of it brings the
+/// `GoServer` back here through the watch.
+fn cached_hpa(ctx: &Context, gs: &GoServer) -> Result<Option<HorizontalPodAutoscaler>> {
+    if gs.spec.autoscaling.is_none() {
+        return Ok(None);
+    }
+    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    cache::get(&ctx.caches.hpas, &ns, &gs.name_any())
+}
+
+/// The note of a Warning Event when the `Scaling` condition has just
+/// turned False (or False for another reason): told once, not at every
+/// reconcile that still finds it so.
+fn scaling_failure(old: Option<&GoServerStatus>, new: &GoServerStatus) -> Option<String> {
+    let now = status::condition(new, status::SCALING).filter(|c| c.status == "False")?;
+    let before = old.and_then(|o| status::condition(o, status::SCALING));
+    let told = before.is_some_and(|b| b.status == now.status && b.reason == now.reason);
+    (!told).then(|| now.message.clone())
+}
+
+async fn publish_defaulted(ctx: &Context, gs: &GoServer, note: Option<String>) {
+    if let Some(note) = note {
+        publish(
+            ctx,
+            gs,
+            EventType::Normal,
+            "DefaultedRequests",
+            "Reconcile",
+            note,
+            None,
+        )
+        .await;
+    }
+}
+
 /// The Events for writes of the applier, published together.
 async fn publish_changes(ctx: &Context, gs: &GoServer, told: Vec<Told>) {
     futures::future::join_all(told.into_iter().map(|told| publish_change(ctx, gs, told))).await;
@@ -630,6 +704,18 @@ async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> 
         return Ok(false);
     }
     patch_status(gs, ctx, &new).await?;
+    if let Some(note) = scaling_failure(gs.status.as_ref(), &new) {
+        publish(
+            ctx,
+            gs,
+            EventType::Warning,
+            "AutoscalerCannotScale",
+            "Scale",
+            note,
+            None,
+        )
+        .await;
+    }
     let ready = status::condition(&new, status::READY).map_or("Unknown", |c| c.status.as_str());
     info!(
         ready,

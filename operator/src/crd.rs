@@ -161,7 +161,11 @@ pub struct GoServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probes: Option<Probes>,
 
-    /// CPU and memory requests and limits of the server container.
+    /// CPU and memory requests and limits of the server container. With
+    /// `autoscaling`, a resource it targets that is neither requested nor
+    /// limited here is requested at a default (cpu `100m`, memory `128Mi`),
+    /// and an Event says so: the autoscaler measures use as a share of the
+    /// request and cannot scale without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 

@@ -76,6 +76,7 @@ const CONDITIONS: &str = "
 | `Progressing` | a rollout is under way | `RollingOut`, `RolloutComplete`, `ProgressDeadlineExceeded`, `DeploymentMissing` |
 | `Degraded` | the operator cannot bring the children in line with the spec, the rollout stalled, or a revision failed verification | `AsExpected` (`False`); `SecretNotFound`, `InvalidSpec`, `ChildRejected`, `ProgressDeadlineExceeded`, `RevisionMissing`, `RolledBack` (the last verified revision is back in force), `VerificationFailed` (the failed revision stays) |
 | `Verified` | only with `spec.rollout.verification`: the revision in `status.verification.revision` passed | `Pending`, `Measuring`, `NoData`, `PrometheusUnavailable` (`Unknown`); `Passed` (`True`); `Failed` (`False`) |
+| `Scaling` | only with `spec.autoscaling`: the HorizontalPodAutoscaler reports both `AbleToScale` and `ScalingActive` True. Never holds `Ready` | `ScalingActive` (`True`); `AutoscalerMissing`, `AutoscalerPending` (`Unknown`); the HPA's own reason when it reports either `False`, for example `FailedGetResourceMetric` (no metrics API, or no request for the measured resource), with its message |
 
 A permanent error (a referenced Secret that does not exist, a spec the
 apiserver accepted but that cannot be turned into valid children) sets
@@ -88,7 +89,10 @@ apiserver are retried with exponential backoff (1 s, doubling, at most
 recorded as a Kubernetes Event on the GoServer: the children one reconcile
 creates in one Event (`Created ControllerRevision web-1a2b3c4d5e, ConfigMap
 web-config-6f7a8b9c0d, Deployment web, Service web`), each update and
-deletion in its own.
+deletion in its own. `Scaling` turning `False` is told once in a Warning
+Event `AutoscalerCannotScale`; requests filled in for autoscaling (see
+`spec.resources`) in a Normal Event `DefaultedRequests` whenever the
+Deployment carrying them is written.
 ";
 
 fn walk(out: &mut String, path: &str, node: &Value) {

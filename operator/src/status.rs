@@ -7,6 +7,7 @@
 //! differs from what is stored.
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build;
@@ -19,6 +20,7 @@ pub const AVAILABLE: &str = "Available";
 pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const VERIFIED: &str = "Verified";
+pub const SCALING: &str = "Scaling";
 
 /// Inputs of a status besides the `GoServer` itself.
 pub struct Observed<'a> {
@@ -29,6 +31,8 @@ pub struct Observed<'a> {
     pub rollout: Option<&'a Decision>,
     /// A permanent error that stopped this reconcile.
     pub error: Option<&'a Error>,
+    /// The `HorizontalPodAutoscaler`, when autoscaling is on and it exists.
+    pub hpa: Option<&'a HorizontalPodAutoscaler>,
 }
 
 /// Whether every replica of `deployment` runs its current template and is
@@ -153,6 +157,9 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
         },
     ];
     verdicts.extend(verified);
+    if gs.spec.autoscaling.is_some() {
+        verdicts.push(scaling(observed.hpa));
+    }
     let conditions = verdicts
         .into_iter()
         .map(|v| {
@@ -352,6 +359,54 @@ fn degraded(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
     }
 }
 
+/// Whether the `HorizontalPodAutoscaler` can do its work, from its own
+/// `AbleToScale` and `ScalingActive` conditions. It never holds `Ready`:
+/// the pods serve whether or not they can be scaled, and a cluster without
+/// a metrics API would otherwise never see a `GoServer` Ready.
+fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Verdict {
+    let conditions = hpa
+        .and_then(|h| h.status.as_ref())
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let find = |type_: &str| conditions.iter().find(|c| c.type_ == type_);
+    let failing = ["AbleToScale", "ScalingActive"]
+        .into_iter()
+        .filter_map(find)
+        .find(|c| c.status == "False");
+    if let Some(c) = failing {
+        return Verdict::new(
+            SCALING,
+            "False",
+            c.reason.as_deref().unwrap_or(&c.type_),
+            format!(
+                "the HorizontalPodAutoscaler reports {}=False: {}",
+                c.type_,
+                c.message.as_deref().unwrap_or("no message")
+            ),
+        );
+    }
+    match (hpa, find("AbleToScale"), find("ScalingActive")) {
+        (None, _, _) => Verdict::new(
+            SCALING,
+            "Unknown",
+            "AutoscalerMissing",
+            "the HorizontalPodAutoscaler does not exist yet",
+        ),
+        (Some(_), Some(_), Some(_)) => Verdict::new(
+            SCALING,
+            "True",
+            "ScalingActive",
+            "the HorizontalPodAutoscaler can scale the Deployment",
+        ),
+        (Some(_), _, _) => Verdict::new(
+            SCALING,
+            "Unknown",
+            "AutoscalerPending",
+            "the HorizontalPodAutoscaler has not reported yet",
+        ),
+    }
+}
+
 /// The condition `type_` of a status, if present.
 pub fn condition<'a>(status: &'a GoServerStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -405,6 +460,7 @@ mod tests {
             deployment: Some(&dep),
             rollout: Some(&rollout),
             error: None,
+            hpa: None,
         };
         let status = compute(&gs, &observed, &time(100));
         let value = serde_json::to_value(&status).unwrap();
@@ -442,6 +498,7 @@ mod tests {
             deployment: Some(&dep),
             rollout: Some(&rollout),
             error: None,
+            hpa: None,
         };
         let first = compute(&gs, &observed, &time(100));
         gs.status = Some(first.clone());
@@ -460,6 +517,7 @@ mod tests {
             deployment: Some(&dep),
             rollout: Some(&rollout),
             error: None,
+            hpa: None,
         };
         let status = compute(&gs, &observed, &time(1));
         let ready = condition(&status, READY).unwrap();
@@ -486,6 +544,7 @@ mod tests {
             deployment: None,
             rollout: None,
             error: Some(&err),
+            hpa: None,
         };
         let status = compute(&gs, &observed, &time(1));
         let degraded = condition(&status, DEGRADED).unwrap();
@@ -507,6 +566,7 @@ mod tests {
             deployment: Some(&dep),
             rollout: None,
             error: None,
+            hpa: None,
         };
         let status = compute(&gs, &observed, &time(1));
         assert_eq!(
@@ -514,5 +574,63 @@ mod tests {
             "ProgressDeadlineExceeded"
         );
         assert_eq!(condition(&status, PROGRESSING).unwrap().status, "False");
+    }
+
+    #[test]
+    fn an_autoscaler_that_cannot_scale_is_reported_without_holding_ready() {
+        let gs = goserver(json!({"image": "h", "autoscaling": {"maxReplicas": 3}}));
+        let dep = done();
+        let rollout = decision("hello-abc");
+        let hpa = |conditions: serde_json::Value| -> HorizontalPodAutoscaler {
+            serde_json::from_value(json!({
+                "metadata": {"name": "hello"},
+                "spec": {"maxReplicas": 3, "scaleTargetRef": {"kind": "Deployment", "name": "hello"}},
+                "status": {"desiredReplicas": 1, "conditions": conditions},
+            }))
+            .unwrap()
+        };
+        let scaling_of = |hpa: Option<&HorizontalPodAutoscaler>| {
+            let observed = Observed {
+                deployment: Some(&dep),
+                rollout: Some(&rollout),
+                error: None,
+                hpa,
+            };
+            let status = compute(&gs, &observed, &time(1));
+            assert_eq!(condition(&status, READY).unwrap().status, "True");
+            let c = condition(&status, SCALING).unwrap().clone();
+            (c.status, c.reason, c.message)
+        };
+
+        let failing = hpa(json!([
+            {"type": "AbleToScale", "status": "True", "reason": "SucceededGetScale", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "ScalingActive", "status": "False", "reason": "FailedGetResourceMetric",
+             "message": "missing request for cpu in container server", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        ]));
+        assert_eq!(
+            scaling_of(Some(&failing)),
+            (
+                "False".to_owned(),
+                "FailedGetResourceMetric".to_owned(),
+                "the HorizontalPodAutoscaler reports ScalingActive=False: missing request for cpu in container server".to_owned()
+            )
+        );
+        let working = hpa(json!([
+            {"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            {"type": "ScalingActive", "status": "True", "reason": "ValidMetricFound", "lastTransitionTime": "2026-01-01T00:00:00Z"},
+        ]));
+        assert_eq!(scaling_of(Some(&working)).0, "True");
+        assert_eq!(scaling_of(Some(&hpa(json!([])))).1, "AutoscalerPending");
+        assert_eq!(scaling_of(None).1, "AutoscalerMissing");
+
+        // No Scaling condition without autoscaling.
+        let plain = goserver(json!({"image": "h"}));
+        let observed = Observed {
+            deployment: Some(&dep),
+            rollout: Some(&rollout),
+            error: None,
+            hpa: Some(&working),
+        };
+        assert!(condition(&compute(&plain, &observed, &time(1)), SCALING).is_none());
     }
 }

@@ -446,6 +446,96 @@ async fn enabling_autoscaling_keeps_the_running_replicas() {
     );
 }
 
+/// Autoscaling on CPU without a CPU request: the HPA could never compute
+/// utilization, so the pods get the documented default request and an
+/// Event says so; what the HPA itself reports (here, on a cluster without
+/// a metrics API, that it cannot get metrics) reaches the `Scaling`
+/// condition and a Warning Event, and `Ready` does not wait for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn autoscaling_without_a_cpu_request_gets_a_default_and_reports_the_hpa() {
+    let ns = TestNamespace::new("op-hpa-req").await;
+    let _operator = Operator::start(&ns).await;
+    let goservers: Api<GoServer> = ns.api();
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "bare"},
+        "spec": {
+            "image": "registry.example.com/bare:1",
+            "autoscaling": {"minReplicas": 1, "maxReplicas": 3},
+        },
+    }))
+    .unwrap();
+    goservers.create(&PostParams::default(), &gs).await.unwrap();
+    wait_ready(&ns, "bare").await;
+
+    let deployment = ns.api::<Deployment>().get("bare").await.unwrap();
+    let requests = deployment
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.resources)
+        .and_then(|r| r.requests)
+        .unwrap_or_default();
+    assert_eq!(
+        requests.get("cpu").map(|q| q.0.as_str()),
+        Some("100m"),
+        "{requests:?}"
+    );
+
+    // The HPA controller syncs every 15 s; its verdict lands in Scaling.
+    let scaling = wait_for(
+        &goservers,
+        "bare",
+        "Scaling=False from the HPA",
+        DEADLINE,
+        |gs| has_condition(gs, "Scaling", "False"),
+    )
+    .await
+    .unwrap();
+    assert!(has_condition(&scaling, "Ready", "True"), "{:?}", scaling.status);
+    let condition = scaling
+        .status
+        .iter()
+        .flat_map(|s| &s.conditions)
+        .find(|c| c.type_ == "Scaling")
+        .unwrap();
+    assert!(
+        condition.message.contains("ScalingActive=False"),
+        "{condition:?}"
+    );
+
+    let events = wait_until("the Events of the GoServer", DEADLINE, || async {
+        let events = ns
+            .api::<Event>()
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let reasons: Vec<String> = events
+            .items
+            .iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("GoServer"))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        let seen = ["DefaultedRequests", "AutoscalerCannotScale"]
+            .iter()
+            .all(|r| reasons.iter().any(|seen| seen == r));
+        Ok::<_, String>(seen.then_some(events.items))
+    })
+    .await
+    .unwrap();
+    let defaulted = events
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("DefaultedRequests"))
+        .unwrap();
+    assert!(
+        defaulted
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("spec.resources.requests.cpu") && n.contains("100m")),
+        "{defaulted:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn switching_ingress_and_autoscaling_off_deletes_them() {
     let ns = TestNamespace::new("op-prune").await;

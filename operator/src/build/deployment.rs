@@ -17,9 +17,10 @@ use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapEnvSource, ConfigMapVolumeSource, Container, ContainerPort,
     EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle,
     LifecycleHandler, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, Probe,
-    SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext, SleepAction, Volume,
-    VolumeMount,
+    ResourceRequirements, SeccompProfile, SecretKeySelector, SecretVolumeSource, SecurityContext,
+    SleepAction, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -222,7 +223,7 @@ fn container(gs: &GoServer, config_map: &str, volume_mounts: Vec<VolumeMount>) -
             }),
             ..EnvFromSource::default()
         }]),
-        resources: spec.resources.clone(),
+        resources: resources(gs),
         liveness_probe: Some(probe(
             probes.liveness.as_ref(),
             DEFAULT_LIVENESS_PATH,
@@ -262,6 +263,22 @@ fn container(gs: &GoServer, config_map: &str, volume_mounts: Vec<VolumeMount>) -
         volume_mounts: Some(volume_mounts),
         ..Container::default()
     }
+}
+
+/// The container's resources: the spec's, with the requests autoscaling
+/// needs and the spec leaves out filled in (see
+/// [`super::hpa::defaulted_requests`]).
+fn resources(gs: &GoServer) -> Option<ResourceRequirements> {
+    let defaulted = super::hpa::defaulted_requests(gs);
+    if defaulted.is_empty() {
+        return gs.spec.resources.clone();
+    }
+    let mut resources = gs.spec.resources.clone().unwrap_or_default();
+    let requests = resources.requests.get_or_insert_with(BTreeMap::new);
+    for (resource, quantity) in defaulted {
+        requests.insert(resource.to_owned(), Quantity(quantity.to_owned()));
+    }
+    Some(resources)
 }
 
 fn probe(given: Option<&GsProbe>, default_path: &str, server_port: i32) -> Probe {
@@ -550,6 +567,25 @@ mod tests {
             json!({"image": "hello:1", "replicas": 4, "autoscaling": {"maxReplicas": 5}}),
         );
         assert_eq!(deployment["spec"].get("replicas"), None);
+    }
+
+    #[test]
+    fn autoscaling_without_a_cpu_request_gets_the_default_one() {
+        let (scaled, _) = deployment(json!({
+            "image": "hello:1",
+            "resources": {"limits": {"memory": "256Mi"}},
+            "autoscaling": {"maxReplicas": 5},
+        }));
+        assert_eq!(
+            scaled["spec"]["template"]["spec"]["containers"][0]["resources"],
+            json!({"requests": {"cpu": "100m"}, "limits": {"memory": "256Mi"}})
+        );
+        // Without autoscaling the spec's resources stay as they are.
+        let (plain, _) = deployment(json!({"image": "hello:1"}));
+        assert_eq!(
+            plain["spec"]["template"]["spec"]["containers"][0].get("resources"),
+            None
+        );
     }
 
     #[test]

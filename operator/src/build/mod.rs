@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 
 pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
+pub use hpa::{DEFAULT_REQUESTS, defaulted_requests};
 pub use revision::{REVISION_LABEL, Revision, RevisionData};
 
 /// Label keys Gantry sets on every child.
