@@ -47,7 +47,11 @@ pub fn counted(config: Config, metrics: &Arc<Metrics>) -> kube::Result<Client> {
         ));
         request
     });
-    Ok(ClientBuilder::try_from(config)?.with_layer(&layer).build())
+    let builder = ClientBuilder::try_from(config)?.with_layer(&layer);
+    Ok(match crate::fault::crash_after_write() {
+        Some(crash) => builder.with_layer(&crash).build(),
+        None => builder.build(),
+    })
 }
 
 /// Method, resource and verb of a request to the apiserver, in the words

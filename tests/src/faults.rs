@@ -124,3 +124,46 @@ impl Drop for ApiProxy {
         self.cut.send_replace(true);
     }
 }
+
+/// Whether the full fault suite runs (`cargo xtask test --faults` sets
+/// `GANTRY_FAULTS=full`); otherwise each fault test runs a sample.
+pub fn full() -> bool {
+    std::env::var("GANTRY_FAULTS").is_ok_and(|v| v == "full")
+}
+
+/// `count` distinct numbers from `1..=total`, in order: all of them in the
+/// full suite, else a sample drawn with a seed taken from
+/// `GANTRY_FAULT_SEED` or the clock, and printed, so that a failing sample
+/// can be run again with the same seed.
+pub fn sample(total: u64, count: usize) -> Vec<u64> {
+    let all: Vec<u64> = (1..=total).collect();
+    if full() || all.len() <= count {
+        return all;
+    }
+    let seed = std::env::var("GANTRY_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    println!("fault sample: seed {seed} (GANTRY_FAULT_SEED={seed} repeats it)");
+    // xorshift64*: enough to spread a handful of picks.
+    let mut state = seed | 1;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    };
+    let mut pool = all;
+    let mut picked = Vec::with_capacity(count);
+    for _ in 0..count {
+        #[allow(clippy::cast_possible_truncation)]
+        let at = (next() % pool.len() as u64) as usize;
+        picked.push(pool.swap_remove(at));
+    }
+    picked.sort_unstable();
+    picked
+}

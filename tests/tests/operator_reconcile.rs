@@ -492,7 +492,11 @@ async fn autoscaling_without_a_cpu_request_gets_a_default_and_reports_the_hpa() 
     )
     .await
     .unwrap();
-    assert!(has_condition(&scaling, "Ready", "True"), "{:?}", scaling.status);
+    assert!(
+        has_condition(&scaling, "Ready", "True"),
+        "{:?}",
+        scaling.status
+    );
     let condition = scaling
         .status
         .iter()

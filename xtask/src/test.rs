@@ -13,6 +13,8 @@ use crate::workspace::cargo;
 use crate::{deps, proc, toolchain, workspace};
 
 #[derive(clap::Args)]
+// Independent command-line switches, not a state.
+#[allow(clippy::struct_excessive_bools)]
 pub struct Args {
     /// Skip `cargo fmt --check` and clippy.
     #[arg(long)]
@@ -26,6 +28,10 @@ pub struct Args {
     /// buildah's storage driver for the images.
     #[arg(long, env = "GANTRY_BUILDAH_STORAGE_DRIVER", default_value = "vfs")]
     storage_driver: String,
+    /// Run every fault case (each write crashed after, every fuzz case)
+    /// instead of the sample the default run draws.
+    #[arg(long)]
+    faults: bool,
     /// Only run tests whose name contains this filter (passed to the test
     /// binaries).
     filter: Option<String>,
@@ -95,13 +101,12 @@ pub fn run(args: &Args) -> ExitCode {
     }
 
     eprintln!("\n=== unit and black-box tests");
-    run_tests(
-        &mut tally,
-        "unit tests",
-        locked(cargo().args(["test", "--workspace", "--exclude", "gantry-e2e"]))
-            .arg("--")
-            .args(&filter),
-    );
+    let mut unit = cargo();
+    locked(unit.args(["test", "--workspace", "--exclude", "gantry-e2e"]));
+    if args.faults {
+        unit.env("GANTRY_FAULTS", "full");
+    }
+    run_tests(&mut tally, "unit tests", unit.arg("--").args(&filter));
 
     if filter.is_empty() || filter.iter().any(|f| f.contains("schemathesis")) {
         api_fuzz(&mut tally);
@@ -113,7 +118,13 @@ pub fn run(args: &Args) -> ExitCode {
         } else {
             None
         };
-        e2e(&mut tally, &filter, images.as_ref(), &args.storage_driver);
+        e2e(
+            &mut tally,
+            &filter,
+            images.as_ref(),
+            &args.storage_driver,
+            args.faults,
+        );
     }
 
     eprintln!();
@@ -219,7 +230,13 @@ fn images(tally: &mut Tally, storage_driver: &str) -> Option<Images> {
     }
 }
 
-fn e2e(tally: &mut Tally, filter: &[&str], images: Option<&Images>, storage_driver: &str) {
+fn e2e(
+    tally: &mut Tally,
+    filter: &[&str],
+    images: Option<&Images>,
+    storage_driver: &str,
+    faults: bool,
+) {
     eprintln!("\n=== end-to-end tests");
     // Build first, so the cluster does not idle through a compile and a
     // build error is reported as such.
@@ -246,6 +263,9 @@ fn e2e(tally: &mut Tally, filter: &[&str], images: Option<&Images>, storage_driv
         .env("GANTRY_BIN_DIR", &bin_dir)
         .env("PATH", std::env::join_paths(paths).unwrap_or(path))
         .env("GANTRY_BUILDAH_STORAGE_DRIVER", storage_driver);
+    if faults {
+        cmd.env("GANTRY_FAULTS", "full");
+    }
     if let Some(images) = images {
         cmd.env("GANTRY_IMAGE_SERVER", &images.server)
             .env("GANTRY_IMAGE_OPERATOR", &images.operator);

@@ -173,20 +173,26 @@ mod tests {
             json!({"limits": {"cpu": "1"}}),
         ] {
             assert_eq!(
-                defaulted(json!({"image": "a:1", "resources": resources, "autoscaling": {"maxReplicas": 3}})),
+                defaulted(
+                    json!({"image": "a:1", "resources": resources, "autoscaling": {"maxReplicas": 3}})
+                ),
                 vec![]
             );
         }
         // Memory only when memory is a target; CPU then only if named too.
         assert_eq!(
-            defaulted(json!({"image": "a:1", "resources": {"requests": {"cpu": "1"}},
-                "autoscaling": {"maxReplicas": 3, "targetMemoryUtilizationPercentage": 70}})),
+            defaulted(
+                json!({"image": "a:1", "resources": {"requests": {"cpu": "1"}},
+                "autoscaling": {"maxReplicas": 3, "targetMemoryUtilizationPercentage": 70}})
+            ),
             vec![("memory", "128Mi")]
         );
         assert_eq!(
-            defaulted(json!({"image": "a:1", "resources": {"limits": {"memory": "1Gi"}},
+            defaulted(
+                json!({"image": "a:1", "resources": {"limits": {"memory": "1Gi"}},
                 "autoscaling": {"maxReplicas": 3, "targetCPUUtilizationPercentage": 60,
-                    "targetMemoryUtilizationPercentage": 70}})),
+                    "targetMemoryUtilizationPercentage": 70}})
+            ),
             vec![("cpu", "100m")]
         );
     }
