@@ -101,6 +101,45 @@ const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
 #[x_kube(validation = Rule::new(
     "!has(self.secrets) || !has(self.env) || self.secrets.all(s, !has(s.env) || s.env.all(e, !self.env.exists(v, v.name == e.name)))"
 ).message("an environment variable is set both in env and in secrets[].env").field_path(".secrets"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.podLabels) || self.podLabels.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && self.podLabels[k].matches(r'^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))"
+).message("keys must be label keys (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.') and values at most 63 of those, starting and ending with a letter or digit").field_path(".podLabels"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && self.nodeSelector[k].matches(r'^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))"
+).message("keys must be label keys (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.') and values at most 63 of those, starting and ending with a letter or digit").field_path(".nodeSelector"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))"
+).message("keys must be annotation keys: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit").field_path(".podAnnotations"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.service) || !has(self.service.annotations) || self.service.annotations.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))"
+).message("keys must be annotation keys: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit").field_path(".service.annotations"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.ingress) || !has(self.ingress.annotations) || self.ingress.annotations.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))"
+).message("keys must be annotation keys: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit").field_path(".ingress.annotations"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.config) || !has(self.config.data) || self.config.data.all(k, k.size() <= 253 && k.matches(r'^[-._a-zA-Z0-9]+$'))"
+).message("keys must be at most 253 letters, digits, '-', '_' or '.'").field_path(".config.data"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.resources) || !has(self.resources.requests) || self.resources.requests.all(k, (k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-') || k.matches(r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')) && isQuantity(string(self.resources.requests[k])))"
+).message("names must be cpu, memory, ephemeral-storage, hugepages-<size> or a domain-prefixed name, and values quantities such as 250m or 1Gi").field_path(".resources.requests"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.resources) || !has(self.resources.limits) || self.resources.limits.all(k, (k in ['cpu', 'memory', 'ephemeral-storage'] || k.startsWith('hugepages-') || k.matches(r'^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')) && isQuantity(string(self.resources.limits[k])))"
+).message("names must be cpu, memory, ephemeral-storage, hugepages-<size> or a domain-prefixed name, and values quantities such as 250m or 1Gi").field_path(".resources.limits"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.resources) || !has(self.resources.requests) || !has(self.resources.limits) || self.resources.requests.all(k, !(k in self.resources.limits) || !isQuantity(string(self.resources.requests[k])) || !isQuantity(string(self.resources.limits[k])) || quantity(string(self.resources.requests[k])).compareTo(quantity(string(self.resources.limits[k]))) <= 0)"
+).message("a request must not exceed the limit of the same resource").field_path(".resources.requests"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.probes) || !has(self.probes.liveness) || !has(self.probes.liveness.successThreshold) || self.probes.liveness.successThreshold == 1"
+).message("must be 1 for a liveness probe").field_path(".probes.liveness.successThreshold"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.probes) || !has(self.probes.startup) || !has(self.probes.startup.successThreshold) || self.probes.startup.successThreshold == 1"
+).message("must be 1 for a startup probe").field_path(".probes.startup.successThreshold"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.probes) || !has(self.probes.readiness) || !has(self.probes.readiness.terminationGracePeriodSeconds)"
+).message("cannot be set on a readiness probe, only on liveness and startup probes").field_path(".probes.readiness.terminationGracePeriodSeconds"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.preStopDelaySeconds) || self.preStopDelaySeconds == 0 || self.preStopDelaySeconds < (has(self.terminationGracePeriodSeconds) ? self.terminationGracePeriodSeconds : 30)"
+).message("must be less than terminationGracePeriodSeconds (30 when unset): the delay is spent out of the grace period, before SIGTERM").field_path(".preStopDelaySeconds"))]
 #[serde(rename_all = "camelCase")]
 pub struct GoServerSpec {
     /// Container image to run, for example `registry.example.com/hello:1.4.2`.
@@ -167,6 +206,7 @@ pub struct GoServerSpec {
     /// and an Event says so: the autoscaler measures use as a share of the
     /// request and cannot scale without one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "resources_schema")]
     pub resources: Option<ResourceRequirements>,
 
     /// The Service in front of the pods.
@@ -235,6 +275,35 @@ pub struct GoServerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 300))]
     pub pre_stop_delay_seconds: Option<i32>,
+}
+
+/// Kubernetes' `ResourceRequirements`, bounded so that the rules above can
+/// be checked within the apiserver's cost budget (at most 16 resources, each
+/// quantity at most 64 characters), and without `claims`: the pods declare
+/// no resource claims for them to name.
+fn resources_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let mut schema = <Option<ResourceRequirements>>::json_schema(generator);
+    if let Some(properties) = schema
+        .get_mut("properties")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        properties.remove("claims");
+        for part in ["requests", "limits"] {
+            if let Some(list) = properties
+                .get_mut(part)
+                .and_then(serde_json::Value::as_object_mut)
+            {
+                list.insert("maxProperties".to_owned(), 16.into());
+                if let Some(values) = list
+                    .get_mut("additionalProperties")
+                    .and_then(serde_json::Value::as_object_mut)
+                {
+                    values.insert("maxLength".to_owned(), 64.into());
+                }
+            }
+        }
+    }
+    schema
 }
 
 fn default_replicas() -> i32 {

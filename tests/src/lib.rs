@@ -13,6 +13,7 @@
 
 pub mod chart;
 pub mod faults;
+pub mod mutate;
 pub mod operator;
 pub mod prometheus;
 pub mod server;

@@ -31,6 +31,59 @@ struct Case {
 #[allow(clippy::too_many_lines)] // one line per case
 fn cases() -> Vec<Case> {
     vec![
+        // Found by the schema fuzzer (operator_fuzz.rs): each was admitted,
+        // and the Deployment built from it was refused by the apiserver.
+        Case {
+            what: "a pod label value with a space",
+            patch: |s| s["podLabels"] = json!({"team": "web team"}),
+            field: "spec.podLabels",
+        },
+        Case {
+            what: "a node selector key that is not a label key",
+            patch: |s| s["nodeSelector"] = json!({"bad key!": "linux"}),
+            field: "spec.nodeSelector",
+        },
+        Case {
+            what: "a pod annotation key that is not a qualified name",
+            patch: |s| s["podAnnotations"] = json!({"bad key!": "x"}),
+            field: "spec.podAnnotations",
+        },
+        Case {
+            what: "a config key a ConfigMap refuses",
+            patch: |s| s["config"] = json!({"data": {"bad key!": "x"}}),
+            field: "spec.config.data",
+        },
+        Case {
+            what: "a memory request above its limit",
+            patch: |s| {
+                s["resources"] =
+                    json!({"requests": {"memory": "256Mi"}, "limits": {"memory": "128Mi"}});
+            },
+            field: "spec.resources.requests",
+        },
+        Case {
+            what: "a resource that is not a quantity",
+            patch: |s| s["resources"] = json!({"requests": {"cpu": "lots"}}),
+            field: "spec.resources.requests",
+        },
+        Case {
+            what: "a liveness probe with successThreshold 2",
+            patch: |s| s["probes"]["liveness"]["successThreshold"] = json!(2),
+            field: "spec.probes.liveness.successThreshold",
+        },
+        Case {
+            what: "a preStop delay as long as the grace period",
+            patch: |s| {
+                s["preStopDelaySeconds"] = json!(30);
+                s["terminationGracePeriodSeconds"] = json!(30);
+            },
+            field: "spec.preStopDelaySeconds",
+        },
+        Case {
+            what: "a preStop delay past the default grace period",
+            patch: |s| s["preStopDelaySeconds"] = json!(45),
+            field: "spec.preStopDelaySeconds",
+        },
         Case {
             what: "minReplicas > maxReplicas",
             patch: |s| s["autoscaling"] = json!({"minReplicas": 6, "maxReplicas": 5}),
