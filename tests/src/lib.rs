@@ -17,6 +17,7 @@ pub mod mutate;
 pub mod operator;
 pub mod prometheus;
 pub mod server;
+pub mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -15,20 +15,16 @@
 
 mod operator_support;
 
-use std::collections::BTreeMap;
 use std::os::unix::process::ExitStatusExt;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use gantry_e2e::TestNamespace;
 use gantry_e2e::faults::sample;
+use gantry_e2e::snapshot::{self, Snapshot};
 use gantry_operator::crd::GoServer;
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use operator_support::{DEADLINE, Operator, has_condition};
 use serde_json::{Value, json};
 
@@ -56,11 +52,6 @@ const LIFE: [Step; 4] = [
     Step::SwitchOff,
     Step::Delete,
 ];
-
-/// What a step leaves behind, with what differs between runs masked:
-/// `kind/name` of every child and of the `GoServer` to its normalized
-/// object.
-type Snapshot = BTreeMap<String, Value>;
 
 fn goserver() -> GoServer {
     serde_json::from_value(json!({
@@ -191,7 +182,10 @@ impl Run {
             if Instant::now() >= deadline {
                 let seen = match expected {
                     Some(expected) if done => {
-                        format!("it ended differently: {}", difference(expected, &snapshot))
+                        format!(
+                            "it ended differently: {}",
+                            snapshot::difference(expected, &snapshot)
+                        )
                     }
                     _ => format!("it did not finish; last seen: {snapshot:#?}"),
                 };
@@ -207,164 +201,27 @@ impl Run {
 
     /// Whether `step` is done, and the snapshot.
     async fn observe(&self, step: Step, before: Option<&Snapshot>) -> (bool, Snapshot) {
-        let gs = self
-            .ns
-            .api::<GoServer>()
-            .get_opt(NAME)
-            .await
-            .expect("reading the GoServer");
-        let uid = gs.as_ref().and_then(ResourceExt::uid);
-        let mut snapshot = Snapshot::new();
-        self.children::<Deployment>(&mut snapshot, uid.as_deref())
-            .await;
-        self.children::<Service>(&mut snapshot, uid.as_deref())
-            .await;
-        self.children::<ConfigMap>(&mut snapshot, uid.as_deref())
-            .await;
-        self.children::<Ingress>(&mut snapshot, uid.as_deref())
-            .await;
-        self.children::<HorizontalPodAutoscaler>(&mut snapshot, uid.as_deref())
-            .await;
-        self.children::<ControllerRevision>(&mut snapshot, uid.as_deref())
-            .await;
-        let count = |kind: &str| {
-            snapshot
-                .keys()
-                .filter(|k| k.starts_with(&format!("{kind}/")))
-                .count()
-        };
+        let (gs, snapshot) = snapshot::take(&self.ns, NAME).await;
         let Some(gs) = gs else {
             // Deleted: done when the garbage collector took every child.
             let done = matches!(step, Step::Delete) && snapshot.is_empty();
             return (done, snapshot);
         };
-        let ready = has_condition(&gs, "Ready", "True");
-        let revision = |s: &Snapshot| s.get("GoServer")?.pointer("/status/revision").cloned();
-        let done = ready
+        let count = |kind: &str| snapshot::count(&snapshot, kind);
+        let revision = |s: &Snapshot| {
+            s.get(snapshot::GOSERVER)?
+                .pointer("/status/revision")
+                .cloned()
+        };
+        let done = has_condition(&gs, "Ready", "True")
             && match step {
                 Step::Create => count("Ingress") == 1 && count("HorizontalPodAutoscaler") == 1,
                 // The old revision and its ConfigMap stay, as history.
-                Step::ChangeConfig => before.and_then(revision) != status_revision(&gs),
+                Step::ChangeConfig => before.and_then(revision) != revision(&snapshot),
                 Step::SwitchOff => count("Ingress") == 0 && count("HorizontalPodAutoscaler") == 0,
                 Step::Delete => false,
             };
-        snapshot.insert("GoServer".to_owned(), self.normalize(&goserver_view(&gs)));
         (done, snapshot)
-    }
-
-    /// Adds the children of kind `K` (gantry's label) to `snapshot`, and
-    /// checks that each has one controller: the `GoServer` of this run.
-    async fn children<K>(&self, snapshot: &mut Snapshot, uid: Option<&str>)
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + serde::Serialize
-            + std::fmt::Debug,
-    {
-        let list = self
-            .ns
-            .api::<K>()
-            .list(&ListParams::default().labels("app.kubernetes.io/managed-by=gantry"))
-            .await
-            .expect("listing children");
-        for child in list.items {
-            let name = child.name_any();
-            let owners: Vec<_> = child
-                .owner_references()
-                .iter()
-                .filter(|o| o.controller == Some(true))
-                .collect();
-            // While the GoServer exists every child is its own; once it is
-            // deleted the children wait for the garbage collector.
-            if let Some(uid) = uid {
-                assert!(
-                    owners.len() == 1 && owners[0].uid == uid,
-                    "{} {name} in {} is not controlled by the GoServer {uid} alone: {owners:?}",
-                    K::kind(&()),
-                    self.ns.name
-                );
-            }
-            let value = serde_json::to_value(&child).expect("a child as JSON");
-            snapshot.insert(
-                format!("{}/{name}", K::kind(&())),
-                self.normalize(&child_view(&value)),
-            );
-        }
-    }
-
-    /// The namespace's name, which differs between runs, masked.
-    fn normalize(&self, value: &Value) -> Value {
-        let text = value.to_string().replace(&self.ns.name, "NAMESPACE");
-        serde_json::from_str(&text).expect("still JSON")
-    }
-}
-
-fn status_revision(gs: &GoServer) -> Option<Value> {
-    gs.status
-        .as_ref()
-        .and_then(|s| s.revision.clone())
-        .map(Value::String)
-}
-
-/// What of a child the operator decides: labels, annotations, owner (its
-/// UID differs between runs), and the content; not what the apiserver or
-/// other controllers fill in.
-fn child_view(object: &Value) -> Value {
-    let meta = &object["metadata"];
-    let owners: Vec<Value> = meta["ownerReferences"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|o| {
-            let mut o = o.clone();
-            o["uid"] = json!("UID");
-            o
-        })
-        .collect();
-    // The applied hash covers the namespace and the owner's UID.
-    let mut annotations = meta["annotations"].clone();
-    if let Some(hash) = annotations.get_mut("gantry.dev/applied-hash") {
-        *hash = json!("HASH");
-    }
-    let mut spec = object["spec"].clone();
-    if let Some(spec) = spec.as_object_mut() {
-        // A Service's addresses are the apiserver's pick.
-        spec.remove("clusterIP");
-        spec.remove("clusterIPs");
-    }
-    json!({
-        "labels": meta["labels"],
-        "annotations": annotations,
-        "owners": owners,
-        "spec": spec,
-        "data": object["data"],
-        "revision": object["revision"],
-    })
-}
-
-/// What of the `GoServer` the operator decides: its status, without
-/// transition times, and without `Scaling`, which follows the HPA
-/// controller's own 15 s sync rather than the operator.
-fn goserver_view(gs: &GoServer) -> Value {
-    let mut status = serde_json::to_value(&gs.status).expect("status as JSON");
-    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
-        conditions.retain(|c| c["type"] != "Scaling");
-    }
-    drop_times(&mut status);
-    json!({"generation": gs.metadata.generation, "status": status})
-}
-
-/// Removes the times in a status (`lastTransitionTime`, `deployedAt`, ...):
-/// the clock's, not the operator's decision.
-fn drop_times(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|key, _| !(key.ends_with("Time") || key.ends_with("At")));
-            map.values_mut().for_each(drop_times);
-        }
-        Value::Array(items) => items.iter_mut().for_each(drop_times),
-        _ => {}
     }
 }
 
@@ -406,23 +263,6 @@ async fn crash_run(i: u64, reference: &[Snapshot]) -> (Option<String>, bool) {
         }
     }
     (None, run.crashed.is_some())
-}
-
-/// The entries of two snapshots that differ, for the failure message.
-fn difference(expected: &Snapshot, got: &Snapshot) -> String {
-    use std::fmt::Write;
-    let keys: std::collections::BTreeSet<&String> = expected.keys().chain(got.keys()).collect();
-    let shown = |v: Option<&Value>| v.map_or("(absent)".to_owned(), Value::to_string);
-    let mut out = String::new();
-    for k in keys.into_iter().filter(|k| expected.get(*k) != got.get(*k)) {
-        let _ = write!(
-            out,
-            "\n  {k}:\n    reference: {}\n    this run:  {}",
-            shown(expected.get(k)),
-            shown(got.get(k))
-        );
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]
