@@ -102,7 +102,7 @@ fn normalize(ns: &TestNamespace, value: &Value) -> Value {
 /// What of a child the operator decides: labels, annotations, owner (its
 /// UID differs between runs), and the content; not what the apiserver or
 /// other controllers fill in.
-fn child_view(object: &Value) -> Value {
+pub fn child_view(object: &Value) -> Value {
     let meta = &object["metadata"];
     let owners: Vec<Value> = meta["ownerReferences"]
         .as_array()
@@ -121,9 +121,20 @@ fn child_view(object: &Value) -> Value {
     }
     let mut spec = object["spec"].clone();
     if let Some(spec) = spec.as_object_mut() {
-        // A Service's addresses are the apiserver's pick.
+        // A Service's addresses and node ports are the apiserver's pick.
         spec.remove("clusterIP");
         spec.remove("clusterIPs");
+        spec.remove("healthCheckNodePort");
+        for port in spec
+            .get_mut("ports")
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(port) = port.as_object_mut() {
+                port.remove("nodePort");
+            }
+        }
     }
     json!({
         "labels": meta["labels"],

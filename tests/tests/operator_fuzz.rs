@@ -18,6 +18,7 @@ use std::fmt::Debug;
 use futures::StreamExt;
 use gantry_e2e::TestNamespace;
 use gantry_e2e::mutate::{Mutation, mutations};
+use gantry_e2e::snapshot::{self, Snapshot};
 use gantry_operator::build;
 use gantry_operator::crd::GoServer;
 use kube::api::PostParams;
@@ -280,6 +281,329 @@ async fn every_schema_mutation_is_refused_naming_its_field_or_can_run() {
     println!("refused by a rule though the schema allows them:");
     for line in &refused_valid {
         println!("  {line}");
+    }
+    assert!(findings.is_empty(), "{findings:#?}");
+}
+
+/// Edits applied to a live `GoServer` in the default suite; `--faults`
+/// applies more.
+const LIVE_SAMPLED: usize = 4;
+const LIVE_FULL: usize = 24;
+
+/// Edits that leave the children as they are, by design: `path what`,
+/// or a path for every edit of it.
+const NO_EFFECT: &[&str] = &[
+    // Ignored while autoscaling is set, as the seed has it.
+    "spec.replicas",
+    // The seed's values are the defaults (the operator's for probe paths,
+    // Kubernetes' for maxSurge).
+    "spec.rollout.maxSurge deleted",
+    "spec.probes.liveness.path deleted",
+    "spec.probes.readiness.path deleted",
+    "spec.probes.startup.path deleted",
+];
+
+fn no_effect(m: &Mutation) -> bool {
+    let edit = format!("{} {}", m.path, m.what);
+    NO_EFFECT.iter().any(|e| *e == m.path || *e == edit)
+}
+
+/// The children the operator's build step makes of an admitted spec, as
+/// the apiserver would store them (a dry-run create fills in its
+/// defaults): what the live children should match.
+async fn built(ns: &TestNamespace, spec: &Value) -> Vec<Value> {
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        // Another name than the live one's, whose children exist: a dry-run
+        // create of those would only say so.
+        "metadata": {"name": "fuzz-built", "namespace": ns.name, "uid": "00000000-0000-0000-0000-000000000001"},
+        "spec": spec,
+    }))
+    .expect("an admitted spec reads as a GoServer");
+    let revision = build::spec_revision(&gs).expect("a revision");
+    let children = build::build(&gs, revision).expect("children");
+    let mut out = vec![
+        stored(ns, &children.deployment).await,
+        stored(ns, &children.service).await,
+        stored(ns, &children.config_map).await,
+    ];
+    if let Some(ingress) = &children.ingress {
+        out.push(stored(ns, ingress).await);
+    }
+    if let Some(hpa) = &children.hpa {
+        out.push(stored(ns, hpa).await);
+    }
+    for child in &mut out {
+        // Not the spec's: the HPA moves the count.
+        if children.hpa.is_some()
+            && let Some(spec) = child["spec"].as_object_mut()
+        {
+            spec.remove("replicas");
+        }
+    }
+    out
+}
+
+/// `object` as a dry-run create returns it, in the snapshot's form.
+async fn stored<K>(ns: &TestNamespace, object: &K) -> Value
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
+{
+    match dry_run(ns, object).await {
+        Ok(stored) => snapshot::child_view(&serde_json::to_value(stored).unwrap()),
+        Err(refused) => json!({"refused": refused}),
+    }
+}
+
+/// The children a spec leads to, whatever the path to it: the revision
+/// history (`ControllerRevisions`, the `ConfigMaps` of old revisions, the
+/// Deployment's revision counter) depends on the path and is left out.
+fn children_of(snapshot: &Snapshot) -> Snapshot {
+    let autoscaled = snapshot::count(snapshot, "HorizontalPodAutoscaler") > 0;
+    let deployment = snapshot
+        .get("Deployment/fuzz")
+        .map(Value::to_string)
+        .unwrap_or_default();
+    snapshot
+        .iter()
+        .filter(|(key, _)| {
+            !key.starts_with("ControllerRevision/") && key.as_str() != snapshot::GOSERVER
+        })
+        .filter(|(key, _)| {
+            // Only the ConfigMap the pods load.
+            key.strip_prefix("ConfigMap/")
+                .is_none_or(|name| deployment.contains(&format!("\"{name}\"")))
+        })
+        .map(|(key, value)| {
+            let mut value = value.clone();
+            if let Some(annotations) = value["annotations"].as_object_mut() {
+                annotations.remove("deployment.kubernetes.io/revision");
+            }
+            // With an HPA the replica count is the HPA's, and it moves on
+            // the HPA's own schedule.
+            if autoscaled && let Some(spec) = value["spec"].as_object_mut() {
+                spec.remove("replicas");
+            }
+            (key.clone(), value)
+        })
+        .collect()
+}
+
+/// A live `GoServer` the test edits, and the operator keeping it.
+struct Live {
+    ns: TestNamespace,
+    _operator: operator_support::Operator,
+}
+
+impl Live {
+    /// A namespace with the seed's Secret, an operator, and the seed.
+    async fn start(seed: &Value) -> Self {
+        let ns = TestNamespace::new("op-fuzz-live").await;
+        let operator = operator_support::Operator::start(&ns).await;
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
+            json!({"metadata": {"name": "hello-db"}, "stringData": {"password": "x"}}),
+        )
+        .unwrap();
+        ns.api::<k8s_openapi::api::core::v1::Secret>()
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
+        let gs: GoServer = serde_json::from_value(json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+            "metadata": {"name": "fuzz"}, "spec": seed,
+        }))
+        .unwrap();
+        ns.api::<GoServer>()
+            .create(&PostParams::default(), &gs)
+            .await
+            .unwrap();
+        Self {
+            ns,
+            _operator: operator,
+        }
+    }
+
+    /// Replaces the spec and waits until the operator has acted on it:
+    /// Ready when `ready`, else only reconciled (a spec may leave pods
+    /// that cannot start, such as one naming a ServiceAccount that does
+    /// not exist). The children it left.
+    async fn set(&self, spec: &Value, ready: bool) -> Result<Snapshot, String> {
+        let api: Api<GoServer> = self.ns.api();
+        // The operator's status writes move the resourceVersion between
+        // the read and the write: read again on a conflict.
+        let gs = loop {
+            let mut gs = api.get("fuzz").await.map_err(|e| e.to_string())?;
+            gs.spec = serde_json::from_value(spec.clone()).map_err(|e| e.to_string())?;
+            match api.replace("fuzz", &PostParams::default(), &gs).await {
+                Ok(gs) => break gs,
+                Err(kube::Error::Api(status)) if status.code == 409 => {}
+                Err(e) => return Err(format!("replacing the spec: {e}")),
+            }
+        };
+        let generation = gs.metadata.generation;
+        gantry_e2e::wait_until(
+            "the edit to be reconciled",
+            operator_support::DEADLINE,
+            || async {
+                let (gs, snapshot) = snapshot::take(&self.ns, "fuzz").await;
+                let gs = gs.ok_or("the GoServer is gone")?;
+                let seen = gs.status.as_ref().and_then(|s| s.observed_generation) == generation;
+                let settled = seen
+                    && (!ready
+                        || operator_support::has_condition(&gs, "Ready", "True")
+                        || operator_support::has_condition(&gs, "Degraded", "True"));
+                if settled {
+                    Ok(Some(snapshot))
+                } else {
+                    Err(format!(
+                        "status {}",
+                        serde_json::to_string(&gs.status).unwrap_or_default()
+                    ))
+                }
+            },
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Accepted edits of a live `GoServer`, each applied from the seed and
+/// reverted, then applied one after the other: every edit changes some
+/// child (consistency) unless it changes nothing after defaulting or is
+/// documented to have no effect; reverting restores the children exactly
+/// (rollback); a spec reached from another edit has the children it has
+/// when reached from the seed (differential).
+#[tokio::test(flavor = "multi_thread")]
+// One story, told in order: seed, edits and reverts, then the edits again.
+#[allow(clippy::too_many_lines)]
+async fn accepted_edits_change_children_and_revert_exactly() {
+    let mut seed = seed();
+    seed["rollout"]
+        .as_object_mut()
+        .unwrap()
+        .remove("verification");
+    let live = Live::start(&seed).await;
+    let defaulted = |spec: &Value| {
+        let ns = &live.ns;
+        let spec = spec.clone();
+        async move {
+            let gs: GoServer = serde_json::from_value(json!({
+                "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+                "metadata": {"name": "fuzz-dry"}, "spec": spec,
+            }))
+            .ok()?;
+            dry_run(ns, &gs)
+                .await
+                .ok()
+                .map(|gs| serde_json::to_value(gs.spec).unwrap())
+        }
+    };
+    let seed_defaulted = defaulted(&seed).await.expect("the seed is admitted");
+    let seed_built = built(&live.ns, &seed_defaulted).await;
+    let start = children_of(&live.set(&seed, true).await.expect("the seed runs"));
+
+    // Edits the apiserver admits, drawn at random (the seed is printed).
+    let mut admitted = Vec::new();
+    for m in mutations(&spec_schema(), &seed)
+        .into_iter()
+        .filter(|m| m.valid)
+    {
+        if let Some(spec) = defaulted(&m.spec).await {
+            admitted.push((m, spec));
+        }
+    }
+    let count = if gantry_e2e::faults::full() {
+        LIVE_FULL
+    } else {
+        LIVE_SAMPLED
+    };
+    let picked: Vec<&(Mutation, Value)> = gantry_e2e::faults::pick(admitted.len() as u64, count)
+        .into_iter()
+        .map(|i| &admitted[usize::try_from(i - 1).unwrap()])
+        .collect();
+    println!(
+        "{} edits admitted; applying {:?}",
+        admitted.len(),
+        picked
+            .iter()
+            .map(|(m, _)| format!("{} {}", m.path, m.what))
+            .collect::<Vec<_>>()
+    );
+
+    let mut findings = Vec::new();
+    let mut reached = Vec::new();
+    for (m, spec) in &picked {
+        let whole = live
+            .set(&m.spec, false)
+            .await
+            .unwrap_or_else(|e| panic!("{} {}: {e}", m.path, m.what));
+        // A spec the operator refuses with a permanent error (a Secret
+        // that does not exist) leaves the children as they were, and says
+        // why in Degraded.
+        let refused = whole[snapshot::GOSERVER]["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| {
+                c["type"] == "Degraded"
+                    && c["status"] == "True"
+                    && c["message"].as_str().is_some_and(|m| !m.is_empty())
+            });
+        let edited = children_of(&whole);
+        // Consistency: an edit that changes the spec changes a child, in
+        // the build step and then live.
+        let edit_built = built(&live.ns, spec).await;
+        let builds_other = edit_built != seed_built;
+        if !builds_other && *spec != seed_defaulted && !no_effect(m) {
+            findings.push(format!(
+                "{} {}: admitted and kept, yet the build step ignores it",
+                m.path, m.what
+            ));
+        }
+        if builds_other == (edited == start) && !(refused && edited == start) {
+            findings.push(format!(
+                "{} {}: the build step {} the children, the live ones {}:{}",
+                m.path,
+                m.what,
+                if builds_other { "changes" } else { "keeps" },
+                if edited == start { "stayed" } else { "changed" },
+                snapshot::difference(&start, &edited)
+            ));
+        }
+        let back = children_of(
+            &live
+                .set(&seed, true)
+                .await
+                .unwrap_or_else(|e| panic!("back to the seed from {} {}: {e}", m.path, m.what)),
+        );
+        if back != start {
+            findings.push(format!(
+                "{} {}: reverting did not restore the children:{}",
+                m.path,
+                m.what,
+                snapshot::difference(&start, &back)
+            ));
+        }
+        // A refused spec keeps whatever children came before it.
+        reached.push((!refused).then_some(edited));
+    }
+    // The same specs again, each straight from the one before.
+    for (i, (m, _)) in picked.iter().enumerate().skip(1) {
+        let again = children_of(&live.set(&m.spec, false).await.expect("an edit again"));
+        if reached[i].as_ref().is_some_and(|r| *r != again) {
+            findings.push(format!(
+                "{} {}: reached from {} {} it has other children than from the seed:{}",
+                m.path,
+                m.what,
+                picked[i - 1].0.path,
+                picked[i - 1].0.what,
+                snapshot::difference(reached[i].as_ref().unwrap_or(&again), &again)
+            ));
+        }
     }
     assert!(findings.is_empty(), "{findings:#?}");
 }

@@ -540,6 +540,56 @@ async fn autoscaling_without_a_cpu_request_gets_a_default_and_reports_the_hpa() 
     );
 }
 
+/// Removing `serviceAccountName` takes it off the pod template. The
+/// apiserver mirrors it into the deprecated `serviceAccount`, and while
+/// that copy was nobody's it brought the name straight back (found by the
+/// schema fuzzer: reverting to a spec without it left pods that could not
+/// be created once the account was gone).
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_the_service_account_takes_it_off_the_pods() {
+    let ns = TestNamespace::new("op-sa").await;
+    let _operator = Operator::start(&ns).await;
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "runner"}})).unwrap();
+    ns.api::<k8s_openapi::api::core::v1::ServiceAccount>()
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
+    let goservers: Api<GoServer> = ns.api();
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "sa"},
+        "spec": {"image": "registry.example.com/sa:1", "serviceAccountName": "runner"},
+    }))
+    .unwrap();
+    goservers.create(&PostParams::default(), &gs).await.unwrap();
+    wait_ready(&ns, "sa").await;
+
+    goservers
+        .patch(
+            "sa",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(
+                    json!([{"op": "remove", "path": "/spec/serviceAccountName"}]),
+                )
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_ready(&ns, "sa").await;
+    let deployment = ns.api::<Deployment>().get("sa").await.unwrap();
+    let pod = deployment.spec.and_then(|s| s.template.spec).unwrap();
+    #[allow(deprecated)]
+    let names = (pod.service_account_name, pod.service_account);
+    assert_eq!(
+        names,
+        (None, None),
+        "the account stayed on the pod template"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn switching_ingress_and_autoscaling_off_deletes_them() {
     let ns = TestNamespace::new("op-prune").await;

@@ -148,6 +148,13 @@ fn pod_template(gs: &GoServer, owner: &Owner<'_>) -> Result<PodTemplateSpec> {
             containers: vec![container(gs, &config_map, volume_mounts)],
             volumes: Some(volumes),
             service_account_name: spec.service_account_name.clone(),
+            // The deprecated `serviceAccount` too, so that gantry owns it:
+            // the apiserver copies one into the other whenever one is
+            // missing, and an unowned copy would bring a removed
+            // `serviceAccountName` back at once (found by the schema
+            // fuzzer: the pods could never leave a ServiceAccount again).
+            #[allow(deprecated)]
+            service_account: spec.service_account_name.clone(),
             // The server does not talk to the Kubernetes API unless its
             // users give it an account of its own.
             automount_service_account_token: spec.service_account_name.is_none().then_some(false),
@@ -515,6 +522,7 @@ mod tests {
                     },
                     "spec": {
                         "serviceAccountName": "hello",
+                        "serviceAccount": "hello",
                         "imagePullSecrets": [{"name": "regcred"}],
                         "nodeSelector": {"kubernetes.io/os": "linux"},
                         "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "web", "effect": "NoSchedule"}],
