@@ -32,6 +32,7 @@ use k8s_openapi::serde::Serialize;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -275,7 +276,7 @@ where
 {
     reflected(
         watcher(api(client, namespace), children())
-            .default_backoff()
+            .backoff(watch_backoff())
             .modify(trim)
             .map(|event| event.and_then(compact)),
     )
@@ -301,7 +302,7 @@ where
 {
     reflected(
         watcher(api(client, namespace), children())
-            .default_backoff()
+            .backoff(watch_backoff())
             .modify(drop_managed_fields),
     )
 }
@@ -315,7 +316,59 @@ where
     C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
 {
     let (reader, writer) = reflector::store();
-    (reader, events.reflect(writer).touched_objects().boxed())
+    let touched = touched_after_relists(events.reflect(writer), reader.clone());
+    (reader, touched)
+}
+
+/// The objects `events` touch, where the objects of a list (the first one,
+/// or a relist after a watch expired) are told only once the store holds
+/// the whole list, together with the objects the list no longer has.
+///
+/// kube's `touched_objects` tells each listed object as it arrives, while
+/// the store still shows the previous list until the new one is complete:
+/// a reconcile it triggers reads the old object and nothing triggers
+/// another one. After an apiserver restart every watch relists, and a
+/// finished rollout or a spec change made meanwhile went unseen (found by
+/// the control-plane restart test). An object deleted while the watch was
+/// down is in no event at all; comparing the lists tells its owner.
+fn touched_after_relists<C>(
+    events: impl Stream<Item = Result<watcher::Event<C>, watcher::Error>> + Send + 'static,
+    store: Store<C>,
+) -> ChildStream<C>
+where
+    C: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    use watcher::Event;
+    let mut listed: Vec<C> = Vec::new();
+    let mut before: Vec<Arc<C>> = Vec::new();
+    events
+        .flat_map(move |event| {
+            let told: Vec<Result<C, watcher::Error>> = match event {
+                Ok(Event::Apply(object) | Event::Delete(object)) => vec![Ok(object)],
+                Ok(Event::Init) => {
+                    before = store.state();
+                    listed.clear();
+                    Vec::new()
+                }
+                Ok(Event::InitApply(object)) => {
+                    listed.push(object);
+                    Vec::new()
+                }
+                Ok(Event::InitDone) => {
+                    let now: std::collections::HashSet<ObjectRef<C>> =
+                        listed.iter().map(ObjectRef::from_obj).collect();
+                    let gone: Vec<C> = before
+                        .drain(..)
+                        .filter(|old| !now.contains(&ObjectRef::from_obj(old.as_ref())))
+                        .map(|old| old.as_ref().clone())
+                        .collect();
+                    listed.drain(..).chain(gone).map(Ok).collect()
+                }
+                Err(err) => vec![Err(err)],
+            };
+            futures::stream::iter(told)
+        })
+        .boxed()
 }
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
@@ -325,6 +378,53 @@ where
     match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
+    }
+}
+
+/// The delays between a watch's retries: 250 ms doubling to 5 s, back to
+/// 250 ms once 10 s pass without an error.
+///
+/// kube's default (800 ms doubling to 30 s, with jitter, reset only after
+/// 120 s without an error) climbs to its ceiling during the few seconds an
+/// apiserver restarts, since every retry is refused, and then keeps the
+/// operator blind for up to a minute after the apiserver is back: the
+/// control-plane restart test saw a spec change go unseen for longer than
+/// its 90 s deadline. Five seconds caps what a restart costs; a watch that
+/// keeps failing still retries no more than every five seconds.
+fn watch_backoff() -> ResetTimerBackoff<Doubling> {
+    ResetTimerBackoff::new(Doubling::default(), WATCH_RETRY_RESET)
+}
+
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
+const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+const WATCH_RETRY_RESET: Duration = Duration::from_secs(10);
+
+/// Delays that double from [`WATCH_RETRY_FIRST`] up to [`WATCH_RETRY_MAX`].
+pub struct Doubling {
+    next: Duration,
+}
+
+impl Default for Doubling {
+    fn default() -> Self {
+        Self {
+            next: WATCH_RETRY_FIRST,
+        }
+    }
+}
+
+impl Iterator for Doubling {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = self.next;
+        self.next = (delay * 2).min(WATCH_RETRY_MAX);
+        Some(delay)
+    }
+}
+
+impl Backoff for Doubling {
+    fn reset(&mut self) {
+        self.next = WATCH_RETRY_FIRST;
     }
 }
 
@@ -370,17 +470,16 @@ pub fn goservers(
     client: &Client,
     namespace: Option<&str>,
 ) -> (Store<GoServer>, ChildStream<GoServer>) {
-    let (reader, writer) = reflector::store();
-    let stream = watcher(
-        api::<GoServer>(client, namespace),
-        watcher::Config::default().page_size(LIST_PAGE_SIZE),
+    // Deleted ones too: the controller skips an object its store no
+    // longer has.
+    reflected(
+        watcher(
+            api::<GoServer>(client, namespace),
+            watcher::Config::default().page_size(LIST_PAGE_SIZE),
+        )
+        .backoff(watch_backoff())
+        .modify(trim_goserver),
     )
-    .default_backoff()
-    .modify(trim_goserver)
-    .reflect(writer)
-    .applied_objects()
-    .boxed();
-    (reader, stream)
 }
 
 /// Annotation in which client-side `kubectl apply` keeps the whole object.
@@ -424,6 +523,66 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    fn config_map(name: &str, version: &str) -> ConfigMap {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "web", "resourceVersion": version},
+        }))
+        .unwrap()
+    }
+
+    /// A relist is told once the store holds all of it, with what it no
+    /// longer has; each object told is what the store has by then.
+    #[tokio::test]
+    async fn listed_objects_are_told_once_the_store_holds_the_list() {
+        use watcher::Event;
+        let events = futures::stream::iter(vec![
+            Ok(Event::Init),
+            Ok(Event::InitApply(config_map("a", "1"))),
+            Ok(Event::InitApply(config_map("b", "2"))),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(config_map("a", "3"))),
+            // The watch expired: a relist, without b, deleted meanwhile.
+            Ok(Event::Init),
+            Ok(Event::InitApply(config_map("a", "5"))),
+            Ok(Event::InitDone),
+        ]);
+        let (store, touched) = reflected(events);
+        let mut told = Vec::new();
+        let mut touched = touched;
+        while let Some(object) = touched.next().await {
+            let object = object.unwrap();
+            let stored = store
+                .get(&ObjectRef::from_obj(&object))
+                .map(|s| s.resource_version());
+            told.push((object.name_any(), object.resource_version(), stored));
+        }
+        let version = |v: &str| Some(v.to_owned());
+        assert_eq!(
+            told,
+            [
+                ("a".to_owned(), version("1"), Some(version("1"))),
+                ("b".to_owned(), version("2"), Some(version("2"))),
+                ("a".to_owned(), version("3"), Some(version("3"))),
+                ("a".to_owned(), version("5"), Some(version("5"))),
+                // Gone from the store, told so that its owner looks.
+                ("b".to_owned(), version("2"), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn watch_retries_double_to_five_seconds_and_start_over() {
+        let mut delays = Doubling::default();
+        let first: Vec<u64> = delays
+            .by_ref()
+            .take(7)
+            .map(|d| u64::try_from(d.as_millis()).unwrap())
+            .collect();
+        assert_eq!(first, [250, 500, 1000, 2000, 4000, 5000, 5000]);
+        delays.reset();
+        assert_eq!(delays.next(), Some(Duration::from_millis(250)));
+    }
 
     #[test]
     fn a_cached_object_decodes_to_what_was_cached() {

@@ -176,3 +176,101 @@ pub fn pick(total: u64, count: usize) -> Vec<u64> {
     picked.sort_unstable();
     picked
 }
+
+/// The local control plane's own processes, killed and started again the
+/// way a crashed node's would be: `kill -9`, then the same program with the
+/// same arguments, working directory and environment, read from `/proc`
+/// before the kill. The cluster's state directory is the one holding
+/// `KUBECONFIG`; the new process's PID replaces the old one in its `pids/`
+/// file, so `cargo xtask cluster down` stops it as before.
+pub struct ControlPlane {
+    dir: std::path::PathBuf,
+}
+
+impl ControlPlane {
+    /// The control plane `KUBECONFIG` names.
+    pub fn from_env() -> Self {
+        let kubeconfig = std::env::var_os("KUBECONFIG").expect("KUBECONFIG is set");
+        let dir = Path::new(&kubeconfig)
+            .parent()
+            .expect("the kubeconfig sits in the cluster's directory")
+            .to_path_buf();
+        Self { dir }
+    }
+
+    /// Kills `component` (`kube-apiserver`, `etcd`, ...) with SIGKILL and
+    /// starts it again; returns once the new process runs (not once it
+    /// serves: the caller waits for what it needs).
+    pub fn kill_and_restart(&self, component: &str) -> std::io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::process::CommandExt;
+        let pid_file = self.dir.join("pids").join(format!("{component}.pid"));
+        let pid: i32 = std::fs::read_to_string(&pid_file)?
+            .trim()
+            .parse()
+            .map_err(std::io::Error::other)?;
+        let proc_dir = Path::new("/proc").join(pid.to_string());
+        let split = |bytes: Vec<u8>| -> Vec<std::ffi::OsString> {
+            bytes
+                .split(|b| *b == 0)
+                .filter(|part| !part.is_empty())
+                .map(|part| std::ffi::OsStr::from_bytes(part).to_owned())
+                .collect()
+        };
+        let command_line = split(std::fs::read(proc_dir.join("cmdline"))?);
+        let environ = split(std::fs::read(proc_dir.join("environ"))?);
+        let cwd = std::fs::read_link(proc_dir.join("cwd"))?;
+        let (program, args) = command_line
+            .split_first()
+            .ok_or_else(|| std::io::Error::other(format!("{component} has no command line")))?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .map_err(std::io::Error::other)?;
+        // Gone, or a zombie its parent has not reaped, once every thread
+        // has let go of its files (and so of its listening sockets).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_dir(proc_dir.join("fd")).is_ok_and(|mut fds| fds.next().is_some()) {
+            if std::time::Instant::now() > deadline {
+                return Err(std::io::Error::other(format!(
+                    "{component} survived SIGKILL"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        // A port can still be held for a moment after that: a start that
+        // fails at once is tried again.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let log = std::fs::OpenOptions::new()
+                .append(true)
+                .open(self.dir.join("logs").join(format!("{component}.log")))?;
+            let mut child = std::process::Command::new(program)
+                .args(args)
+                .current_dir(&cwd)
+                .env_clear()
+                .envs(environ.iter().filter_map(|pair| {
+                    let text = pair.to_str()?;
+                    text.split_once('=')
+                }))
+                .stdin(std::process::Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .process_group(0)
+                .spawn()?;
+            std::fs::write(&pid_file, child.id().to_string())?;
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            match child.try_wait()? {
+                None => return Ok(()),
+                Some(status) if attempt >= 10 => {
+                    return Err(std::io::Error::other(format!(
+                        "{component} exited at start ({status}) ten times"
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+}

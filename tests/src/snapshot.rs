@@ -26,7 +26,7 @@ pub type Snapshot = BTreeMap<String, Value>;
 pub const GOSERVER: &str = "GoServer";
 
 /// The snapshot of the `GoServer` `name` in `ns` (children only once it is
-/// gone). Panics if a child is not controlled by the `GoServer` alone: an
+/// gone): its children are those with gantry's and its instance's labels. Panics if a child is not controlled by the `GoServer` alone: an
 /// orphan or a child of an earlier object of the same name.
 pub async fn take(ns: &TestNamespace, name: &str) -> (Option<GoServer>, Snapshot) {
     let gs = ns
@@ -37,12 +37,18 @@ pub async fn take(ns: &TestNamespace, name: &str) -> (Option<GoServer>, Snapshot
     let uid = gs.as_ref().and_then(ResourceExt::uid);
     let uid = uid.as_deref();
     let mut snapshot = Snapshot::new();
-    children::<Deployment>(ns, &mut snapshot, uid).await;
-    children::<Service>(ns, &mut snapshot, uid).await;
-    children::<ConfigMap>(ns, &mut snapshot, uid).await;
-    children::<Ingress>(ns, &mut snapshot, uid).await;
-    children::<HorizontalPodAutoscaler>(ns, &mut snapshot, uid).await;
-    children::<ControllerRevision>(ns, &mut snapshot, uid).await;
+    let selector = format!("app.kubernetes.io/managed-by=gantry,app.kubernetes.io/instance={name}");
+    let of = Of {
+        ns,
+        uid,
+        selector: &selector,
+    };
+    children::<Deployment>(&of, &mut snapshot).await;
+    children::<Service>(&of, &mut snapshot).await;
+    children::<ConfigMap>(&of, &mut snapshot).await;
+    children::<Ingress>(&of, &mut snapshot).await;
+    children::<HorizontalPodAutoscaler>(&of, &mut snapshot).await;
+    children::<ControllerRevision>(&of, &mut snapshot).await;
     if let Some(gs) = &gs {
         snapshot.insert(GOSERVER.to_owned(), normalize(ns, &goserver_view(gs)));
     }
@@ -55,17 +61,38 @@ pub fn count(snapshot: &Snapshot, kind: &str) -> usize {
     snapshot.keys().filter(|k| k.starts_with(&prefix)).count()
 }
 
-async fn children<K>(ns: &TestNamespace, snapshot: &mut Snapshot, uid: Option<&str>)
-where
+/// A namespaced Kubernetes type the tests read and write whole.
+pub trait Namespaced:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + serde::de::DeserializeOwned
+    + serde::Serialize
+    + std::fmt::Debug
+{
+}
+
+impl<K> Namespaced for K where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + serde::Serialize
-        + std::fmt::Debug,
+        + std::fmt::Debug
 {
+}
+
+/// Whose children to list: gantry's, of one instance, in one namespace.
+struct Of<'a> {
+    ns: &'a TestNamespace,
+    /// The live `GoServer`'s UID, which every child's controller must be.
+    uid: Option<&'a str>,
+    selector: &'a str,
+}
+
+async fn children<K: Namespaced>(of: &Of<'_>, snapshot: &mut Snapshot) {
+    let Of { ns, uid, selector } = *of;
     let list = ns
         .api::<K>()
-        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=gantry"))
+        .list(&ListParams::default().labels(selector))
         .await
         .expect("listing children");
     for child in list.items {

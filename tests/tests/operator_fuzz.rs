@@ -13,18 +13,14 @@
 
 mod operator_support;
 
-use std::fmt::Debug;
-
 use futures::StreamExt;
 use gantry_e2e::TestNamespace;
 use gantry_e2e::mutate::{Mutation, mutations};
-use gantry_e2e::snapshot::{self, Snapshot};
+use gantry_e2e::snapshot::{self, Namespaced, Snapshot};
 use gantry_operator::build;
 use gantry_operator::crd::GoServer;
 use kube::api::PostParams;
-use kube::{Api, CustomResourceExt, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use kube::{Api, CustomResourceExt};
 use serde_json::{Value, json};
 
 /// Dry runs in flight at once.
@@ -61,14 +57,7 @@ enum Outcome {
 }
 
 /// A dry-run create of `object` in `ns`.
-async fn dry_run<K>(ns: &TestNamespace, object: &K) -> Result<K, String>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug,
-{
+async fn dry_run<K: Namespaced>(ns: &TestNamespace, object: &K) -> Result<K, String> {
     let params = PostParams {
         dry_run: true,
         ..PostParams::default()
@@ -345,14 +334,7 @@ async fn built(ns: &TestNamespace, spec: &Value) -> Vec<Value> {
 }
 
 /// `object` as a dry-run create returns it, in the snapshot's form.
-async fn stored<K>(ns: &TestNamespace, object: &K) -> Value
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Serialize
-        + Debug,
-{
+async fn stored<K: Namespaced>(ns: &TestNamespace, object: &K) -> Value {
     match dry_run(ns, object).await {
         Ok(stored) => snapshot::child_view(&serde_json::to_value(stored).unwrap()),
         Err(refused) => json!({"refused": refused}),

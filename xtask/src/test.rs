@@ -276,6 +276,26 @@ fn e2e(
         cmd.args(["--skip", "image_"]);
     }
     run_tests(tally, "e2e tests", &mut cmd);
+    if filter.is_empty() || filter.iter().any(|f| f.contains("restart")) {
+        // Tests that kill the control plane's own processes: alone, after
+        // everything else that uses it.
+        eprintln!("\n=== control-plane restarts");
+        let mut restarts = cargo();
+        locked(restarts.args([
+            "test",
+            "-p",
+            "gantry-e2e",
+            "--test",
+            "control_plane_restarts",
+        ]))
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("GANTRY_BIN_DIR", &bin_dir)
+        .args(["--", "--ignored"]);
+        if faults {
+            restarts.env("GANTRY_FAULTS", "full");
+        }
+        run_tests(tally, "control-plane restarts", &mut restarts);
+    }
     if filter.is_empty() || filter.iter().any(|f| f.contains("bench")) {
         // The quick operator benchmark, without thresholds: it counts as
         // one test, passed when every phase finished.

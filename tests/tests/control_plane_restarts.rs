@@ -1,0 +1,127 @@
+//! The apiserver and etcd killed (SIGKILL) while the operator has work in
+//! hand, and started again, as a crashed control-plane node would be: the
+//! operator must never exit or panic, must catch up once the apiserver
+//! answers again, and must duplicate nothing.
+//!
+//! These tests stop the control plane every other test uses, so they are
+//! `#[ignore]`d and `cargo xtask test` runs them on their own after the
+//! rest of the end-to-end suite: two restarts by default, twenty of each
+//! component with `--faults`.
+
+mod operator_support;
+
+use std::time::Duration;
+
+use gantry_e2e::faults::{ControlPlane, full};
+use gantry_e2e::snapshot;
+use gantry_e2e::{TestNamespace, wait_until};
+use gantry_operator::crd::GoServer;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use operator_support::{Operator, create_ready, wait_ready};
+use serde_json::json;
+
+const GOSERVERS: usize = 3;
+
+fn goserver(name: &str) -> GoServer {
+    serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": name},
+        "spec": {
+            "image": "registry.example.com/restart:1",
+            "resources": {"requests": {"cpu": "10m"}},
+            "config": {"data": {"ROUND": "start"}},
+            "ingress": {"host": format!("{name}.example.com")},
+        },
+    }))
+    .expect("a valid GoServer")
+}
+
+/// Waits until the apiserver answers again (its own clients retry; this
+/// one only asks).
+async fn wait_for_apiserver(ns: &TestNamespace) {
+    wait_until(
+        "the apiserver to answer again",
+        Duration::from_secs(180),
+        || async {
+            ns.api::<GoServer>()
+                .list(&kube::api::ListParams::default())
+                .await
+                .map(|_| Some(()))
+                .map_err(|e| e.to_string())
+        },
+    )
+    .await
+    .expect("the apiserver came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "kills the shared control plane: cargo xtask test runs it alone"]
+async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
+    let ns = TestNamespace::new("op-restarts").await;
+    let mut operator = Operator::start(&ns).await;
+    let names: Vec<String> = (0..GOSERVERS).map(|i| format!("restart-{i}")).collect();
+    for name in &names {
+        create_ready(&ns, &goserver(name)).await;
+    }
+    let control_plane = ControlPlane::from_env();
+    let api: Api<GoServer> = ns.api();
+    let rounds = if full() { 40 } else { 2 };
+    for round in 0..rounds {
+        let component = if round % 2 == 0 {
+            "kube-apiserver"
+        } else {
+            "etcd"
+        };
+        // Work in hand: every GoServer's config changes, then at once the
+        // component dies, most likely mid-reconcile.
+        for name in &names {
+            api.patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"config": {"data": {"ROUND": round.to_string()}}}})),
+            )
+            .await
+            .expect("changing the config");
+        }
+        control_plane
+            .kill_and_restart(component)
+            .unwrap_or_else(|e| panic!("restarting {component}: {e}"));
+        wait_for_apiserver(&ns).await;
+        for name in &names {
+            let gs = wait_ready(&ns, name).await;
+            let (_, children) = snapshot::take(&ns, name).await;
+            // One of each child per GoServer, owned by it alone (checked by
+            // the snapshot); the config of this round in force.
+            for kind in ["Deployment", "Service", "Ingress"] {
+                assert_eq!(
+                    snapshot::count(&children, kind),
+                    1,
+                    "round {round} ({component}): {kind}s of {name}: {:?}",
+                    children.keys().collect::<Vec<_>>()
+                );
+            }
+            let deployment = &children[&format!("Deployment/{name}")];
+            let config = deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"][0]
+                ["configMapRef"]["name"]
+                .as_str()
+                .expect("the pods load a ConfigMap");
+            assert_eq!(
+                children[&format!("ConfigMap/{config}")]["data"]["ROUND"],
+                round.to_string(),
+                "round {round} ({component}): {name} runs an old config; status {:?}",
+                gs.status
+            );
+        }
+        assert!(
+            operator.wait_exit(Duration::ZERO).is_none(),
+            "the operator exited after the {component} restart of round {round}"
+        );
+    }
+    let panics: Vec<_> = operator
+        .log()
+        .into_iter()
+        .filter(|l| l.to_string().contains("panicked"))
+        .collect();
+    assert!(panics.is_empty(), "the operator panicked: {panics:?}");
+}
