@@ -295,7 +295,7 @@ mod tests {
         let Backend::Sqlite(sqlite) = &db.0 else {
             panic!("not SQLite")
         };
-        assert_eq!(sqlite.journal_mode().await.unwrap(), "delete");
+        assert_eq!(sqlite.journal_mode().await.unwrap(), "wal");
         assert_eq!(
             sqlite.applied_migrations().await.unwrap(),
             i64::try_from(MIGRATOR.iter().count()).unwrap()

@@ -113,7 +113,8 @@ impl Sqlite {
             // to that), so SQLite's own per-connection mutex is not needed.
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut connections = Vec::new();
-        if rest.starts_with(":memory:") {
+        let in_memory = rest.starts_with(":memory:");
+        if in_memory {
             // Each in-memory connection is its own database; keep one.
             connections.push(Connection::open_in_memory()?);
         } else {
@@ -134,6 +135,16 @@ impl Sqlite {
         }
         for conn in &connections {
             conn.busy_timeout(BUSY_TIMEOUT)?;
+            // Write-ahead logging: a reader never waits for a writer (nor a
+            // writer for readers), which is what lets reads run on the
+            // worker thread without ever sleeping in the busy handler; and a
+            // read takes its snapshot from shared memory instead of locking
+            // and re-reading the file. The mode is stored in the file; an
+            // in-memory database keeps its own ("memory").
+            if !in_memory {
+                let _: String =
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+            }
             // As sqlx set it: the schema has no foreign keys today, a later
             // migration may.
             conn.pragma_update(None, "foreign_keys", true)?;
