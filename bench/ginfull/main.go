@@ -10,7 +10,7 @@
 // 9457 problem bodies for every error, a 431 guard on header size, panic
 // recovery, a 10 s deadline and a 1 MiB body limit. On /api: a bearer token
 // compared in constant time, then a per-client token bucket. The user is
-// read through database/sql from SQLite (same schema, default journal mode,
+// read through database/sql from SQLite (same schema, WAL journal mode as gantry-server,
 // a pool of 10, a prepared statement), its id validated as a UUID first.
 //
 // Not mirrored: gzip (the benchmark's load generator does not ask for it)
@@ -344,7 +344,7 @@ func envInt(name string, fallback int) int {
 }
 
 func openDatabase(path string) (*sql.DB, *sql.Stmt) {
-	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=5000&_journal_mode=WAL")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -207,7 +207,7 @@ pub enum ApiError {
         message: Cow<'static, str>,
     },
     #[error("database error")]
-    Database(#[source] sqlx::Error),
+    Database(#[source] crate::db::Error),
     #[error("{0}")]
     Unavailable(&'static str),
 }
@@ -227,8 +227,8 @@ impl ApiError {
     }
 }
 
-impl From<sqlx::Error> for ApiError {
-    fn from(err: sqlx::Error) -> Self {
+impl From<crate::db::Error> for ApiError {
+    fn from(err: crate::db::Error) -> Self {
         Self::Database(err)
     }
 }

@@ -1,7 +1,7 @@
 //! gantry-server: the reference HTTP server that a `GoServer` deploys.
 //!
 //! The flow, module by module: [`config`] reads and validates the
-//! environment; [`telemetry`] sets up logs and optional OTLP export;
+//! environment; [`telemetry`] sets up logs ([`log_output`]) and optional OTLP export;
 //! [`server`] binds, connects the database ([`db`]) with backoff and serves
 //! [`app::app`], the router with every route and middleware, over the
 //! connections [`connections`] accepts, until a signal starts the drain. [`error`] makes every failure an RFC 9457 problem.
@@ -13,6 +13,7 @@ pub mod connections;
 pub mod context;
 pub mod db;
 pub mod error;
+pub mod log_output;
 pub mod metrics;
 pub mod server;
 pub mod state;

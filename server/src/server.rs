@@ -40,7 +40,7 @@ pub enum ServeError {
         kind: &'static str,
         attempts: u32,
         #[source]
-        source: sqlx::Error,
+        source: crate::db::Error,
     },
     #[error("the server stopped unexpectedly")]
     Serve(#[source] io::Error),

@@ -1,7 +1,8 @@
 //! Logging and trace export.
 //!
 //! Log lines go to stdout, JSON by default (one object per line, with the
-//! request span's fields, among them `trace_id`) or text for a terminal.
+//! request span's fields, among them `trace_id`) or text for a terminal,
+//! formatted and written as [`crate::log_output`] describes.
 //! Request spans come from one OpenTelemetry tracer ([`Telemetry::tracer`]),
 //! which the trace-context middleware uses for every request whether or not
 //! anything is exported: it is what chooses trace and span ids. When
@@ -14,25 +15,31 @@ use std::io::IsTerminal;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{Config, LogFormat, LogLevel};
+use crate::log_output::{JsonLines, LogWriter};
 
 /// The name request spans are recorded under.
 const TRACER_NAME: &str = "gantry-server";
 
-/// Keeps the trace exporter alive; [`Telemetry::shutdown`] flushes it.
+/// Keeps the trace exporter and the log writer alive;
+/// [`Telemetry::shutdown`] flushes both.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    log: Option<LogWriter>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
     #[error("cannot set up the OTLP trace exporter")]
     Exporter(#[source] opentelemetry_otlp::ExporterBuildError),
+    #[error("cannot start the log writer thread")]
+    LogWriter(#[source] std::io::Error),
     #[error("a global logger is already installed")]
     AlreadyInstalled(#[source] tracing_subscriber::util::TryInitError),
 }
@@ -43,6 +50,7 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self {
             provider: SdkTracerProvider::builder().build(),
+            log: None,
         }
     }
 }
@@ -53,10 +61,14 @@ impl Telemetry {
         self.provider.tracer(TRACER_NAME)
     }
 
-    /// Flushes spans not yet exported. Blocking: call it outside the runtime.
+    /// Flushes spans not yet exported and log lines not yet written.
+    /// Blocking: call it outside the runtime.
     pub fn shutdown(self) {
         if let Err(err) = self.provider.shutdown() {
             eprintln!("gantry-server: trace export shutdown: {err}");
+        }
+        if let Some(log) = &self.log {
+            log.flush();
         }
     }
 }
@@ -80,19 +92,20 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         .with_target("hyper", level.min(LevelFilter::INFO))
         .with_target("h2", level.min(LevelFilter::INFO))
         .with_target("opentelemetry", level.min(LevelFilter::WARN));
+    let log = LogWriter::stdout().map_err(TelemetryError::LogWriter)?;
     let fmt = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
+            .fmt_fields(JsonFields::new())
+            .event_format(JsonLines)
+            .with_writer(log.clone())
             .boxed(),
         // Colours only for a terminal; a file or pipe gets plain text.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())
+            .with_writer(log.clone())
             .boxed(),
     };
-    let telemetry = match &config.otlp_endpoint {
+    let mut telemetry = match &config.otlp_endpoint {
         Some(_) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -107,10 +120,12 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
                             .build(),
                     )
                     .build(),
+                log: None,
             }
         }
         None => Telemetry::default(),
     };
+    telemetry.log = Some(log);
     Registry::default()
         .with(fmt)
         .with(filter)

@@ -6,7 +6,9 @@ mod common;
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use common::{Server, TOKEN, TestResult, api_suite, assert_problem, parts, run_to_exit};
+use common::{
+    Server, TOKEN, TestResult, api_suite, assert_problem, concurrent_writes, parts, run_to_exit,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -18,6 +20,13 @@ async fn the_api_suite_passes_on_sqlite() -> TestResult {
     // The database file was created under the working directory.
     assert!(server.dir.path().join("data/gantry.db").is_file());
     Ok(())
+}
+
+#[tokio::test]
+async fn concurrent_writes_are_correct_on_sqlite() -> TestResult {
+    let server = Server::start(&[("RATE_LIMIT_BURST", "1000")])?;
+    server.ready().await?;
+    concurrent_writes(&server.base).await
 }
 
 #[tokio::test]

@@ -166,3 +166,12 @@ async fn the_api_suite_passes_on_postgres() -> TestResult {
     assert_eq!(page["total"], 26, "{page}");
     Ok(())
 }
+
+#[tokio::test]
+async fn concurrent_writes_are_correct_on_postgres() -> TestResult {
+    let pg = start_postgres()?;
+    let url = format!("postgres://gantry@127.0.0.1:{}/postgres", pg.port);
+    let server = Server::start(&[("DATABASE_URL", &url), ("RATE_LIMIT_BURST", "1000")])?;
+    server.ready().await?;
+    common::concurrent_writes(&server.base).await
+}

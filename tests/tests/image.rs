@@ -34,10 +34,13 @@ use kube::Api;
 use kube::config::Kubeconfig;
 use serde_json::Value;
 
-/// The size budgets (uncompressed content): the distroless base is about
-/// 24 MB, and each binary stays under 40 MB.
-const SERVER_BUDGET: u64 = 64_000_000;
-const OPERATOR_BUDGET: u64 = 64_000_000;
+/// The size budgets (uncompressed content), the measured size plus about a
+/// megabyte, so that growth is noticed: static binaries built with the
+/// `dist` profile on distroless `static` (1.6 MB). Measured 2026-12-02:
+/// server 9 986 469 bytes (binary 8.4 MB), operator 18 830 917 bytes
+/// (binary 17.3 MB).
+const SERVER_BUDGET: u64 = 11_000_000;
+const OPERATOR_BUDGET: u64 = 20_000_000;
 
 const NONROOT: &str = "65532:65532";
 

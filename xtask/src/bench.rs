@@ -59,6 +59,17 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     }
 }
 
+/// `cargo xtask bench server --quick`, as `cargo xtask test` runs it: no
+/// thresholds, an error only when a server could not be built or measured.
+pub fn server_quick() -> Result<()> {
+    server(&Args {
+        target: "server".to_owned(),
+        quick: true,
+        json: None,
+    })
+    .map(drop)
+}
+
 /// Connections wrk keeps open, the same for every server.
 const CONNECTIONS: u32 = 64;
 /// wrk threads: one, on its own core.

@@ -13,11 +13,12 @@
 //!   toolchain that runs this task (which must be the version in the tag),
 //!   and the certificate authorities this machine trusts, so that cargo
 //!   inside the build reaches crates.io the way the machine does;
-//! - the distroless runtime image: the files of Debian's libc6, libgcc-s1,
-//!   libstdc++6, libgomp1, libssl3, tzdata and netbase packages from the
-//!   same root filesystem, Debian's CA bundle, `/etc/passwd` and
-//!   `/etc/group` with root, nobody and nonroot (65532), user 65532 and
-//!   workdir `/home/nonroot`. No shell and no package manager.
+//! - the distroless `static` runtime image (the binaries are linked
+//!   statically): the files of Debian's base-files, tzdata and netbase
+//!   packages from the same root filesystem, Debian's CA bundle,
+//!   `/etc/passwd` and `/etc/group` with root, nobody and nonroot (65532),
+//!   `/etc/nsswitch.conf`, user 65532 and workdir `/home/nonroot`. No C
+//!   library, no shell and no package manager.
 //!
 //! A stand-in carries the label `dev.gantry.stand-in` with a fingerprint of
 //! what it was built from, and is rebuilt when that changes. An image
@@ -56,17 +57,13 @@ pub const PACKAGES: &[Package] = &[
 const BUILD_PACKAGES: &str = "ca-certificates,gcc,libc6-dev,netbase";
 
 /// The Debian packages whose files make up the runtime stand-in (the
-/// contents of distroless `cc`).
-const RUNTIME_PACKAGES: &[&str] = &[
-    "base-files",
-    "libc6:amd64",
-    "libgcc-s1:amd64",
-    "libgomp1:amd64",
-    "libssl3:amd64",
-    "libstdc++6:amd64",
-    "netbase",
-    "tzdata",
-];
+/// contents of distroless `static`).
+const RUNTIME_PACKAGES: &[&str] = &["base-files", "netbase", "tzdata"];
+
+/// Host names from /etc/hosts first, then DNS, as distroless writes it;
+/// static glibc has both lookups built in.
+const NSSWITCH: &str = "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n\
+                        networks: files\nprotocols: files\nservices: files\n";
 
 /// Parts of those packages an image does not need (documentation, and the
 /// shell snippets of base-files: there is no shell to run them).
@@ -231,7 +228,7 @@ struct BaseImages {
     rust_version: String,
     /// The Debian suite in its tag, such as `bookworm`.
     suite: String,
-    /// `RUNTIME_IMAGE`, such as `gcr.io/distroless/cc-debian12:nonroot`.
+    /// `RUNTIME_IMAGE`, such as `gcr.io/distroless/static-debian12:nonroot`.
     runtime: String,
 }
 
@@ -543,6 +540,7 @@ fn runtime_rootfs(rootfs: &Path, work: &Path) -> Result<PathBuf> {
              nonroot:x:{NONROOT}:{NONROOT}:nonroot:/home/nonroot:/sbin/nologin\n"
         ),
     )?;
+    fs::write(staging.join("etc/nsswitch.conf"), NSSWITCH)?;
     fs::write(
         staging.join("etc/group"),
         format!("root:x:0:\nnobody:x:65534:\nnonroot:x:{NONROOT}:\n"),
@@ -649,7 +647,7 @@ mod tests {
                 rust: "docker.io/library/rust:1.95-bookworm".to_owned(),
                 rust_version: "1.95".to_owned(),
                 suite: "bookworm".to_owned(),
-                runtime: "gcr.io/distroless/cc-debian12:nonroot".to_owned(),
+                runtime: "gcr.io/distroless/static-debian12:nonroot".to_owned(),
             }
         );
         let err = BaseImages::from_dockerfile("FROM scratch\n").unwrap_err();

@@ -111,6 +111,16 @@ pub fn run(args: &Args) -> ExitCode {
     if filter.is_empty() || filter.iter().any(|f| f.contains("schemathesis")) {
         api_fuzz(&mut tally);
     }
+    if filter.is_empty() || filter.iter().any(|f| f.contains("bench")) {
+        // The quick server benchmark needs no cluster; like the operator's,
+        // it has no thresholds and counts as one test, passed when every
+        // server was built and measured.
+        eprintln!("\n=== cargo xtask bench server --quick");
+        match crate::bench::server_quick() {
+            Ok(()) => tally.passed += 1,
+            Err(err) => tally.step_failed("bench server --quick", &format!("{err:#}")),
+        }
+    }
 
     if !args.skip_e2e {
         let images = if with_images {

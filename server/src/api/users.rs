@@ -216,7 +216,7 @@ impl<'de> Deserialize<'de> for UserId {
     }
 }
 
-fn conflict_or(err: sqlx::Error) -> ApiError {
+fn conflict_or(err: crate::db::Error) -> ApiError {
     if is_unique_violation(&err) {
         ApiError::new(Code::EmailTaken, "a user with this email already exists")
     } else {

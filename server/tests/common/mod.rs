@@ -510,3 +510,91 @@ pub fn find_pg_bin(name: &str) -> Option<PathBuf> {
     debian.reverse();
     on_path.into_iter().chain(debian).find(|p| p.is_file())
 }
+
+/// Writes from many connections at once: creates with distinct emails all
+/// succeed, creates racing for one email give exactly one 201, concurrent
+/// updates of different fields of one user all land, and concurrent
+/// deletes of one user give exactly one 204. Expects an empty `users`
+/// table and a rate limit that lets ~70 requests through at once.
+pub async fn concurrent_writes(base: &str) -> TestResult {
+    let client = reqwest::Client::new();
+    let users = format!("{base}/api/v1/users");
+    let create = |email: String| {
+        let (client, users) = (client.clone(), users.clone());
+        tokio::spawn(async move {
+            let r = client
+                .post(&users)
+                .bearer_auth(TOKEN)
+                .json(&json!({"name": "Racer", "email": email}))
+                .send()
+                .await?;
+            parts(r).await
+        })
+    };
+
+    let distinct: Vec<_> = (0..32)
+        .map(|i| create(format!("racer{i}@example.com")))
+        .collect();
+    let same: Vec<_> = (0..8)
+        .map(|_| create("same@example.com".to_owned()))
+        .collect();
+    for task in distinct {
+        let (status, _, body) = task.await??;
+        assert_eq!(status, 201, "{body}");
+    }
+    let mut statuses = Vec::new();
+    for task in same {
+        statuses.push(task.await??.0);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    let (_, _, page) = parts(client.get(&users).bearer_auth(TOKEN).send().await?).await?;
+    assert_eq!(page["total"], 33, "{page}");
+
+    // Eight updates of the name and eight of the email of one user, at once.
+    let (_, _, target) = create("target@example.com".to_owned()).await??;
+    let url = format!("{users}/{}", target["id"].as_str().ok_or("no id")?);
+    let updates: Vec<_> = (0..16)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            let change = if i % 2 == 0 {
+                json!({"name": "Renamed"})
+            } else {
+                json!({"email": "moved@example.com"})
+            };
+            tokio::spawn(async move {
+                let r = client
+                    .patch(&url)
+                    .bearer_auth(TOKEN)
+                    .json(&change)
+                    .send()
+                    .await?;
+                parts(r).await
+            })
+        })
+        .collect();
+    for task in updates {
+        let (status, _, body) = task.await??;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, _, user) = parts(client.get(&url).bearer_auth(TOKEN).send().await?).await?;
+    assert_eq!(
+        (&user["name"], &user["email"]),
+        (&json!("Renamed"), &json!("moved@example.com")),
+        "an update was lost: {user}"
+    );
+
+    let deletes: Vec<_> = (0..8)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.clone());
+            tokio::spawn(async move { client.delete(&url).bearer_auth(TOKEN).send().await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in deletes {
+        statuses.push(task.await??.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [204, 404, 404, 404, 404, 404, 404, 404]);
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! How log lines are made and written.
+//!
+//! [`JsonLines`] formats a JSON line with the fields tracing-subscriber's
+//! JSON format gives (`timestamp`, `level`, the event's fields, `target`,
+//! and `spans`, the fields of every enclosing span with its `name`). It
+//! differs in one respect: tracing-subscriber renders a span's fields to a
+//! JSON object once, when the span opens, and then parses that text back
+//! for every line logged inside the span; here the rendered object is
+//! copied into the line as it is. The lines are the same (a unit test
+//! compares the two formats).
+//!
+//! [`LogWriter`] collects the lines in memory and a thread of its own writes
+//! them to standard output, [`FLUSH_INTERVAL`] after the first line of a
+//! batch: the thread serving requests never waits for a write, and a busy
+//! server makes one `write` per batch instead of one per line. A line
+//! reaches standard output within about [`FLUSH_INTERVAL`]; a process killed
+//! outright (SIGKILL) loses at most that much of its log. When the batch
+//! grows past [`MAX_PENDING`] (standard output is not keeping up) the thread
+//! that logs writes it itself, so memory stays bounded and nothing is
+//! dropped.
+
+use std::fmt::{self, Write as _};
+use std::io::{self, Write as _};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::registry::LookupSpan;
+
+/// How long the first line of a batch waits before the batch is written.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Past this many bytes waiting, the logging thread writes them itself.
+pub const MAX_PENDING: usize = 1 << 20;
+
+/// The JSON event format; see the module documentation.
+#[derive(Debug, Default)]
+pub struct JsonLines;
+
+impl<S, N> FormatEvent<S, N> for JsonLines
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+        writer.write_str("{\"timestamp\":\"")?;
+        SystemTime.format_time(&mut writer)?;
+        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        let mut fields = Fields {
+            out: &mut writer,
+            result: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.result?;
+        writer.write_str(",\"target\":")?;
+        json_str(&mut writer, meta.target())?;
+        let current = event
+            .parent()
+            .and_then(|id| ctx.span(id))
+            .or_else(|| ctx.lookup_current());
+        if current.is_some() {
+            writer.write_str(",\"spans\":[")?;
+            if let Some(leaf) = ctx.lookup_current() {
+                for (i, span) in leaf.scope().from_root().enumerate() {
+                    if i > 0 {
+                        writer.write_char(',')?;
+                    }
+                    let extensions = span.extensions();
+                    let rendered = extensions
+                        .get::<FormattedFields<N>>()
+                        .map_or("", |f| f.fields.as_str());
+                    // `{"a":1}` becomes `{"a":1,"name":"request"}`.
+                    match rendered.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                        Some(inner) if !inner.trim().is_empty() => {
+                            write!(writer, "{{{inner},\"name\":")?;
+                        }
+                        _ => writer.write_str("{\"name\":")?,
+                    }
+                    json_str(&mut writer, span.name())?;
+                    writer.write_char('}')?;
+                }
+            }
+            writer.write_char(']')?;
+        }
+        writer.write_str("}\n")
+    }
+}
+
+/// Writes an event's fields as `,"name":value` pairs, values as
+/// tracing-serde writes them (numbers, booleans, strings; anything else by
+/// its `Debug` text).
+struct Fields<'a, 'w> {
+    out: &'a mut Writer<'w>,
+    result: fmt::Result,
+}
+
+impl Fields<'_, '_> {
+    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+        if self.result.is_ok() {
+            self.result = (|| {
+                self.out.write_char(',')?;
+                json_str(self.out, field.name())?;
+                self.out.write_char(':')?;
+                value(self.out)
+            })();
+        }
+    }
+}
+
+impl Visit for Fields<'_, '_> {
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.entry(field, |out| match serde_json::Number::from_f64(value) {
+            Some(n) => write!(out, "{n}"),
+            None => out.write_str("null"),
+        });
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.entry(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.entry(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.entry(field, |out| write!(out, "{value}"));
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.entry(field, |out| json_str(out, value));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.entry(field, |out| {
+            out.write_char('"')?;
+            write!(Escaped(out), "{value:?}")?;
+            out.write_char('"')
+        });
+    }
+}
+
+/// `s` as a JSON string.
+fn json_str(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
+    out.write_char('"')?;
+    Escaped(out).write_str(s)?;
+    out.write_char('"')
+}
+
+/// Escapes what it is given for the inside of a JSON string.
+struct Escaped<'a, W: fmt::Write + ?Sized>(&'a mut W);
+
+impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, b) in s.bytes().enumerate() {
+            let escape = match b {
+                b'"' => "\\\"",
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                b'\t' => "\\t",
+                0x08 => "\\b",
+                0x0c => "\\f",
+                0..=0x1f => "",
+                _ => continue,
+            };
+            self.0.write_str(&s[start..i])?;
+            if escape.is_empty() {
+                write!(self.0, "\\u{b:04x}")?;
+            } else {
+                self.0.write_str(escape)?;
+            }
+            start = i + 1;
+        }
+        self.0.write_str(&s[start..])
+    }
+}
+
+/// Standard output, written in batches by a thread of its own; see the
+/// module documentation. Cloning shares the one buffer and thread.
+#[derive(Clone, Debug)]
+pub struct LogWriter(Arc<Shared>);
+
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Vec<u8>>,
+    /// Wakes the writing thread when a line arrives in an empty buffer.
+    arrived: Condvar,
+    /// Held while a batch is taken and written, so batches reach standard
+    /// output in the order they were taken.
+    output: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section leaves its data whole, so a panic elsewhere
+    // while one was held does not make it unusable.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl LogWriter {
+    /// Starts the thread that writes to standard output.
+    pub fn stdout() -> io::Result<Self> {
+        let shared = Arc::new(Shared::default());
+        let writer = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("log-writer".to_owned())
+            .spawn(move || {
+                loop {
+                    {
+                        let mut pending = lock(&writer.pending);
+                        while pending.is_empty() {
+                            pending = writer
+                                .arrived
+                                .wait(pending)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                    }
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    write_pending(&writer);
+                }
+            })?;
+        Ok(Self(shared))
+    }
+
+    /// Writes every line logged so far; for the end of the process.
+    pub fn flush(&self) {
+        write_pending(&self.0);
+    }
+}
+
+fn write_pending(shared: &Shared) {
+    let _order = lock(&shared.output);
+    let batch = std::mem::take(&mut *lock(&shared.pending));
+    if !batch.is_empty() {
+        // Nowhere to report a failed write of the log: it is dropped, as
+        // tracing-subscriber drops it.
+        let mut stdout = io::stdout().lock();
+        let _ = stdout.write_all(&batch).and_then(|()| stdout.flush());
+    }
+}
+
+/// What one log line is written through.
+#[derive(Debug)]
+pub struct LineWriter<'a>(&'a Shared);
+
+impl io::Write for LineWriter<'_> {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let mut pending = lock(&self.0.pending);
+        let was_empty = pending.is_empty();
+        pending.extend_from_slice(line);
+        if pending.len() > MAX_PENDING {
+            drop(pending);
+            write_pending(self.0);
+        } else if was_empty {
+            self.0.arrived.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        LineWriter(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_escaped_as_json() {
+        let mut out = String::new();
+        json_str(&mut out, "a\"b\\c\nd\u{1}é").unwrap();
+        assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
+        let back: String = serde_json::from_str(&out).unwrap();
+        assert_eq!(back, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl io::Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Buffer {
+        type Writer = Self;
+
+        fn make_writer(&'a self) -> Self {
+            self.clone()
+        }
+    }
+
+    /// The lines tracing-subscriber's JSON format writes with this
+    /// server's settings, or [`JsonLines`]'s, parsed, without timestamps.
+    fn lines(ours: bool) -> Vec<serde_json::Value> {
+        use tracing_subscriber::fmt::format::JsonFields;
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::{Layer, Registry};
+
+        let buffer = Buffer::default();
+        let layer = if ours {
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonFields::new())
+                .event_format(JsonLines)
+                .with_writer(buffer.clone())
+                .boxed()
+        } else {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .with_writer(buffer.clone())
+                .boxed()
+        };
+        tracing::subscriber::with_default(Registry::default().with(layer), || {
+            tracing::info!(version = "0.1.0", otlp = false, "starting");
+            let span = tracing::error_span!(
+                "request",
+                method = "GET",
+                route = "/api/v1/users/{id}",
+                trace_id = "4bf92f3577b34da6a3ce929d0e0e4736",
+                request_id = "a \"quoted\" id",
+            );
+            let _entered = span.enter();
+            let inner = tracing::info_span!("inner");
+            let _inner = inner.enter();
+            tracing::info!(status = 200_u16, latency_ms = 0.41, "request finished");
+            tracing::error!(
+                status = 500_u16,
+                latency_ms = 1.0,
+                error = "database error: disk I/O error\n(line 2)",
+                attempt = -1_i64,
+                list = ?vec![1, 2],
+                "request failed"
+            );
+        });
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+                let timestamp = value["timestamp"].as_str().unwrap();
+                assert!(
+                    time::OffsetDateTime::parse(
+                        timestamp,
+                        &time::format_description::well_known::Rfc3339
+                    )
+                    .is_ok()
+                );
+                value.as_object_mut().unwrap().remove("timestamp");
+                value
+            })
+            .collect()
+    }
+
+    #[test]
+    fn lines_have_the_fields_tracing_subscribers_json_gives() {
+        let ours = lines(true);
+        assert_eq!(ours.len(), 3);
+        assert_eq!(ours, lines(false));
+        assert!(ours[0].get("spans").is_none());
+        assert_eq!(ours[1]["spans"][1], serde_json::json!({"name": "inner"}));
+    }
+}
