@@ -428,6 +428,30 @@ impl Backoff for Doubling {
     }
 }
 
+/// The controller's backoff for its merged trigger streams: none, since
+/// every watch already backs off on its own ([`watch_backoff`]).
+///
+/// kube's controller puts its default backoff (800 ms doubling to 30 s)
+/// over the merge of all its watches: an error from any one pauses every
+/// one, and errors from all of them climb the same ladder. After an
+/// apiserver restart each of the seven watches reports its expired
+/// resource version in turn, and the last one was read some eighty
+/// seconds later, with every change meanwhile unseen (found by the
+/// control-plane restart test).
+pub struct NoTriggerBackoff;
+
+impl Iterator for NoTriggerBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl Backoff for NoTriggerBackoff {
+    fn reset(&mut self) {}
+}
+
 /// Watches gantry's children only.
 fn children() -> watcher::Config {
     watcher::Config::default()

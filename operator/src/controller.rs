@@ -232,6 +232,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         .owns_stream(ingresses)
         .owns_stream(hpas)
         .owns_stream(revisions)
+        .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -5,7 +5,7 @@
 //!
 //! These tests stop the control plane every other test uses, so they are
 //! `#[ignore]`d and `cargo xtask test` runs them on their own after the
-//! rest of the end-to-end suite: two restarts by default, twenty of each
+//! rest of the end-to-end suite: two of each by default, twenty of each
 //! component with `--faults`.
 
 mod operator_support;
@@ -66,7 +66,7 @@ async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
     }
     let control_plane = ControlPlane::from_env();
     let api: Api<GoServer> = ns.api();
-    let rounds = if full() { 40 } else { 2 };
+    let rounds = if full() { 40 } else { 4 };
     for round in 0..rounds {
         let component = if round % 2 == 0 {
             "kube-apiserver"

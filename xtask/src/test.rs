@@ -42,12 +42,45 @@ struct Tally {
     passed: u64,
     failed: u64,
     failed_steps: Vec<String>,
+    /// Each panic in the output, as `test: where: message`, repeated at the
+    /// end: a failing test's message is otherwise buried in pages of its
+    /// captured output, out of reach of a log that keeps only the start
+    /// and the end.
+    panics: Vec<String>,
+    /// The panic being read: its heading and the message lines so far.
+    panic: Option<(String, Vec<String>)>,
 }
 
 impl Tally {
     fn step_failed(&mut self, step: &str, why: &str) {
         eprintln!("\n=== {step}: FAILED: {why}\n");
         self.failed_steps.push(step.to_owned());
+    }
+
+    /// Reads one line of `cargo test` output: counts summaries (true for
+    /// one) and keeps panic messages.
+    fn read(&mut self, line: &str) -> bool {
+        const MESSAGE_LINES: usize = 6;
+        const LINE_CHARS: usize = 400;
+        if let Some((_, lines)) = self.panic.as_mut() {
+            let ends = line.trim().is_empty()
+                || line.starts_with("Stack backtrace:")
+                || line.starts_with("note: ")
+                || lines.len() == MESSAGE_LINES;
+            if !ends {
+                lines.push(line.chars().take(LINE_CHARS).collect());
+                return false;
+            }
+            if let Some((heading, lines)) = self.panic.take() {
+                self.panics
+                    .push(format!("{heading}: {}", lines.join(" / ")));
+            }
+        }
+        if let Some(heading) = panic_heading(line) {
+            self.panic = Some((heading, Vec::new()));
+            return false;
+        }
+        self.count(line)
     }
 
     /// Adds the counts of a libtest summary line such as
@@ -67,6 +100,15 @@ impl Tally {
         self.failed += number_before("failed");
         true
     }
+}
+
+/// `test_name at file:line:col` from libtest's `thread 'test_name' (id)
+/// panicked at file:line:col:`.
+fn panic_heading(line: &str) -> Option<String> {
+    let rest = line.strip_prefix("thread '")?;
+    let (test, rest) = rest.split_once('\'')?;
+    let (_, place) = rest.split_once(" panicked at ")?;
+    Some(format!("{test} at {}", place.trim_end_matches(':')))
 }
 
 /// `--locked` in CI: the committed Cargo.lock is what gets tested.
@@ -137,7 +179,18 @@ pub fn run(args: &Args) -> ExitCode {
         );
     }
 
+    if let Some((heading, lines)) = tally.panic.take() {
+        tally
+            .panics
+            .push(format!("{heading}: {}", lines.join(" / ")));
+    }
     eprintln!();
+    if !tally.panics.is_empty() {
+        eprintln!("panics:");
+        for panic in &tally.panics {
+            eprintln!("  {panic}");
+        }
+    }
     if !tally.failed_steps.is_empty() {
         eprintln!("failed steps: {}", tally.failed_steps.join(", "));
     }
@@ -176,7 +229,7 @@ fn run_tests(tally: &mut Tally, step: &str, cmd: &mut Command) {
     let mut summaries = 0;
     let status = proc::stream_lines(step, cmd, |line| {
         println!("{line}");
-        if tally.count(line) {
+        if tally.read(line) {
             summaries += 1;
         }
     });
@@ -338,5 +391,33 @@ mod tests {
         ));
         assert!(!tally.count("running 5 tests"));
         assert_eq!((tally.passed, tally.failed), (15, 2));
+    }
+
+    #[test]
+    fn keeps_panic_messages() {
+        let mut tally = Tally::default();
+        let output = [
+            "running 2 tests",
+            "[operator x] a log line",
+            "thread 'restarts' (29218) panicked at tests/tests/support.rs:192:6:",
+            "called `Result::unwrap()` on an `Err` value: timed out after 90s",
+            "last seen: {}",
+            "",
+            "Stack backtrace:",
+            "thread 'old_style' panicked at src/lib.rs:3:5:",
+            "assertion failed: ok",
+            "note: run with `RUST_BACKTRACE=1`",
+            "test result: FAILED. 0 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.00s",
+        ];
+        let summaries = output.iter().filter(|line| tally.read(line)).count();
+        assert_eq!(summaries, 1);
+        assert_eq!(tally.failed, 2);
+        assert_eq!(
+            tally.panics,
+            [
+                "restarts at tests/tests/support.rs:192:6: called `Result::unwrap()` on an `Err` value: timed out after 90s / last seen: {}",
+                "old_style at src/lib.rs:3:5: assertion failed: ok",
+            ]
+        );
     }
 }
