@@ -201,6 +201,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     );
     let (caches, streams) = Caches::new(&client, namespace);
     let (store, goservers) = cache::goservers(&client, namespace);
+    metrics.export_goservers(store.clone());
     let controller = Controller::for_stream(goservers, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );

@@ -794,6 +794,9 @@ pub struct GoServerStatus {
     /// `rollout.verification` is set.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// Pods the Deployment asks for (set by `replicas` or the autoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
     /// Pods of any revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
@@ -954,6 +957,17 @@ pub enum Verdict {
     Passed,
     Failed,
     RolledBack,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unverified => "Unverified",
+            Self::Passed => "Passed",
+            Self::Failed => "Failed",
+            Self::RolledBack => "RolledBack",
+        }
+    }
 }
 
 /// A metric's last value.

@@ -1,17 +1,32 @@
 //! Prometheus metrics of the operator, served on `/metrics` by [`crate::http`].
 //!
-//! Labels are static and low-cardinality: a reconcile's `result` is `ok` or
-//! `error`, an error's `category` is [`crate::Error::category`]. Object
-//! names never become labels; the log has them.
+//! The controller's own metrics have static, low-cardinality labels: a
+//! reconcile's `result` is `ok` or `error`, an error's `category` is
+//! [`crate::Error::category`].
+//!
+//! The one exception is the `gantry_goserver_*` family, which follows
+//! kube-state-metrics: series labelled `namespace` and `name`, computed at
+//! each scrape from the leader's `GoServer` cache, so a deleted GoServer's
+//! series are gone at the next scrape and nothing is kept per object in
+//! between. They are what dashboards and alerts need per GoServer (its
+//! revision, conditions, replicas and verification), and cost one series
+//! per fact per GoServer. Only the leader has the cache, so only the
+//! leader exports them.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, gauge::ConstGauge};
 use prometheus_client::registry::Registry;
+
+use crate::crd::GoServer;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -41,6 +56,7 @@ pub struct Metrics {
     duration: Histogram,
     leader: Gauge,
     requests: Family<RequestLabels, Counter>,
+    goservers: Arc<OnceLock<Store<GoServer>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,6 +109,8 @@ impl Metrics {
             "Requests the operator sent to the Kubernetes apiserver, by HTTP method, resource and verb",
             requests.clone(),
         );
+        let goservers = Arc::new(OnceLock::new());
+        registry.register_collector(Box::new(GoServerSeries(Arc::clone(&goservers))));
         Self {
             registry,
             reconciles,
@@ -100,7 +118,15 @@ impl Metrics {
             duration,
             leader,
             requests,
+            goservers,
         }
+    }
+
+    /// Exports the `gantry_goserver_*` series from `store` from now on
+    /// (the controller calls it once it runs, that is once it leads).
+    pub fn export_goservers(&self, store: Store<GoServer>) {
+        // A second call (none is made) would keep the first store.
+        let _ = self.goservers.set(store);
     }
 
     /// Records one finished reconcile; `error_category` is `None` on success.
@@ -140,6 +166,219 @@ impl Metrics {
     }
 }
 
+/// The `gantry_goserver_*` series, read from the `GoServer` cache at each
+/// scrape.
+#[derive(Debug)]
+struct GoServerSeries(Arc<OnceLock<Store<GoServer>>>);
+
+/// Condition statuses, each a series of its own as in kube-state-metrics:
+/// 1 for the current one, 0 for the others, so `== 1` selects.
+const CONDITION_STATUSES: [&str; 3] = ["True", "False", "Unknown"];
+
+impl Collector for GoServerSeries {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(store) = self.0.get() else {
+            return Ok(());
+        };
+        let mut goservers = store.state();
+        // A stable order, so one scrape compares with the next.
+        goservers.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name)
+                .cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        let objects: Vec<(&str, &str, &GoServer)> = goservers
+            .iter()
+            .filter_map(|gs| {
+                Some((
+                    gs.metadata.namespace.as_deref()?,
+                    gs.metadata.name.as_deref()?,
+                    gs.as_ref(),
+                ))
+            })
+            .collect();
+        let gauge = |value: i64| ConstGauge::new(value);
+
+        // Controller-level: how many GoServers hold each condition status.
+        let mut counts: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
+        for (_, _, gs) in &objects {
+            for c in gs.status.iter().flat_map(|s| &s.conditions) {
+                *counts
+                    .entry((c.type_.as_str(), c.status.as_str()))
+                    .or_default() += 1;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "gantry_goservers",
+            "GoServers by condition and its status",
+            None,
+            MetricType::Gauge,
+        )?;
+        for ((condition, status), count) in &counts {
+            gauge(*count)
+                .encode(family.encode_family(&[("condition", *condition), ("status", *status)])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gantry_goserver_revision_info",
+            "1 per GoServer, labelled with the revision in force and its image; a change marks a deploy",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, gs) in &objects {
+            let Some(revision) = gs.status.as_ref().and_then(|s| s.revision.as_deref()) else {
+                continue;
+            };
+            let image = gs
+                .status
+                .iter()
+                .flat_map(|s| &s.history)
+                .find(|h| h.revision == revision)
+                .map_or(gs.spec.image.as_str(), |h| h.image.as_str());
+            gauge(1).encode(family.encode_family(&[
+                ("namespace", *namespace),
+                ("name", name),
+                ("revision", revision),
+                ("image", image),
+            ])?)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gantry_goserver_condition",
+            "A GoServer's conditions: 1 for the status each holds, 0 for the others",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, gs) in &objects {
+            for c in gs.status.iter().flat_map(|s| &s.conditions) {
+                for status in CONDITION_STATUSES {
+                    gauge(i64::from(c.status == status)).encode(family.encode_family(&[
+                        ("namespace", *namespace),
+                        ("name", name),
+                        ("type", c.type_.as_str()),
+                        ("status", status),
+                    ])?)?;
+                }
+            }
+        }
+
+        type Count = fn(&crate::crd::GoServerStatus) -> Option<i32>;
+        let replicas: [(&str, &str, Count); 3] = [
+            (
+                "gantry_goserver_replicas_desired",
+                "Pods a GoServer's Deployment asks for",
+                |s| s.desired_replicas,
+            ),
+            (
+                "gantry_goserver_replicas_ready",
+                "A GoServer's pods that pass their readiness probe",
+                |s| s.ready_replicas,
+            ),
+            (
+                "gantry_goserver_replicas_updated",
+                "A GoServer's pods of the revision in force",
+                |s| s.updated_replicas,
+            ),
+        ];
+        for (metric, help, count) in replicas {
+            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+            for (namespace, name, gs) in &objects {
+                if let Some(value) = gs.status.as_ref().and_then(count) {
+                    gauge(i64::from(value)).encode(
+                        family.encode_family(&[("namespace", *namespace), ("name", name)])?,
+                    )?;
+                }
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gantry_goserver_failed_revision_info",
+            "1 while a GoServer's spec still yields a revision that failed verification and was rolled back",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, gs) in &objects {
+            if let Some(failed) = gs
+                .status
+                .as_ref()
+                .and_then(|s| s.failed_revision.as_deref())
+            {
+                gauge(1).encode(family.encode_family(&[
+                    ("namespace", *namespace),
+                    ("name", name),
+                    ("revision", failed),
+                ])?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "gantry_goserver_revision_verdict",
+            "1 per revision in a GoServer's history (at most 10), labelled with its verdict",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, gs) in &objects {
+            for entry in gs.status.iter().flat_map(|s| &s.history) {
+                gauge(1).encode(family.encode_family(&[
+                    ("namespace", *namespace),
+                    ("name", name),
+                    ("revision", entry.revision.as_str()),
+                    ("verdict", entry.verdict.as_str()),
+                ])?)?;
+            }
+        }
+
+        let verifications: Vec<_> = objects
+            .iter()
+            .filter_map(|(namespace, name, gs)| {
+                let v = gs.status.as_ref()?.verification.as_ref()?;
+                Some((*namespace, *name, v))
+            })
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "gantry_goserver_verification_measurements",
+            "Measurements of the revision under (or last through) verification, by metric and result",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, v) in &verifications {
+            for m in &v.metrics {
+                for (result, count) in [
+                    ("passed", m.passed),
+                    ("failed", m.failed),
+                    ("inconclusive", m.inconclusive),
+                ] {
+                    gauge(i64::from(count)).encode(family.encode_family(&[
+                        ("namespace", *namespace),
+                        ("name", name),
+                        ("revision", v.revision.as_str()),
+                        ("metric", m.name.as_str()),
+                        ("result", result),
+                    ])?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "gantry_goserver_verification_value",
+            "The last value each verification metric measured for the revision under (or last through) verification",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (namespace, name, v) in &verifications {
+            for m in &v.metrics {
+                if let Some(value) = m.last_value {
+                    ConstGauge::new(value).encode(family.encode_family(&[
+                        ("namespace", *namespace),
+                        ("name", name),
+                        ("revision", v.revision.as_str()),
+                        ("metric", m.name.as_str()),
+                    ])?)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +407,89 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("gantry_leader 1"), "{text}");
+    }
+
+    fn goserver(value: serde_json::Value) -> GoServer {
+        serde_json::from_value(value).expect("a GoServer")
+    }
+
+    #[test]
+    fn goserver_series_follow_the_cache() {
+        use kube::runtime::watcher::Event;
+        let metrics = Metrics::new();
+        let (store, mut writer) = kube::runtime::reflector::store::<GoServer>();
+        assert!(
+            !metrics.encode().contains("gantry_goserver"),
+            "nothing before the controller runs"
+        );
+        metrics.export_goservers(store);
+        let web = goserver(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"image": "registry.example.com/web:2"},
+            "status": {
+                "revision": "web-bbbbbbbbbb",
+                "failedRevision": "web-cccccccccc",
+                "desiredReplicas": 3, "readyReplicas": 2, "updatedReplicas": 3,
+                "conditions": [
+                    {"type": "Ready", "status": "False", "reason": "RolloutInProgress", "message": "",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                    {"type": "Degraded", "status": "True", "reason": "RolledBack", "message": "",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                ],
+                "history": [
+                    {"revision": "web-cccccccccc", "image": "registry.example.com/web:3",
+                     "deployedAt": "2026-01-01T00:00:00Z", "verdict": "RolledBack"},
+                    {"revision": "web-bbbbbbbbbb", "image": "registry.example.com/web:2",
+                     "deployedAt": "2025-12-01T00:00:00Z", "verdict": "Passed"},
+                ],
+                "verification": {
+                    "revision": "web-cccccccccc", "phase": "Failed", "reason": "Failed", "message": "",
+                    "metrics": [{"name": "error-rate", "passed": 1, "failed": 3, "inconclusive": 0,
+                                 "lastValue": 0.25}],
+                },
+            },
+        }));
+        let api = goserver(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+            "metadata": {"name": "api", "namespace": "shop"},
+            "spec": {"image": "registry.example.com/api:1"},
+            "status": {"conditions": [
+                {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"},
+            ]},
+        }));
+        writer.apply_watcher_event(&Event::Apply(web.clone()));
+        writer.apply_watcher_event(&Event::Apply(api));
+        let text = metrics.encode();
+        for line in [
+            r#"gantry_goservers{condition="Ready",status="False"} 1"#,
+            r#"gantry_goservers{condition="Ready",status="True"} 1"#,
+            r#"gantry_goservers{condition="Degraded",status="True"} 1"#,
+            // The image of the revision in force, from its history entry,
+            // not the spec's.
+            r#"gantry_goserver_revision_info{namespace="shop",name="web",revision="web-bbbbbbbbbb",image="registry.example.com/web:2"} 1"#,
+            r#"gantry_goserver_condition{namespace="shop",name="web",type="Degraded",status="True"} 1"#,
+            r#"gantry_goserver_condition{namespace="shop",name="web",type="Degraded",status="False"} 0"#,
+            r#"gantry_goserver_condition{namespace="shop",name="api",type="Ready",status="True"} 1"#,
+            r#"gantry_goserver_replicas_desired{namespace="shop",name="web"} 3"#,
+            r#"gantry_goserver_replicas_ready{namespace="shop",name="web"} 2"#,
+            r#"gantry_goserver_failed_revision_info{namespace="shop",name="web",revision="web-cccccccccc"} 1"#,
+            r#"gantry_goserver_revision_verdict{namespace="shop",name="web",revision="web-cccccccccc",verdict="RolledBack"} 1"#,
+            r#"gantry_goserver_verification_measurements{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate",result="failed"} 3"#,
+            r#"gantry_goserver_verification_value{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate"} 0.25"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // No revision yet: no revision series for it.
+        assert!(
+            !text.contains(r#"revision_info{namespace="shop",name="api""#),
+            "{text}"
+        );
+        // Gone from the cache, gone from the next scrape.
+        writer.apply_watcher_event(&Event::Delete(web));
+        let text = metrics.encode();
+        assert!(!text.contains(r#"name="web""#), "{text}");
+        assert!(text.contains(r#"name="api""#), "{text}");
     }
 }

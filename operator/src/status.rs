@@ -182,6 +182,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
     GoServerStatus {
         observed_generation: generation,
         conditions,
+        desired_replicas: rollout.as_ref().map(|r| r.desired),
         replicas: rollout.as_ref().map(|r| r.replicas),
         ready_replicas: rollout.as_ref().map(|r| r.ready),
         updated_replicas: rollout.as_ref().map(|r| r.updated),
