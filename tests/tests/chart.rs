@@ -199,6 +199,59 @@ fn chart_crd_is_the_generated_one() {
 }
 
 #[test]
+fn chart_rules_are_the_monitoring_rules() {
+    let source = std::fs::read(root().join("deploy/monitoring/rules.yaml"))
+        .expect("reading deploy/monitoring/rules.yaml");
+    let in_chart = std::fs::read(chart_dir().join("files/rules.yaml"))
+        .expect("reading the chart's files/rules.yaml");
+    assert!(
+        source == in_chart,
+        "charts/gantry-operator/files/rules.yaml differs from \
+         deploy/monitoring/rules.yaml; copy it with `cargo xtask crds`"
+    );
+}
+
+/// The PrometheusRule carries exactly the groups of the rules file, with
+/// the alerts' own `{{ $labels }}` templates untouched by Helm, and the
+/// labels a Prometheus selects rules by.
+#[test]
+fn prometheus_rule_carries_the_rules_file() {
+    let off = render("gantry", "gantry-system", &[]);
+    assert!(!off.contains("kind: PrometheusRule"), "{off}");
+    let rendered = render(
+        "gantry",
+        "gantry-system",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.labels.release=monitoring",
+        ],
+    );
+    let document = rendered
+        .split("\n---")
+        .find(|doc| doc.contains("\nkind: PrometheusRule\n"))
+        .expect("a PrometheusRule");
+    let rule: Value = serde_norway::from_str(document).expect("the PrometheusRule is YAML");
+    let file: Value = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("deploy/monitoring/rules.yaml"))
+            .expect("reading deploy/monitoring/rules.yaml"),
+    )
+    .expect("rules.yaml is YAML");
+    assert_eq!(rule["spec"], file, "{document}");
+    assert!(
+        document.contains("{{ $labels.namespace }}"),
+        "alert templates kept: {document}"
+    );
+    assert_eq!(rule["metadata"]["namespace"], "gantry-system");
+    assert_eq!(rule["metadata"]["labels"]["release"], "monitoring");
+    for label in STANDARD_LABELS {
+        assert!(
+            rule["metadata"]["labels"].get(label).is_some(),
+            "{label} missing: {document}"
+        );
+    }
+}
+
+#[test]
 fn values_schema_and_guards_refuse_bad_values() {
     let chart = chart_dir().display().to_string();
     for (set, expected) in [

@@ -1,5 +1,7 @@
 //! `cargo xtask crds`: regenerate crds/, the Helm chart's copy of the CRD
-//! and docs/reference.md from the operator's Rust types.
+//! and docs/reference.md from the operator's Rust types, and the chart's
+//! copy of the alerting rules from deploy/monitoring/rules.yaml (a chart
+//! cannot read files outside its directory).
 //!
 //! Both come from the operator binary (`gantry-operator crd` and
 //! `gantry-operator reference`), so xtask does not compile the operator's
@@ -24,6 +26,12 @@ const OUTPUTS: [(&str, &str); 3] = [
     ("docs/reference.md", "reference"),
 ];
 
+/// Files the chart carries copies of: the source, and the copy.
+const COPIES: [(&str, &str); 1] = [(
+    "deploy/monitoring/rules.yaml",
+    "charts/gantry-operator/files/rules.yaml",
+)];
+
 #[derive(clap::Args)]
 pub struct Args {
     /// Do not write: fail when a committed file differs from the types.
@@ -34,8 +42,8 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<ExitCode> {
     let root = workspace::root();
     let mut stale = false;
-    for (file, subcommand) in OUTPUTS {
-        let generated = proc::output(
+    let generated = OUTPUTS.into_iter().map(|(file, subcommand)| {
+        let text = proc::output(
             &format!("generating {file} with `gantry-operator {subcommand}`"),
             workspace::cargo().args([
                 "run",
@@ -45,7 +53,16 @@ pub fn run(args: &Args) -> Result<ExitCode> {
                 "--",
                 subcommand,
             ]),
-        )?;
+        );
+        (file, text)
+    });
+    let copied = COPIES.into_iter().map(|(source, file)| {
+        let text =
+            fs::read_to_string(root.join(source)).with_context(|| format!("reading {source}"));
+        (file, text)
+    });
+    for (file, generated) in generated.chain(copied) {
+        let generated = generated?;
         let path = root.join(file);
         let current = fs::read_to_string(&path).unwrap_or_default();
         if current == generated {

@@ -150,6 +150,9 @@ pub fn run(args: &Args) -> ExitCode {
     }
     run_tests(&mut tally, "unit tests", unit.arg("--").args(&filter));
 
+    if filter.is_empty() || filter.iter().any(|f| f.contains("rules")) {
+        alert_rules(&mut tally);
+    }
     if filter.is_empty() || filter.iter().any(|f| f.contains("schemathesis")) {
         api_fuzz(&mut tally);
     }
@@ -242,6 +245,22 @@ fn run_tests(tally: &mut Tally, step: &str, cmd: &mut Command) {
         }
         Ok(status) => tally.step_failed(step, &format!("cargo test exited with {status}")),
         Err(err) => tally.step_failed(step, &format!("{err:#}")),
+    }
+}
+
+/// `promtool check rules` and `promtool test rules` on the shipped alerting
+/// rules; each counts as one test.
+fn alert_rules(tally: &mut Tally) {
+    eprintln!("\n=== promtool: deploy/monitoring/rules.yaml");
+    let dir = workspace::root().join("deploy").join("monitoring");
+    for (step, args) in [
+        ("promtool check rules", ["check", "rules", "rules.yaml"]),
+        ("promtool test rules", ["test", "rules", "rules.test.yaml"]),
+    ] {
+        match proc::run(step, Command::new("promtool").args(args).current_dir(&dir)) {
+            Ok(()) => tally.passed += 1,
+            Err(err) => tally.step_failed(step, &format!("{err:#}")),
+        }
     }
 }
 
