@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, gauge::ConstGauge};
 use prometheus_client::registry::Registry;
 
-use crate::crd::GoServer;
+use crate::crd::{GoServer, GoServerStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -81,6 +81,11 @@ impl Metrics {
             "Reconciles of GoServers, by result",
             reconciles.clone(),
         );
+        // Both results exist from the start, at 0: a rate over them (the
+        // reconcile-error alert's) has data before the first failure.
+        for result in ["ok", "error"] {
+            let _ = reconciles.get_or_create(&ResultLabels { result });
+        }
         let errors = Family::<CategoryLabels, Counter>::default();
         registry.register(
             "gantry_reconcile_errors",
@@ -186,197 +191,253 @@ impl Collector for GoServerSeries {
             (&a.metadata.namespace, &a.metadata.name)
                 .cmp(&(&b.metadata.namespace, &b.metadata.name))
         });
-        let objects: Vec<(&str, &str, &GoServer)> = goservers
+        let objects: Vec<Object<'_>> = goservers
             .iter()
             .filter_map(|gs| {
-                Some((
-                    gs.metadata.namespace.as_deref()?,
-                    gs.metadata.name.as_deref()?,
-                    gs.as_ref(),
-                ))
+                Some(Object {
+                    namespace: gs.metadata.namespace.as_deref()?,
+                    name: gs.metadata.name.as_deref()?,
+                    status: gs.status.as_ref()?,
+                    image: &gs.spec.image,
+                })
             })
             .collect();
-        let gauge = |value: i64| ConstGauge::new(value);
+        encode_condition_counts(&mut encoder, &objects)?;
+        encode_revisions(&mut encoder, &objects)?;
+        encode_conditions(&mut encoder, &objects)?;
+        encode_replicas(&mut encoder, &objects)?;
+        encode_verdicts(&mut encoder, &objects)?;
+        encode_verifications(&mut encoder, &objects)
+    }
+}
 
-        // Controller-level: how many GoServers hold each condition status.
-        let mut counts: std::collections::BTreeMap<(&str, &str), i64> = Default::default();
-        for (_, _, gs) in &objects {
-            for c in gs.status.iter().flat_map(|s| &s.conditions) {
-                *counts
-                    .entry((c.type_.as_str(), c.status.as_str()))
-                    .or_default() += 1;
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "gantry_goservers",
-            "GoServers by condition and its status",
-            None,
-            MetricType::Gauge,
-        )?;
-        for ((condition, status), count) in &counts {
-            gauge(*count)
-                .encode(family.encode_family(&[("condition", *condition), ("status", *status)])?)?;
-        }
+/// One `GoServer` with a status, as its series need it.
+struct Object<'a> {
+    namespace: &'a str,
+    name: &'a str,
+    status: &'a GoServerStatus,
+    image: &'a str,
+}
 
-        let mut family = encoder.encode_descriptor(
-            "gantry_goserver_revision_info",
-            "1 per GoServer, labelled with the revision in force and its image; a change marks a deploy",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (namespace, name, gs) in &objects {
-            let Some(revision) = gs.status.as_ref().and_then(|s| s.revision.as_deref()) else {
-                continue;
-            };
-            let image = gs
-                .status
-                .iter()
-                .flat_map(|s| &s.history)
-                .find(|h| h.revision == revision)
-                .map_or(gs.spec.image.as_str(), |h| h.image.as_str());
-            gauge(1).encode(family.encode_family(&[
-                ("namespace", *namespace),
-                ("name", name),
-                ("revision", revision),
-                ("image", image),
+impl Object<'_> {
+    fn labels(&self) -> [(&str, &str); 2] {
+        [("namespace", self.namespace), ("name", self.name)]
+    }
+}
+
+/// Controller-level: how many `GoServers` hold each condition status.
+fn encode_condition_counts(
+    encoder: &mut DescriptorEncoder,
+    objects: &[Object<'_>],
+) -> Result<(), std::fmt::Error> {
+    let mut counts = std::collections::BTreeMap::<(&str, &str), i64>::new();
+    for c in objects.iter().flat_map(|o| &o.status.conditions) {
+        *counts
+            .entry((c.type_.as_str(), c.status.as_str()))
+            .or_default() += 1;
+    }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goservers",
+        "GoServers by condition and its status",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((condition, status), count) in counts {
+        ConstGauge::new(count)
+            .encode(family.encode_family(&[("condition", condition), ("status", status)])?)?;
+    }
+    Ok(())
+}
+
+fn encode_revisions(
+    encoder: &mut DescriptorEncoder,
+    objects: &[Object<'_>],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_revision_info",
+        "1 per GoServer, labelled with the revision in force and its image; a change marks a deploy",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        let Some(revision) = o.status.revision.as_deref() else {
+            continue;
+        };
+        let image = o
+            .status
+            .history
+            .iter()
+            .find(|h| h.revision == revision)
+            .map_or(o.image, |h| h.image.as_str());
+        let [namespace, name] = o.labels();
+        ConstGauge::new(1).encode(family.encode_family(&[
+            namespace,
+            name,
+            ("revision", revision),
+            ("image", image),
+        ])?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_failed_revision_info",
+        "1 while a GoServer's spec still yields a revision that failed verification and was rolled back",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        if let Some(failed) = o.status.failed_revision.as_deref() {
+            let [namespace, name] = o.labels();
+            ConstGauge::new(1).encode(family.encode_family(&[
+                namespace,
+                name,
+                ("revision", failed),
             ])?)?;
         }
+    }
+    Ok(())
+}
 
-        let mut family = encoder.encode_descriptor(
-            "gantry_goserver_condition",
-            "A GoServer's conditions: 1 for the status each holds, 0 for the others",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (namespace, name, gs) in &objects {
-            for c in gs.status.iter().flat_map(|s| &s.conditions) {
-                for status in CONDITION_STATUSES {
-                    gauge(i64::from(c.status == status)).encode(family.encode_family(&[
-                        ("namespace", *namespace),
-                        ("name", name),
+fn encode_conditions(
+    encoder: &mut DescriptorEncoder,
+    objects: &[Object<'_>],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_condition",
+        "A GoServer's conditions: 1 for the status each holds, 0 for the others",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        let [namespace, name] = o.labels();
+        for c in &o.status.conditions {
+            for status in CONDITION_STATUSES {
+                ConstGauge::new(i64::from(c.status == status)).encode(family.encode_family(
+                    &[
+                        namespace,
+                        name,
                         ("type", c.type_.as_str()),
                         ("status", status),
-                    ])?)?;
-                }
+                    ],
+                )?)?;
             }
         }
-
-        type Count = fn(&crate::crd::GoServerStatus) -> Option<i32>;
-        let replicas: [(&str, &str, Count); 3] = [
-            (
-                "gantry_goserver_replicas_desired",
-                "Pods a GoServer's Deployment asks for",
-                |s| s.desired_replicas,
-            ),
-            (
-                "gantry_goserver_replicas_ready",
-                "A GoServer's pods that pass their readiness probe",
-                |s| s.ready_replicas,
-            ),
-            (
-                "gantry_goserver_replicas_updated",
-                "A GoServer's pods of the revision in force",
-                |s| s.updated_replicas,
-            ),
-        ];
-        for (metric, help, count) in replicas {
-            let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
-            for (namespace, name, gs) in &objects {
-                if let Some(value) = gs.status.as_ref().and_then(count) {
-                    gauge(i64::from(value)).encode(
-                        family.encode_family(&[("namespace", *namespace), ("name", name)])?,
-                    )?;
-                }
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "gantry_goserver_failed_revision_info",
-            "1 while a GoServer's spec still yields a revision that failed verification and was rolled back",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (namespace, name, gs) in &objects {
-            if let Some(failed) = gs
-                .status
-                .as_ref()
-                .and_then(|s| s.failed_revision.as_deref())
-            {
-                gauge(1).encode(family.encode_family(&[
-                    ("namespace", *namespace),
-                    ("name", name),
-                    ("revision", failed),
-                ])?)?;
-            }
-        }
-
-        let mut family = encoder.encode_descriptor(
-            "gantry_goserver_revision_verdict",
-            "1 per revision in a GoServer's history (at most 10), labelled with its verdict",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (namespace, name, gs) in &objects {
-            for entry in gs.status.iter().flat_map(|s| &s.history) {
-                gauge(1).encode(family.encode_family(&[
-                    ("namespace", *namespace),
-                    ("name", name),
-                    ("revision", entry.revision.as_str()),
-                    ("verdict", entry.verdict.as_str()),
-                ])?)?;
-            }
-        }
-
-        let verifications: Vec<_> = objects
-            .iter()
-            .filter_map(|(namespace, name, gs)| {
-                let v = gs.status.as_ref()?.verification.as_ref()?;
-                Some((*namespace, *name, v))
-            })
-            .collect();
-        let mut family = encoder.encode_descriptor(
-            "gantry_goserver_verification_measurements",
-            "Measurements of the revision under (or last through) verification, by metric and result",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (namespace, name, v) in &verifications {
-            for m in &v.metrics {
-                for (result, count) in [
-                    ("passed", m.passed),
-                    ("failed", m.failed),
-                    ("inconclusive", m.inconclusive),
-                ] {
-                    gauge(i64::from(count)).encode(family.encode_family(&[
-                        ("namespace", *namespace),
-                        ("name", name),
-                        ("revision", v.revision.as_str()),
-                        ("metric", m.name.as_str()),
-                        ("result", result),
-                    ])?)?;
-                }
-            }
-        }
-        let mut family = encoder.encode_descriptor(
-            "gantry_goserver_verification_value",
-            "The last value each verification metric measured for the revision under (or last through) verification",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (namespace, name, v) in &verifications {
-            for m in &v.metrics {
-                if let Some(value) = m.last_value {
-                    ConstGauge::new(value).encode(family.encode_family(&[
-                        ("namespace", *namespace),
-                        ("name", name),
-                        ("revision", v.revision.as_str()),
-                        ("metric", m.name.as_str()),
-                    ])?)?;
-                }
-            }
-        }
-        Ok(())
     }
+    Ok(())
+}
+
+/// A replica count of a status, with its metric's name and help.
+type ReplicaCount = (
+    &'static str,
+    &'static str,
+    fn(&GoServerStatus) -> Option<i32>,
+);
+
+const REPLICA_COUNTS: [ReplicaCount; 3] = [
+    (
+        "gantry_goserver_replicas_desired",
+        "Pods a GoServer's Deployment asks for",
+        |s| s.desired_replicas,
+    ),
+    (
+        "gantry_goserver_replicas_ready",
+        "A GoServer's pods that pass their readiness probe",
+        |s| s.ready_replicas,
+    ),
+    (
+        "gantry_goserver_replicas_updated",
+        "A GoServer's pods of the revision in force",
+        |s| s.updated_replicas,
+    ),
+];
+
+fn encode_replicas(
+    encoder: &mut DescriptorEncoder,
+    objects: &[Object<'_>],
+) -> Result<(), std::fmt::Error> {
+    for (metric, help, count) in REPLICA_COUNTS {
+        let mut family = encoder.encode_descriptor(metric, help, None, MetricType::Gauge)?;
+        for o in objects {
+            if let Some(value) = count(o.status) {
+                ConstGauge::new(i64::from(value)).encode(family.encode_family(&o.labels())?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn encode_verdicts(
+    encoder: &mut DescriptorEncoder,
+    objects: &[Object<'_>],
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_revision_verdict",
+        "1 per revision in a GoServer's history (at most 10), labelled with its verdict",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        let [namespace, name] = o.labels();
+        for entry in &o.status.history {
+            ConstGauge::new(1).encode(family.encode_family(&[
+                namespace,
+                name,
+                ("revision", entry.revision.as_str()),
+                ("verdict", entry.verdict.as_str()),
+            ])?)?;
+        }
+    }
+    Ok(())
+}
+
+fn encode_verifications(
+    encoder: &mut DescriptorEncoder,
+    objects: &[Object<'_>],
+) -> Result<(), std::fmt::Error> {
+    let verifications: Vec<_> = objects
+        .iter()
+        .filter_map(|o| Some((o.labels(), o.status.verification.as_ref()?)))
+        .collect();
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_verification_measurements",
+        "Measurements of the revision under (or last through) verification, by metric and result",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ([namespace, name], v) in &verifications {
+        for m in &v.metrics {
+            for (result, count) in [
+                ("passed", m.passed),
+                ("failed", m.failed),
+                ("inconclusive", m.inconclusive),
+            ] {
+                ConstGauge::new(i64::from(count)).encode(family.encode_family(&[
+                    *namespace,
+                    *name,
+                    ("revision", v.revision.as_str()),
+                    ("metric", m.name.as_str()),
+                    ("result", result),
+                ])?)?;
+            }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_verification_value",
+        "The last value each verification metric measured for the revision under (or last through) verification",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ([namespace, name], v) in &verifications {
+        for m in &v.metrics {
+            if let Some(value) = m.last_value {
+                ConstGauge::new(value).encode(family.encode_family(&[
+                    *namespace,
+                    *name,
+                    ("revision", v.revision.as_str()),
+                    ("metric", m.name.as_str()),
+                ])?)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

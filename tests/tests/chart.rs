@@ -211,7 +211,7 @@ fn chart_rules_are_the_monitoring_rules() {
     );
 }
 
-/// The PrometheusRule carries exactly the groups of the rules file, with
+/// The `PrometheusRule` carries exactly the groups of the rules file, with
 /// the alerts' own `{{ $labels }}` templates untouched by Helm, and the
 /// labels a Prometheus selects rules by.
 #[test]

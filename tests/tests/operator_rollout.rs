@@ -295,6 +295,23 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     // The spec stays as written; the Deployment runs v1 again.
     assert_eq!(gs.spec.image, "shop:2");
     wait_deployed(&ns, "shop", &v1).await;
+    // The leader's /metrics says so, in the series the GoServerRolledBack
+    // alert reads (the one series the alert-rules test cannot provoke).
+    let metrics = operator.metrics();
+    let namespace = &ns.name;
+    for line in [
+        format!(
+            r#"gantry_goserver_failed_revision_info{{namespace="{namespace}",name="shop",revision="{v2}"}} 1"#
+        ),
+        format!(
+            r#"gantry_goserver_revision_verdict{{namespace="{namespace}",name="shop",revision="{v2}",verdict="RolledBack"}} 1"#
+        ),
+        format!(
+            r#"gantry_goserver_revision_info{{namespace="{namespace}",name="shop",revision="{v1}",image="shop:1"}} 1"#
+        ),
+    ] {
+        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    }
 
     // A replicas edit is no new revision: v1 stays in force.
     api.patch(

@@ -79,18 +79,28 @@ impl Operator {
         drop(self.process);
     }
 
+    /// Where its `/metrics` is served (loopback).
+    pub fn http_address(&self) -> std::net::SocketAddr {
+        self.process.http_address(DEADLINE)
+    }
+
     /// The operator's log lines so far, parsed.
     pub fn log(&self) -> Vec<serde_json::Value> {
         self.process.log()
     }
 
+    /// The operator's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.process.http_get("/metrics");
+        assert_eq!(code, 200, "GET /metrics: {body}");
+        body
+    }
+
     /// `gantry_kubernetes_requests_total` from the operator's `/metrics`:
     /// (resource, verb) -> requests sent so far.
     pub fn requests(&self) -> BTreeMap<(String, String), u64> {
-        let (code, body) = self.process.http_get("/metrics");
-        assert_eq!(code, 200, "GET /metrics: {body}");
         let mut counts = BTreeMap::new();
-        for line in body.lines() {
+        for line in self.metrics().lines() {
             let Some(rest) = line.strip_prefix("gantry_kubernetes_requests_total{") else {
                 continue;
             };
