@@ -73,6 +73,17 @@ impl Metrics {
             "Requests being served",
             in_flight.clone(),
         );
+        // The revision is not repeated here: the scrape adds it from the
+        // pod label `gantry.dev/revision`.
+        let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register(
+            "gantry_server_build_info",
+            "1, labelled with the version of this gantry-server build",
+            build,
+        );
         Self {
             registry,
             requests,

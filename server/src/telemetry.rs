@@ -73,6 +73,28 @@ impl Telemetry {
     }
 }
 
+/// The resource detected from the standard variables (`OTEL_SERVICE_NAME`,
+/// `OTEL_RESOURCE_ATTRIBUTES`: the operator sets them to the `GoServer`'s
+/// name, its image tag and its revision), named `gantry-server` only when
+/// neither names the service: the SDK's fallback, `unknown_service:<exe>`,
+/// says nothing.
+fn named(detected: opentelemetry_sdk::Resource) -> opentelemetry_sdk::Resource {
+    let unnamed = detected
+        .get(&opentelemetry::Key::from_static_str("service.name"))
+        .is_none_or(|name| name.as_str().starts_with("unknown_service"));
+    if !unnamed {
+        return detected;
+    }
+    opentelemetry_sdk::Resource::builder_empty()
+        .with_attributes(
+            detected
+                .iter()
+                .map(|(key, value)| opentelemetry::KeyValue::new(key.clone(), value.clone())),
+        )
+        .with_service_name(TRACER_NAME)
+        .build()
+}
+
 fn level_filter(level: LogLevel) -> LevelFilter {
     match level {
         LogLevel::Error => LevelFilter::ERROR,
@@ -114,11 +136,7 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
             Telemetry {
                 provider: SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_resource(
-                        opentelemetry_sdk::Resource::builder()
-                            .with_service_name(TRACER_NAME)
-                            .build(),
-                    )
+                    .with_resource(named(opentelemetry_sdk::Resource::builder().build()))
                     .build(),
                 log: None,
             }
@@ -132,4 +150,44 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         .try_init()
         .map_err(TelemetryError::AlreadyInstalled)?;
     Ok(telemetry)
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::{Key, KeyValue, Value};
+    use opentelemetry_sdk::Resource;
+
+    use super::named;
+
+    fn service_name(resource: &Resource) -> Option<Value> {
+        resource.get(&Key::from_static_str("service.name"))
+    }
+
+    #[test]
+    fn the_service_keeps_the_name_it_is_given() {
+        let given = Resource::builder_empty()
+            .with_service_name("web")
+            .with_attributes([KeyValue::new("gantry.revision", "web-0123456789")])
+            .build();
+        let resource = named(given);
+        assert_eq!(service_name(&resource), Some("web".into()));
+        assert_eq!(
+            resource.get(&Key::from_static_str("gantry.revision")),
+            Some("web-0123456789".into())
+        );
+    }
+
+    #[test]
+    fn an_unnamed_service_is_gantry_server_and_keeps_its_attributes() {
+        let fallback = Resource::builder_empty()
+            .with_service_name("unknown_service:gantry-server")
+            .with_attributes([KeyValue::new("service.version", "2.1.0")])
+            .build();
+        let resource = named(fallback);
+        assert_eq!(service_name(&resource), Some("gantry-server".into()));
+        assert_eq!(
+            resource.get(&Key::from_static_str("service.version")),
+            Some("2.1.0".into())
+        );
+    }
 }

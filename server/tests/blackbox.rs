@@ -595,7 +595,15 @@ fn fake_collector() -> TestResult<(String, Received)> {
 #[tokio::test]
 async fn otlp_export_uses_the_request_trace_id() -> TestResult {
     let (endpoint, received) = fake_collector()?;
-    let mut server = Server::start(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)])?;
+    // What the operator sets on a GoServer's pods.
+    let mut server = Server::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_SERVICE_NAME", "shop"),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.version=2.1.0,gantry.revision=shop-0123456789",
+        ),
+    ])?;
     let client = reqwest::Client::new();
     let continued = "1af7651916cd43dd8448eb211c80319c";
     client
@@ -625,6 +633,23 @@ async fn otlp_export_uses_the_request_trace_id() -> TestResult {
         bodies.iter().map(|(l, _)| l).collect::<Vec<_>>()
     );
     let exported: Vec<u8> = bodies.into_iter().flat_map(|(_, body)| body).collect();
+    // The resource's attributes, each a protobuf KeyValue: key (field 1),
+    // then an AnyValue (field 2) holding a string (its field 1).
+    for (key, value) in [
+        ("service.name", "shop"),
+        ("service.version", "2.1.0"),
+        ("gantry.revision", "shop-0123456789"),
+    ] {
+        let mut encoded = vec![0x0a, u8::try_from(key.len())?];
+        encoded.extend_from_slice(key.as_bytes());
+        encoded.extend_from_slice(&[0x12, u8::try_from(value.len() + 2)?, 0x0a]);
+        encoded.push(u8::try_from(value.len())?);
+        encoded.extend_from_slice(value.as_bytes());
+        assert!(
+            exported.windows(encoded.len()).any(|w| w == encoded),
+            "resource attribute {key}={value} not exported"
+        );
+    }
     for trace_id in [continued, started.as_str()] {
         let bytes: Vec<u8> = (0..16)
             .map(|i| u8::from_str_radix(&trace_id[2 * i..2 * i + 2], 16))

@@ -356,6 +356,13 @@ async fn metrics_label_routes_by_pattern() {
     );
     assert!(text.contains("http_request_duration_seconds_bucket"));
     assert!(text.contains("http_requests_in_flight"));
+    assert!(
+        text.contains(&format!(
+            "gantry_server_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{text}"
+    );
 }
 
 #[tokio::test]
