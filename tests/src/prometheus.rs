@@ -172,6 +172,49 @@ impl Prometheus {
         Ok(body["data"].clone())
     }
 
+    /// A range query over the last `range`, one point per `step`, as
+    /// Grafana sends a panel's or an annotation's query: the `data` member
+    /// of a successful answer (a matrix). Errors as in [`Prometheus::query`].
+    pub async fn query_range(
+        &self,
+        promql: &str,
+        range: Duration,
+        step: Duration,
+    ) -> Result<Value> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .context("the clock is before 1970")?;
+        let start = end.saturating_sub(range);
+        let url = reqwest::Url::parse_with_params(
+            &format!("{}/api/v1/query_range", self.url()),
+            [
+                ("query", promql),
+                ("start", &format!("{:.3}", start.as_secs_f64())),
+                ("end", &format!("{:.3}", end.as_secs_f64())),
+                ("step", &format!("{}s", step.as_secs().max(1))),
+            ],
+        )?;
+        let response = self
+            .client
+            .get(url)
+            .send()
+            .await
+            .with_context(|| format!("querying Prometheus at {}", self.url()))?;
+        let status = response.status();
+        let body: Value = response
+            .json()
+            .await
+            .with_context(|| format!("reading the answer to {promql} ({status})"))?;
+        if body["status"] != "success" {
+            bail!(
+                "Prometheus refused {promql} ({status}): {}: {}",
+                body["errorType"],
+                body["error"]
+            );
+        }
+        Ok(body["data"].clone())
+    }
+
     /// Polls `promql` until it returns a vector of exactly one sample, for
     /// at most `timeout`; that sample's value. A series needs a few scrapes
     /// (and `rate` two samples in its window) before it shows, hence the

@@ -1,0 +1,311 @@
+//! The shipped alerting rules (deploy/monitoring/rules.yaml) and Grafana
+//! dashboards (deploy/monitoring/dashboards/) against a real Prometheus
+//! that scrapes a real operator and a real gantry-server on loopback,
+//! labelled as a cluster's scrape configuration labels a pod (`namespace`,
+//! and `revision` from the pod label `gantry.dev/revision`).
+//!
+//! `promtool test rules` proves each alert's logic on made-up series; this
+//! proves the rules and panels meet the series the processes really
+//! export. Every alert expression is valid and every metric it names has
+//! series (a renamed metric or label would leave an alert silent forever);
+//! the 5xx alert fires for the GoServer's own revision once a third of its
+//! requests panic, and the others stay quiet on a healthy GoServer. Every
+//! dashboard query and annotation, with its template variables filled in,
+//! is valid and returns data.
+
+mod operator_support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use gantry_e2e::TestNamespace;
+use gantry_e2e::operator::root;
+use gantry_e2e::prometheus::{Prometheus, Target};
+use gantry_e2e::server::{ServerProcess, Traffic};
+use gantry_operator::crd::GoServer;
+use operator_support::{Operator, create_ready};
+use serde_json::{Value, json};
+
+/// Long enough for a few scrapes and two samples in every `rate` window.
+const SERIES_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Metrics that have series only after an event this test does not
+/// provoke: a rollback. The rollout test that rolls back checks this one
+/// against the operator's `/metrics`.
+const AFTER_A_ROLLBACK: [&str; 1] = ["gantry_goserver_failed_revision_info"];
+
+/// A verification that passes while the revision serves anything: it
+/// gives the verification panels measurements without failing the
+/// revision that the 5xx alert is about.
+const TRAFFIC: &str =
+    r#"sum(rate(http_requests_total{namespace="${namespace}",revision="${revision}"}[10s]))"#;
+
+/// `(alert, expression)` for every rule in the rules file.
+fn alerts() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(root().join("deploy/monitoring/rules.yaml"))
+        .expect("reading deploy/monitoring/rules.yaml");
+    let file: Value = serde_norway::from_str(&text).expect("rules.yaml is YAML");
+    let alerts: Vec<(String, String)> = file["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .flat_map(|group| group["rules"].as_array().expect("rules").iter())
+        .map(|rule| {
+            (
+                rule["alert"].as_str().expect("an alert name").to_owned(),
+                rule["expr"].as_str().expect("an expression").to_owned(),
+            )
+        })
+        .collect();
+    assert!(alerts.len() >= 6, "{alerts:?}");
+    alerts
+}
+
+/// The metric names an expression uses: Gantry's and the server's.
+fn metric_names(expr: &str) -> BTreeSet<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|word| word.starts_with("gantry_") || word.starts_with("http_"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn metric_names_are_found_in_expressions() {
+    assert_eq!(
+        metric_names(
+            "sum by (ns) (rate(http_requests_total{status=~\"5..\"}[5m])) * on (ns) gantry_goserver_revision_info > 0.005"
+        ),
+        BTreeSet::from([
+            "gantry_goserver_revision_info".to_owned(),
+            "http_requests_total".to_owned()
+        ])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_and_dashboards_meet_the_real_series() {
+    let ns = TestNamespace::new("monitoring").await;
+    let prometheus = Prometheus::start();
+    let operator = Operator::start_with(&ns, &["--prometheus-url", &prometheus.url()]).await;
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "web"},
+        "spec": {
+            "image": "registry.example.com/web:1",
+            "rollout": {"verification": {
+                "warmup": "2s", "interval": "2s", "window": "10s", "minSamples": 3,
+                "metrics": [{"name": "traffic", "query": TRAFFIC, "min": 0.0}],
+            }},
+        },
+    }))
+    .expect("a GoServer");
+    let gs = create_ready(&ns, &gs).await;
+    let revision = gs
+        .status
+        .and_then(|s| s.revision)
+        .expect("a Ready GoServer has a revision");
+
+    // The GoServer's pod, standing in as a loopback process, with the
+    // labels a scrape of the real pod would give; and the operator.
+    let server = ServerProcess::start("web", &[]);
+    prometheus.set_targets(&[
+        Target::new(
+            server.address(),
+            &[
+                ("namespace", ns.name.as_str()),
+                ("revision", revision.as_str()),
+            ],
+        ),
+        Target::new(operator.http_address(), &[("job", "gantry-operator")]),
+    ]);
+    // A third of the requests panic: a 5xx ratio far above the 0.5 % gate.
+    let _traffic = Traffic::start(server.address(), &[("/", 2), ("/debug/panic", 1)], 10);
+
+    let alerts = alerts();
+    for (alert, expr) in &alerts {
+        prometheus
+            .query(expr)
+            .await
+            .unwrap_or_else(|e| panic!("{alert}: Prometheus refuses its expression: {e:#}"));
+        for name in metric_names(expr) {
+            if AFTER_A_ROLLBACK.contains(&name.as_str()) {
+                continue;
+            }
+            prometheus
+                .wait_for_value(
+                    &format!("count({name})"),
+                    "some series",
+                    SERIES_TIMEOUT,
+                    |n| n > 0.0,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{alert} uses {name}, which has no series: {e:#}"));
+        }
+    }
+
+    // The 5xx alert's expression returns the GoServer, by name, for its
+    // revision in force.
+    let (_, error_ratio) = alerts
+        .iter()
+        .find(|(alert, _)| alert == "GoServerErrorRatioHigh")
+        .expect("the 5xx alert");
+    let ratio = prometheus
+        .wait_for_value(
+            &format!(
+                "max by (namespace, name, revision) ({error_ratio}) \
+                 and on (name) {{name=\"web\"}}"
+            ),
+            "a ratio above the gate",
+            SERIES_TIMEOUT,
+            |ratio| ratio > 0.005,
+        )
+        .await
+        .expect("the 5xx alert's expression returns the GoServer");
+    assert!(ratio < 1.0, "only a third of the requests fail: {ratio}");
+    let fired = prometheus.query(error_ratio).await.expect("the 5xx alert");
+    let sample = &fired["result"][0]["metric"];
+    assert_eq!(sample["namespace"], ns.name.as_str(), "{fired}");
+    assert_eq!(sample["name"], "web", "{fired}");
+    assert_eq!(sample["revision"], revision.as_str(), "{fired}");
+
+    check_dashboards(&prometheus, &ns.name, "web").await;
+
+    // Nothing else is wrong, so nothing else fires. (`for:` durations are
+    // not part of an expression: this is what the alert would hold.)
+    for (alert, expr) in alerts.iter().filter(|(a, _)| a != "GoServerErrorRatioHigh") {
+        let data = prometheus.query(expr).await.expect("a valid expression");
+        assert_eq!(
+            data["result"],
+            json!([]),
+            "{alert} holds on a healthy GoServer and a leading operator"
+        );
+    }
+}
+
+/// Panels and annotations that need an event this test does not provoke
+/// (the same rollback as [`AFTER_A_ROLLBACK`]): `(dashboard, name)`.
+const DASHBOARD_AFTER_A_ROLLBACK: [(&str, &str); 1] = [("GoServer", "Rollbacks")];
+
+/// The time range the dashboards are checked over, as a range query like
+/// Grafana's: the whole life of this test's series, so a deploy
+/// annotation (data only in the minute after a deploy) is in it however
+/// slow the machine.
+const DASHBOARD_RANGE: Duration = Duration::from_secs(15 * 60);
+const DASHBOARD_STEP: Duration = Duration::from_secs(5);
+
+/// Every query of every dashboard, with its variables filled in, must be
+/// accepted and return data (within a few scrapes).
+async fn check_dashboards(prometheus: &Prometheus, namespace: &str, goserver: &str) {
+    let dir = root().join("deploy/monitoring/dashboards");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("reading deploy/monitoring/dashboards")
+        .map(|entry| entry.expect("a directory entry").path())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for file in files {
+        let dashboard: Value =
+            serde_json::from_str(&std::fs::read_to_string(&file).expect("reading a dashboard"))
+                .unwrap_or_else(|e| panic!("{} is not JSON: {e}", file.display()));
+        let title = dashboard["title"].as_str().expect("a title");
+        for (name, expr) in dashboard_queries(&dashboard) {
+            let filled = fill(&expr, namespace, goserver);
+            if DASHBOARD_AFTER_A_ROLLBACK.contains(&(title, name.as_str())) {
+                prometheus
+                    .query_range(&filled, DASHBOARD_RANGE, DASHBOARD_STEP)
+                    .await
+                    .unwrap_or_else(|e| panic!("{title}: {name}: invalid: {e:#}"));
+                continue;
+            }
+            gantry_e2e::wait_until(
+                &format!("{title}: {name}: {filled} to return data"),
+                SERIES_TIMEOUT,
+                || async {
+                    let data = prometheus
+                        .query_range(&filled, DASHBOARD_RANGE, DASHBOARD_STEP)
+                        .await
+                        .map_err(|e| format!("{e:#}"))?;
+                    if data["result"].as_array().is_some_and(|r| !r.is_empty()) {
+                        Ok(Some(()))
+                    } else {
+                        Err(data.to_string())
+                    }
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}"));
+        }
+    }
+}
+
+/// `(panel title or annotation name, expression)` of a dashboard, after
+/// checking what Grafana needs of each panel: a unique id, a place on the
+/// grid, the templated datasource.
+fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
+    let title = dashboard["title"].as_str().unwrap_or_default();
+    let mut ids = BTreeSet::new();
+    let mut queries = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        let name = panel["title"].as_str().expect("a panel title").to_owned();
+        assert!(
+            ids.insert(panel["id"].as_i64().expect("a panel id")),
+            "{title}: {name}: id reused"
+        );
+        for key in ["x", "y", "w", "h"] {
+            assert!(
+                panel["gridPos"][key].is_i64(),
+                "{title}: {name}: gridPos.{key}"
+            );
+        }
+        assert_eq!(
+            panel["datasource"]["uid"], "${datasource}",
+            "{title}: {name}"
+        );
+        let targets = panel["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{title}: {name}: no query");
+        for target in targets {
+            queries.push((
+                name.clone(),
+                target["expr"].as_str().expect("an expr").to_owned(),
+            ));
+        }
+    }
+    for annotation in dashboard["annotations"]["list"]
+        .as_array()
+        .expect("annotations")
+    {
+        if let Some(expr) = annotation["expr"].as_str() {
+            let name = annotation["name"].as_str().expect("an annotation name");
+            queries.push((name.to_owned(), expr.to_owned()));
+        }
+    }
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert!(variables.contains(&"datasource"), "{title}: {variables:?}");
+    queries
+}
+
+/// A query as Grafana sends it: the template variables and the built-in
+/// intervals filled in.
+fn fill(expr: &str, namespace: &str, goserver: &str) -> String {
+    expr.replace("$namespace", namespace)
+        .replace("$goserver", goserver)
+        .replace("$__rate_interval", "1m")
+        .replace("$__range", "5m")
+}
+
+#[test]
+fn dashboard_queries_are_filled_like_grafana_fills_them() {
+    assert_eq!(
+        fill(
+            r#"rate(x{namespace="$namespace", revision=~"$goserver-[0-9a-f]{10}"}[$__rate_interval]) + increase(y[$__range])"#,
+            "shop",
+            "web"
+        ),
+        r#"rate(x{namespace="shop", revision=~"web-[0-9a-f]{10}"}[1m]) + increase(y[5m])"#
+    );
+}
