@@ -6,6 +6,7 @@
 //! [`app::app`], the router with every route and middleware, over the
 //! connections [`connections`] accepts, until a signal starts the drain. [`error`] makes every failure an RFC 9457 problem.
 
+pub mod allocations;
 pub mod api;
 pub mod app;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod db;
 pub mod error;
 pub mod log_output;
 pub mod metrics;
+pub mod process;
 pub mod server;
 pub mod state;
 pub mod telemetry;

@@ -4,10 +4,6 @@
 
 use std::process::ExitCode;
 
-use gantry_server::config::Config;
-use gantry_server::error::error_chain;
-use gantry_server::{server, telemetry};
-
 /// mimalloc instead of glibc's allocator: a request makes many small,
 /// short-lived allocations (headers, log fields, metric labels), which glibc
 /// spends noticeably longer on (`malloc_consolidate`, `_int_free` in a
@@ -16,54 +12,5 @@ use gantry_server::{server, telemetry};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("gantry-server: {err}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(err) => {
-            eprintln!("gantry-server: cannot start the async runtime: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // The OTLP exporter is built inside the runtime; it may need one.
-    let telemetry = match runtime.block_on(async { telemetry::init(&config) }) {
-        Ok(t) => t,
-        Err(err) => {
-            eprintln!("gantry-server: {err}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // A panic is logged like any other error, inside the request's span (so
-    // with its trace id), instead of as bare text on stderr.
-    std::panic::set_hook(Box::new(|info| {
-        tracing::error!(panic = %info, "panic");
-    }));
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        log_level = config.log_level.as_str(),
-        otlp = config.otlp_endpoint.is_some(),
-        "starting"
-    );
-    let result = runtime.block_on(async {
-        let listener = server::bind(&config).await?;
-        server::serve(config, listener, telemetry.tracer()).await
-    });
-    let code = match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            let message = error_chain(&err);
-            tracing::error!(error = %message, "gantry-server stopped");
-            eprintln!("gantry-server: {message}");
-            ExitCode::FAILURE
-        }
-    };
-    // Requests that outlived the grace period must not hold the exit.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    telemetry.shutdown();
-    code
+    gantry_server::process::main()
 }

@@ -79,6 +79,9 @@ impl Metrics {
         build
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
+        if crate::allocations::count().is_some() {
+            registry.register_collector(Box::new(Allocations));
+        }
         registry.register(
             "gantry_server_build_info",
             "1, labelled with the version of this gantry-server build",
@@ -103,6 +106,32 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// `gantry_server_allocations_total`, read at each scrape from the counter
+/// given to [`crate::allocations::count_with`] (only the benchmark's
+/// counting build has one).
+#[derive(Debug)]
+struct Allocations;
+
+impl prometheus_client::collector::Collector for Allocations {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        let Some(count) = crate::allocations::count() else {
+            return Ok(());
+        };
+        let counter = prometheus_client::metrics::counter::ConstCounter::new(count);
+        let metric = encoder.encode_descriptor(
+            "gantry_server_allocations",
+            "Heap allocations (and reallocations) since the process started",
+            None,
+            counter.metric_type(),
+        )?;
+        counter.encode(metric)
     }
 }
 

@@ -158,12 +158,26 @@ fn server(args: &Args) -> Result<ExitCode> {
         }
     }
     let results = medians(&all, &peers);
+    let counting = peers
+        .first()
+        .and_then(|p| p.program.parent())
+        .map(|dir| dir.join("examples/counting_allocations"))
+        .context("no gantry-server build")?;
+    let allocations = allocations_per_request(&counting, &settings)?;
 
     let date = proc::output("date", Command::new("date").args(["-u", "+%Y-%m-%d"]))?
         .trim()
         .to_owned();
     let machine = machine();
     print_table(&results, &date, &machine, &settings, runs);
+    println!(
+        "\ngantry-server heap allocations per request: {}",
+        allocations
+            .iter()
+            .map(|(route, n)| format!("`{route}` {n:.1}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "date": date,
@@ -175,6 +189,10 @@ fn server(args: &Args) -> Result<ExitCode> {
             "runs": runs,
             "pinned": pinning.pinned,
             "reference": REFERENCE,
+            "gantryServerAllocationsPerRequest": allocations
+                .iter()
+                .map(|(route, n)| ((*route).to_owned(), serde_json::json!(n)))
+                .collect::<serde_json::Map<_, _>>(),
             "results": results.iter().map(|m| serde_json::json!({
                 "server": m.server,
                 "route": m.route,
@@ -210,6 +228,8 @@ fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
             "gantry-server",
             "--example",
             "axum_hello",
+            "--example",
+            "counting_allocations",
         ]),
     )?;
     for peer in ["nethttp", "gin", "ginfull"] {
@@ -271,7 +291,20 @@ struct Settings<'a> {
 
 /// Starts `peer` in a fresh working directory, measures both routes, stops it.
 fn measure_peer(peer: &Peer, settings: &Settings<'_>) -> Result<Vec<Measurement>> {
-    let file_name = peer.name.replace('/', "");
+    let (server, id) = start_peer(peer, settings)?;
+    let results = measure(&server, peer.name, &id, settings)?;
+    server.stop();
+    Ok(results)
+}
+
+/// Starts `peer` in a fresh working directory; it and the id of the user
+/// to read.
+fn start_peer(peer: &Peer, settings: &Settings<'_>) -> Result<(Running, String)> {
+    let file_name: String = peer
+        .name
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
     // Beside, not over, the peers' binaries in `out`.
     let work = settings.out.join("run").join(&file_name);
     let _ = fs::remove_dir_all(&work);
@@ -297,7 +330,7 @@ fn measure_peer(peer: &Peer, settings: &Settings<'_>) -> Result<Vec<Measurement>
     for (name, value) in &peer.env {
         cmd.env(name, value);
     }
-    let probe = if peer.name == "gantry-server" {
+    let probe = if peer.name.starts_with("gantry-server") {
         "/readyz"
     } else {
         "/"
@@ -305,14 +338,61 @@ fn measure_peer(peer: &Peer, settings: &Settings<'_>) -> Result<Vec<Measurement>
     let server = Running::start(peer.name, &mut cmd, port, probe)?;
     // gantry-server's user is made through its API, in a fresh database;
     // gin-full seeds the same id, the other peers hold it in memory.
-    let id = if peer.name == "gantry-server" {
+    let id = if peer.name.starts_with("gantry-server") {
         create_user(server.addr)?
     } else {
         PEER_USER_ID.to_owned()
     };
-    let results = measure(&server, peer.name, &id, settings)?;
+    Ok((server, id))
+}
+
+/// Heap allocations per request of gantry-server on each route: the
+/// `counting_allocations` build (the same server on an instrumented
+/// allocator) under the same load, its `gantry_server_allocations_total`
+/// read before and after, divided by the requests wrk completed. The one
+/// scrape in between adds a few hundred allocations to hundreds of
+/// thousands of requests' worth.
+fn allocations_per_request(
+    program: &Path,
+    settings: &Settings<'_>,
+) -> Result<Vec<(&'static str, f64)>> {
+    let peer = Peer {
+        name: "gantry-server (counting allocations)",
+        program: program.to_owned(),
+        env: vec![("TOKIO_WORKER_THREADS", "1".to_owned())],
+    };
+    let (server, id) = start_peer(&peer, settings)?;
+    let allocations = || -> Result<u64> {
+        let (status, body) = http(server.addr, "GET", "/metrics", &[], "")?;
+        if status != 200 {
+            bail!("GET /metrics: {status}");
+        }
+        body.lines()
+            .find_map(|l| l.strip_prefix("gantry_server_allocations_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("no gantry_server_allocations_total on /metrics")
+    };
+    let mut out = Vec::new();
+    for route in ROUTES {
+        let url = format!("http://{}{}", server.addr, route.replace("{id}", &id));
+        eprintln!(
+            "{} {route}: allocations over {} s",
+            peer.name,
+            settings.duration.min(5)
+        );
+        wrk(settings.pinning, &url, 1)?;
+        let before = allocations()?;
+        let report = wrk(settings.pinning, &url, settings.duration.min(5))?;
+        let after = allocations()?;
+        let parsed =
+            parse_wrk(&report).with_context(|| format!("reading wrk's report:\n{report}"))?;
+        out.push((
+            route,
+            count(after.saturating_sub(before)) / count(parsed.requests.max(1)),
+        ));
+    }
     server.stop();
-    Ok(results)
+    Ok(out)
 }
 
 /// Per server and route, the median of each figure over the runs, in the
