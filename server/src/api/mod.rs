@@ -129,11 +129,13 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
 /// The `/api` routes; auth runs before the rate limiter.
 pub fn router(state: &AppState) -> Router<AppState> {
     let v1 = users::router().route("/openapi.json", get(openapi));
-    Router::new()
-        .nest("/v1", v1)
-        .layer(from_fn_with_state(state.limiter.clone(), rate_limit::limit))
-        .layer(from_fn_with_state(
-            auth::ApiTokens::new(&state.config.api_tokens),
-            auth::require_token,
-        ))
+    // One composite layer, so each route is boxed once (see `app::app`).
+    Router::new().nest("/v1", v1).layer(
+        tower::ServiceBuilder::new()
+            .layer(from_fn_with_state(
+                auth::ApiTokens::new(&state.config.api_tokens),
+                auth::require_token,
+            ))
+            .layer(from_fn_with_state(state.limiter.clone(), rate_limit::limit)),
+    )
 }
