@@ -147,29 +147,7 @@ impl Prometheus {
     /// successful answer (`{"resultType": ..., "result": ...}`). An error
     /// answer (bad `PromQL`, say) or no answer at all is an `Err`.
     pub async fn query(&self, promql: &str) -> Result<Value> {
-        let url = reqwest::Url::parse_with_params(
-            &format!("{}/api/v1/query", self.url()),
-            [("query", promql)],
-        )?;
-        let response = self
-            .client
-            .get(url)
-            .send()
-            .await
-            .with_context(|| format!("querying Prometheus at {}", self.url()))?;
-        let status = response.status();
-        let body: Value = response
-            .json()
-            .await
-            .with_context(|| format!("reading the answer to {promql} ({status})"))?;
-        if body["status"] != "success" {
-            bail!(
-                "Prometheus refused {promql} ({status}): {}: {}",
-                body["errorType"],
-                body["error"]
-            );
-        }
-        Ok(body["data"].clone())
+        self.api("query", promql, &[]).await
     }
 
     /// A range query over the last `range`, one point per `step`, as
@@ -185,14 +163,19 @@ impl Prometheus {
             .duration_since(std::time::UNIX_EPOCH)
             .context("the clock is before 1970")?;
         let start = end.saturating_sub(range);
+        let params = [
+            ("start", format!("{:.3}", start.as_secs_f64())),
+            ("end", format!("{:.3}", end.as_secs_f64())),
+            ("step", format!("{}s", step.as_secs().max(1))),
+        ];
+        self.api("query_range", promql, &params).await
+    }
+
+    /// One query endpoint (`/api/v1/<endpoint>`) with `promql` and `params`.
+    async fn api(&self, endpoint: &str, promql: &str, params: &[(&str, String)]) -> Result<Value> {
         let url = reqwest::Url::parse_with_params(
-            &format!("{}/api/v1/query_range", self.url()),
-            [
-                ("query", promql),
-                ("start", &format!("{:.3}", start.as_secs_f64())),
-                ("end", &format!("{:.3}", end.as_secs_f64())),
-                ("step", &format!("{}s", step.as_secs().max(1))),
-            ],
+            &format!("{}/api/v1/{endpoint}", self.url()),
+            std::iter::once(("query", promql)).chain(params.iter().map(|(k, v)| (*k, v.as_str()))),
         )?;
         let response = self
             .client
