@@ -4,6 +4,7 @@
 //! pattern* (`/api/v1/users/{id}`), never the raw path, unmatched requests
 //! share one label, and unusual methods fold into `OTHER`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,14 +22,14 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
-    route: String,
+    route: &'static str,
     status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
     method: &'static str,
-    route: String,
+    route: &'static str,
 }
 
 /// The server's registry and the handles the middleware updates.
@@ -138,12 +139,41 @@ impl prometheus_client::collector::Collector for Allocations {
 /// The route label for a request: the matched pattern; every file under
 /// `/static/` is one route (the file service is nested, so axum records no
 /// pattern for it); anything else unmatched shares one label.
-pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> String {
+///
+/// A `&'static str`, so that the span, the trace and both metrics take it
+/// without copying it on every request: each matched pattern is copied
+/// once, the first time it is seen, and kept. The patterns are the
+/// router's own, a fixed set, so what is kept is bounded by the routes.
+pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> &'static str {
     match matched.map(MatchedPath::as_str) {
-        Some(p) => p.to_owned(),
-        None if path.starts_with("/static/") => "/static/*".to_owned(),
-        None => "unmatched".to_owned(),
+        Some(pattern) => intern(pattern),
+        None if path.starts_with("/static/") => "/static/*",
+        None => "unmatched",
     }
+}
+
+/// The one kept copy of a route pattern.
+fn intern(pattern: &str) -> &'static str {
+    static PATTERNS: std::sync::RwLock<BTreeSet<&'static str>> =
+        std::sync::RwLock::new(BTreeSet::new());
+    // A poisoned lock still holds a valid set: nothing panics while
+    // holding it but a failed allocation.
+    if let Some(kept) = PATTERNS
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(pattern)
+    {
+        return kept;
+    }
+    let mut patterns = PATTERNS
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(kept) = patterns.get(pattern) {
+        return kept;
+    }
+    let kept: &'static str = Box::leak(pattern.to_owned().into_boxed_str());
+    patterns.insert(kept);
+    kept
 }
 
 /// The method label: the standard methods by name, any other as `OTHER`.
@@ -179,10 +209,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
     let response = next.run(req).await;
     metrics
         .duration
-        .get_or_create(&DurationLabels {
-            method,
-            route: route.clone(),
-        })
+        .get_or_create(&DurationLabels { method, route })
         .observe(start.elapsed().as_secs_f64());
     metrics
         .requests
@@ -193,4 +220,24 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         })
         .inc();
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{intern, route_label};
+
+    #[test]
+    fn a_route_pattern_is_kept_once() {
+        let first = intern(&String::from("/api/v1/users/{id}"));
+        let again = intern(&String::from("/api/v1/users/{id}"));
+        assert_eq!(first, "/api/v1/users/{id}");
+        assert!(std::ptr::eq(first, again), "the same copy both times");
+        assert!(!std::ptr::eq(first, intern("/healthz")));
+    }
+
+    #[test]
+    fn unmatched_paths_share_labels() {
+        assert_eq!(route_label(None, "/static/app.css"), "/static/*");
+        assert_eq!(route_label(None, "/no/such/page"), "unmatched");
+    }
 }
