@@ -479,6 +479,7 @@ mod tests {
                     {"type": "Degraded", "status": "False", "reason": "AsExpected", "message": "",
                      "lastTransitionTime": "1970-01-01T00:01:40Z", "observedGeneration": 3},
                 ],
+                "desiredReplicas": 2,
                 "replicas": 2,
                 "readyReplicas": 2,
                 "updatedReplicas": 2,
