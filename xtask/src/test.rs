@@ -71,16 +71,21 @@ impl Tally {
                 lines.push(line.chars().take(LINE_CHARS).collect());
                 return false;
             }
-            if let Some((heading, lines)) = self.panic.take() {
-                self.panics
-                    .push(format!("{heading}: {}", lines.join(" / ")));
-            }
+            self.end_panic();
         }
         if let Some(heading) = panic_heading(line) {
             self.panic = Some((heading, Vec::new()));
             return false;
         }
         self.count(line)
+    }
+
+    /// Keeps the panic being read, if any, as one line.
+    fn end_panic(&mut self) {
+        if let Some((heading, lines)) = self.panic.take() {
+            self.panics
+                .push(format!("{heading}: {}", lines.join(" / ")));
+        }
     }
 
     /// Adds the counts of a libtest summary line such as
@@ -182,11 +187,7 @@ pub fn run(args: &Args) -> ExitCode {
         );
     }
 
-    if let Some((heading, lines)) = tally.panic.take() {
-        tally
-            .panics
-            .push(format!("{heading}: {}", lines.join(" / ")));
-    }
+    tally.end_panic();
     eprintln!();
     if !tally.panics.is_empty() {
         eprintln!("panics:");
