@@ -32,6 +32,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::Store;
@@ -261,6 +262,7 @@ impl Applier<'_> {
             revision,
         } = children;
         let name = self.gs.name_any();
+        self.check_current(&name).await?;
 
         // The record and the ConfigMap go first, together: a revision is
         // recorded before it runs, and the pods load their config at start.
@@ -328,6 +330,60 @@ impl Applier<'_> {
         self.prune_history(&revision, &config_map.name_any(), &live, changes)
             .await?;
         Ok(live)
+    }
+
+    /// Stops before the first write when the cached `GoServer` may not be
+    /// the live one. The sign is a child of its name that another object
+    /// controls. Either the `GoServer` was deleted and created again under
+    /// the same name while its watch lagged (the stale-state test found
+    /// that writing then hands the new object's children to the old one,
+    /// and the garbage collector deletes them), or the child is an earlier
+    /// object's, waiting for the garbage collector, and is adopted. One GET
+    /// of the `GoServer`, asked only then, tells the two apart.
+    async fn check_current(&self, name: &str) -> Result<()> {
+        let namespace = self.namespace()?;
+        let uid = self.gs.uid();
+        let foreign = |owners: &[OwnerReference]| {
+            owners
+                .iter()
+                .any(|r| r.controller == Some(true) && Some(&r.uid) != uid.as_ref())
+        };
+        let claimed = [
+            cache::lookup(&self.caches.deployments, namespace, name)
+                .map(|c| foreign(c.owner_references())),
+            cache::lookup(&self.caches.services, namespace, name)
+                .map(|c| foreign(c.owner_references())),
+            cache::lookup(&self.caches.ingresses, namespace, name)
+                .map(|c| foreign(c.owner_references())),
+            cache::lookup(&self.caches.hpas, namespace, name)
+                .map(|c| foreign(c.owner_references())),
+        ]
+        .into_iter()
+        .flatten()
+        .any(|claimed| claimed);
+        if !claimed {
+            return Ok(());
+        }
+        let live = self
+            .api::<GoServer>()?
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("get GoServer {name}"), e))?;
+        let live = match &live {
+            None => "none".to_owned(),
+            Some(live) if live.uid() != uid => {
+                format!("uid {}", live.uid().unwrap_or_default())
+            }
+            Some(live) if live.metadata.deletion_timestamp.is_some() => {
+                "it being deleted".to_owned()
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(Error::Outdated {
+            name: name.to_owned(),
+            uid: uid.unwrap_or_default(),
+            live,
+        })
     }
 
     /// The `ControllerRevisions` of this `GoServer` in the cache, newest first.
@@ -601,9 +657,12 @@ impl Applier<'_> {
     }
 
     /// Deletes the child `name` if the cache has it and this `GoServer`
-    /// controls it. The delete names the child's UID, so a child that was
-    /// replaced in the meantime (the `GoServer` deleted and created again
-    /// under the same name) is never deleted on the strength of an old view.
+    /// controls it. The delete names the child's UID and resource version,
+    /// so a child that was replaced in the meantime (the `GoServer` deleted
+    /// and created again under the same name), or changed since the cache
+    /// saw it (adopted by that new object, say), is never deleted on the
+    /// strength of an old view; the watch event of the change brings
+    /// another reconcile.
     async fn prune<K, C>(
         &self,
         store: &Store<C>,
@@ -635,7 +694,7 @@ impl Applier<'_> {
         let params = DeleteParams {
             preconditions: Some(Preconditions {
                 uid: live.uid(),
-                resource_version: None,
+                resource_version: live.resource_version(),
             }),
             ..DeleteParams::background()
         };
@@ -669,10 +728,7 @@ enum Plan<K> {
 }
 
 /// Whether the `GoServer` with `uid` is the controller among `owners`.
-fn owned_by(
-    owners: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
-    uid: Option<&str>,
-) -> bool {
+fn owned_by(owners: &[OwnerReference], uid: Option<&str>) -> bool {
     uid.is_some_and(|uid| {
         owners
             .iter()

@@ -25,13 +25,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ObjectReference, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Patch, PatchParams};
+use kube::api::{PartialObjectMeta, PartialObjectMetaExt, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -227,12 +228,18 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         revisions,
     } = streams;
     let running = controller
-        .owns_stream(deployments)
-        .owns_stream(services)
-        .owns_stream(config_maps)
-        .owns_stream(ingresses)
-        .owns_stream(hpas)
-        .owns_stream(revisions)
+        .watches_stream(deployments.map_ok(trigger::<_, Deployment>), goserver_of)
+        .watches_stream(services.map_ok(trigger::<_, Service>), goserver_of)
+        .watches_stream(config_maps.map_ok(trigger::<_, ConfigMap>), goserver_of)
+        .watches_stream(ingresses.map_ok(trigger::<_, Ingress>), goserver_of)
+        .watches_stream(
+            hpas.map_ok(trigger::<_, HorizontalPodAutoscaler>),
+            goserver_of,
+        )
+        .watches_stream(
+            revisions.map_ok(trigger::<_, ControllerRevision>),
+            goserver_of,
+        )
         .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
@@ -267,6 +274,66 @@ fn next_reconcile_id() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The `GoServer` an event of one of gantry's children is for: its
+/// controller if that is a `GoServer`, else, when nothing controls it, the
+/// `GoServer` its instance label names. A child deleted and created again
+/// by someone else (restored from a backup, say) has gantry's labels and
+/// no owner; a watch that coalesced the two events shows only the new
+/// object, and without the label nothing would reconcile its `GoServer`
+/// (found by the lost-state test).
+fn goserver_of<K>(child: PartialObjectMeta<K>) -> Option<ObjectRef<GoServer>> {
+    let ObjectMeta {
+        namespace,
+        owner_references,
+        labels,
+        ..
+    } = child.metadata;
+    let controller = owner_references
+        .unwrap_or_default()
+        .into_iter()
+        .find(|r| r.controller == Some(true));
+    let name = match controller {
+        Some(owner)
+            if owner.kind == GoServer::kind(&())
+                && owner.api_version == GoServer::api_version(&()) =>
+        {
+            owner.name
+        }
+        Some(_) => return None,
+        None => labels?.remove(build::INSTANCE_LABEL)?,
+    };
+    Some(ObjectRef::new(&name).within(&namespace?))
+}
+
+/// What [`goserver_of`] reads of a child event: its namespace, controller
+/// and instance label, in the form kube's trigger streams take.
+// By value: the signature `map_ok` asks for.
+#[allow(clippy::needless_pass_by_value)]
+fn trigger<C, K>(child: C) -> PartialObjectMeta<K>
+where
+    C: Resource<DynamicType = ()>,
+    K: Resource<DynamicType = ()>,
+{
+    let meta = child.meta();
+    ObjectMeta {
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        owner_references: meta.owner_references.as_ref().map(|owners| {
+            owners
+                .iter()
+                .filter(|r| r.controller == Some(true))
+                .cloned()
+                .collect()
+        }),
+        labels: meta.labels.as_ref().and_then(|labels| {
+            let instance = labels.get(build::INSTANCE_LABEL)?;
+            Some([(build::INSTANCE_LABEL.to_owned(), instance.clone())].into())
+        }),
+        ..ObjectMeta::default()
+    }
+    .into_request_partial()
 }
 
 /// Brings the children of one `GoServer` in line with its spec.
@@ -344,6 +411,12 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 .requeue
                 .map_or(RESYNC, |d| d.clamp(MIN_REQUEUE, RESYNC));
             Ok(Action::requeue(next))
+        }
+        Err(err @ Error::Outdated { .. }) => {
+            // Nothing is written for an object that is not there: no
+            // status, no Event.
+            info!(error = %err, "reconcile skipped: the cached GoServer is outdated");
+            Err(err)
         }
         Err(err) if err.is_permanent() => {
             warn!(error = %err, category = err.category(), "reconcile stopped by a permanent error");
@@ -730,20 +803,38 @@ async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> 
 async fn patch_status(gs: &GoServer, ctx: &Context, status: &GoServerStatus) -> Result<()> {
     let api = namespaced::<GoServer>(ctx, gs)?;
     // Applying the whole status lets fields that are gone (a URL after the
-    // Ingress was removed) disappear, which a merge patch would keep.
+    // Ingress was removed) disappear, which a merge patch would keep. The
+    // UID makes it a precondition: the apiserver refuses the write if the
+    // object of this name is another one (deleted and created again while
+    // the cache lagged), instead of giving it the old object's status.
+    let uid = gs.uid().ok_or(Error::MissingObjectKey("uid"))?;
     let body = json!({
         "apiVersion": GoServer::api_version(&()),
         "kind": GoServer::kind(&()),
+        "metadata": {"uid": uid},
         "status": status,
     });
-    api.patch_status(
-        &gs.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::kube("patch GoServer status", e))?;
-    Ok(())
+    match api
+        .patch_status(
+            &gs.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // "metadata.uid: field is immutable": another object has the name.
+        Err(kube::Error::Api(status))
+            if status.code == 422 && status.message.contains("metadata.uid") =>
+        {
+            Err(Error::Outdated {
+                name: gs.name_any(),
+                uid,
+                live: "another object of the name".to_owned(),
+            })
+        }
+        Err(e) => Err(Error::kube("patch GoServer status", e)),
+    }
 }
 
 async fn publish(
@@ -781,5 +872,50 @@ mod tests {
         assert_eq!(backoff(9), Duration::from_secs(256));
         assert_eq!(backoff(10), BACKOFF_MAX);
         assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    }
+
+    fn service(owners: &serde_json::Value, labels: &serde_json::Value) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": "svc", "namespace": "shop", "ownerReferences": owners, "labels": labels},
+        }))
+        .expect("a Service")
+    }
+
+    fn owner(kind: &str, api_version: &str, name: &str, controller: bool) -> serde_json::Value {
+        json!({"apiVersion": api_version, "kind": kind, "name": name, "uid": "u", "controller": controller})
+    }
+
+    #[test]
+    fn a_child_event_is_for_its_controlling_goserver() {
+        let labels = json!({build::INSTANCE_LABEL: "labelled"});
+        let child = service(
+            &json!([owner("GoServer", "gantry.dev/v1alpha1", "web", true)]),
+            &labels,
+        );
+        assert_eq!(
+            goserver_of(trigger::<_, Service>(child)),
+            Some(ObjectRef::new("web").within("shop"))
+        );
+        // Controlled by something else: not ours, whatever its labels say.
+        let child = service(
+            &json!([owner("ReplicaSet", "apps/v1", "rs", true)]),
+            &labels,
+        );
+        assert_eq!(goserver_of(trigger::<_, Service>(child)), None);
+    }
+
+    #[test]
+    fn a_child_without_controller_is_for_the_goserver_its_label_names() {
+        // A replacement made by someone else: gantry's labels, no owner.
+        let child = service(&json!([]), &json!({build::INSTANCE_LABEL: "web"}));
+        assert_eq!(
+            goserver_of(trigger::<_, Service>(child)),
+            Some(ObjectRef::new("web").within("shop"))
+        );
+        let child = service(
+            &json!([owner("GoServer", "gantry.dev/v1alpha1", "other", false)]),
+            &json!({}),
+        );
+        assert_eq!(goserver_of(trigger::<_, Service>(child)), None);
     }
 }

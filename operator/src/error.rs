@@ -41,6 +41,17 @@ pub enum Error {
     )]
     RevisionMissing { name: String },
 
+    /// The `GoServer` in the cache is not the live one: the apiserver has
+    /// deleted it, or deleted it and has another object of its name, and
+    /// the watch has not told yet. Nothing is written on its behalf; the
+    /// watch brings the news, and with it the next reconcile.
+    #[error("the cached GoServer {name:?} (uid {uid}) is outdated: the apiserver has {live}")]
+    Outdated {
+        name: String,
+        uid: String,
+        live: String,
+    },
+
     /// The `GoServer` lacks a field every stored object has (name, namespace, uid).
     #[error("the GoServer has no metadata.{0}")]
     MissingObjectKey(&'static str),
@@ -83,6 +94,7 @@ impl Error {
             Self::ChildRejected { .. } => "child_rejected",
             Self::Kube { .. } => "kube_api",
             Self::RevisionMissing { .. } => "revision_missing",
+            Self::Outdated { .. } => "outdated_view",
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Serialize { .. } => "serialize",
             Self::Http { .. } => "http",
@@ -99,6 +111,7 @@ impl Error {
             Self::ChildRejected { .. } => "ChildRejected",
             Self::Kube { .. } => "ApiError",
             Self::RevisionMissing { .. } => "RevisionMissing",
+            Self::Outdated { .. } => "OutdatedView",
             Self::MissingObjectKey(_) => "MissingObjectKey",
             Self::Serialize { .. } => "SerializeError",
             Self::Http { .. } => "HttpError",
@@ -114,6 +127,7 @@ impl Error {
             | Self::InvalidSpec { .. }
             | Self::ChildRejected { .. }
             | Self::RevisionMissing { .. }
+            | Self::Outdated { .. }
             | Self::MissingObjectKey(_)
             | Self::Serialize { .. }
             | Self::Http { .. }

@@ -18,6 +18,7 @@ pub mod operator;
 pub mod prometheus;
 pub mod server;
 pub mod snapshot;
+pub mod watch_proxy;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

@@ -53,6 +53,17 @@ impl Operator {
 
     /// The same, with extra environment variables (`GANTRY_CRASH_AT`, say).
     pub async fn start_with_env(ns: &TestNamespace, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_through(ns, None, extra, env).await
+    }
+
+    /// The same, talking to the apiserver the way `kubeconfig` says (a
+    /// proxy in front of it, say) instead of `KUBECONFIG`.
+    pub async fn start_through(
+        ns: &TestNamespace,
+        kubeconfig: Option<&std::path::Path>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         install_crd(&ns.client).await;
         let mut args = vec![
             "--namespace",
@@ -61,7 +72,7 @@ impl Operator {
             "info,gantry_operator=debug",
         ];
         args.extend_from_slice(extra);
-        let mut process = OperatorProcess::start_with_env(&ns.name, &args, None, env);
+        let mut process = OperatorProcess::start_with_env(&ns.name, &args, kubeconfig, env);
         // Ready once its watches have listed everything (without leader
         // election, readiness is the controller's own).
         process.wait_ok("/readyz", DEADLINE);

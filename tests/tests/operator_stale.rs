@@ -1,0 +1,429 @@
+//! Stale and lost state, as Sieve serves it to controllers, through a
+//! proxy in front of the apiserver that holds back, coalesces and replays
+//! watch events (`gantry_e2e::watch_proxy`).
+//!
+//! - A `GoServer` deleted and created again under the same name while an
+//!   operator's view still shows the old one (an operator restarted
+//!   against a lagging apiserver): the new object's children are never
+//!   touched, let alone deleted, and every delete names the UID it means.
+//! - A watch ended with 410 Gone while it held a deletion: the relist
+//!   shows the operator what it missed, and nothing is deleted.
+//! - Edits and child replacements whose intermediate states the operator
+//!   never sees (A→B→A coalesced into one event; a Service deleted and
+//!   replaced by one without owner, seen only as the replacement): the end
+//!   state equals the reference.
+
+mod operator_support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gantry_e2e::snapshot::{self, Snapshot};
+use gantry_e2e::watch_proxy::{Delivery, Recorded, WatchProxy};
+use gantry_e2e::{TestNamespace, wait_for_deletion, wait_until};
+use gantry_operator::crd::GoServer;
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use operator_support::{DEADLINE, Operator, create_ready, wait_ready};
+use serde_json::json;
+
+const NAME: &str = "again";
+
+fn goserver(image: &str, greeting: &str, exposed: bool) -> GoServer {
+    let mut spec = json!({
+        "image": image,
+        "resources": {"requests": {"cpu": "10m"}},
+        "config": {"data": {"GREETING": greeting}},
+    });
+    if exposed {
+        spec["ingress"] = json!({"host": "again.example.com"});
+        spec["autoscaling"] = json!({"minReplicas": 1, "maxReplicas": 3});
+    }
+    serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": NAME},
+        "spec": spec,
+    }))
+    .expect("a valid GoServer")
+}
+
+fn goservers_path(ns: &TestNamespace) -> String {
+    format!("/apis/gantry.dev/v1alpha1/namespaces/{}/goservers", ns.name)
+}
+
+/// `kind/name` of every child of `NAME` (gantry's labels) to its UID and
+/// the UID of its controller.
+async fn children(ns: &TestNamespace) -> BTreeMap<String, (String, String)> {
+    async fn of<K>(ns: &TestNamespace, found: &mut BTreeMap<String, (String, String)>)
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let selector =
+            format!("app.kubernetes.io/managed-by=gantry,app.kubernetes.io/instance={NAME}");
+        let list = ns
+            .api::<K>()
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .expect("listing children");
+        for child in list {
+            let controller = child
+                .owner_references()
+                .iter()
+                .find(|r| r.controller == Some(true))
+                .map(|r| r.uid.clone())
+                .unwrap_or_default();
+            found.insert(
+                format!("{}/{}", K::kind(&()), child.name_any()),
+                (child.uid().unwrap_or_default(), controller),
+            );
+        }
+    }
+    let mut found = BTreeMap::new();
+    of::<Deployment>(ns, &mut found).await;
+    of::<Service>(ns, &mut found).await;
+    of::<ConfigMap>(ns, &mut found).await;
+    of::<Ingress>(ns, &mut found).await;
+    of::<HorizontalPodAutoscaler>(ns, &mut found).await;
+    of::<ControllerRevision>(ns, &mut found).await;
+    found
+}
+
+/// Waits until every child of `NAME` is controlled by `uid`: the garbage
+/// collector has removed what an earlier object of the name left.
+async fn wait_only_children_of(
+    ns: &TestNamespace,
+    uid: &str,
+) -> BTreeMap<String, (String, String)> {
+    wait_until("only the new object's children", DEADLINE, || async {
+        let found = children(ns).await;
+        if found.values().all(|(_, controller)| controller == uid) {
+            Ok(Some(found))
+        } else {
+            Err(format!("{found:?}"))
+        }
+    })
+    .await
+    .expect("the old object's children collected")
+}
+
+/// The children part of a snapshot (the `GoServer`'s own entry left out).
+fn children_of(snapshot: &Snapshot) -> Snapshot {
+    let mut children = snapshot.clone();
+    children.remove(snapshot::GOSERVER);
+    children
+}
+
+/// Sieve's stale-state test. An operator makes a `GoServer`; the proxy
+/// freezes the `GoServer` collection (LISTs answered with the list of that
+/// moment, watch events held); the `GoServer` is deleted and created again
+/// under the same name with another spec (an Ingress and an HPA the old one
+/// did not have), and a second operator, not behind the proxy, makes the
+/// new one Ready. Then an operator starts behind the frozen proxy: it sees
+/// the old object and none of its deletion, while its child watches show
+/// the new object's children.
+///
+/// Oracles: while the view is stale, nothing of the new object changes
+/// (its children keep their UIDs and owner, its status stays what it was)
+/// and no write the stale operator makes names the old object's UID as an
+/// owner; every delete it sends carries a UID precondition; once the view
+/// catches up, the new object is Ready with the very same children.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_view_never_touches_a_recreated_goservers_children() {
+    let ns = TestNamespace::new("op-stale").await;
+    let proxy = WatchProxy::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&kubeconfig);
+    let goservers: Api<GoServer> = ns.api();
+
+    let first = Operator::start(&ns).await;
+    let old = create_ready(&ns, &goserver("registry.example.com/again:1", "old", false)).await;
+    let old_uid = old.uid().expect("the old GoServer's UID");
+    proxy.freeze(&goservers_path(&ns)).await;
+    first.kill();
+
+    goservers
+        .delete(NAME, &DeleteParams::background())
+        .await
+        .expect("deleting the old GoServer");
+    wait_for_deletion(&goservers, NAME, DEADLINE)
+        .await
+        .expect("the old GoServer gone");
+    let second = Operator::start(&ns).await;
+    let new = create_ready(&ns, &goserver("registry.example.com/again:2", "new", true)).await;
+    let new_uid = new.uid().expect("the new GoServer's UID");
+    assert_ne!(old_uid, new_uid);
+    second.kill();
+    // The old object's children are gone once the garbage collector has
+    // been through; what is left is the new object's.
+    let uids = wait_only_children_of(&ns, &new_uid).await;
+    let (_, made) = snapshot::take(&ns, NAME).await;
+    assert_eq!(snapshot::count(&made, "Ingress"), 1, "{made:#?}");
+    let status = goservers.get_status(NAME).await.expect("the status").status;
+
+    let stale = Operator::start_through(&ns, Some(&kubeconfig), &[], &[]).await;
+    wait_until(
+        "the stale operator to reconcile the old view",
+        DEADLINE,
+        || {
+            let done = stale.count(NAME, "reconcile finished")
+                + stale.count(NAME, "reconcile skipped: the cached GoServer is outdated")
+                > 0;
+            async move { Ok::<_, String>(done.then_some(())) }
+        },
+    )
+    .await
+    .expect("the stale operator reconciled");
+    // Room for the garbage collector to act on a child whose owner the
+    // stale view replaced (what the next checks would then see).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = children(&ns).await;
+    assert_eq!(
+        during, uids,
+        "the new object's children changed under the stale view"
+    );
+    let (_, now) = snapshot::take(&ns, NAME).await;
+    assert_eq!(
+        snapshot::difference(&made, &now),
+        "",
+        "the new object's children or status changed under the stale view"
+    );
+    assert_eq!(
+        goservers.get_status(NAME).await.expect("the status").status,
+        status,
+        "the stale view wrote the new object's status"
+    );
+
+    proxy.release(&goservers_path(&ns));
+    // A change the operator must act on, to know it caught up, and that
+    // makes it delete a child (the Ingress), to see how it deletes.
+    goservers
+        .patch(
+            NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {
+                "config": {"data": {"GREETING": "caught up"}},
+                "ingress": null,
+            }})),
+        )
+        .await
+        .expect("editing the new GoServer");
+    let caught_up = wait_ready(&ns, NAME).await;
+    assert_eq!(caught_up.uid().as_deref(), Some(new_uid.as_str()));
+    let after = children(&ns).await;
+    assert!(
+        !after.contains_key(&format!("Ingress/{NAME}")),
+        "the Ingress no longer wanted is still there: {after:?}"
+    );
+    for kind in ["Deployment", "Service", "HorizontalPodAutoscaler"] {
+        let key = format!("{kind}/{NAME}");
+        assert_eq!(
+            after.get(&key),
+            uids.get(&key),
+            "{key} was deleted and made again, or changed owner"
+        );
+    }
+
+    check_writes(&proxy.requests(), &old_uid);
+}
+
+/// Every write through the proxy: none that succeeded names `old_uid` (no
+/// child handed to the old object, no status written for it), and every
+/// delete carries a UID precondition (there is at least one).
+fn check_writes(requests: &[Recorded], old_uid: &str) {
+    let writes: Vec<_> = requests
+        .iter()
+        .filter(|r| matches!(r.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE"))
+        .collect();
+    assert!(
+        writes.iter().any(|w| w.method == "DELETE"),
+        "no delete went through the proxy: {writes:?}"
+    );
+    for write in &writes {
+        assert!(
+            !write.body.to_string().contains(old_uid) || write.status >= 400,
+            "the stale operator wrote with the old UID: {} {} -> {}: {}",
+            write.method,
+            write.uri,
+            write.status,
+            write.body
+        );
+        if write.method == "DELETE" {
+            assert!(
+                write.body["preconditions"]["uid"].is_string(),
+                "a delete without a UID precondition: {} {}",
+                write.uri,
+                write.body
+            );
+        }
+    }
+}
+
+/// Deletes the Service of `NAME` and creates one in its place that looks
+/// like gantry's (made from the live one, as a restore from a backup would
+/// make it) but has no owner and selects other pods.
+async fn replace_service(ns: &TestNamespace) {
+    let services: Api<Service> = ns.api();
+    let live = services.get(NAME).await.expect("the Service");
+    services
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("deleting the Service");
+    wait_for_deletion(&services, NAME, DEADLINE)
+        .await
+        .expect("the Service gone");
+    let spec = live.spec.expect("a Service spec");
+    let replacement: Service = serde_json::from_value(json!({
+        "metadata": {"name": NAME, "labels": live.metadata.labels, "annotations": live.metadata.annotations},
+        "spec": {"selector": {"app": "someone-else"}, "ports": spec.ports},
+    }))
+    .expect("a Service");
+    services
+        .create(&PostParams::default(), &replacement)
+        .await
+        .expect("the replacement Service");
+}
+
+/// Sieve's lost-transient-state test. The proxy holds the `GoServer` and
+/// Service watches and delivers only the last event of each object: the
+/// operator never sees the config edited A→B→A (one event, with a
+/// generation two ahead), nor its Service deleted (a replacement of the
+/// same name and labels, without owner and selecting other pods, is all it
+/// sees), first along with the edit, then alone. Oracle: the end state
+/// equals the reference (the state before), Service included.
+#[tokio::test(flavor = "multi_thread")]
+async fn coalesced_events_end_where_the_reference_did() {
+    let ns = TestNamespace::new("op-coalesce").await;
+    let proxy = WatchProxy::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&kubeconfig);
+    let operator = Operator::start_through(&ns, Some(&kubeconfig), &[], &[]).await;
+    let goservers: Api<GoServer> = ns.api();
+    // Without autoscaling: the HPA's own status updates would carry a
+    // reconcile every 15 s and hide a lost event.
+    let uid = create_ready(&ns, &goserver("registry.example.com/again:1", "a", false))
+        .await
+        .uid()
+        .expect("the GoServer's UID");
+    let (_, reference) = snapshot::take(&ns, NAME).await;
+
+    let services_path = format!("/api/v1/namespaces/{}/services", ns.name);
+    proxy.hold(&goservers_path(&ns), Delivery::Coalesced);
+    proxy.hold(&services_path, Delivery::Coalesced);
+    let finished = operator.count(NAME, "reconcile finished");
+    for greeting in ["b", "a"] {
+        goservers
+            .patch(
+                NAME,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"spec": {"config": {"data": {"GREETING": greeting}}}})),
+            )
+            .await
+            .expect("editing the GoServer");
+    }
+    replace_service(&ns).await;
+    proxy.release(&services_path);
+    proxy.release(&goservers_path(&ns));
+
+    wait_until("a reconcile of the coalesced edit", DEADLINE, || {
+        let done = operator.count(NAME, "reconcile finished") > finished;
+        async move { Ok::<_, String>(done.then_some(())) }
+    })
+    .await
+    .expect("the operator reconciled after the release");
+    wait_for_reference(&ns, &uid, &reference).await;
+
+    // The same replacement alone, with no edit of the GoServer to carry a
+    // reconcile: the replacement's own event must. The events of the
+    // GoServer (its last status write) and of the Deployment (its pods
+    // coming up) are held meanwhile, so none carries one either.
+    let deployments_path = format!("/apis/apps/v1/namespaces/{}/deployments", ns.name);
+    proxy.hold(&goservers_path(&ns), Delivery::Coalesced);
+    proxy.hold(&deployments_path, Delivery::Coalesced);
+    proxy.hold(&services_path, Delivery::Coalesced);
+    replace_service(&ns).await;
+    proxy.release(&services_path);
+    wait_for_reference(&ns, &uid, &reference).await;
+    proxy.release(&deployments_path);
+    proxy.release(&goservers_path(&ns));
+}
+
+/// A watch that cannot resume (410 Gone, as after an etcd compaction)
+/// while it held back a deletion: the relist must show the operator what it
+/// missed. The Service is deleted while its watch holds the event (and the
+/// watches of the `GoServer` and the Deployment hold theirs, which would
+/// carry a reconcile of their own); then the watch expires and the event is
+/// lost. Oracles: the relisted cache no longer has the Service, so the
+/// operator makes it again, equal to the reference; nothing is deleted.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_watch_relists_what_it_missed() {
+    let ns = TestNamespace::new("op-expired").await;
+    let proxy = WatchProxy::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&kubeconfig);
+    let _operator = Operator::start_through(&ns, Some(&kubeconfig), &[], &[]).await;
+    let uid = create_ready(&ns, &goserver("registry.example.com/again:1", "a", false))
+        .await
+        .uid()
+        .expect("the GoServer's UID");
+    let (_, reference) = snapshot::take(&ns, NAME).await;
+
+    let services_path = format!("/api/v1/namespaces/{}/services", ns.name);
+    let deployments_path = format!("/apis/apps/v1/namespaces/{}/deployments", ns.name);
+    for path in [&goservers_path(&ns), &deployments_path, &services_path] {
+        proxy.hold(path, Delivery::All);
+    }
+    let services: Api<Service> = ns.api();
+    services
+        .delete(NAME, &DeleteParams::default())
+        .await
+        .expect("deleting the Service");
+    wait_for_deletion(&services, NAME, DEADLINE)
+        .await
+        .expect("the Service gone");
+    proxy.expire(&services_path);
+    wait_for_reference(&ns, &uid, &reference).await;
+    proxy.release(&deployments_path);
+    proxy.release(&goservers_path(&ns));
+
+    let deletes: Vec<_> = proxy
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
+    assert!(deletes.is_empty(), "the operator deleted: {deletes:?}");
+}
+
+/// Waits until the children of `NAME` equal those of `reference`, all
+/// controlled by `uid`, and the `GoServer` is Ready.
+async fn wait_for_reference(ns: &TestNamespace, uid: &str, reference: &Snapshot) {
+    wait_until(
+        "the end state to equal the reference",
+        DEADLINE,
+        || async move {
+            let found = children(ns).await;
+            if found.values().any(|(_, controller)| controller != uid) {
+                return Err(format!("a child not controlled by the GoServer: {found:?}"));
+            }
+            wait_ready(ns, NAME).await;
+            let (_, got) = snapshot::take(ns, NAME).await;
+            let difference = snapshot::difference(&children_of(reference), &children_of(&got));
+            if difference.is_empty() {
+                Ok(Some(()))
+            } else {
+                Err(difference)
+            }
+        },
+    )
+    .await
+    .expect("the end state equals the reference");
+}
