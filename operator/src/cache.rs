@@ -53,7 +53,7 @@ pub struct Caches {
 }
 
 /// A child event stream that writes its store as it goes, ready for
-/// `Controller::owns_stream`.
+/// `Controller::watches_stream`.
 pub type ChildStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
 
 /// The watch streams that fill [`Caches`]; each must be handed to the

@@ -246,6 +246,11 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => debug!(object = %object, "reconciled"),
+                // Told at info by the reconcile itself; the watch brings the news.
+                Err(kube::runtime::controller::Error::ReconcilerFailed(
+                    Error::Outdated { .. },
+                    object,
+                )) => debug!(object = %object, "reconcile skipped"),
                 Err(err) => warn!(error = %err, "reconcile failed"),
             }
         });

@@ -18,6 +18,7 @@ mod operator_support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gantry_e2e::faults::sample;
 use gantry_e2e::snapshot::{self, Snapshot};
 use gantry_e2e::watch_proxy::{Delivery, Recorded, WatchProxy};
 use gantry_e2e::{TestNamespace, wait_for_deletion, wait_until};
@@ -28,10 +29,14 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
-use operator_support::{DEADLINE, Operator, create_ready, wait_ready};
-use serde_json::json;
+use operator_support::{DEADLINE, Operator, config_map_name, create_ready, wait_ready};
+use serde_json::{Value, json};
 
 const NAME: &str = "again";
+
+/// Kinds of child replaced alone in the default suite; `--faults` replaces
+/// each kind.
+const SAMPLED_KINDS: usize = 2;
 
 fn goserver(image: &str, greeting: &str, exposed: bool) -> GoServer {
     let mut spec = json!({
@@ -113,10 +118,18 @@ async fn wait_only_children_of(
     .expect("the old object's children collected")
 }
 
-/// The children part of a snapshot (the `GoServer`'s own entry left out).
+/// The children part of a snapshot (the `GoServer`'s own entry left out),
+/// without the Deployment's revision number: the Deployment controller
+/// counts every template a replaced Deployment had, the replacement's too.
 fn children_of(snapshot: &Snapshot) -> Snapshot {
     let mut children = snapshot.clone();
     children.remove(snapshot::GOSERVER);
+    if let Some(annotations) = children
+        .get_mut(&format!("Deployment/{NAME}"))
+        .and_then(|d| d["annotations"].as_object_mut())
+    {
+        annotations.remove("deployment.kubernetes.io/revision");
+    }
     children
 }
 
@@ -266,38 +279,123 @@ fn check_writes(requests: &[Recorded], old_uid: &str) {
     }
 }
 
-/// Deletes the Service of `NAME` and creates one in its place that looks
-/// like gantry's (made from the live one, as a restore from a backup would
-/// make it) but has no owner and selects other pods.
-async fn replace_service(ns: &TestNamespace) {
-    let services: Api<Service> = ns.api();
-    let live = services.get(NAME).await.expect("the Service");
-    services
-        .delete(NAME, &DeleteParams::default())
+/// Deletes gantry's child `name` of kind `K` and creates one in its place
+/// that looks like it (its labels, annotations and spec or data, as a
+/// restore from a backup would make it) but has no owner, changed by
+/// `change`.
+async fn replace<K>(ns: &TestNamespace, name: &str, change: impl FnOnce(&mut Value))
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let api: Api<K> = ns.api();
+    let live = serde_json::to_value(api.get(name).await.expect("the child")).expect("as JSON");
+    api.delete(name, &DeleteParams::default())
         .await
-        .expect("deleting the Service");
-    wait_for_deletion(&services, NAME, DEADLINE)
+        .expect("deleting the child");
+    wait_for_deletion(&api, name, DEADLINE)
         .await
-        .expect("the Service gone");
-    let spec = live.spec.expect("a Service spec");
-    let replacement: Service = serde_json::from_value(json!({
-        "metadata": {"name": NAME, "labels": live.metadata.labels, "annotations": live.metadata.annotations},
-        "spec": {"selector": {"app": "someone-else"}, "ports": spec.ports},
-    }))
-    .expect("a Service");
-    services
-        .create(&PostParams::default(), &replacement)
-        .await
-        .expect("the replacement Service");
+        .expect("the child gone");
+    let mut replacement = json!({
+        "apiVersion": K::api_version(&()), "kind": K::kind(&()),
+        "metadata": {
+            "name": name,
+            "labels": live["metadata"]["labels"],
+            "annotations": live["metadata"]["annotations"],
+        },
+    });
+    for part in ["spec", "data"] {
+        if let Some(value) = live.get(part) {
+            replacement[part] = value.clone();
+        }
+    }
+    if let Some(spec) = replacement["spec"].as_object_mut() {
+        // Addresses the apiserver hands out, not part of a restore.
+        spec.remove("clusterIP");
+        spec.remove("clusterIPs");
+    }
+    change(&mut replacement);
+    api.create(
+        &PostParams::default(),
+        &serde_json::from_value(replacement).expect("the replacement"),
+    )
+    .await
+    .expect("creating the replacement");
 }
+
+/// Replaces gantry's child of the kind `kind` names (see [`replace`]).
+async fn replace_child(ns: &TestNamespace, kind: &str) {
+    match kind {
+        "Deployment" => {
+            replace::<Deployment>(ns, NAME, |d| {
+                d["spec"]["template"]["spec"]["containers"][0]["image"] =
+                    json!("registry.example.com/someone-else:1");
+            })
+            .await;
+        }
+        "Service" => {
+            replace::<Service>(ns, NAME, |s| {
+                s["spec"]["selector"] = json!({"app": "someone-else"});
+            })
+            .await;
+        }
+        "ConfigMap" => {
+            let name = config_map_name(ns, NAME).await;
+            replace::<ConfigMap>(ns, &name, |c| {
+                c["data"]["GREETING"] = json!("someone else's");
+            })
+            .await;
+        }
+        "Ingress" => {
+            replace::<Ingress>(ns, NAME, |i| {
+                i["spec"]["rules"][0]["host"] = json!("someone-else.example.com");
+            })
+            .await;
+        }
+        "HorizontalPodAutoscaler" => {
+            replace::<HorizontalPodAutoscaler>(ns, NAME, |h| {
+                h["spec"]["maxReplicas"] = json!(9);
+            })
+            .await;
+        }
+        other => panic!("no replacement for {other}"),
+    }
+}
+
+/// The collection path of gantry's children of `kind` in `ns`.
+fn children_path(ns: &TestNamespace, kind: &str) -> String {
+    let (group, plural) = match kind {
+        "Deployment" => ("apis/apps/v1", "deployments"),
+        "Service" => ("api/v1", "services"),
+        "ConfigMap" => ("api/v1", "configmaps"),
+        "Ingress" => ("apis/networking.k8s.io/v1", "ingresses"),
+        "HorizontalPodAutoscaler" => ("apis/autoscaling/v2", "horizontalpodautoscalers"),
+        other => panic!("no path for {other}"),
+    };
+    format!("/{group}/namespaces/{}/{plural}", ns.name)
+}
+
+/// The kinds of gantry's children that a person can replace.
+const CHILD_KINDS: [&str; 5] = [
+    "Deployment",
+    "Service",
+    "ConfigMap",
+    "Ingress",
+    "HorizontalPodAutoscaler",
+];
 
 /// Sieve's lost-transient-state test. The proxy holds the `GoServer` and
 /// Service watches and delivers only the last event of each object: the
 /// operator never sees the config edited A→B→A (one event, with a
 /// generation two ahead), nor its Service deleted (a replacement of the
 /// same name and labels, without owner and selecting other pods, is all it
-/// sees), first along with the edit, then alone. Oracle: the end state
-/// equals the reference (the state before), Service included.
+/// sees), first along with the edit; then a child of each kind is replaced
+/// alone (a sample of the kinds; every kind with `--faults`). Oracle: the
+/// end state equals the reference (the state before), every child
+/// included.
 #[tokio::test(flavor = "multi_thread")]
 async fn coalesced_events_end_where_the_reference_did() {
     let ns = TestNamespace::new("op-coalesce").await;
@@ -307,9 +405,7 @@ async fn coalesced_events_end_where_the_reference_did() {
     proxy.kubeconfig(&kubeconfig);
     let operator = Operator::start_through(&ns, Some(&kubeconfig), &[], &[]).await;
     let goservers: Api<GoServer> = ns.api();
-    // Without autoscaling: the HPA's own status updates would carry a
-    // reconcile every 15 s and hide a lost event.
-    let uid = create_ready(&ns, &goserver("registry.example.com/again:1", "a", false))
+    let uid = create_ready(&ns, &goserver("registry.example.com/again:1", "a", true))
         .await
         .uid()
         .expect("the GoServer's UID");
@@ -329,7 +425,7 @@ async fn coalesced_events_end_where_the_reference_did() {
             .await
             .expect("editing the GoServer");
     }
-    replace_service(&ns).await;
+    replace_child(&ns, "Service").await;
     proxy.release(&services_path);
     proxy.release(&goservers_path(&ns));
 
@@ -341,19 +437,29 @@ async fn coalesced_events_end_where_the_reference_did() {
     .expect("the operator reconciled after the release");
     wait_for_reference(&ns, &uid, &reference).await;
 
-    // The same replacement alone, with no edit of the GoServer to carry a
+    // A replacement alone, with no edit of the GoServer to carry a
     // reconcile: the replacement's own event must. The events of the
-    // GoServer (its last status write) and of the Deployment (its pods
-    // coming up) are held meanwhile, so none carries one either.
-    let deployments_path = format!("/apis/apps/v1/namespaces/{}/deployments", ns.name);
-    proxy.hold(&goservers_path(&ns), Delivery::Coalesced);
-    proxy.hold(&deployments_path, Delivery::Coalesced);
-    proxy.hold(&services_path, Delivery::Coalesced);
-    replace_service(&ns).await;
-    proxy.release(&services_path);
-    wait_for_reference(&ns, &uid, &reference).await;
-    proxy.release(&deployments_path);
-    proxy.release(&goservers_path(&ns));
+    // GoServer and of every other child (pods coming up, the HPA's status)
+    // are held meanwhile, so none carries one either.
+    for at in sample(CHILD_KINDS.len() as u64, SAMPLED_KINDS) {
+        let kind = CHILD_KINDS[usize::try_from(at - 1).expect("an index")];
+        let paths: Vec<String> = std::iter::once(goservers_path(&ns))
+            .chain(CHILD_KINDS.iter().map(|k| children_path(&ns, k)))
+            .collect();
+        for path in &paths {
+            proxy.hold(path, Delivery::Coalesced);
+        }
+        replace_child(&ns, kind).await;
+        proxy.release(&children_path(&ns, kind));
+        // Children only: the operator compares the status it computes with
+        // the one its (held) GoServer watch last showed, so the status
+        // catches up once that watch does.
+        wait_for_children(&ns, &uid, &reference).await;
+        for path in &paths {
+            proxy.release(path);
+        }
+        wait_for_reference(&ns, &uid, &reference).await;
+    }
 }
 
 /// A watch that cannot resume (410 Gone, as after an etcd compaction)
@@ -406,15 +512,21 @@ async fn an_expired_watch_relists_what_it_missed() {
 /// Waits until the children of `NAME` equal those of `reference`, all
 /// controlled by `uid`, and the `GoServer` is Ready.
 async fn wait_for_reference(ns: &TestNamespace, uid: &str, reference: &Snapshot) {
+    wait_ready(ns, NAME).await;
+    wait_for_children(ns, uid, reference).await;
+}
+
+/// Waits until the children of `NAME` equal those of `reference`, all
+/// controlled by `uid`.
+async fn wait_for_children(ns: &TestNamespace, uid: &str, reference: &Snapshot) {
     wait_until(
-        "the end state to equal the reference",
+        "the children to equal the reference",
         DEADLINE,
         || async move {
             let found = children(ns).await;
             if found.values().any(|(_, controller)| controller != uid) {
                 return Err(format!("a child not controlled by the GoServer: {found:?}"));
             }
-            wait_ready(ns, NAME).await;
             let (_, got) = snapshot::take(ns, NAME).await;
             let difference = snapshot::difference(&children_of(reference), &children_of(&got));
             if difference.is_empty() {
@@ -425,5 +537,5 @@ async fn wait_for_reference(ns: &TestNamespace, uid: &str, reference: &Snapshot)
         },
     )
     .await
-    .expect("the end state equals the reference");
+    .expect("the children equal the reference");
 }
