@@ -387,6 +387,17 @@ const CHILD_KINDS: [&str; 5] = [
     "HorizontalPodAutoscaler",
 ];
 
+/// A watch proxy, and an operator that reaches the apiserver through it.
+async fn behind_proxy(ns: &TestNamespace) -> (WatchProxy, Operator) {
+    let proxy = WatchProxy::start().await;
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&kubeconfig);
+    // The operator has read its kubeconfig once it is ready.
+    let operator = Operator::start_through(ns, Some(&kubeconfig), &[], &[]).await;
+    (proxy, operator)
+}
+
 /// Sieve's lost-transient-state test. The proxy holds the `GoServer` and
 /// Service watches and delivers only the last event of each object: the
 /// operator never sees the config edited A→B→A (one event, with a
@@ -399,11 +410,7 @@ const CHILD_KINDS: [&str; 5] = [
 #[tokio::test(flavor = "multi_thread")]
 async fn coalesced_events_end_where_the_reference_did() {
     let ns = TestNamespace::new("op-coalesce").await;
-    let proxy = WatchProxy::start().await;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&kubeconfig);
-    let operator = Operator::start_through(&ns, Some(&kubeconfig), &[], &[]).await;
+    let (proxy, operator) = behind_proxy(&ns).await;
     let goservers: Api<GoServer> = ns.api();
     let uid = create_ready(&ns, &goserver("registry.example.com/again:1", "a", true))
         .await
@@ -472,11 +479,7 @@ async fn coalesced_events_end_where_the_reference_did() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_watch_relists_what_it_missed() {
     let ns = TestNamespace::new("op-expired").await;
-    let proxy = WatchProxy::start().await;
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&kubeconfig);
-    let _operator = Operator::start_through(&ns, Some(&kubeconfig), &[], &[]).await;
+    let (proxy, _operator) = behind_proxy(&ns).await;
     let uid = create_ready(&ns, &goserver("registry.example.com/again:1", "a", false))
         .await
         .uid()
