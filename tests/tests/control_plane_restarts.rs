@@ -10,15 +10,17 @@
 
 mod operator_support;
 
+use std::fmt::Write;
 use std::time::Duration;
 
 use gantry_e2e::faults::{ControlPlane, full};
 use gantry_e2e::snapshot;
-use gantry_e2e::{TestNamespace, wait_until};
+use gantry_e2e::{TestNamespace, wait_for, wait_until};
 use gantry_operator::crd::GoServer;
-use kube::Api;
-use kube::api::{Patch, PatchParams};
-use operator_support::{Operator, create_ready, wait_ready};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use operator_support::{DEADLINE, Operator, create_ready, has_condition};
 use serde_json::json;
 
 const GOSERVERS: usize = 3;
@@ -55,6 +57,38 @@ async fn wait_for_apiserver(ns: &TestNamespace) {
     .expect("the apiserver came back");
 }
 
+/// What the Deployment of `name` and its ReplicaSets show, to tell a
+/// GoServer the operator left behind from a rollout the Deployment
+/// controller has not finished.
+async fn explain(ns: &TestNamespace, name: &str) -> String {
+    let deployment = ns.api::<Deployment>().get(name).await;
+    let mut text = match deployment {
+        Ok(d) => format!(
+            "Deployment {name}: generation {:?}, status {}",
+            d.metadata.generation,
+            serde_json::to_string(&d.status).unwrap_or_default()
+        ),
+        Err(e) => format!("Deployment {name}: {e}"),
+    };
+    let selector = format!("app.kubernetes.io/instance={name}");
+    if let Ok(sets) = ns
+        .api::<ReplicaSet>()
+        .list(&ListParams::default().labels(&selector))
+        .await
+    {
+        for rs in sets {
+            let _ = write!(
+                text,
+                "\nReplicaSet {}: spec.replicas {:?}, status {}",
+                rs.name_any(),
+                rs.spec.as_ref().and_then(|s| s.replicas),
+                serde_json::to_string(&rs.status).unwrap_or_default()
+            );
+        }
+    }
+    text
+}
+
 #[tokio::test(flavor = "multi_thread")]
 #[ignore = "kills the shared control plane: cargo xtask test runs it alone"]
 async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
@@ -89,7 +123,17 @@ async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
             .unwrap_or_else(|e| panic!("restarting {component}: {e}"));
         wait_for_apiserver(&ns).await;
         for name in &names {
-            let gs = wait_ready(&ns, name).await;
+            let gs = match wait_for(&api, name, "Ready=True", DEADLINE, |gs| {
+                has_condition(gs, "Ready", "True")
+            })
+            .await
+            {
+                Ok(gs) => gs,
+                Err(err) => panic!(
+                    "round {round} ({component}): {err}\n{}",
+                    explain(&ns, name).await
+                ),
+            };
             let (_, children) = snapshot::take(&ns, name).await;
             // One of each child per GoServer, owned by it alone (checked by
             // the snapshot); the config of this round in force.
