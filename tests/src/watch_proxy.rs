@@ -76,22 +76,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn gate(&self, path: &str) -> watch::Receiver<Gate> {
-        self.gates
-            .lock()
-            .expect("the gates")
+    /// Runs `f` on the gate of `path`, made open if it had none.
+    fn with_gate<R>(&self, path: &str, f: impl FnOnce(&watch::Sender<Gate>) -> R) -> R {
+        let mut gates = self.gates.lock().expect("the gates");
+        f(gates
             .entry(path.to_owned())
-            .or_insert_with(|| watch::channel(Gate::Open).0)
-            .subscribe()
+            .or_insert_with(|| watch::channel(Gate::Open).0))
+    }
+
+    fn gate(&self, path: &str) -> watch::Receiver<Gate> {
+        self.with_gate(path, watch::Sender::subscribe)
     }
 
     fn set(&self, path: &str, gate: Gate) {
-        self.gates
-            .lock()
-            .expect("the gates")
-            .entry(path.to_owned())
-            .or_insert_with(|| watch::channel(Gate::Open).0)
-            .send_replace(gate);
+        self.with_gate(path, |sender| sender.send_replace(gate));
     }
 }
 

@@ -57,7 +57,27 @@ fn goserver(image: &str, greeting: &str, exposed: bool) -> GoServer {
 }
 
 fn goservers_path(ns: &TestNamespace) -> String {
-    format!("/apis/gantry.dev/v1alpha1/namespaces/{}/goservers", ns.name)
+    path_of::<GoServer>(ns)
+}
+
+/// The collection path of `K` in `ns`, as the operator's watches ask for it.
+fn path_of<K: Resource<DynamicType = ()>>(ns: &TestNamespace) -> String {
+    K::url_path(&(), Some(&ns.name))
+}
+
+/// Deletes `name` and waits until it is gone.
+async fn delete_and_wait<K>(api: &Api<K>, name: &str, params: &DeleteParams)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + serde::Serialize,
+{
+    api.delete(name, params).await.expect("deleting");
+    wait_for_deletion(api, name, DEADLINE)
+        .await
+        .expect("gone in time");
 }
 
 /// `kind/name` of every child of `NAME` (gantry's labels) to its UID and
@@ -162,13 +182,7 @@ async fn a_stale_view_never_touches_a_recreated_goservers_children() {
     proxy.freeze(&goservers_path(&ns)).await;
     first.kill();
 
-    goservers
-        .delete(NAME, &DeleteParams::background())
-        .await
-        .expect("deleting the old GoServer");
-    wait_for_deletion(&goservers, NAME, DEADLINE)
-        .await
-        .expect("the old GoServer gone");
+    delete_and_wait(&goservers, NAME, &DeleteParams::background()).await;
     let second = Operator::start(&ns).await;
     let new = create_ready(&ns, &goserver("registry.example.com/again:2", "new", true)).await;
     let new_uid = new.uid().expect("the new GoServer's UID");
@@ -293,12 +307,7 @@ where
 {
     let api: Api<K> = ns.api();
     let live = serde_json::to_value(api.get(name).await.expect("the child")).expect("as JSON");
-    api.delete(name, &DeleteParams::default())
-        .await
-        .expect("deleting the child");
-    wait_for_deletion(&api, name, DEADLINE)
-        .await
-        .expect("the child gone");
+    delete_and_wait(&api, name, &DeleteParams::default()).await;
     let mut replacement = json!({
         "apiVersion": K::api_version(&()), "kind": K::kind(&()),
         "metadata": {
@@ -367,15 +376,14 @@ async fn replace_child(ns: &TestNamespace, kind: &str) {
 
 /// The collection path of gantry's children of `kind` in `ns`.
 fn children_path(ns: &TestNamespace, kind: &str) -> String {
-    let (group, plural) = match kind {
-        "Deployment" => ("apis/apps/v1", "deployments"),
-        "Service" => ("api/v1", "services"),
-        "ConfigMap" => ("api/v1", "configmaps"),
-        "Ingress" => ("apis/networking.k8s.io/v1", "ingresses"),
-        "HorizontalPodAutoscaler" => ("apis/autoscaling/v2", "horizontalpodautoscalers"),
+    match kind {
+        "Deployment" => path_of::<Deployment>(ns),
+        "Service" => path_of::<Service>(ns),
+        "ConfigMap" => path_of::<ConfigMap>(ns),
+        "Ingress" => path_of::<Ingress>(ns),
+        "HorizontalPodAutoscaler" => path_of::<HorizontalPodAutoscaler>(ns),
         other => panic!("no path for {other}"),
-    };
-    format!("/{group}/namespaces/{}/{plural}", ns.name)
+    }
 }
 
 /// The kinds of gantry's children that a person can replace.
@@ -418,7 +426,7 @@ async fn coalesced_events_end_where_the_reference_did() {
         .expect("the GoServer's UID");
     let (_, reference) = snapshot::take(&ns, NAME).await;
 
-    let services_path = format!("/api/v1/namespaces/{}/services", ns.name);
+    let services_path = path_of::<Service>(&ns);
     proxy.hold(&goservers_path(&ns), Delivery::Coalesced);
     proxy.hold(&services_path, Delivery::Coalesced);
     let finished = operator.count(NAME, "reconcile finished");
@@ -486,19 +494,13 @@ async fn an_expired_watch_relists_what_it_missed() {
         .expect("the GoServer's UID");
     let (_, reference) = snapshot::take(&ns, NAME).await;
 
-    let services_path = format!("/api/v1/namespaces/{}/services", ns.name);
-    let deployments_path = format!("/apis/apps/v1/namespaces/{}/deployments", ns.name);
+    let services_path = path_of::<Service>(&ns);
+    let deployments_path = path_of::<Deployment>(&ns);
     for path in [&goservers_path(&ns), &deployments_path, &services_path] {
         proxy.hold(path, Delivery::All);
     }
     let services: Api<Service> = ns.api();
-    services
-        .delete(NAME, &DeleteParams::default())
-        .await
-        .expect("deleting the Service");
-    wait_for_deletion(&services, NAME, DEADLINE)
-        .await
-        .expect("the Service gone");
+    delete_and_wait(&services, NAME, &DeleteParams::default()).await;
     proxy.expire(&services_path);
     wait_for_reference(&ns, &uid, &reference).await;
     proxy.release(&deployments_path);
