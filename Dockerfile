@@ -7,9 +7,13 @@
 #
 # (`cargo xtask image server|operator` builds the same targets with buildah.)
 #
-# The build stage compiles the dependencies from the manifests alone first,
-# so that a change to the sources reuses that layer; both binaries come out
-# of one build stage, so the second target reuses the first one's.
+# The build stage keeps cargo's registry and target directory in cache
+# mounts (BuildKit and buildah both have them): they outlive the build in
+# the builder's cache, outside every image and layer, so a rebuild compiles
+# only what changed and a store without copy-on-write (buildah's vfs) does
+# not keep a copy of the toolchain and the build tree per instruction.
+# Both binaries come out of one cargo build, so the second target finds
+# them fresh.
 #
 # The binaries are built with the `dist` profile (fat LTO, one codegen unit,
 # no symbols) and linked statically against glibc (`crt-static`; musl and
@@ -20,21 +24,9 @@
 # shared library in the image. So the runtime stage is distroless `static`:
 # CA certificates, time zones, /etc/passwd, /etc/nsswitch.conf, no C
 # library, no shell, no package manager, and the user nonroot (uid 65532).
-#
-# The build stage has few instructions on purpose: every instruction is a
-# layer, and a builder without a copy-on-write store (buildah's vfs) copies
-# the whole toolchain image for each one.
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
-
-# The workspace manifests and the lock file, nothing else.
-FROM scratch AS manifests
-COPY Cargo.toml Cargo.lock /src/
-COPY operator/Cargo.toml /src/operator/
-COPY server/Cargo.toml /src/server/
-COPY tests/Cargo.toml /src/tests/
-COPY xtask/Cargo.toml /src/xtask/
 
 FROM ${RUST_IMAGE} AS build
 # The target is named so that `crt-static` applies to the binaries only, not
@@ -47,28 +39,16 @@ ENV CARGO_TERM_COLOR=never CARGO_INCREMENTAL=0 \
     RUSTFLAGS="-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\""
 WORKDIR /src
 
-# 1. Dependencies: the manifests with empty crate roots.
-COPY --from=manifests /src /src
-RUN for crate in operator server tests xtask; do \
-        mkdir -p "$crate/src" && \
-        echo 'fn main() {}' > "$crate/src/main.rs" && \
-        touch "$crate/src/lib.rs"; \
-    done && \
-    cargo build --profile dist --locked --package gantry-server --package gantry-operator && \
-    rm -rf operator/src server/src tests/src xtask/src
-
-# 2. The sources (.dockerignore lets in only the manifests and the crates'
-# sources). COPY keeps the build context's modification times, which may be
-# older than the empty crate roots' build: touching the crate roots makes
-# cargo rebuild the workspace crates, and only them. The target directory
-# is dropped once the binaries are out: nothing later needs it.
+# The sources (.dockerignore lets in only the manifests and the crates'
+# sources). COPY keeps their modification times, which is what cargo's
+# freshness check in the cached target directory compares.
 COPY . /src
-RUN touch operator/src/lib.rs operator/src/main.rs server/src/lib.rs server/src/main.rs && \
+RUN --mount=type=cache,id=gantry-cargo-registry,sharing=locked,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=gantry-target,sharing=locked,target=/src/target \
     cargo build --profile dist --locked --package gantry-server --package gantry-operator && \
     mkdir -p /out && \
     cp target/x86_64-unknown-linux-gnu/dist/gantry-server \
-       target/x86_64-unknown-linux-gnu/dist/gantry-operator /out/ && \
-    rm -rf target
+       target/x86_64-unknown-linux-gnu/dist/gantry-operator /out/
 
 FROM ${RUNTIME_IMAGE} AS gantry-server
 WORKDIR /app

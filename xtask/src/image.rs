@@ -124,7 +124,8 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     eprintln!(
         "\nrun one:     buildah --storage-driver {driver} from {server}\n\
          push one:    buildah --storage-driver {driver} push {server} docker://<registry>/gantry-server:{version}\n\
-         remove the build cache: buildah --storage-driver {driver} rmi --prune",
+         the build cache: cargo's registry and target directory in buildah's cache mounts \
+         (/var/tmp/buildah-cache*)",
         driver = args.storage_driver,
         server = Target::Server.image(),
         version = env!("CARGO_PKG_VERSION"),
@@ -154,6 +155,24 @@ impl Buildah {
         Ok(proc::output(step, self.command().args(args))?
             .trim()
             .to_owned())
+    }
+
+    /// The ID of the image `name`, if there is one.
+    fn image_id(&self, name: &str) -> Option<String> {
+        let out = self
+            .command()
+            .args([
+                "inspect",
+                "--type",
+                "image",
+                "--format",
+                "{{.FromImageID}}",
+                name,
+            ])
+            .output()
+            .ok()?;
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !id.is_empty()).then_some(id)
     }
 
     /// The value of `label` on the image `name`: `None` when there is no
@@ -190,12 +209,18 @@ pub fn build(buildah: &Buildah, targets: &[Target], quiet: bool) -> Result<Vec<S
         let image = target.image();
         eprintln!("building {image} (Dockerfile target {})", target.binary());
         let started = Instant::now();
+        let previous = buildah.image_id(&image);
         let mut cmd = buildah.command();
         cmd.current_dir(&root).args([
             "build",
             "--isolation",
             "chroot",
-            "--layers",
+            // No layer cache: the Dockerfile's cache mounts carry cargo's
+            // work from build to build, and every cached layer would be a
+            // full copy of the build tree in a vfs store. Intermediate
+            // containers go even when the build fails.
+            "--layers=false",
+            "--force-rm",
             "--pull=never",
             "--target",
             target.binary(),
@@ -214,6 +239,12 @@ pub fn build(buildah: &Buildah, targets: &[Target], quiet: bool) -> Result<Vec<S
             proc::run(&step, &mut cmd)?;
         }
         eprintln!("built {image} in {:.0?}", started.elapsed());
+        // The image this build replaced lost its name: remove it rather than
+        // keep a nameless copy per build. One a container still uses stays.
+        if let Some(previous) = previous.filter(|id| buildah.image_id(&image).as_ref() != Some(id))
+        {
+            let _ = buildah.command().args(["rmi", &previous]).output();
+        }
         built.push(image);
     }
     Ok(built)
