@@ -48,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::fault;
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::rollout::request::{self, Handled};
 use crate::rollout::{self, prometheus::Prometheus, webhook};
 use crate::status::{self, Observed};
 
@@ -377,6 +378,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             decision,
             told,
             defaulted,
+            handled,
         }) => {
             let hpa = cached_hpa(ctx, gs)?;
             let observed = Observed {
@@ -394,6 +396,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 write_status(gs, ctx, &observed)
             );
             written?;
+            finish_requests(ctx, gs, handled).await?;
             // A decision is told only once the status records it, and the
             // record is cleared once it is told: an operator stopped in
             // between tells it after its restart, and nothing is told of a
@@ -523,6 +526,10 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
 
     build::validate(gs)?;
     let spec_revision = build::spec_revision(gs)?;
+    // Requests by annotation change the status this reconcile starts from;
+    // the rest of it works on that view.
+    let (view, handled) = handle_requests(ctx, gs, &spec_revision.name).await?;
+    let gs = &view;
     let in_force_name = rollout::in_force(gs, &spec_revision.name);
     let in_force = if in_force_name == spec_revision.name {
         spec_revision.clone()
@@ -575,7 +582,117 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         decision,
         told,
         defaulted,
+        handled,
     })
+}
+
+/// Applies the requests made by annotation (see [`rollout::request`]) to a
+/// copy of `gs`; the copy and what came of each request.
+async fn handle_requests(
+    ctx: &Context,
+    gs: &GoServer,
+    spec_revision: &str,
+) -> Result<(GoServer, Vec<Handled>)> {
+    let requests = request::requests(gs);
+    let mut view = gs.clone();
+    if requests.is_empty() {
+        return Ok((view, Vec::new()));
+    }
+    // Whether the revision a rollback names is recorded: one GET.
+    let mut stored = Vec::new();
+    for r in requests
+        .iter()
+        .filter(|r| r.kind == request::Kind::RollbackTo)
+    {
+        if r.revision.is_empty() || r.revision.len() > 253 {
+            continue;
+        }
+        let found = namespaced::<ControllerRevision>(ctx, gs)?
+            .get_metadata_opt(&r.revision)
+            .await
+            .map_err(|e| Error::kube(format!("get ControllerRevision {}", r.revision), e))?;
+        if found.is_some_and(|m| controlled_by(&m.metadata, gs)) {
+            stored.push(r.revision.clone());
+        }
+    }
+    let now = now();
+    let in_force = rollout::in_force(gs, spec_revision);
+    let facts = request::Facts {
+        spec_revision,
+        in_force: &in_force,
+        now: &now,
+        stored: &|name: &str| stored.iter().any(|s| s == name),
+    };
+    let handled = request::apply(&mut view, requests, &facts);
+    Ok((view, handled))
+}
+
+/// Whether `meta` names `gs` as its controller.
+fn controlled_by(meta: &ObjectMeta, gs: &GoServer) -> bool {
+    let uid = gs.uid();
+    meta.owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+}
+
+/// Tells what came of each request (an Event each) and removes its
+/// annotation, once the status that records it is written. The removal
+/// tests the annotation's value first: a request changed meanwhile stays,
+/// for the next reconcile.
+async fn finish_requests(ctx: &Context, gs: &GoServer, handled: Vec<Handled>) -> Result<()> {
+    if handled.is_empty() {
+        return Ok(());
+    }
+    let mut ops = Vec::new();
+    for h in &handled {
+        let path = format!(
+            "/metadata/annotations/{}",
+            h.request
+                .kind
+                .annotation()
+                .replace('~', "~0")
+                .replace('/', "~1")
+        );
+        ops.push(json!({"op": "test", "path": path, "value": h.request.raw}));
+        ops.push(json!({"op": "remove", "path": path}));
+    }
+    let patch: json_patch::Patch =
+        serde_json::from_value(serde_json::Value::Array(ops)).map_err(|source| {
+            Error::Serialize {
+                kind: "JSON patch",
+                source,
+            }
+        })?;
+    match namespaced::<GoServer>(ctx, gs)?
+        .patch(
+            &gs.name_any(),
+            &PatchParams::default(),
+            &Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        // A value changed since: the newer request is the next reconcile's.
+        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 409 => {
+            debug!(message = %status.message, "a request annotation changed meanwhile");
+            return Ok(());
+        }
+        Err(e) => return Err(Error::kube("remove the handled request annotations", e)),
+    }
+    for h in handled {
+        let (type_, reason, note) = match h.outcome {
+            Ok(note) => (EventType::Normal, h.request.kind.reason(), note),
+            Err(why) => (
+                EventType::Warning,
+                "RequestRefused",
+                format!("{}: {why}", h.request.kind.annotation()),
+            ),
+        };
+        info!(request = h.request.kind.annotation(), revision = %h.request.revision, %note, "request handled");
+        publish(ctx, gs, type_, reason, "Request", note, None).await;
+    }
+    Ok(())
 }
 
 /// The note of an Event saying which requests the pods got by default
@@ -613,6 +730,8 @@ struct Synced {
     told: Vec<Told>,
     /// The note of a `DefaultedRequests` Event to publish with them.
     defaulted: Option<String>,
+    /// Requests by annotation, applied to the status to write.
+    handled: Vec<Handled>,
 }
 
 /// A revision read back from its `ControllerRevision`, to put it back in

@@ -22,11 +22,13 @@
 //! - [`prometheus`]: the query client and query templates.
 //! - [`duration`]: Go-style durations of the spec.
 //! - [`webhook`]: the signed POST of each decision.
+//! - [`request`]: rollback, promotion and retry asked for by annotation.
 
 pub mod duration;
 pub mod http;
 pub mod judge;
 pub mod prometheus;
+pub mod request;
 pub mod webhook;
 
 use std::collections::BTreeMap;
@@ -52,17 +54,16 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The revision to run: the spec's own, unless that is the revision that
-/// failed and was rolled back, in which case the last verified one stays.
-/// A replicas edit keeps the spec's revision, so it does not redeploy the
-/// bad one; any change to the template or config does.
+/// was rolled back (by verification or by request), in which case the last
+/// good one stays. A replicas edit keeps the spec's revision, so it does
+/// not redeploy the bad one; any change to the template or config does,
+/// and so does a retry (see [`request`]).
 pub fn in_force(gs: &GoServer, spec_revision: &str) -> String {
     let status = gs.status.as_ref();
     let failed = status.and_then(|s| s.failed_revision.as_deref());
     let last_good = status.and_then(|s| s.last_good_revision.as_deref());
     match (failed, last_good) {
-        (Some(failed), Some(good)) if failed == spec_revision && auto_rollback(gs) => {
-            good.to_owned()
-        }
+        (Some(failed), Some(good)) if failed == spec_revision => good.to_owned(),
         _ => spec_revision.to_owned(),
     }
 }

@@ -1,0 +1,309 @@
+//! `kubectl gantry`: status, revision history, rollback, promote and retry
+//! of a `GoServer`. kubectl runs it as a plugin when the binary
+//! `kubectl-gantry` is on the PATH (`cargo install --path plugin`).
+//!
+//! Rollback, promote and retry set an annotation that the operator honours
+//! and removes; this waits for that and says what came of it. They need
+//! `patch` on `goservers`, which anyone who edits GoServers has.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use gantry_operator::crd::{GoServer, VerificationPhase};
+use gantry_operator::rollout::request::{PROMOTE, RETRY, ROLLBACK_TO};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config};
+use kubectl_gantry::{
+    history, history_table, promote_target, retry_target, rollback_target, status_text,
+};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "kubectl gantry",
+    version,
+    about = "Revisions, verification and rollback of GoServers"
+)]
+struct Cli {
+    /// The namespace (default: the kubeconfig context's).
+    #[arg(short, long, global = true)]
+    namespace: Option<String>,
+    /// The kubeconfig context (default: the current one).
+    #[arg(long, global = true)]
+    context: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Conditions, revision and verification progress.
+    Status {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// The revisions deployed, newest first, each verification metric
+    /// against the previous verified revision.
+    History {
+        name: String,
+        #[arg(short, long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Put an earlier revision back in force (default: the last good one).
+    Rollback {
+        name: String,
+        /// The revision to go back to.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Pass the revision under verification now, skipping the rest.
+    Promote {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Deploy the rolled-back revision again and verify it anew.
+    Retry {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(clap::Args)]
+struct Wait {
+    /// How long to wait for the operator to handle the request.
+    #[arg(long, default_value = "60", value_name = "SECONDS")]
+    timeout: u64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = match Kubeconfig::read() {
+        Ok(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options).await?,
+        // No kubeconfig: in a pod, the ServiceAccount's.
+        Err(_) => Config::infer().await?,
+    };
+    let namespace = cli
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    let client = Client::try_from(config)?;
+    let api: Api<GoServer> = Api::namespaced(client.clone(), &namespace);
+    let on = |name: String| Object {
+        api: api.clone(),
+        client: client.clone(),
+        namespace: namespace.clone(),
+        name,
+    };
+    match cli.command {
+        Command::Status { name, output } => {
+            let gs = get(&api, &name).await?;
+            let value = json!({
+                "name": name, "namespace": namespace, "spec": {"image": gs.spec.image},
+                "status": gs.status,
+            });
+            print(output, &value, || status_text(&gs))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History { name, output } => {
+            let gs = get(&api, &name).await?;
+            let rows = history(&gs.status.unwrap_or_default());
+            print(output, &serde_json::to_value(&rows)?, || {
+                history_table(&rows).render()
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rollback { name, to, wait } => on(name).rollback(to, &wait).await,
+        Command::Promote { name, wait } => on(name).promote(&wait).await,
+        Command::Retry { name, wait } => on(name).retry(&wait).await,
+    }
+}
+
+/// The GoServer a request is made on.
+struct Object {
+    api: Api<GoServer>,
+    client: Client,
+    namespace: String,
+    name: String,
+}
+
+impl Object {
+    async fn rollback(&self, to: Option<String>, wait: &Wait) -> Result<ExitCode> {
+        let status = get(&self.api, &self.name).await?.status.unwrap_or_default();
+        let target = match to {
+            Some(to) => to,
+            None => rollback_target(&status)?,
+        };
+        if status.revision.as_deref() == Some(target.as_str()) {
+            bail!("revision {target} is in force already");
+        }
+        let outcome = self
+            .request(ROLLBACK_TO, &target, wait, |gs| {
+                let s = gs.status.clone().unwrap_or_default();
+                s.last_good_revision.as_deref() == Some(target.as_str())
+                    && s.revision.as_deref() == Some(target.as_str())
+            })
+            .await?;
+        Ok(report(outcome, &format!("rolled back to {target}")))
+    }
+
+    async fn promote(&self, wait: &Wait) -> Result<ExitCode> {
+        let status = get(&self.api, &self.name).await?.status.unwrap_or_default();
+        let target = promote_target(&status)?;
+        let outcome = self
+            .request(PROMOTE, &target, wait, |gs| {
+                gs.status
+                    .as_ref()
+                    .and_then(|s| s.verification.as_ref())
+                    .is_some_and(|v| v.revision == target && v.phase == VerificationPhase::Passed)
+            })
+            .await?;
+        Ok(report(outcome, &format!("promoted {target}")))
+    }
+
+    async fn retry(&self, wait: &Wait) -> Result<ExitCode> {
+        let status = get(&self.api, &self.name).await?.status.unwrap_or_default();
+        let target = retry_target(&status)?;
+        let outcome = self
+            .request(RETRY, &target, wait, |gs| {
+                gs.status
+                    .as_ref()
+                    .is_some_and(|s| s.failed_revision.as_deref() != Some(target.as_str()))
+            })
+            .await?;
+        Ok(report(outcome, &format!("deploying {target} again")))
+    }
+
+    /// Sets `annotation` to `revision` and waits until the operator has
+    /// removed it; then `done` on the GoServer, or the refusal it recorded.
+    async fn request(
+        &self,
+        annotation: &str,
+        revision: &str,
+        wait: &Wait,
+        done: impl Fn(&GoServer) -> bool,
+    ) -> Result<Outcome> {
+        let name = &self.name;
+        let patch = json!({"metadata": {"annotations": {annotation: revision}}});
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .with_context(|| format!("annotating GoServer {name}"))?;
+        let deadline = Instant::now() + Duration::from_secs(wait.timeout);
+        loop {
+            let gs = get(&self.api, name).await?;
+            let pending = gs
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(annotation));
+            if !pending {
+                if done(&gs) {
+                    return Ok(Outcome::Done);
+                }
+                let why = self
+                    .refusal(annotation)
+                    .await
+                    .unwrap_or_else(|| "the operator did not do it".to_owned());
+                return Ok(Outcome::Refused(why));
+            }
+            if Instant::now() >= deadline {
+                return Ok(Outcome::Pending);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The note of the newest `RequestRefused` Event about `annotation`.
+    async fn refusal(&self, annotation: &str) -> Option<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
+        let params = ListParams::default().fields(&format!(
+            "regarding.name={},regarding.kind=GoServer,reason=RequestRefused",
+            self.name
+        ));
+        let list = events.list(&params).await.ok()?;
+        list.items
+            .into_iter()
+            .filter(|e| e.note.as_deref().is_some_and(|n| n.starts_with(annotation)))
+            .max_by_key(|e| {
+                e.series
+                    .as_ref()
+                    .map(|s| s.last_observed_time.0)
+                    .or(e.event_time.as_ref().map(|t| t.0))
+            })
+            .and_then(|e| e.note)
+    }
+}
+
+async fn get(api: &Api<GoServer>, name: &str) -> Result<GoServer> {
+    api.get_opt(name)
+        .await
+        .with_context(|| format!("reading GoServer {name}"))?
+        .with_context(|| format!("GoServer {name} not found"))
+}
+
+fn print(output: Output, value: &serde_json::Value, table: impl FnOnce() -> String) -> Result<()> {
+    match output {
+        Output::Table => print!("{}", table()),
+        Output::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Output::Yaml => print!("{}", serde_norway::to_string(value)?),
+    }
+    Ok(())
+}
+
+/// What came of a request.
+enum Outcome {
+    Done,
+    Refused(String),
+    Pending,
+}
+
+fn report(outcome: Outcome, done: &str) -> ExitCode {
+    match outcome {
+        Outcome::Done => {
+            println!("{done}");
+            ExitCode::SUCCESS
+        }
+        Outcome::Refused(why) => {
+            eprintln!("refused: {why}");
+            ExitCode::FAILURE
+        }
+        Outcome::Pending => {
+            eprintln!(
+                "requested, but the operator has not handled it yet; \
+                 `kubectl describe goserver` shows its Events"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
