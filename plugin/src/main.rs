@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use gantry_operator::crd::{GoServer, VerificationPhase};
 use gantry_operator::rollout::request::{PROMOTE, RETRY, ROLLBACK_TO};
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
@@ -244,24 +244,31 @@ impl Object {
         }
     }
 
-    /// The note of the newest `RequestRefused` Event about `annotation`.
+    /// The message of the newest `RequestRefused` Event about `annotation`
+    /// (read as a core/v1 Event, whose field selectors every apiserver has).
     async fn refusal(&self, annotation: &str) -> Option<String> {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.namespace);
         let params = ListParams::default().fields(&format!(
-            "regarding.name={},regarding.kind=GoServer,reason=RequestRefused",
+            "involvedObject.name={},involvedObject.kind=GoServer,reason=RequestRefused",
             self.name
         ));
         let list = events.list(&params).await.ok()?;
         list.items
             .into_iter()
-            .filter(|e| e.note.as_deref().is_some_and(|n| n.starts_with(annotation)))
+            .filter(|e| {
+                e.message
+                    .as_deref()
+                    .is_some_and(|n| n.starts_with(annotation))
+            })
             .max_by_key(|e| {
                 e.series
                     .as_ref()
-                    .map(|s| s.last_observed_time.0)
+                    .and_then(|s| s.last_observed_time.as_ref())
+                    .map(|t| t.0)
                     .or(e.event_time.as_ref().map(|t| t.0))
+                    .or(e.last_timestamp.as_ref().map(|t| t.0))
             })
-            .and_then(|e| e.note)
+            .and_then(|e| e.message)
     }
 }
 

@@ -1,0 +1,257 @@
+//! `kubectl gantry` end to end: the plugin binary as a user runs it, against
+//! the operator as a real process. Promote, rollback, retry and a refused
+//! rollback, each seen in the GoServer, its Deployment, its Events and the
+//! annotation the operator removes; status and history as tables and JSON.
+//!
+//! The verification asks a Prometheus that is not there (a closed loopback
+//! port): a revision then stays under verification, measured on, until a
+//! request decides it.
+
+mod operator_support;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use gantry_e2e::operator::build_binary;
+use gantry_e2e::{TestNamespace, wait_for, wait_until};
+use gantry_operator::crd::{GoServer, Verdict, VerificationPhase};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
+use kube::Api;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use operator_support::{DEADLINE, Operator};
+use serde_json::{Value, json};
+
+fn plugin() -> &'static PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY.get_or_init(|| build_binary("kubectl-gantry"))
+}
+
+/// Runs `kubectl-gantry ARGS -n NS` with the test's kubeconfig.
+fn gantry(ns: &TestNamespace, args: &[&str]) -> Output {
+    let out = Command::new(plugin())
+        .args(args)
+        .args(["-n", &ns.name])
+        .output()
+        .expect("running kubectl-gantry");
+    eprintln!(
+        "kubectl gantry {}: {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn goserver(image: &str) -> GoServer {
+    serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "web"},
+        "spec": {
+            "image": image,
+            "replicas": 1,
+            "rollout": {"verification": {
+                "prometheus": {"url": "http://127.0.0.1:1", "timeout": "1s"},
+                "warmup": "1s", "interval": "2s", "window": "10s",
+                "metrics": [{"name": "error-rate", "query": "vector(0)", "max": 0.05}],
+            }},
+        },
+    }))
+    .unwrap()
+}
+
+/// Waits until a revision other than `not` is under verification and
+/// measured; its name.
+async fn measuring(api: &Api<GoServer>, not: Option<&str>) -> String {
+    let gs = wait_for(
+        api,
+        "web",
+        "a revision under verification",
+        DEADLINE,
+        |gs| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| {
+                    Some(v.revision.as_str()) != not && v.phase == VerificationPhase::Measuring
+                })
+        },
+    )
+    .await
+    .unwrap();
+    gs.status.unwrap().verification.unwrap().revision
+}
+
+/// The revision the Deployment's pods carry.
+async fn deployed(ns: &TestNamespace) -> String {
+    let deployment: Deployment = ns.api().get("web").await.unwrap();
+    deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .and_then(|l| l.get("gantry.dev/revision").cloned())
+        .unwrap()
+}
+
+async fn wait_deployed(ns: &TestNamespace, revision: &str) {
+    wait_until(
+        &format!("the Deployment on {revision}"),
+        DEADLINE,
+        || async move { Ok::<_, String>((deployed(ns).await == revision).then_some(())) },
+    )
+    .await
+    .unwrap();
+}
+
+/// The notes of the Events with `reason` about the GoServer.
+async fn events(ns: &TestNamespace, reason: &str) -> Vec<String> {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
+fn annotations(gs: &GoServer) -> Vec<String> {
+    gs.metadata
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .filter(|k| k.starts_with("gantry.dev/"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one story: promote, rollback, retry
+async fn promote_rollback_and_retry_through_the_plugin() {
+    let ns = TestNamespace::new("plugin").await;
+    let _operator = Operator::start(&ns).await;
+    let api: Api<GoServer> = ns.api();
+    api.create(&PostParams::default(), &goserver("web:1"))
+        .await
+        .unwrap();
+
+    // v1 is measured on and on (no Prometheus): promoted by hand.
+    let v1 = measuring(&api, None).await;
+    let out = gantry(&ns, &["promote", "web"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), format!("promoted {v1}"));
+    let gs = api.get("web").await.unwrap();
+    let status = gs.status.clone().unwrap();
+    assert_eq!(status.last_good_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(status.verification.as_ref().unwrap().reason, "Promoted");
+    assert_eq!(status.history[0].verdict, Verdict::Passed);
+    assert!(annotations(&gs).is_empty(), "{:?}", annotations(&gs));
+    assert_eq!(events(&ns, "PromoteRequested").await.len(), 1);
+
+    // v2 under verification, rolled back by hand to the last good one.
+    api.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "web:2"}})),
+    )
+    .await
+    .unwrap();
+    let v2 = measuring(&api, Some(&v1)).await;
+    let out = gantry(&ns, &["rollback", "web"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), format!("rolled back to {v1}"));
+    wait_deployed(&ns, &v1).await;
+    let gs = api.get("web").await.unwrap();
+    let status = gs.status.clone().unwrap();
+    assert_eq!(status.failed_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(status.revision.as_deref(), Some(v1.as_str()));
+    assert!(annotations(&gs).is_empty());
+    assert_eq!(events(&ns, "RollbackRequested").await.len(), 1);
+
+    // The history shows both, newest first, in JSON and as a table.
+    let out = gantry(&ns, &["history", "web", "-o", "json"]);
+    assert!(out.status.success());
+    let rows: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let summary: Vec<(&str, &str, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["revision"].as_str().unwrap(),
+                r["verdict"].as_str().unwrap(),
+                r["inForce"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (v2.as_str(), "RolledBack", false),
+            (v1.as_str(), "Passed", true)
+        ]
+    );
+    let table = stdout(&gantry(&ns, &["history", "web"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("REVISION "), "{table}");
+    assert!(lines[1].starts_with(&format!("{v2} ")), "{table}");
+    assert!(lines[2].starts_with(&format!("{v1}* ")), "{table}");
+    assert!(
+        lines[1].contains("web:2") && lines[1].contains("RolledBack"),
+        "{table}"
+    );
+
+    // A rollback to a revision that was never recorded is refused, with
+    // the operator's reason, and changes nothing.
+    let out = gantry(&ns, &["rollback", "web", "--to", "web-0000000000"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused") && stderr.contains("not recorded"),
+        "{stderr}"
+    );
+    let gs = api.get("web").await.unwrap();
+    assert!(annotations(&gs).is_empty());
+    assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
+
+    // Retry: v2 is deployed again and verified anew.
+    let out = gantry(&ns, &["retry", "web"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), format!("deploying {v2} again"));
+    wait_deployed(&ns, &v2).await;
+    let gs = wait_for(&api, "web", "v2 verified anew", DEADLINE, |gs| {
+        gs.status.as_ref().is_some_and(|s| {
+            s.failed_revision.is_none()
+                && s.verification
+                    .as_ref()
+                    .is_some_and(|v| v.revision == v2 && v.reason != "RolledBack")
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(gs.status.unwrap().history[0].verdict, Verdict::Unverified);
+    assert_eq!(events(&ns, "RetryRequested").await.len(), 1);
+
+    // Status: revision, conditions, the verification in progress.
+    let text = stdout(&gantry(&ns, &["status", "web"]));
+    assert!(text.contains("Revision:") && text.contains(&v2), "{text}");
+    assert!(
+        text.contains("Conditions:") && text.contains("Ready"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("Verification of {v2}")), "{text}");
+    let out = gantry(&ns, &["status", "web", "-o", "yaml"]);
+    let value: Value = serde_norway::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["status"]["revision"], json!(v2));
+
+    // Nothing to retry now: the plugin says so and sets nothing.
+    let out = gantry(&ns, &["retry", "web"]);
+    assert!(!out.status.success());
+    assert!(annotations(&api.get("web").await.unwrap()).is_empty());
+}
