@@ -33,7 +33,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::ListParams;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::Kubeconfig;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -875,6 +875,22 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     .await
     .unwrap();
     assert!(operator.running(), "the operator exited");
+    // A request annotation is handled and removed: the one write the
+    // chart's RBAC allows on GoServers themselves. (Nothing is under
+    // verification, so the promotion is refused and changes nothing.)
+    goservers
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"gantry.dev/promote": "hello-0"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for(&goservers, "hello", "the request handled", DEADLINE, |gs| {
+        gs.annotations().get("gantry.dev/promote").is_none()
+    })
+    .await
+    .unwrap();
     let refused = forbidden(&operator);
     assert!(
         refused.is_empty(),
