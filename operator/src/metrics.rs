@@ -385,6 +385,23 @@ fn encode_verdicts(
             ])?)?;
         }
     }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_revision_previous",
+        "1 per revision in a GoServer's history that has an older one, labelled with the revision deployed before it: what a dashboard compares a revision with",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        let [namespace, name] = o.labels();
+        for pair in o.status.history.windows(2) {
+            ConstGauge::new(1).encode(family.encode_family(&[
+                namespace,
+                name,
+                ("revision", pair[0].revision.as_str()),
+                ("previous", pair[1].revision.as_str()),
+            ])?)?;
+        }
+    }
     Ok(())
 }
 
@@ -537,11 +554,17 @@ mod tests {
             r#"gantry_goserver_replicas_ready{namespace="shop",name="web"} 2"#,
             r#"gantry_goserver_failed_revision_info{namespace="shop",name="web",revision="web-cccccccccc"} 1"#,
             r#"gantry_goserver_revision_verdict{namespace="shop",name="web",revision="web-cccccccccc",verdict="RolledBack"} 1"#,
+            r#"gantry_goserver_revision_previous{namespace="shop",name="web",revision="web-cccccccccc",previous="web-bbbbbbbbbb"} 1"#,
             r#"gantry_goserver_verification_measurements{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate",result="failed"} 3"#,
             r#"gantry_goserver_verification_value{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate"} 0.25"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+        // The oldest revision has nothing to compare with.
+        assert!(
+            !text.contains(r#"revision="web-bbbbbbbbbb",previous"#),
+            "{text}"
+        );
         // No revision yet: no revision series for it.
         assert!(
             !text.contains(r#"revision_info{namespace="shop",name="api""#),

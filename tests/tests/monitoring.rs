@@ -11,7 +11,8 @@
 //! the 5xx alert fires for the GoServer's own revision once a third of its
 //! requests panic, and the others stay quiet on a healthy GoServer. Every
 //! dashboard query and annotation, with its template variables filled in,
-//! is valid and returns data.
+//! is valid and returns data: after a second revision is deployed, so the
+//! panels comparing a revision with the one before it have two.
 
 mod operator_support;
 
@@ -168,8 +169,6 @@ async fn rules_and_dashboards_meet_the_real_series() {
     assert_eq!(sample["name"], "web", "{fired}");
     assert_eq!(sample["revision"], revision.as_str(), "{fired}");
 
-    check_dashboards(&prometheus, &ns.name, "web").await;
-
     // Nothing else is wrong, so nothing else fires. (`for:` durations are
     // not part of an expression: this is what the alert would hold.)
     for (alert, expr) in alerts.iter().filter(|(a, _)| a != "GoServerErrorRatioHigh") {
@@ -180,6 +179,67 @@ async fn rules_and_dashboards_meet_the_real_series() {
             "{alert} holds on a healthy GoServer and a leading operator"
         );
     }
+
+    // A second revision, serving beside the first, so that the panels
+    // comparing a revision with the one before it have both.
+    let _second = second_revision(&ns, &prometheus, &server, &revision, &operator).await;
+    check_dashboards(&prometheus, &ns.name, "web").await;
+}
+
+/// Deploys a second revision of `web` and serves it beside the first (in
+/// `first`, labelled `revision`) with traffic; keep what it returns.
+async fn second_revision(
+    ns: &TestNamespace,
+    prometheus: &Prometheus,
+    first: &ServerProcess,
+    revision: &str,
+    operator: &Operator,
+) -> (ServerProcess, Traffic) {
+    let goservers: kube::Api<GoServer> = ns.api();
+    goservers
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"image": "registry.example.com/web:2"}})),
+        )
+        .await
+        .expect("a new image");
+    let second = gantry_e2e::wait_for(
+        &goservers,
+        "web",
+        "a second revision",
+        SERIES_TIMEOUT,
+        |gs| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.revision.as_deref())
+                .is_some_and(|r| r != revision)
+        },
+    )
+    .await
+    .expect("a second revision")
+    .status
+    .and_then(|s| s.revision)
+    .expect("a revision");
+    let server = ServerProcess::start("web-2", &[]);
+    let mut targets = vec![Target::new(
+        first.address(),
+        &[("namespace", ns.name.as_str()), ("revision", revision)],
+    )];
+    targets.push(Target::new(
+        server.address(),
+        &[
+            ("namespace", ns.name.as_str()),
+            ("revision", second.as_str()),
+        ],
+    ));
+    targets.push(Target::new(
+        operator.http_address(),
+        &[("job", "gantry-operator")],
+    ));
+    prometheus.set_targets(&targets);
+    let traffic = Traffic::start(server.address(), &[("/", 1)], 10);
+    (server, traffic)
 }
 
 /// Panels and annotations that need an event this test does not provoke
