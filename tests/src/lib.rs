@@ -13,6 +13,7 @@
 
 pub mod chart;
 pub mod faults;
+pub mod monitoring_crds;
 pub mod mutate;
 pub mod operator;
 pub mod prometheus;

@@ -211,6 +211,62 @@ fn chart_rules_are_the_monitoring_rules() {
     );
 }
 
+/// The chart's `ServiceMonitor` and `PrometheusRule` meet the real
+/// prometheus-operator CRDs (from its published manifests): a server-side
+/// dry run admits both, and refuses a `ServiceMonitor` whose interval is
+/// no duration, so the schema they were checked against is enforced.
+#[tokio::test]
+async fn monitoring_objects_meet_the_real_crds() {
+    let ns = TestNamespace::new("chart-monitoring").await;
+    gantry_e2e::monitoring_crds::install(&ns.client)
+        .await
+        .expect("installing the prometheus-operator CRDs");
+    let rendered = render(
+        "gantry",
+        &ns.name,
+        &[
+            "metrics.serviceMonitor.enabled=true",
+            "metrics.prometheusRule.enabled=true",
+        ],
+    );
+    let find = |kind: &str| {
+        rendered
+            .split("\n---")
+            .find(|doc| doc.contains(&format!("\nkind: {kind}\n")))
+            .unwrap_or_else(|| panic!("no {kind} rendered"))
+            .to_owned()
+    };
+    let (monitor, rule) = (find("ServiceMonitor"), find("PrometheusRule"));
+    let dry_run = [
+        "apply",
+        "--dry-run=server",
+        "--namespace",
+        &ns.name,
+        "-f",
+        "-",
+    ];
+    let admitted = ok(
+        "kubectl",
+        &dry_run,
+        Some(&format!("{monitor}\n---\n{rule}")),
+    );
+    for kind in ["servicemonitor", "prometheusrule"] {
+        assert!(
+            admitted.contains(&format!(
+                "{kind}.monitoring.coreos.com/gantry-gantry-operator"
+            )),
+            "{admitted}"
+        );
+    }
+
+    assert!(monitor.contains("interval: 30s"), "{monitor}");
+    let broken = monitor.replace("interval: 30s", "interval: thirty");
+    let out = tool("kubectl", &dry_run, Some(&broken));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a broken interval was admitted");
+    assert!(stderr.contains("interval"), "{stderr}");
+}
+
 /// The `PrometheusRule` carries exactly the groups of the rules file, with
 /// the alerts' own `{{ $labels }}` templates untouched by Helm, and the
 /// labels a Prometheus selects rules by.
