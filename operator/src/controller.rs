@@ -390,10 +390,17 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             // The Events are not waited for before the status: a
             // Deployment that comes up meanwhile is seen one round trip
             // sooner.
+            // A status that carries requests is written only over the
+            // version of the GoServer they were read from: a cached copy
+            // older than the live one (whose requests may be done already)
+            // gets a conflict and a retry on a fresh copy.
+            let precondition = (!handled.is_empty())
+                .then(|| gs.resource_version())
+                .flatten();
             let ((), (), written) = tokio::join!(
                 publish_changes(ctx, gs, told),
                 publish_defaulted(ctx, gs, defaulted),
-                write_status(gs, ctx, &observed)
+                write_status_over(gs, ctx, &observed, precondition)
             );
             written?;
             finish_requests(ctx, gs, handled).await?;
@@ -898,11 +905,22 @@ async fn publish_change(ctx: &Context, gs: &GoServer, told: Told) {
 /// Writes the status when it differs from the stored one. Returns whether
 /// it wrote.
 async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> Result<bool> {
+    write_status_over(gs, ctx, observed, None).await
+}
+
+/// The same, refused by the apiserver unless the GoServer is still at
+/// `resource_version`, when given.
+async fn write_status_over(
+    gs: &GoServer,
+    ctx: &Context,
+    observed: &Observed<'_>,
+    resource_version: Option<String>,
+) -> Result<bool> {
     let new = status::compute(gs, observed, &now());
     if gs.status.as_ref() == Some(&new) {
         return Ok(false);
     }
-    patch_status(gs, ctx, &new).await?;
+    patch_status(gs, ctx, &new, resource_version).await?;
     if let Some(note) = scaling_failure(gs.status.as_ref(), &new) {
         publish(
             ctx,
@@ -924,7 +942,12 @@ async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> 
     Ok(true)
 }
 
-async fn patch_status(gs: &GoServer, ctx: &Context, status: &GoServerStatus) -> Result<()> {
+async fn patch_status(
+    gs: &GoServer,
+    ctx: &Context,
+    status: &GoServerStatus,
+    resource_version: Option<String>,
+) -> Result<()> {
     let api = namespaced::<GoServer>(ctx, gs)?;
     // Applying the whole status lets fields that are gone (a URL after the
     // Ingress was removed) disappear, which a merge patch would keep. The
@@ -932,10 +955,14 @@ async fn patch_status(gs: &GoServer, ctx: &Context, status: &GoServerStatus) -> 
     // object of this name is another one (deleted and created again while
     // the cache lagged), instead of giving it the old object's status.
     let uid = gs.uid().ok_or(Error::MissingObjectKey("uid"))?;
+    let mut metadata = json!({"uid": uid});
+    if let Some(version) = resource_version {
+        metadata["resourceVersion"] = json!(version);
+    }
     let body = json!({
         "apiVersion": GoServer::api_version(&()),
         "kind": GoServer::kind(&()),
-        "metadata": {"uid": uid},
+        "metadata": metadata,
         "status": status,
     });
     match api

@@ -857,7 +857,9 @@ pub struct VerificationStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_measured_at: Option<Time>,
     /// The reason of the `Verified` condition: `Pending`, `Measuring`,
-    /// `NoData`, `PrometheusUnavailable`, `Passed` or `Failed`.
+    /// `NoData`, `PrometheusUnavailable`, `Passed` or `Failed`; `Promoted`
+    /// and `RolledBack` when a request decided it (`gantry.dev/promote`,
+    /// `gantry.dev/rollback-to`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     /// Why the phase is what it is (the failing metric, value and bound).

@@ -74,8 +74,8 @@ const CONDITIONS: &str = "
 | `Ready` | every replica of the current revision is updated, available and ready, and nothing is degraded | `Ready`, `RolloutInProgress`, `DeploymentMissing`, `ProgressDeadlineExceeded`, or the reason of a permanent error |
 | `Available` | the Deployment has its minimum of available replicas (its own `Available` condition) | taken from the Deployment; `DeploymentPending` before it reports |
 | `Progressing` | a rollout is under way | `RollingOut`, `RolloutComplete`, `ProgressDeadlineExceeded`, `DeploymentMissing` |
-| `Degraded` | the operator cannot bring the children in line with the spec, the rollout stalled, or a revision failed verification | `AsExpected` (`False`); `SecretNotFound`, `InvalidSpec`, `ChildRejected`, `ProgressDeadlineExceeded`, `RevisionMissing`, `RolledBack` (the last verified revision is back in force), `VerificationFailed` (the failed revision stays) |
-| `Verified` | only with `spec.rollout.verification`: the revision in `status.verification.revision` passed | `Pending`, `Measuring`, `NoData`, `PrometheusUnavailable` (`Unknown`); `Passed` (`True`); `Failed` (`False`) |
+| `Degraded` | the operator cannot bring the children in line with the spec, the rollout stalled, or a revision failed verification | `AsExpected` (`False`); `SecretNotFound`, `InvalidSpec`, `ChildRejected`, `ProgressDeadlineExceeded`, `RevisionMissing`, `RolledBack` (the last verified revision is back in force, or another by a `gantry.dev/rollback-to` request), `VerificationFailed` (the failed revision stays) |
+| `Verified` | only with `spec.rollout.verification`: the revision in `status.verification.revision` passed | `Pending`, `Measuring`, `NoData`, `PrometheusUnavailable` (`Unknown`); `Passed`, `Promoted` (`True`); `Failed`, `RolledBack` (`False`) |
 | `Scaling` | only with `spec.autoscaling`: the HorizontalPodAutoscaler reports both `AbleToScale` and `ScalingActive` True. Never holds `Ready` | `ScalingActive` (`True`); `AutoscalerMissing`, `AutoscalerPending` (`Unknown`); the HPA's own reason when it reports either `False`, for example `FailedGetResourceMetric` (no metrics API, or no request for the measured resource), with its message |
 
 A permanent error (a referenced Secret that does not exist, a spec the
@@ -93,6 +93,21 @@ deletion in its own. `Scaling` turning `False` is told once in a Warning
 Event `AutoscalerCannotScale`; requests filled in for autoscaling (see
 `spec.resources`) in a Normal Event `DefaultedRequests` whenever the
 Deployment carrying them is written.
+
+## Annotations the operator honours
+
+Requests made on the GoServer itself, which the operator carries out,
+records in the status, tells in an Event and then removes
+(`kubectl gantry rollback|promote|retry` sets them; see docs/rollout.md):
+
+| annotation | value | what it does |
+|---|---|---|
+| `gantry.dev/rollback-to` | a revision | puts that recorded revision back in force and holds the spec's own off (`failedRevision`) until the spec changes or it is retried |
+| `gantry.dev/promote` | the revision under verification | passes it now (`Verified=True`, reason `Promoted`) |
+| `gantry.dev/retry` | `failedRevision` | deploys it again and verifies it anew |
+
+A request that does not fit the state is refused with a Warning Event
+`RequestRefused` saying why, and removed all the same.
 ";
 
 fn walk(out: &mut String, path: &str, node: &Value) {

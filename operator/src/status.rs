@@ -229,20 +229,21 @@ fn verification_verdicts(
     let verified = Verdict::new(VERIFIED, status, &v.reason, message);
     let degraded = match failed_revision {
         Some(failed) => {
-            let why = if v.revision == failed {
-                v.message.as_str()
+            let in_force = revision.unwrap_or("the last verified revision");
+            let message = if v.revision == failed && v.reason == "RolledBack" {
+                // Rolled back by request (see `rollout::request`).
+                format!("revision {failed} was rolled back by request; {in_force} is in force")
             } else {
-                "see its history entry"
-            };
-            Some(Verdict::new(
-                DEGRADED,
-                "True",
-                "RolledBack",
+                let why = if v.revision == failed {
+                    v.message.as_str()
+                } else {
+                    "see its history entry"
+                };
                 format!(
-                    "revision {failed} failed verification ({why}); {} is back in force",
-                    revision.unwrap_or("the last verified revision")
-                ),
-            ))
+                    "revision {failed} failed verification ({why}); {in_force} is back in force"
+                )
+            };
+            Some(Verdict::new(DEGRADED, "True", "RolledBack", message))
         }
         None if v.phase == VerificationPhase::Failed && revision == Some(v.revision.as_str()) => {
             Some(Verdict::new(

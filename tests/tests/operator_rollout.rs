@@ -20,7 +20,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use operator_support::{DEADLINE, Operator};
+use operator_support::{DEADLINE, Operator, deployed, events_about, wait_deployed};
 use serde_json::{Value, json};
 
 /// The guide's gate: the share of 5xx answers of one revision. `or
@@ -82,17 +82,6 @@ fn has(gs: &GoServer, type_: &str, status: &str, reason: &str) -> bool {
     condition(gs, type_).is_some_and(|c| c.status == status && c.reason == reason)
 }
 
-/// The revision the Deployment's pods carry.
-async fn deployed(ns: &TestNamespace, name: &str) -> String {
-    let deployment: Deployment = ns.api().get(name).await.unwrap();
-    deployment
-        .spec
-        .and_then(|s| s.template.metadata)
-        .and_then(|m| m.labels)
-        .and_then(|l| l.get("gantry.dev/revision").cloned())
-        .unwrap()
-}
-
 /// Waits until the revision under verification is none of `not`; its name.
 async fn verifying_none_of(api: &Api<GoServer>, name: &str, not: &[&str]) -> String {
     let gs = wait_for(
@@ -124,28 +113,12 @@ async fn rolled_back(api: &Api<GoServer>, name: &str, failed: &str) -> GoServer 
     .unwrap()
 }
 
-/// Waits until the Deployment's pods carry `revision`.
-async fn wait_deployed(ns: &TestNamespace, name: &str, revision: &str) {
-    wait_until(
-        &format!("the Deployment on {revision}"),
-        DEADLINE,
-        || async move { Ok::<_, String>((deployed(ns, name).await == revision).then_some(())) },
-    )
-    .await
-    .unwrap();
-}
-
 /// How often an Event with `reason` was recorded about the GoServer
 /// `name`: repeats of one Event are counted in its series.
 async fn events(ns: &TestNamespace, name: &str, reason: &str) -> i32 {
-    ns.api::<Event>()
-        .list(&ListParams::default())
+    events_about(ns, name, reason)
         .await
-        .unwrap()
-        .items
         .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .map(|e| e.series.map_or(1, |s| s.count))
         .sum()
 }

@@ -14,13 +14,11 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use gantry_e2e::operator::build_binary;
-use gantry_e2e::{TestNamespace, wait_for, wait_until};
+use gantry_e2e::{TestNamespace, wait_for};
 use gantry_operator::crd::{GoServer, Verdict, VerificationPhase};
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use operator_support::{DEADLINE, Operator};
+use kube::api::{Patch, PatchParams, PostParams};
+use operator_support::{DEADLINE, Operator, events_about, wait_deployed};
 use serde_json::{Value, json};
 
 fn plugin() -> &'static PathBuf {
@@ -88,41 +86,6 @@ async fn measuring(api: &Api<GoServer>, not: Option<&str>) -> String {
     gs.status.unwrap().verification.unwrap().revision
 }
 
-/// The revision the Deployment's pods carry.
-async fn deployed(ns: &TestNamespace) -> String {
-    let deployment: Deployment = ns.api().get("web").await.unwrap();
-    deployment
-        .spec
-        .and_then(|s| s.template.metadata)
-        .and_then(|m| m.labels)
-        .and_then(|l| l.get("gantry.dev/revision").cloned())
-        .unwrap()
-}
-
-async fn wait_deployed(ns: &TestNamespace, revision: &str) {
-    wait_until(
-        &format!("the Deployment on {revision}"),
-        DEADLINE,
-        || async move { Ok::<_, String>((deployed(ns).await == revision).then_some(())) },
-    )
-    .await
-    .unwrap();
-}
-
-/// The notes of the Events with `reason` about the GoServer.
-async fn events(ns: &TestNamespace, reason: &str) -> Vec<String> {
-    ns.api::<Event>()
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web"))
-        .filter_map(|e| e.note)
-        .collect()
-}
-
 fn annotations(gs: &GoServer) -> Vec<String> {
     gs.metadata
         .annotations
@@ -154,7 +117,7 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     assert_eq!(status.verification.as_ref().unwrap().reason, "Promoted");
     assert_eq!(status.history[0].verdict, Verdict::Passed);
     assert!(annotations(&gs).is_empty(), "{:?}", annotations(&gs));
-    assert_eq!(events(&ns, "PromoteRequested").await.len(), 1);
+    assert_eq!(events_about(&ns, "web", "PromoteRequested").await.len(), 1);
 
     // v2 under verification, rolled back by hand to the last good one.
     api.patch(
@@ -168,13 +131,27 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     let out = gantry(&ns, &["rollback", "web"]);
     assert!(out.status.success());
     assert_eq!(stdout(&out).trim(), format!("rolled back to {v1}"));
-    wait_deployed(&ns, &v1).await;
+    wait_deployed(&ns, "web", &v1).await;
     let gs = api.get("web").await.unwrap();
     let status = gs.status.clone().unwrap();
     assert_eq!(status.failed_revision.as_deref(), Some(v2.as_str()));
     assert_eq!(status.revision.as_deref(), Some(v1.as_str()));
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "RolledBack")
+    );
+    assert!(
+        degraded.message.contains("rolled back by request"),
+        "{}",
+        degraded.message
+    );
     assert!(annotations(&gs).is_empty());
-    assert_eq!(events(&ns, "RollbackRequested").await.len(), 1);
+    assert_eq!(events_about(&ns, "web", "RollbackRequested").await.len(), 1);
 
     // The history shows both, newest first, in JSON and as a table.
     let out = gantry(&ns, &["history", "web", "-o", "json"]);
@@ -224,7 +201,7 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     let out = gantry(&ns, &["retry", "web"]);
     assert!(out.status.success());
     assert_eq!(stdout(&out).trim(), format!("deploying {v2} again"));
-    wait_deployed(&ns, &v2).await;
+    wait_deployed(&ns, "web", &v2).await;
     let gs = wait_for(&api, "web", "v2 verified anew", DEADLINE, |gs| {
         gs.status.as_ref().is_some_and(|s| {
             s.failed_revision.is_none()
@@ -236,7 +213,7 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     .await
     .unwrap();
     assert_eq!(gs.status.unwrap().history[0].verdict, Verdict::Unverified);
-    assert_eq!(events(&ns, "RetryRequested").await.len(), 1);
+    assert_eq!(events_about(&ns, "web", "RetryRequested").await.len(), 1);
 
     // Status: revision, conditions, the verification in progress.
     let text = stdout(&gantry(&ns, &["status", "web"]));

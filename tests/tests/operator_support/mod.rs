@@ -15,8 +15,9 @@ use gantry_e2e::{TestNamespace, bin_dir, wait_for};
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client, CustomResourceExt};
 
 pub const DEADLINE: Duration = Duration::from_secs(90);
@@ -211,4 +212,40 @@ pub async fn wait_ready(ns: &TestNamespace, name: &str) -> GoServer {
     )
     .await
     .unwrap()
+}
+
+/// The revision the Deployment `name`'s pods carry (`gantry.dev/revision`).
+pub async fn deployed(ns: &TestNamespace, name: &str) -> String {
+    let deployment: Deployment = ns.api().get(name).await.unwrap();
+    deployment
+        .spec
+        .and_then(|s| s.template.metadata)
+        .and_then(|m| m.labels)
+        .and_then(|l| l.get("gantry.dev/revision").cloned())
+        .unwrap()
+}
+
+/// Waits until the Deployment `name`'s pods carry `revision`.
+pub async fn wait_deployed(ns: &TestNamespace, name: &str, revision: &str) {
+    gantry_e2e::wait_until(
+        &format!("the Deployment on {revision}"),
+        DEADLINE,
+        || async move { Ok::<_, String>((deployed(ns, name).await == revision).then_some(())) },
+    )
+    .await
+    .unwrap();
+}
+
+/// The Events with `reason` about the GoServer `name` (repeats of one are
+/// counted in its `series`).
+pub async fn events_about(ns: &TestNamespace, name: &str, reason: &str) -> Vec<Event> {
+    ns.api::<Event>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .collect()
 }
