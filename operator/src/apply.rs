@@ -728,7 +728,7 @@ enum Plan<K> {
 }
 
 /// Whether the `GoServer` with `uid` is the controller among `owners`.
-fn owned_by(owners: &[OwnerReference], uid: Option<&str>) -> bool {
+pub fn owned_by(owners: &[OwnerReference], uid: Option<&str>) -> bool {
     uid.is_some_and(|uid| {
         owners
             .iter()

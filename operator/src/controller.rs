@@ -19,6 +19,7 @@
 //! in the `Degraded` condition and the `GoServer` waits for a change; a
 //! transient one is retried with exponential backoff per object.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -535,8 +536,8 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     let spec_revision = build::spec_revision(gs)?;
     // Requests by annotation change the status this reconcile starts from;
     // the rest of it works on that view.
-    let (view, handled) = handle_requests(ctx, gs, &spec_revision.name).await?;
-    let gs = &view;
+    let (view, handled) = handle_requests(ctx, gs, &spec_revision.name)?;
+    let gs = view.as_ref();
     let in_force_name = rollout::in_force(gs, &spec_revision.name);
     let in_force = if in_force_name == spec_revision.name {
         spec_revision.clone()
@@ -594,53 +595,43 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
 }
 
 /// Applies the requests made by annotation (see [`rollout::request`]) to a
-/// copy of `gs`; the copy and what came of each request.
-async fn handle_requests(
+/// copy of `gs`; the copy (`gs` itself when there is none) and what came of
+/// each request. Whether a rollback's revision is recorded is read from the
+/// `ControllerRevision` cache.
+fn handle_requests<'a>(
     ctx: &Context,
-    gs: &GoServer,
+    gs: &'a GoServer,
     spec_revision: &str,
-) -> Result<(GoServer, Vec<Handled>)> {
+) -> Result<(Cow<'a, GoServer>, Vec<Handled>)> {
     let requests = request::requests(gs);
-    let mut view = gs.clone();
     if requests.is_empty() {
-        return Ok((view, Vec::new()));
+        return Ok((Cow::Borrowed(gs), Vec::new()));
     }
-    // Whether the revision a rollback names is recorded: one GET.
-    let mut stored = Vec::new();
-    for r in requests
-        .iter()
-        .filter(|r| r.kind == request::Kind::RollbackTo)
-    {
-        if r.revision.is_empty() || r.revision.len() > 253 {
-            continue;
-        }
-        let found = namespaced::<ControllerRevision>(ctx, gs)?
-            .get_metadata_opt(&r.revision)
-            .await
-            .map_err(|e| Error::kube(format!("get ControllerRevision {}", r.revision), e))?;
-        if found.is_some_and(|m| controlled_by(&m.metadata, gs)) {
-            stored.push(r.revision.clone());
-        }
-    }
+    let namespace = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let uid = gs.uid();
+    let stored = |name: &str| {
+        cache::lookup(&ctx.caches.revisions, &namespace, name).is_some_and(|record| {
+            apply::owned_by(
+                record
+                    .metadata
+                    .owner_references
+                    .as_deref()
+                    .unwrap_or_default(),
+                uid.as_deref(),
+            )
+        })
+    };
     let now = now();
     let in_force = rollout::in_force(gs, spec_revision);
     let facts = request::Facts {
         spec_revision,
         in_force: &in_force,
         now: &now,
-        stored: &|name: &str| stored.iter().any(|s| s == name),
+        stored: &stored,
     };
+    let mut view = gs.clone();
     let handled = request::apply(&mut view, requests, &facts);
-    Ok((view, handled))
-}
-
-/// Whether `meta` names `gs` as its controller.
-fn controlled_by(meta: &ObjectMeta, gs: &GoServer) -> bool {
-    let uid = gs.uid();
-    meta.owner_references
-        .iter()
-        .flatten()
-        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    Ok((Cow::Owned(view), handled))
 }
 
 /// Tells what came of each request (an Event each) and removes its

@@ -169,9 +169,10 @@ impl Object {
         }
         let outcome = self
             .request(ROLLBACK_TO, &target, wait, |gs| {
-                let s = gs.status.clone().unwrap_or_default();
-                s.last_good_revision.as_deref() == Some(target.as_str())
-                    && s.revision.as_deref() == Some(target.as_str())
+                gs.status.as_ref().is_some_and(|s| {
+                    s.last_good_revision.as_deref() == Some(target.as_str())
+                        && s.revision.as_deref() == Some(target.as_str())
+                })
             })
             .await?;
         Ok(report(outcome, &format!("rolled back to {target}")))

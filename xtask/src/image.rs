@@ -159,36 +159,29 @@ impl Buildah {
 
     /// The ID of the image `name`, if there is one.
     fn image_id(&self, name: &str) -> Option<String> {
-        let out = self
-            .command()
-            .args([
-                "inspect",
-                "--type",
-                "image",
-                "--format",
-                "{{.FromImageID}}",
-                name,
-            ])
-            .output()
-            .ok()?;
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !id.is_empty()).then_some(id)
+        self.inspect(name, "{{.FromImageID}}")
+            .filter(|id| !id.is_empty())
     }
 
     /// The value of `label` on the image `name`: `None` when there is no
     /// such image, `Some("")` when the image has no such label.
     fn label(&self, name: &str, label: &str) -> Option<String> {
         let format = format!("{{{{index .OCIv1.Config.Labels \"{label}\"}}}}");
+        self.inspect(name, &format)
+            .map(|value| value.replace("<no value>", ""))
+    }
+
+    /// `buildah inspect` of the image `name` with a Go template: `None`
+    /// when there is no such image.
+    fn inspect(&self, name: &str, format: &str) -> Option<String> {
         let out = self
             .command()
-            .args(["inspect", "--type", "image", "--format", &format, name])
+            .args(["inspect", "--type", "image", "--format", format, name])
             .output()
             .ok()?;
-        out.status.success().then(|| {
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .replace("<no value>", "")
-        })
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 }
 
