@@ -46,6 +46,7 @@ use crate::build::{self, Children, REVISION_LABEL, Revision, short_hash};
 use crate::cache::{self, Cached, Caches};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
+use crate::optional::{OptionalKind, Presence};
 use crate::status;
 
 /// `ControllerRevisions` kept when `rollout.revisionHistoryLimit` is unset.
@@ -259,6 +260,7 @@ impl Applier<'_> {
             config_map,
             ingress,
             hpa,
+            service_monitor,
             revision,
         } = children;
         let name = self.gs.name_any();
@@ -283,14 +285,15 @@ impl Applier<'_> {
         // in one round trip's time rather than four. Each keeps its own
         // list of changes, so every write made is told even when another
         // failed.
-        let mut told: [Vec<Change>; 4] = Default::default();
+        let mut told: [Vec<Change>; 5] = Default::default();
         let [
             deployment_changes,
             service_changes,
             ingress_changes,
             hpa_changes,
+            monitor_changes,
         ] = &mut told;
-        let (live, service, ingress, hpa) = tokio::join!(
+        let (live, service, ingress, hpa, monitor) = tokio::join!(
             self.apply_deployment(&deployment, autoscaled, deployment_changes),
             self.apply_child(&self.caches.services, &service, service_changes),
             async {
@@ -321,15 +324,47 @@ impl Applier<'_> {
                     }
                 }
             },
+            self.apply_optional(
+                &self.caches.service_monitors,
+                service_monitor,
+                &name,
+                monitor_changes
+            ),
         );
         changes.extend(told.into_iter().flatten());
         let live = live?;
         service?;
         ingress?;
         hpa?;
+        monitor?;
         self.prune_history(&revision, &config_map.name_any(), &live, changes)
             .await?;
         Ok(live)
+    }
+
+    /// Applies or prunes a child of a kind the cluster may not serve; does
+    /// nothing while the kind is missing or not yet cached (the status
+    /// tells which, and a change of that triggers another reconcile).
+    async fn apply_optional<K>(
+        &self,
+        kind: &OptionalKind<K>,
+        desired: Option<K>,
+        name: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<()>
+    where
+        K: Child + Send + Sync + 'static,
+    {
+        if kind.presence() != Presence::Ready {
+            return Ok(());
+        }
+        match desired {
+            Some(desired) => self
+                .apply_child(&kind.store, &desired, changes)
+                .await
+                .map(drop),
+            None => self.prune::<K, _>(&kind.store, name, changes).await,
+        }
     }
 
     /// Stops before the first write when the cached `GoServer` may not be

@@ -37,9 +37,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::apply::FIELD_MANAGER;
-use crate::build::{MANAGED_BY, MANAGED_BY_LABEL};
+use crate::build::{MANAGED_BY, MANAGED_BY_LABEL, ServiceMonitor};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
+use crate::optional::{OptionalKind, OptionalStreams};
 
 /// Read handles of every child store.
 #[derive(Clone)]
@@ -50,6 +51,8 @@ pub struct Caches {
     pub ingresses: Store<Cached<Ingress>>,
     pub hpas: Store<Cached<HorizontalPodAutoscaler>>,
     pub revisions: Store<PartialObjectMeta<ControllerRevision>>,
+    /// Not waited for: the cluster may not serve the kind.
+    pub service_monitors: OptionalKind<ServiceMonitor>,
 }
 
 /// A child event stream that writes its store as it goes, ready for
@@ -65,6 +68,7 @@ pub struct Streams {
     pub ingresses: ChildStream<Cached<Ingress>>,
     pub hpas: ChildStream<Cached<HorizontalPodAutoscaler>>,
     pub revisions: ChildStream<PartialObjectMeta<ControllerRevision>>,
+    pub service_monitors: OptionalStreams<ServiceMonitor>,
 }
 
 impl Caches {
@@ -77,6 +81,7 @@ impl Caches {
         let (ingresses, ingress_stream) = cached(client, namespace, drop_managed_fields);
         let (hpas, hpa_stream) = cached(client, namespace, drop_managed_fields);
         let (revisions, revision_stream) = metadata_only(client, namespace);
+        let (service_monitors, service_monitor_streams) = OptionalKind::new(client, namespace);
         (
             Self {
                 deployments,
@@ -85,6 +90,7 @@ impl Caches {
                 ingresses,
                 hpas,
                 revisions,
+                service_monitors,
             },
             Streams {
                 deployments: deployment_stream,
@@ -93,11 +99,13 @@ impl Caches {
                 ingresses: ingress_stream,
                 hpas: hpa_stream,
                 revisions: revision_stream,
+                service_monitors: service_monitor_streams,
             },
         )
     }
 
-    /// Waits until every store has listed its objects once.
+    /// Waits until every store has listed its objects once. Optional
+    /// kinds are not waited for (see [`crate::optional`]).
     ///
     /// kube-runtime's readiness sits behind a one-shot channel that wakes
     /// only the last task to poll it; asking again in a loop finds the value
@@ -111,6 +119,7 @@ impl Caches {
             ingresses,
             hpas,
             revisions,
+            service_monitors: _,
         } = self;
         ready(deployments).await
             && ready(services).await
@@ -259,7 +268,7 @@ impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
 }
 
 /// A store of `K` kept as [`Cached`], and the stream that fills it.
-fn cached<K>(
+pub(crate) fn cached<K>(
     client: &Client,
     namespace: Option<&str>,
     trim: fn(&mut K),
@@ -516,7 +525,7 @@ fn trim_goserver(gs: &mut GoServer) {
     }
 }
 
-fn drop_managed_fields<K: Resource>(object: &mut K) {
+pub(crate) fn drop_managed_fields<K: Resource>(object: &mut K) {
     object.meta_mut().managed_fields = None;
 }
 

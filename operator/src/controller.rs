@@ -42,7 +42,7 @@ use serde_json::json;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{self, Applier, FIELD_MANAGER, Told, Written};
-use crate::build::{self, Revision};
+use crate::build::{self, Revision, ServiceMonitor};
 use crate::cache::{self, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
@@ -228,6 +228,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         ingresses,
         hpas,
         revisions,
+        service_monitors,
     } = streams;
     let running = controller
         .watches_stream(deployments.map_ok(trigger::<_, Deployment>), goserver_of)
@@ -242,6 +243,15 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             revisions.map_ok(trigger::<_, ControllerRevision>),
             goserver_of,
         )
+        .watches_stream(
+            service_monitors
+                .children
+                .map_ok(trigger::<_, ServiceMonitor>),
+            goserver_of,
+        )
+        // An optional kind installed or removed: every GoServer learns
+        // whether it can have its child.
+        .reconcile_all_on(service_monitors.changes)
         .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
@@ -387,6 +397,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 rollout: Some(&decision),
                 error: None,
                 hpa: hpa.as_ref(),
+                service_monitors: ctx.caches.service_monitors.presence(),
             };
             // The Events are not waited for before the status: a
             // Deployment that comes up meanwhile is seen one round trip
@@ -443,6 +454,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 rollout: None,
                 error: Some(&err),
                 hpa: hpa.as_ref(),
+                service_monitors: ctx.caches.service_monitors.presence(),
             };
             // An unchanged status means this error was reported already:
             // no second Event, no write.

@@ -34,6 +34,9 @@ const ABSOLUTE_PATH_PATTERN: &str = r"^/";
 /// A duration in Go's notation, as Kubernetes writes them: `30s`, `5m`,
 /// `1h30m`, `250ms`. Parsed by [`crate::rollout::duration`].
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A Prometheus duration, as the `ServiceMonitor` CRD accepts it.
+const PROMETHEUS_DURATION_PATTERN: &str =
+    r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$";
 /// A metric name: lower-case words joined by `-` or `_`.
 const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
 
@@ -107,6 +110,9 @@ const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
 #[x_kube(validation = Rule::new(
     r"!has(self.nodeSelector) || self.nodeSelector.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && self.nodeSelector[k].matches(r'^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))"
 ).message("keys must be label keys (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.') and values at most 63 of those, starting and ending with a letter or digit").field_path(".nodeSelector"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.monitoring) || !has(self.monitoring.labels) || self.monitoring.labels.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$') && self.monitoring.labels[k].matches(r'^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$'))"
+).message("keys must be label keys (an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.') and values at most 63 of those, starting and ending with a letter or digit").field_path(".monitoring.labels"))]
 #[x_kube(validation = Rule::new(
     r"!has(self.podAnnotations) || self.podAnnotations.all(k, k.matches(r'^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))"
 ).message("keys must be annotation keys: an optional DNS prefix and '/', then at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit").field_path(".podAnnotations"))]
@@ -226,6 +232,10 @@ pub struct GoServerSpec {
     /// How a new revision replaces the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+
+    /// How Prometheus finds the server's metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
 
     /// `ServiceAccount` the pods run as. Defaults to the namespace's `default`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,6 +554,39 @@ impl PathType {
             Self::ImplementationSpecific => "ImplementationSpecific",
         }
     }
+}
+
+/// How Prometheus finds the server's metrics.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Creates a prometheus-operator `ServiceMonitor` named like the
+    /// `GoServer`, scraping `path` on the Service's `http` port and keeping
+    /// the pods' `gantry.dev/revision` label as the series label `revision`.
+    /// Needs the `monitoring.coreos.com` CRDs; without them the `Monitored`
+    /// condition says so, and the monitor is created once they are
+    /// installed. Turning it off deletes the monitor.
+    #[serde(default)]
+    pub service_monitor: bool,
+    /// Path of the metrics endpoint.
+    #[serde(default = "default_metrics_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = ABSOLUTE_PATH_PATTERN))]
+    pub path: String,
+    /// Scrape interval, in Prometheus' duration syntax (`30s`, `1m`).
+    /// Defaults to the Prometheus' own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = PROMETHEUS_DURATION_PATTERN))]
+    pub interval: Option<String>,
+    /// Labels on the `ServiceMonitor`, for the `serviceMonitorSelector` of
+    /// the Prometheus that should pick it up (for example `release: kube-prometheus`).
+    /// The `app.kubernetes.io/*` labels Gantry sets win over these.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32, "additionalProperties" = {"type": "string", "maxLength": 63}))]
+    pub labels: BTreeMap<String, String>,
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_owned()
 }
 
 /// TLS for the Ingress: an existing certificate Secret, or a cert-manager

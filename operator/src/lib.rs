@@ -26,6 +26,7 @@ pub mod fault;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod optional;
 pub mod reference;
 pub mod rollout;
 pub mod status;

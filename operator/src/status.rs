@@ -10,9 +10,10 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::build;
+use crate::build::{self, ServiceMonitor};
 use crate::crd::{GoServer, GoServerStatus, VerificationPhase, VerificationStatus};
 use crate::error::Error;
+use crate::optional::{self, Presence};
 use crate::rollout::Decision;
 
 pub const READY: &str = "Ready";
@@ -21,6 +22,7 @@ pub const PROGRESSING: &str = "Progressing";
 pub const DEGRADED: &str = "Degraded";
 pub const VERIFIED: &str = "Verified";
 pub const SCALING: &str = "Scaling";
+pub const MONITORED: &str = "Monitored";
 
 /// Inputs of a status besides the `GoServer` itself.
 pub struct Observed<'a> {
@@ -33,6 +35,8 @@ pub struct Observed<'a> {
     pub error: Option<&'a Error>,
     /// The `HorizontalPodAutoscaler`, when autoscaling is on and it exists.
     pub hpa: Option<&'a HorizontalPodAutoscaler>,
+    /// Whether the cluster serves `ServiceMonitors`, and they are cached.
+    pub service_monitors: Presence,
 }
 
 /// Whether every replica of `deployment` runs its current template and is
@@ -159,6 +163,9 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
     verdicts.extend(verified);
     if gs.spec.autoscaling.is_some() {
         verdicts.push(scaling(observed.hpa));
+    }
+    if let Some(monitoring) = gs.spec.monitoring.as_ref().filter(|m| m.service_monitor) {
+        verdicts.push(monitored(name, &monitoring.path, observed.service_monitors));
     }
     let conditions = verdicts
         .into_iter()
@@ -409,6 +416,37 @@ fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Verdict {
     }
 }
 
+/// Whether Prometheus is told where to scrape: the `ServiceMonitor` exists,
+/// or why it does not. Like `Scaling`, it never holds `Ready`: the pods
+/// serve whether or not anything scrapes them.
+fn monitored(name: &str, path: &str, presence: Presence) -> Verdict {
+    let (api_version, plural) = optional::api_resource::<ServiceMonitor>();
+    match presence {
+        Presence::Ready => Verdict::new(
+            MONITORED,
+            "True",
+            "ServiceMonitorApplied",
+            format!("the ServiceMonitor {name} scrapes {path} on the Service's http port"),
+        ),
+        Presence::Missing => Verdict::new(
+            MONITORED,
+            "False",
+            "ServiceMonitorCRDMissing",
+            format!(
+                "the cluster does not serve {plural} ({api_version}): install \
+                 prometheus-operator's CRDs; the ServiceMonitor is created once they \
+                 are, without a restart"
+            ),
+        ),
+        Presence::Pending => Verdict::new(
+            MONITORED,
+            "Unknown",
+            "ServiceMonitorPending",
+            format!("waiting to learn whether the cluster serves {plural} ({api_version})"),
+        ),
+    }
+}
+
 /// The condition `type_` of a status, if present.
 pub fn condition<'a>(status: &'a GoServerStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -463,6 +501,7 @@ mod tests {
             rollout: Some(&rollout),
             error: None,
             hpa: None,
+            service_monitors: Presence::Pending,
         };
         let status = compute(&gs, &observed, &time(100));
         let value = serde_json::to_value(&status).unwrap();
@@ -502,6 +541,7 @@ mod tests {
             rollout: Some(&rollout),
             error: None,
             hpa: None,
+            service_monitors: Presence::Pending,
         };
         let first = compute(&gs, &observed, &time(100));
         gs.status = Some(first.clone());
@@ -521,6 +561,7 @@ mod tests {
             rollout: Some(&rollout),
             error: None,
             hpa: None,
+            service_monitors: Presence::Pending,
         };
         let status = compute(&gs, &observed, &time(1));
         let ready = condition(&status, READY).unwrap();
@@ -548,6 +589,7 @@ mod tests {
             rollout: None,
             error: Some(&err),
             hpa: None,
+            service_monitors: Presence::Pending,
         };
         let status = compute(&gs, &observed, &time(1));
         let degraded = condition(&status, DEGRADED).unwrap();
@@ -570,6 +612,7 @@ mod tests {
             rollout: None,
             error: None,
             hpa: None,
+            service_monitors: Presence::Pending,
         };
         let status = compute(&gs, &observed, &time(1));
         assert_eq!(
@@ -598,6 +641,7 @@ mod tests {
                 rollout: Some(&rollout),
                 error: None,
                 hpa,
+                service_monitors: Presence::Pending,
             };
             let status = compute(&gs, &observed, &time(1));
             assert_eq!(condition(&status, READY).unwrap().status, "True");
@@ -633,7 +677,57 @@ mod tests {
             rollout: Some(&rollout),
             error: None,
             hpa: Some(&working),
+            service_monitors: Presence::Pending,
         };
         assert!(condition(&compute(&plain, &observed, &time(1)), SCALING).is_none());
+    }
+
+    #[test]
+    fn a_wanted_service_monitor_is_reported_without_holding_ready() {
+        let gs = goserver(json!({"image": "h", "monitoring": {"serviceMonitor": true}}));
+        let dep = done();
+        let rollout = decision("hello-abc");
+        let monitored = |presence| {
+            let observed = Observed {
+                deployment: Some(&dep),
+                rollout: Some(&rollout),
+                error: None,
+                hpa: None,
+                service_monitors: presence,
+            };
+            let status = compute(&gs, &observed, &time(1));
+            assert_eq!(condition(&status, READY).unwrap().status, "True");
+            let c = condition(&status, MONITORED).unwrap().clone();
+            (c.status, c.reason, c.message)
+        };
+        assert_eq!(
+            monitored(Presence::Missing),
+            (
+                "False".to_owned(),
+                "ServiceMonitorCRDMissing".to_owned(),
+                "the cluster does not serve servicemonitors (monitoring.coreos.com/v1): \
+                 install prometheus-operator's CRDs; the ServiceMonitor is created once \
+                 they are, without a restart"
+                    .to_owned()
+            )
+        );
+        assert_eq!(monitored(Presence::Pending).0, "Unknown");
+        let (status, reason, message) = monitored(Presence::Ready);
+        assert_eq!(
+            (status.as_str(), reason.as_str()),
+            ("True", "ServiceMonitorApplied")
+        );
+        assert!(message.contains("/metrics"), "{message}");
+
+        // Nothing to report when no monitor is wanted.
+        let off = goserver(json!({"image": "h", "monitoring": {"serviceMonitor": false}}));
+        let observed = Observed {
+            deployment: Some(&dep),
+            rollout: Some(&rollout),
+            error: None,
+            hpa: None,
+            service_monitors: Presence::Missing,
+        };
+        assert!(condition(&compute(&off, &observed, &time(1)), MONITORED).is_none());
     }
 }

@@ -78,3 +78,18 @@ pub async fn install(client: &Client) -> Result<()> {
     }
     Ok(())
 }
+
+/// Deletes the `ServiceMonitor` CRD (and with it every `ServiceMonitor`),
+/// and waits until it is gone: a cluster without prometheus-operator.
+pub async fn uninstall_service_monitors(client: &Client) -> Result<()> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::Api;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "servicemonitors.monitoring.coreos.com";
+    match crds.delete(name, &kube::api::DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(err) => return Err(err).context("deleting the ServiceMonitor CRD"),
+    }
+    crate::wait_for_deletion(&crds, name, Duration::from_secs(60)).await
+}

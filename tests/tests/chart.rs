@@ -27,6 +27,7 @@ use std::time::Duration;
 use gantry_e2e::chart::{Release, chart_dir, service_account_token};
 use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for, wait_for_deletion, wait_until};
+use gantry_operator::build::ServiceMonitor;
 use gantry_operator::crd::GoServer;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -947,6 +948,36 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     })
     .await
     .unwrap();
+    // The one optional child, a ServiceMonitor, created and deleted under
+    // the chart's RBAC (the kind's CRD installed meanwhile, as a cluster
+    // gets it from prometheus-operator).
+    gantry_e2e::monitoring_crds::install(&client)
+        .await
+        .expect("installing the prometheus-operator CRDs");
+    let monitored =
+        |on: bool| Patch::Merge(json!({"spec": {"monitoring": {"serviceMonitor": on}}}));
+    goservers
+        .patch("hello", &PatchParams::default(), &monitored(true))
+        .await
+        .unwrap();
+    wait_for(&goservers, "hello", "Monitored=True", DEADLINE, |gs| {
+        gs.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Monitored" && c.status == "True")
+        })
+    })
+    .await
+    .unwrap();
+    let monitors: Api<ServiceMonitor> = app.api();
+    assert!(monitors.get_opt("hello").await.unwrap().is_some());
+    goservers
+        .patch("hello", &PatchParams::default(), &monitored(false))
+        .await
+        .unwrap();
+    wait_for_deletion(&monitors, "hello", DEADLINE)
+        .await
+        .unwrap();
     let refused = forbidden(&operator);
     assert!(
         refused.is_empty(),

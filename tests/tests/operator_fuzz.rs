@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 const CONCURRENT: usize = 8;
 
 /// The seed: examples/full.yaml's GoServer with examples/verified.yaml's
-/// verification, so that every part of the spec is present.
+/// verification and a `ServiceMonitor`, so that every part of the spec is
+/// present.
 fn seed() -> Value {
     let root = gantry_e2e::operator::root();
     let documents = |file: &str| -> Vec<Value> {
@@ -40,6 +41,11 @@ fn seed() -> Value {
     let mut spec = documents("examples/full.yaml")[0]["spec"].clone();
     spec["rollout"]["verification"] =
         documents("examples/verified.yaml")[0]["spec"]["rollout"]["verification"].clone();
+    spec["monitoring"] = serde_json::json!({
+        "serviceMonitor": true,
+        "interval": "30s",
+        "labels": {"release": "kube-prometheus"},
+    });
     spec
 }
 
@@ -186,6 +192,7 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
         config_map,
         ingress,
         hpa,
+        service_monitor,
         revision: _,
     } = children;
     let mut refused = Vec::new();
@@ -208,6 +215,9 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
             dry_run(ns, hpa).await.map(|_| ()),
         );
     }
+    if let Some(monitor) = &service_monitor {
+        strip("ServiceMonitor", dry_run(ns, monitor).await.map(|_| ()));
+    }
     (!refused.is_empty()).then(|| {
         format!(
             "{} {}: admitted, but its children would be refused: {}",
@@ -222,6 +232,10 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
 async fn every_schema_mutation_is_refused_naming_its_field_or_can_run() {
     let ns = TestNamespace::new("op-fuzz").await;
     operator_support::install_crd(&ns.client).await;
+    // ServiceMonitors are dry-run against prometheus-operator's own CRD.
+    gantry_e2e::monitoring_crds::install(&ns.client)
+        .await
+        .expect("installing the prometheus-operator CRDs");
     let seed = seed();
     let all = mutations(&spec_schema(), &seed);
     let (valid, invalid) = all.iter().fold(

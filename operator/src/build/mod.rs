@@ -13,6 +13,7 @@ mod hpa;
 mod ingress;
 pub mod revision;
 mod service;
+pub mod service_monitor;
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,7 @@ pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
 pub use hpa::{DEFAULT_REQUESTS, defaulted_requests};
 pub use revision::{REVISION_LABEL, Revision, RevisionData};
+pub use service_monitor::ServiceMonitor;
 
 /// Label keys Gantry sets on every child.
 pub const NAME_LABEL: &str = "app.kubernetes.io/name";
@@ -51,6 +53,9 @@ pub struct Children {
     pub config_map: ConfigMap,
     pub ingress: Option<Ingress>,
     pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Present when the spec asks for one, whether or not the cluster
+    /// serves the kind.
+    pub service_monitor: Option<ServiceMonitor>,
     /// The revision in force, which the Deployment runs.
     pub revision: Revision,
 }
@@ -180,6 +185,7 @@ pub fn build(gs: &GoServer, in_force: Revision) -> Result<Children> {
         config_map: config::build(&owner, &in_force.data.config),
         ingress: ingress::build(gs, &owner),
         hpa: hpa::build(gs, &owner),
+        service_monitor: service_monitor::build(gs, &owner),
         revision: in_force,
     })
 }
