@@ -22,7 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -159,16 +159,39 @@ impl Prometheus {
         range: Duration,
         step: Duration,
     ) -> Result<Value> {
-        let end = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("the clock is before 1970")?;
-        let start = end.saturating_sub(range);
+        let end = SystemTime::now();
+        self.query_range_between(
+            promql,
+            end.checked_sub(range).unwrap_or(UNIX_EPOCH),
+            end,
+            step,
+        )
+        .await
+    }
+
+    /// A range query from `start` to `end`, one point per `step`: the
+    /// `data` member of a successful answer (a matrix). Errors as in
+    /// [`Prometheus::query`].
+    pub async fn query_range_between(
+        &self,
+        promql: &str,
+        start: SystemTime,
+        end: SystemTime,
+        step: Duration,
+    ) -> Result<Value> {
         let params = [
-            ("start", format!("{:.3}", start.as_secs_f64())),
-            ("end", format!("{:.3}", end.as_secs_f64())),
+            ("start", unix_seconds(start)?),
+            ("end", unix_seconds(end)?),
             ("step", format!("{}s", step.as_secs().max(1))),
         ];
         self.api("query_range", promql, &params).await
+    }
+
+    /// An instant query evaluated at `time` rather than now. Errors as in
+    /// [`Prometheus::query`].
+    pub async fn query_at(&self, promql: &str, time: SystemTime) -> Result<Value> {
+        self.api("query", promql, &[("time", unix_seconds(time)?)])
+            .await
     }
 
     /// One query endpoint (`/api/v1/<endpoint>`) with `promql` and `params`.
@@ -306,6 +329,15 @@ scrape_configs:
 ",
         targets.display()
     )
+}
+
+/// A time as the HTTP API takes it: seconds since the epoch, to the
+/// millisecond.
+fn unix_seconds(time: SystemTime) -> Result<String> {
+    let since = time
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?;
+    Ok(format!("{:.3}", since.as_secs_f64()))
 }
 
 fn targets_file(dir: &Path) -> PathBuf {

@@ -22,15 +22,18 @@ pub const TEST: &[Package] = &[
         command: "pg_ctlcluster",
         package: "postgresql",
     },
-    // The metrics backend of the rollout-verification tests (which run the
-    // binary themselves, on a loopback port with their own configuration and
-    // storage); `promtool`, from the same package, checks the shipped rules.
-    // Where no init system runs, the package's own service stays stopped.
-    Package {
-        command: "prometheus",
-        package: "prometheus",
-    },
+    PROMETHEUS,
 ];
+
+/// The metrics backend of the rollout-verification tests and the dashboard
+/// previews (which run the binary themselves, on a loopback port with their
+/// own configuration and storage); `promtool`, from the same package,
+/// checks the shipped rules. Where no init system runs, the package's own
+/// service stays stopped.
+pub const PROMETHEUS: Package = Package {
+    command: "prometheus",
+    package: "prometheus",
+};
 
 /// Installs the packages whose command is missing.
 pub fn ensure(packages: &[Package]) -> Result<()> {

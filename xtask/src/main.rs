@@ -11,6 +11,7 @@ mod demo;
 mod deps;
 mod image;
 mod pki;
+mod previews;
 mod proc;
 mod test;
 mod toolchain;
@@ -45,6 +46,9 @@ enum Command {
     Bench(bench::Args),
     /// Build an OCI image from the Dockerfile with buildah.
     Image(image::Args),
+    /// PNG previews of the Grafana dashboards in docs/previews/, rendered
+    /// from real data of a test Prometheus.
+    Previews(previews::Args),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Crds(args) => crds::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Image(args) => image::run(&args),
+        Command::Previews(args) => previews::run(&args),
     };
     match result {
         Ok(code) => code,
