@@ -261,6 +261,7 @@ impl Applier<'_> {
             ingress,
             hpa,
             service_monitor,
+            route,
             revision,
         } = children;
         let name = self.gs.name_any();
@@ -285,15 +286,16 @@ impl Applier<'_> {
         // in one round trip's time rather than four. Each keeps its own
         // list of changes, so every write made is told even when another
         // failed.
-        let mut told: [Vec<Change>; 5] = Default::default();
+        let mut told: [Vec<Change>; 6] = Default::default();
         let [
             deployment_changes,
             service_changes,
             ingress_changes,
             hpa_changes,
             monitor_changes,
+            route_changes,
         ] = &mut told;
-        let (live, service, ingress, hpa, monitor) = tokio::join!(
+        let (live, service, ingress, hpa, monitor, route) = tokio::join!(
             self.apply_deployment(&deployment, autoscaled, deployment_changes),
             self.apply_child(&self.caches.services, &service, service_changes),
             async {
@@ -330,6 +332,7 @@ impl Applier<'_> {
                 &name,
                 monitor_changes
             ),
+            self.apply_optional(&self.caches.routes, route, &name, route_changes),
         );
         changes.extend(told.into_iter().flatten());
         let live = live?;
@@ -337,6 +340,7 @@ impl Applier<'_> {
         ingress?;
         hpa?;
         monitor?;
+        route?;
         self.prune_history(&revision, &config_map.name_any(), &live, changes)
             .await?;
         Ok(live)

@@ -40,6 +40,7 @@ use crate::apply::FIELD_MANAGER;
 use crate::build::{MANAGED_BY, MANAGED_BY_LABEL, ServiceMonitor};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
+use crate::gateway::HttpRoute;
 use crate::optional::{OptionalKind, OptionalStreams};
 
 /// Read handles of every child store.
@@ -53,6 +54,8 @@ pub struct Caches {
     pub revisions: Store<PartialObjectMeta<ControllerRevision>>,
     /// Not waited for: the cluster may not serve the kind.
     pub service_monitors: OptionalKind<ServiceMonitor>,
+    /// Not waited for: the cluster may not serve the kind.
+    pub routes: OptionalKind<HttpRoute>,
 }
 
 /// A child event stream that writes its store as it goes, ready for
@@ -69,6 +72,7 @@ pub struct Streams {
     pub hpas: ChildStream<Cached<HorizontalPodAutoscaler>>,
     pub revisions: ChildStream<PartialObjectMeta<ControllerRevision>>,
     pub service_monitors: OptionalStreams<ServiceMonitor>,
+    pub routes: OptionalStreams<HttpRoute>,
 }
 
 impl Caches {
@@ -82,6 +86,7 @@ impl Caches {
         let (hpas, hpa_stream) = cached(client, namespace, drop_managed_fields);
         let (revisions, revision_stream) = metadata_only(client, namespace);
         let (service_monitors, service_monitor_streams) = OptionalKind::new(client, namespace);
+        let (routes, route_streams) = OptionalKind::new(client, namespace);
         (
             Self {
                 deployments,
@@ -91,6 +96,7 @@ impl Caches {
                 hpas,
                 revisions,
                 service_monitors,
+                routes,
             },
             Streams {
                 deployments: deployment_stream,
@@ -100,6 +106,7 @@ impl Caches {
                 hpas: hpa_stream,
                 revisions: revision_stream,
                 service_monitors: service_monitor_streams,
+                routes: route_streams,
             },
         )
     }
@@ -120,6 +127,7 @@ impl Caches {
             hpas,
             revisions,
             service_monitors: _,
+            routes: _,
         } = self;
         ready(deployments).await
             && ready(services).await

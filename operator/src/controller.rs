@@ -47,6 +47,7 @@ use crate::cache::{self, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::fault;
+use crate::gateway::HttpRoute;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::rollout::request::{self, Handled};
@@ -229,6 +230,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         hpas,
         revisions,
         service_monitors,
+        routes,
     } = streams;
     let running = controller
         .watches_stream(deployments.map_ok(trigger::<_, Deployment>), goserver_of)
@@ -249,9 +251,13 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
                 .map_ok(trigger::<_, ServiceMonitor>),
             goserver_of,
         )
+        .watches_stream(routes.children.map_ok(trigger::<_, HttpRoute>), goserver_of)
         // An optional kind installed or removed: every GoServer learns
         // whether it can have its child.
-        .reconcile_all_on(service_monitors.changes)
+        .reconcile_all_on(futures::stream::select(
+            service_monitors.changes,
+            routes.changes,
+        ))
         .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
@@ -392,12 +398,15 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             handled,
         }) => {
             let hpa = cached_hpa(ctx, gs)?;
+            let route = cached_route(ctx, gs)?;
             let observed = Observed {
                 deployment: Some(&deployment),
                 rollout: Some(&decision),
                 error: None,
                 hpa: hpa.as_ref(),
                 service_monitors: ctx.caches.service_monitors.presence(),
+                routes: ctx.caches.routes.presence(),
+                route: route.as_ref(),
             };
             // The Events are not waited for before the status: a
             // Deployment that comes up meanwhile is seen one round trip
@@ -449,12 +458,15 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             warn!(error = %err, category = err.category(), "reconcile stopped by a permanent error");
             let deployment = cached_deployment(ctx, gs).await?;
             let hpa = cached_hpa(ctx, gs)?;
+            let route = cached_route(ctx, gs)?;
             let observed = Observed {
                 deployment: deployment.as_ref(),
                 rollout: None,
                 error: Some(&err),
                 hpa: hpa.as_ref(),
                 service_monitors: ctx.caches.service_monitors.presence(),
+                routes: ctx.caches.routes.presence(),
+                route: route.as_ref(),
             };
             // An unchanged status means this error was reported already:
             // no second Event, no write.
@@ -854,6 +866,14 @@ fn cached_hpa(ctx: &Context, gs: &GoServer) -> Result<Option<HorizontalPodAutosc
     }
     let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
     cache::get(&ctx.caches.hpas, &ns, &gs.name_any())
+}
+
+fn cached_route(ctx: &Context, gs: &GoServer) -> Result<Option<HttpRoute>> {
+    if gs.spec.route.is_none() {
+        return Ok(None);
+    }
+    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    cache::get(&ctx.caches.routes.store, &ns, &gs.name_any())
 }
 
 /// The note of a Warning Event when the `Scaling` condition has just

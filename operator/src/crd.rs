@@ -34,6 +34,10 @@ const ABSOLUTE_PATH_PATTERN: &str = r"^/";
 /// A duration in Go's notation, as Kubernetes writes them: `30s`, `5m`,
 /// `1h30m`, `250ms`. Parsed by [`crate::rollout::duration`].
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$";
+/// A DNS-1123 label: a namespace name.
+const DNS_LABEL_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A Gateway API duration (`1h`, `10s`, `1m30s`, `500ms`).
+const GATEWAY_DURATION_PATTERN: &str = r"^([0-9]{1,5}(h|m|s|ms)){1,4}$";
 /// A Prometheus duration, as the `ServiceMonitor` CRD accepts it.
 const PROMETHEUS_DURATION_PATTERN: &str =
     r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$";
@@ -223,6 +227,12 @@ pub struct GoServerSpec {
     /// Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+
+    /// Exposes the Service through a Gateway API `HTTPRoute`, the successor
+    /// of `ingress` (both may be set while moving from one to the other).
+    /// Removing the field deletes the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSpec>,
 
     /// Scales the Deployment with a `HorizontalPodAutoscaler`. Removing the
     /// field deletes the HPA and `replicas` applies again.
@@ -554,6 +564,111 @@ impl PathType {
             Self::ImplementationSpecific => "ImplementationSpecific",
         }
     }
+}
+
+/// A Gateway API `HTTPRoute` sending a host and path to the Service.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// The Gateways (and optionally their listeners) the route attaches to.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<ParentRef>,
+    /// Host names the route matches (as the `Host` header); none matches
+    /// every host the listener accepts. The first gives `status.url`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16), inner(length(min = 1, max = 253), regex(pattern = HOST_PATTERN)))]
+    pub hostnames: Vec<String>,
+    /// The path the route matches; every path (`PathPrefix /`) by default.
+    #[serde(default)]
+    pub path: RoutePath,
+    /// Time limits of a request through the Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<RouteTimeouts>,
+}
+
+/// A Gateway the route attaches to.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParentRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub name: String,
+    /// Namespace of the Gateway; the GoServer's own by default. The
+    /// Gateway's listener must allow routes from the GoServer's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = DNS_LABEL_PATTERN))]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway, by name; all of them by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = NAME_PATTERN))]
+    pub section_name: Option<String>,
+}
+
+/// The path an `HTTPRoute` matches, with the Gateway API's own rules.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!self.value.contains('//')").message("must not contain '//'").field_path(".value"))]
+#[x_kube(validation = Rule::new("!self.value.contains('/./')").message("must not contain '/./'").field_path(".value"))]
+#[x_kube(validation = Rule::new("!self.value.contains('/../')").message("must not contain '/../'").field_path(".value"))]
+#[x_kube(validation = Rule::new("!self.value.lowerAscii().contains('%2f')").message("must not contain an encoded slash (%2f)").field_path(".value"))]
+#[x_kube(validation = Rule::new("!self.value.contains('#')").message("must not contain '#'").field_path(".value"))]
+#[x_kube(validation = Rule::new("!self.value.endsWith('/..')").message("must not end with '/..'").field_path(".value"))]
+#[x_kube(validation = Rule::new("!self.value.endsWith('/.')").message("must not end with '/.'").field_path(".value"))]
+#[serde(rename_all = "camelCase")]
+pub struct RoutePath {
+    /// How `value` matches.
+    #[serde(default, rename = "type")]
+    pub type_: RoutePathType,
+    /// The path; must start with `/`.
+    #[serde(default = "default_ingress_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = ABSOLUTE_PATH_PATTERN))]
+    pub value: String,
+}
+
+impl Default for RoutePath {
+    fn default() -> Self {
+        Self {
+            type_: RoutePathType::default(),
+            value: default_ingress_path(),
+        }
+    }
+}
+
+/// How an `HTTPRoute` path matches.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RoutePathType {
+    /// Every path starting with the value, element by element.
+    #[default]
+    PathPrefix,
+    /// Only the value itself.
+    Exact,
+}
+
+impl RoutePathType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PathPrefix => "PathPrefix",
+            Self::Exact => "Exact",
+        }
+    }
+}
+
+/// Gateway API timeouts, in its duration syntax (`10s`, `1m30s`, `500ms`).
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new(
+    "!(has(self.request) && has(self.backendRequest) && duration(self.request) != duration('0s') && duration(self.backendRequest) > duration(self.request))"
+).message("must not be longer than request").field_path(".backendRequest"))]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTimeouts {
+    /// How long the Gateway waits for the whole response to a client's
+    /// request; `0s` for no limit. The Gateway's own default otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = GATEWAY_DURATION_PATTERN))]
+    pub request: Option<String>,
+    /// How long the Gateway waits for one request to the server (a retry
+    /// makes another); at most `request`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), regex(pattern = GATEWAY_DURATION_PATTERN))]
+    pub backend_request: Option<String>,
 }
 
 /// How Prometheus finds the server's metrics.

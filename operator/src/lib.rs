@@ -23,6 +23,7 @@ pub mod controller;
 pub mod crd;
 pub mod error;
 pub mod fault;
+pub mod gateway;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -13,6 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::build::{self, ServiceMonitor};
 use crate::crd::{GoServer, GoServerStatus, VerificationPhase, VerificationStatus};
 use crate::error::Error;
+use crate::gateway::HttpRoute;
 use crate::optional::{self, Presence};
 use crate::rollout::Decision;
 
@@ -23,6 +24,7 @@ pub const DEGRADED: &str = "Degraded";
 pub const VERIFIED: &str = "Verified";
 pub const SCALING: &str = "Scaling";
 pub const MONITORED: &str = "Monitored";
+pub const ROUTED: &str = "Routed";
 
 /// Inputs of a status besides the `GoServer` itself.
 pub struct Observed<'a> {
@@ -37,6 +39,10 @@ pub struct Observed<'a> {
     pub hpa: Option<&'a HorizontalPodAutoscaler>,
     /// Whether the cluster serves `ServiceMonitors`, and they are cached.
     pub service_monitors: Presence,
+    /// Whether the cluster serves `HTTPRoutes`, and they are cached.
+    pub routes: Presence,
+    /// The `HTTPRoute`, when the spec has a route and it exists.
+    pub route: Option<&'a HttpRoute>,
 }
 
 /// Whether every replica of `deployment` runs its current template and is
@@ -157,12 +163,15 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
         progressing(revision.as_deref(), rollout.as_ref()),
         match (observed.error, rollout_degraded) {
             (None, Some(verdict)) => verdict,
-            _ => degraded(observed, rollout.as_ref()),
+            _ => degraded(gs, observed, rollout.as_ref()),
         },
     ];
     verdicts.extend(verified);
     if gs.spec.autoscaling.is_some() {
         verdicts.push(scaling(observed.hpa));
+    }
+    if gs.spec.route.is_some() {
+        verdicts.push(routed(observed.routes, observed.route));
     }
     if let Some(monitoring) = gs.spec.monitoring.as_ref().filter(|m| m.service_monitor) {
         verdicts.push(monitored(name, &monitoring.path, observed.service_monitors));
@@ -354,8 +363,9 @@ fn progressing(revision: Option<&str>, rollout: Option<&Rollout>) -> Verdict {
     }
 }
 
-/// A permanent error, or a stalled rollout.
-fn degraded(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
+/// A permanent error, a stalled rollout, or a route the cluster cannot
+/// have.
+fn degraded(gs: &GoServer, observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
     match (observed.error, rollout) {
         (Some(err), _) => Verdict::new(DEGRADED, "True", err.reason(), err.to_string()),
         (None, Some(r)) if r.deadline_exceeded => Verdict::new(
@@ -364,6 +374,9 @@ fn degraded(observed: &Observed<'_>, rollout: Option<&Rollout>) -> Verdict {
             "ProgressDeadlineExceeded",
             DEADLINE_MESSAGE,
         ),
+        _ if gs.spec.route.is_some() && observed.routes == Presence::Missing => {
+            Verdict::new(DEGRADED, "True", GATEWAY_API_MISSING, gateway_api_missing())
+        }
         _ => Verdict::new(DEGRADED, "False", "AsExpected", ""),
     }
 }
@@ -447,6 +460,97 @@ fn monitored(name: &str, path: &str, presence: Presence) -> Verdict {
     }
 }
 
+const GATEWAY_API_MISSING: &str = "GatewayAPIMissing";
+
+fn gateway_api_missing() -> String {
+    let (api_version, plural) = optional::api_resource::<HttpRoute>();
+    format!(
+        "the cluster does not serve {plural} ({api_version}): install the Gateway API CRDs \
+         (standard channel); the HTTPRoute is created once they are, without a restart"
+    )
+}
+
+/// Whether the route's Gateways accepted it, from the `HTTPRoute`'s status,
+/// which each Gateway's controller writes for the parents it manages. It
+/// never holds `Ready`: the Service serves whatever a Gateway does.
+fn routed(presence: Presence, route: Option<&HttpRoute>) -> Verdict {
+    match (presence, route) {
+        (Presence::Missing, _) => {
+            return Verdict::new(ROUTED, "False", GATEWAY_API_MISSING, gateway_api_missing());
+        }
+        (Presence::Pending, _) | (Presence::Ready, None) => {
+            return Verdict::new(
+                ROUTED,
+                "Unknown",
+                "RoutePending",
+                "the HTTPRoute does not exist yet",
+            );
+        }
+        (Presence::Ready, Some(_)) => {}
+    }
+    let parents = route
+        .and_then(|r| r.status.as_ref())
+        .map(|s| s.parents.as_slice())
+        .unwrap_or_default();
+    let gateway = |p: &crate::gateway::httproute::HttpRouteStatusParents| {
+        let r = &p.parent_ref;
+        let mut name = r
+            .namespace
+            .as_ref()
+            .map_or_else(|| r.name.clone(), |ns| format!("{ns}/{}", r.name));
+        if let Some(section) = &r.section_name {
+            name = format!("{name} (listener {section})");
+        }
+        name
+    };
+    // A refusal by any Gateway, or a reference it cannot resolve, is told
+    // first: it is what needs doing.
+    for parent in parents {
+        for type_ in ["Accepted", "ResolvedRefs"] {
+            if let Some(c) = parent
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_ && c.status == "False")
+            {
+                return Verdict::new(
+                    ROUTED,
+                    "False",
+                    &c.reason,
+                    format!(
+                        "Gateway {} reports {type_}=False: {}",
+                        gateway(parent),
+                        c.message
+                    ),
+                );
+            }
+        }
+    }
+    let accepted: Vec<String> = parents
+        .iter()
+        .filter(|p| {
+            p.conditions
+                .iter()
+                .any(|c| c.type_ == "Accepted" && c.status == "True")
+        })
+        .map(gateway)
+        .collect();
+    if accepted.is_empty() {
+        Verdict::new(
+            ROUTED,
+            "Unknown",
+            "NotYetAccepted",
+            "no Gateway has accepted the HTTPRoute yet: is a Gateway controller running for its parents?",
+        )
+    } else {
+        Verdict::new(
+            ROUTED,
+            "True",
+            "Accepted",
+            format!("accepted by Gateway {}", accepted.join(", ")),
+        )
+    }
+}
+
 /// The condition `type_` of a status, if present.
 pub fn condition<'a>(status: &'a GoServerStatus, type_: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == type_)
@@ -502,6 +606,8 @@ mod tests {
             error: None,
             hpa: None,
             service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
         };
         let status = compute(&gs, &observed, &time(100));
         let value = serde_json::to_value(&status).unwrap();
@@ -542,6 +648,8 @@ mod tests {
             error: None,
             hpa: None,
             service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
         };
         let first = compute(&gs, &observed, &time(100));
         gs.status = Some(first.clone());
@@ -562,6 +670,8 @@ mod tests {
             error: None,
             hpa: None,
             service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
         };
         let status = compute(&gs, &observed, &time(1));
         let ready = condition(&status, READY).unwrap();
@@ -590,6 +700,8 @@ mod tests {
             error: Some(&err),
             hpa: None,
             service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
         };
         let status = compute(&gs, &observed, &time(1));
         let degraded = condition(&status, DEGRADED).unwrap();
@@ -613,6 +725,8 @@ mod tests {
             error: None,
             hpa: None,
             service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
         };
         let status = compute(&gs, &observed, &time(1));
         assert_eq!(
@@ -642,6 +756,8 @@ mod tests {
                 error: None,
                 hpa,
                 service_monitors: Presence::Pending,
+                routes: Presence::Pending,
+                route: None,
             };
             let status = compute(&gs, &observed, &time(1));
             assert_eq!(condition(&status, READY).unwrap().status, "True");
@@ -678,8 +794,112 @@ mod tests {
             error: None,
             hpa: Some(&working),
             service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
         };
         assert!(condition(&compute(&plain, &observed, &time(1)), SCALING).is_none());
+    }
+
+    #[test]
+    fn a_route_reports_its_gateways_and_a_missing_gateway_api_degrades() {
+        let gs = goserver(json!({"image": "h", "route": {"parentRefs": [{"name": "public"}]}}));
+        let dep = done();
+        let rollout = decision("hello-abc");
+        let route = |parents: serde_json::Value| -> HttpRoute {
+            serde_json::from_value(json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "hello"},
+                "spec": {},
+                "status": {"parents": parents},
+            }))
+            .unwrap()
+        };
+        let status_with = |routes, route: Option<&HttpRoute>| {
+            let observed = Observed {
+                deployment: Some(&dep),
+                rollout: Some(&rollout),
+                error: None,
+                hpa: None,
+                service_monitors: Presence::Pending,
+                routes,
+                route,
+            };
+            compute(&gs, &observed, &time(1))
+        };
+        let routed = |routes, route: Option<&HttpRoute>| {
+            let status = status_with(routes, route);
+            assert_eq!(condition(&status, READY).unwrap().status, "True");
+            let c = condition(&status, ROUTED).unwrap().clone();
+            (c.status, c.reason, c.message)
+        };
+
+        // No Gateway API: Degraded, saying what to install, and still Ready.
+        let status = status_with(Presence::Missing, None);
+        let degraded = condition(&status, DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "GatewayAPIMissing")
+        );
+        assert!(
+            degraded
+                .message
+                .contains("httproutes (gateway.networking.k8s.io/v1)"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(routed(Presence::Missing, None).0, "False");
+        assert_eq!(routed(Presence::Ready, None).1, "RoutePending");
+
+        let parent = |name: &str, conditions: serde_json::Value| json!({"controllerName": "example.com/gateway", "parentRef": {"name": name, "namespace": "edge"}, "conditions": conditions});
+        let accepted = json!([{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+        let refused = json!([{"type": "Accepted", "status": "False", "reason": "NotAllowedByListeners", "message": "namespace web is not allowed", "lastTransitionTime": "2026-01-01T00:00:00Z"}]);
+        assert_eq!(
+            routed(Presence::Ready, Some(&route(json!([])))).1,
+            "NotYetAccepted"
+        );
+        assert_eq!(
+            routed(
+                Presence::Ready,
+                Some(&route(json!([parent("public", accepted.clone())])))
+            ),
+            (
+                "True".to_owned(),
+                "Accepted".to_owned(),
+                "accepted by Gateway edge/public".to_owned()
+            )
+        );
+        assert_eq!(
+            routed(
+                Presence::Ready,
+                Some(&route(json!([
+                    parent("public", accepted),
+                    parent("other", refused)
+                ])))
+            ),
+            (
+                "False".to_owned(),
+                "NotAllowedByListeners".to_owned(),
+                "Gateway edge/other reports Accepted=False: namespace web is not allowed"
+                    .to_owned()
+            )
+        );
+        let served = status_with(Presence::Ready, None);
+        assert_eq!(condition(&served, DEGRADED).unwrap().status, "False");
+
+        // No route asked for: neither condition says anything of it.
+        let plain = goserver(json!({"image": "h"}));
+        let observed = Observed {
+            deployment: Some(&dep),
+            rollout: Some(&rollout),
+            error: None,
+            hpa: None,
+            service_monitors: Presence::Missing,
+            routes: Presence::Missing,
+            route: None,
+        };
+        let status = compute(&plain, &observed, &time(1));
+        assert!(condition(&status, ROUTED).is_none());
+        assert_eq!(condition(&status, DEGRADED).unwrap().status, "False");
     }
 
     #[test]
@@ -694,6 +914,8 @@ mod tests {
                 error: None,
                 hpa: None,
                 service_monitors: presence,
+                routes: Presence::Pending,
+                route: None,
             };
             let status = compute(&gs, &observed, &time(1));
             assert_eq!(condition(&status, READY).unwrap().status, "True");
@@ -727,6 +949,8 @@ mod tests {
             error: None,
             hpa: None,
             service_monitors: Presence::Missing,
+            routes: Presence::Pending,
+            route: None,
         };
         assert!(condition(&compute(&off, &observed, &time(1)), MONITORED).is_none());
     }

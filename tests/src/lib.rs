@@ -13,6 +13,8 @@
 
 pub mod chart;
 pub mod faults;
+pub mod gateway_crds;
+pub mod go_module;
 pub mod monitoring_crds;
 pub mod mutate;
 pub mod operator;

@@ -7,9 +7,7 @@
 //! (`go mod download`, cached in the Go module cache), from the version
 //! pinned here.
 
-use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -22,43 +20,10 @@ pub const PROMETHEUS_OPERATOR: &str = "github.com/prometheus-operator/prometheus
 /// `example/prometheus-operator-crd/`.
 pub const KINDS: [&str; 2] = ["servicemonitors", "prometheusrules"];
 
-/// Where the Go module cache holds the module, downloaded once per process.
-fn module_dir() -> Result<&'static PathBuf> {
-    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    DIR.get_or_init(|| download().map_err(|e| format!("{e:#}")))
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-}
-
-fn download() -> Result<PathBuf> {
-    // Outside any module, so that no go.mod is read or written.
-    let dir = tempfile::tempdir()?;
-    let out = Command::new("go")
-        .current_dir(dir.path())
-        .args(["mod", "download", "-json", PROMETHEUS_OPERATOR])
-        .env("GOFLAGS", "-mod=mod")
-        .env("GO111MODULE", "on")
-        .output()
-        .context("running go mod download")?;
-    if !out.status.success() {
-        bail!(
-            "go mod download {PROMETHEUS_OPERATOR} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let info: serde_json::Value =
-        serde_json::from_slice(&out.stdout).context("reading go mod download's JSON")?;
-    let Some(dir) = info["Dir"].as_str() else {
-        bail!("go mod download printed no Dir: {info}");
-    };
-    Ok(PathBuf::from(dir))
-}
-
 /// Applies the CRDs of [`KINDS`] with kubectl (server-side, so concurrent
 /// tests agree) and waits until they are served.
 pub async fn install(client: &Client) -> Result<()> {
-    let dir = module_dir()?.join("example/prometheus-operator-crd");
+    let dir = crate::go_module::dir(PROMETHEUS_OPERATOR)?.join("example/prometheus-operator-crd");
     for kind in KINDS {
         let path = dir.join(format!("monitoring.coreos.com_{kind}.yaml"));
         let out = Command::new(crate::bin_dir().join("kubectl"))

@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 const CONCURRENT: usize = 8;
 
 /// The seed: examples/full.yaml's GoServer with examples/verified.yaml's
-/// verification and a `ServiceMonitor`, so that every part of the spec is
-/// present.
+/// verification, a `ServiceMonitor` and an `HTTPRoute`, so that every part
+/// of the spec is present.
 fn seed() -> Value {
     let root = gantry_e2e::operator::root();
     let documents = |file: &str| -> Vec<Value> {
@@ -45,6 +45,12 @@ fn seed() -> Value {
         "serviceMonitor": true,
         "interval": "30s",
         "labels": {"release": "kube-prometheus"},
+    });
+    spec["route"] = serde_json::json!({
+        "parentRefs": [{"name": "public", "namespace": "edge", "sectionName": "https"}],
+        "hostnames": ["hello.example.com"],
+        "path": {"type": "PathPrefix", "value": "/api"},
+        "timeouts": {"request": "10s", "backendRequest": "5s"},
     });
     spec
 }
@@ -193,6 +199,7 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
         ingress,
         hpa,
         service_monitor,
+        route,
         revision: _,
     } = children;
     let mut refused = Vec::new();
@@ -218,6 +225,9 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
     if let Some(monitor) = &service_monitor {
         strip("ServiceMonitor", dry_run(ns, monitor).await.map(|_| ()));
     }
+    if let Some(route) = &route {
+        strip("HTTPRoute", dry_run(ns, route).await.map(|_| ()));
+    }
     (!refused.is_empty()).then(|| {
         format!(
             "{} {}: admitted, but its children would be refused: {}",
@@ -232,10 +242,14 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
 async fn every_schema_mutation_is_refused_naming_its_field_or_can_run() {
     let ns = TestNamespace::new("op-fuzz").await;
     operator_support::install_crd(&ns.client).await;
-    // ServiceMonitors are dry-run against prometheus-operator's own CRD.
+    // ServiceMonitors and HTTPRoutes are dry-run against their projects'
+    // own CRDs.
     gantry_e2e::monitoring_crds::install(&ns.client)
         .await
         .expect("installing the prometheus-operator CRDs");
+    gantry_e2e::gateway_crds::install(&ns.client)
+        .await
+        .expect("installing the Gateway API CRDs");
     let seed = seed();
     let all = mutations(&spec_schema(), &seed);
     let (valid, invalid) = all.iter().fold(

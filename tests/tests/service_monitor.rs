@@ -177,6 +177,15 @@ async fn service_monitor_follows_the_spec_and_the_crd() {
 
     // A reconcile that changes nothing writes nothing.
     let version = monitor["metadata"]["resourceVersion"].clone();
+    let applied = || {
+        operator
+            .log()
+            .iter()
+            .filter(|l| l["message"] == "child applied" && l["kind"] == "ServiceMonitor")
+            .count()
+    };
+    let applied_before = applied();
+    assert!(applied_before > 0, "its creation is logged");
     let before = operator.count("web", "reconcile finished");
     goservers
         .patch(
@@ -196,6 +205,7 @@ async fn service_monitor_follows_the_spec_and_the_crd() {
         stored(&ns, "web").await["metadata"]["resourceVersion"],
         version
     );
+    assert_eq!(applied(), applied_before, "the monitor was applied again");
 
     // A change of the spec reaches the monitor.
     goservers

@@ -9,6 +9,7 @@ mod cluster;
 mod crds;
 mod demo;
 mod deps;
+mod gateway_types;
 mod image;
 mod pki;
 mod previews;
@@ -42,6 +43,8 @@ enum Command {
     Demo(demo::Args),
     /// Regenerate crds/ from the Rust types.
     Crds(crds::Args),
+    /// Regenerate the Gateway API types from the pinned release's CRDs.
+    GatewayTypes(gateway_types::Args),
     /// Side-by-side benchmarks against peer implementations.
     Bench(bench::Args),
     /// Build an OCI image from the Dockerfile with buildah.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Test(args) => Ok(test::run(&args)),
         Command::Demo(args) => demo::run(&args),
         Command::Crds(args) => crds::run(&args),
+        Command::GatewayTypes(args) => gateway_types::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Previews(args) => previews::run(&args),

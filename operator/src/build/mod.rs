@@ -12,6 +12,7 @@ mod deployment;
 mod hpa;
 mod ingress;
 pub mod revision;
+mod route;
 mod service;
 pub mod service_monitor;
 
@@ -27,6 +28,7 @@ use sha2::{Digest, Sha256};
 
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
+use crate::gateway::HttpRoute;
 
 pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
@@ -56,6 +58,9 @@ pub struct Children {
     /// Present when the spec asks for one, whether or not the cluster
     /// serves the kind.
     pub service_monitor: Option<ServiceMonitor>,
+    /// Present when the spec asks for one, whether or not the cluster
+    /// serves the kind.
+    pub route: Option<HttpRoute>,
     /// The revision in force, which the Deployment runs.
     pub revision: Revision,
 }
@@ -186,6 +191,7 @@ pub fn build(gs: &GoServer, in_force: Revision) -> Result<Children> {
         ingress: ingress::build(gs, &owner),
         hpa: hpa::build(gs, &owner),
         service_monitor: service_monitor::build(gs, &owner),
+        route: route::build(gs, &owner),
         revision: in_force,
     })
 }
@@ -201,8 +207,16 @@ pub fn controller_revision(
     revision::controller_revision(&owner, revision, number, &config_map)
 }
 
-/// The URL the Ingress serves, if there is an Ingress with a host.
+/// The URL the server is reached at: the route's first hostname (unless
+/// a wildcard), else the Ingress's host, if either has one. A route's URL
+/// says `http`: the scheme is the Gateway listener's, which the route does
+/// not name.
 pub fn url(gs: &GoServer) -> Option<String> {
+    if let Some(route) = &gs.spec.route
+        && let Some(host) = route.hostnames.first().filter(|h| !h.starts_with("*."))
+    {
+        return Some(format!("http://{host}{}", route.path.value));
+    }
     let ingress = gs.spec.ingress.as_ref()?;
     let host = ingress.host.as_deref()?;
     let scheme = if ingress.tls.is_some() {
