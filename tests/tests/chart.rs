@@ -29,6 +29,7 @@ use gantry_e2e::operator::{OperatorProcess, root};
 use gantry_e2e::{TestNamespace, bin_dir, wait_for, wait_for_deletion, wait_until};
 use gantry_operator::build::ServiceMonitor;
 use gantry_operator::crd::GoServer;
+use gantry_operator::gateway::HttpRoute;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
@@ -948,9 +949,9 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     })
     .await
     .unwrap();
-    // The one optional child, a ServiceMonitor, created and deleted under
-    // the chart's RBAC (the kind's CRD installed meanwhile, as a cluster
-    // gets it from prometheus-operator).
+    // The optional children, a ServiceMonitor and an HTTPRoute, created and
+    // deleted under the chart's RBAC (their CRDs installed meanwhile, as a
+    // cluster gets them from prometheus-operator and the Gateway API).
     gantry_e2e::monitoring_crds::install(&client)
         .await
         .expect("installing the prometheus-operator CRDs");
@@ -978,6 +979,30 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     wait_for_deletion(&monitors, "hello", DEADLINE)
         .await
         .unwrap();
+    // The same for an HTTPRoute, on the Gateway API's CRDs.
+    gantry_e2e::gateway_crds::install(&client)
+        .await
+        .expect("installing the Gateway API CRDs");
+    let routed = |route: Value| Patch::Merge(json!({"spec": {"route": route}}));
+    goservers
+        .patch(
+            "hello",
+            &PatchParams::default(),
+            &routed(json!({"parentRefs": [{"name": "public"}]})),
+        )
+        .await
+        .unwrap();
+    let routes: Api<HttpRoute> = app.api();
+    wait_until("the HTTPRoute", DEADLINE, || async {
+        Ok::<_, String>(routes.get_opt("hello").await.ok().flatten())
+    })
+    .await
+    .unwrap();
+    goservers
+        .patch("hello", &PatchParams::default(), &routed(Value::Null))
+        .await
+        .unwrap();
+    wait_for_deletion(&routes, "hello", DEADLINE).await.unwrap();
     let refused = forbidden(&operator);
     assert!(
         refused.is_empty(),
