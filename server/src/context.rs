@@ -10,6 +10,8 @@
 //! context travels inside the request as a [`TraceContext`] extension; the
 //! span ends when the response is ready, carrying its status.
 
+use std::borrow::Cow;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue};
 use axum::middleware::Next;
@@ -24,7 +26,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracer;
 use tower_http::request_id::{MakeRequestId, RequestId};
 
-use crate::metrics::{method_label, route_label};
+use crate::metrics::{matched_route, method_label};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -69,15 +71,27 @@ pub async fn trace_context(
 ) -> Response {
     let parent = tracing.propagator.extract(&HeaderExtractor(req.headers()));
     let method = method_label(req.method());
-    let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
+    let route = matched_route(req.extensions().get::<MatchedPath>(), req.uri().path());
+    // OpenTelemetry's HTTP conventions: `{method} {route}`, and the method
+    // alone without `http.route` when no route matched. The metrics label
+    // `unmatched` is not a route: as `http.route` it would show a trace
+    // backend a route the server does not have.
+    let name: Cow<'static, str> = match route {
+        Some(route) => format!("{method} {route}").into(),
+        None => method.into(),
+    };
     let mut span = tracing
         .tracer
-        .span_builder(format!("{method} {route}"))
+        .span_builder(name)
         .with_kind(SpanKind::Server)
-        .with_attributes([
-            KeyValue::new("http.request.method", method),
-            KeyValue::new("http.route", route),
-        ])
+        .with_attributes(
+            [
+                Some(KeyValue::new("http.request.method", method)),
+                route.map(|route| KeyValue::new("http.route", route)),
+            ]
+            .into_iter()
+            .flatten(),
+        )
         .start_with_context(&tracing.tracer, &parent);
     let context = span.span_context().clone();
     req.extensions_mut().insert(TraceContext(context.clone()));

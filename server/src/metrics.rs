@@ -136,19 +136,27 @@ impl prometheus_client::collector::Collector for Allocations {
     }
 }
 
-/// The route label for a request: the matched pattern; every file under
+/// The route label for a request: its [`matched_route`]; anything
+/// unmatched shares one label, `unmatched`.
+pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> &'static str {
+    matched_route(matched, path).unwrap_or("unmatched")
+}
+
+/// The route a request matched: the matched pattern; every file under
 /// `/static/` is one route (the file service is nested, so axum records no
-/// pattern for it); anything else unmatched shares one label.
+/// pattern for it); `None` when no route matched. The trace takes it as it
+/// is (an unmatched request's span has no route), the log and the metrics
+/// as [`route_label`].
 ///
 /// A `&'static str`, so that the span, the trace and both metrics take it
 /// without copying it on every request: each matched pattern is copied
 /// once, the first time it is seen, and kept. The patterns are the
 /// router's own, a fixed set, so what is kept is bounded by the routes.
-pub fn route_label(matched: Option<&MatchedPath>, path: &str) -> &'static str {
+pub fn matched_route(matched: Option<&MatchedPath>, path: &str) -> Option<&'static str> {
     match matched.map(MatchedPath::as_str) {
-        Some(pattern) => intern(pattern),
-        None if path.starts_with("/static/") => "/static/*",
-        None => "unmatched",
+        Some(pattern) => Some(intern(pattern)),
+        None if path.starts_with("/static/") => Some("/static/*"),
+        None => None,
     }
 }
 
@@ -224,7 +232,7 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
 
 #[cfg(test)]
 mod tests {
-    use super::{intern, route_label};
+    use super::{intern, matched_route, route_label};
 
     #[test]
     fn a_route_pattern_is_kept_once() {
@@ -239,5 +247,7 @@ mod tests {
     fn unmatched_paths_share_labels() {
         assert_eq!(route_label(None, "/static/app.css"), "/static/*");
         assert_eq!(route_label(None, "/no/such/page"), "unmatched");
+        assert_eq!(matched_route(None, "/static/app.css"), Some("/static/*"));
+        assert_eq!(matched_route(None, "/no/such/page"), None);
     }
 }
