@@ -9,12 +9,13 @@
 //! [`operator`] runs the operator binary as a process, for the tests that
 //! need one. [`prometheus`] and [`server`] run a real Prometheus and
 //! gantry-server processes on loopback, for rollout verification; they need
-//! no cluster.
+//! no cluster. Neither does [`jaeger`], the trace backend of the trace tests.
 
 pub mod chart;
 pub mod faults;
 pub mod gateway_crds;
 pub mod go_module;
+pub mod jaeger;
 pub mod monitoring_crds;
 pub mod mutate;
 pub mod operator;

@@ -330,6 +330,20 @@ fn e2e(
         tally.step_failed("building the e2e tests", &format!("{err:#}"));
         return;
     }
+    // The trace tests' Jaeger, cached apart from the control plane: built
+    // (for minutes) only when the cache lacks this version, and only when
+    // the trace tests are selected.
+    let jaeger = if filter.is_empty() || filter.iter().any(|f| f.contains("trace")) {
+        match toolchain::ensure_jaeger() {
+            Ok(binary) => Some(binary),
+            Err(err) => {
+                tally.step_failed("building Jaeger", &format!("{err:#}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
     let cluster = Cluster::at(workspace::test_cluster_dir());
     if let Err(err) = cluster.up(3) {
         tally.step_failed("cluster up", &format!("{err:#}"));
@@ -353,10 +367,17 @@ fn e2e(
         cmd.env("GANTRY_IMAGE_SERVER", &images.server)
             .env("GANTRY_IMAGE_OPERATOR", &images.operator);
     }
+    if let Some(jaeger) = &jaeger {
+        cmd.env("GANTRY_JAEGER", jaeger);
+    }
     cmd.arg("--").args(filter);
     if images.is_none() {
         // The image tests need the images; without them they are skipped.
         cmd.args(["--skip", "image_"]);
+    }
+    if jaeger.is_none() {
+        // Not selected, or its build failed (already counted).
+        cmd.args(["--skip", "traces_"]);
     }
     run_tests(tally, "e2e tests", &mut cmd);
     if filter.is_empty() || filter.iter().any(|f| f.contains("restart")) {

@@ -1,11 +1,16 @@
-//! Builds the control-plane binaries from the Go wrapper modules in
-//! `tools/` into a cache outside the repository.
+//! Builds the control-plane binaries, and the trace backend of the trace
+//! tests, from the Go wrapper modules in `tools/` into a cache outside the
+//! repository.
 //!
 //! Each module under `tools/` pins its commands with `tool` directives and a
-//! committed go.sum. The binaries land in `<cache>/k8s-<version>/bin`, next
-//! to a stamp: a hash of every go.mod and go.sum, the Go version and the
-//! link flags. A matching stamp means the build is skipped, so only the
-//! first run (or a version bump) pays for it.
+//! committed go.sum. The control plane lands in `<cache>/k8s-<version>/bin`,
+//! Jaeger in `<cache>/jaeger-<version>/bin`, each next to a stamp: a hash of
+//! its modules' go.mod and go.sum, the Go version and the link flags. A
+//! matching stamp means the build is skipped, so only the first run (or a
+//! version bump) pays for it. The two builds have separate stamps so that
+//! neither invalidates the other: Jaeger took no part in the control
+//! plane's stamp when it was added, and a Jaeger bump does not rebuild
+//! Kubernetes.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -48,6 +53,14 @@ const MODULES: &[Module] = &[
     },
 ];
 
+/// The trace backend that the trace tests run on loopback (OTLP in, query
+/// API out). Not part of the control plane: built into a cache directory of
+/// its own, with its own stamp.
+const JAEGER: Module = Module {
+    dir: "jaeger",
+    packages: &["github.com/jaegertracing/jaeger/cmd/jaeger"],
+};
+
 /// The file, beside the binaries, holding kwok's stages.
 pub const KWOK_STAGES: &str = "kwok-stages.yaml";
 
@@ -71,15 +84,27 @@ impl Binaries {
 
 /// The Kubernetes version the wrapper module pins, e.g. `v1.36.3`.
 pub fn kubernetes_version() -> Result<String> {
-    let go_mod = workspace::root().join("tools/k8s/go.mod");
+    required_version("k8s", "k8s.io/kubernetes")
+}
+
+/// The Jaeger module version tools/jaeger pins, e.g. `v1.76.0` (the module
+/// of Jaeger 2, whose releases keep the v1 module path).
+pub fn jaeger_version() -> Result<String> {
+    required_version(JAEGER.dir, "github.com/jaegertracing/jaeger")
+}
+
+/// The version of `module` that the go.mod of `tools/<dir>` requires.
+fn required_version(dir: &str, module: &str) -> Result<String> {
+    let go_mod = workspace::root().join("tools").join(dir).join("go.mod");
     let text =
         fs::read_to_string(&go_mod).with_context(|| format!("reading {}", go_mod.display()))?;
+    let prefix = format!("{module} ");
     text.lines()
         .map(|line| line.trim().trim_start_matches("require").trim())
-        .find_map(|line| line.strip_prefix("k8s.io/kubernetes "))
+        .find_map(|line| line.strip_prefix(prefix.as_str()))
         .and_then(|rest| rest.split_whitespace().next())
         .map(str::to_owned)
-        .with_context(|| format!("{} does not require k8s.io/kubernetes", go_mod.display()))
+        .with_context(|| format!("{} does not require {module}", go_mod.display()))
 }
 
 /// Where the binaries of the pinned version live (built or not).
@@ -122,20 +147,39 @@ fn go_version() -> Result<String> {
     Ok(out.trim().to_owned())
 }
 
-fn stamp(version: &str, go: &str) -> Result<String> {
-    let root = workspace::root().join("tools");
+/// The stamp of a build of `modules` (directories under `tools`) with the
+/// Go toolchain `go` and the link flags `flags`.
+fn stamp(tools: &Path, modules: &[Module], flags: &str, go: &str) -> Result<String> {
     let mut hash = Sha256::new();
     hash.update(BUILD_FORMAT);
     hash.update(go);
-    hash.update(ldflags(version)?);
-    for module in MODULES {
+    hash.update(flags);
+    for module in modules {
         for file in ["go.mod", "go.sum"] {
-            let path = root.join(module.dir).join(file);
-            hash.update(path.strip_prefix(&root)?.to_string_lossy().as_bytes());
+            let path = tools.join(module.dir).join(file);
+            hash.update(path.strip_prefix(tools)?.to_string_lossy().as_bytes());
             hash.update(fs::read(&path).with_context(|| format!("reading {}", path.display()))?);
         }
     }
     Ok(format!("{:x}", hash.finalize()))
+}
+
+/// Whether `dir` holds the build that `want` stamps.
+fn is_built(dir: &Path, want: &str) -> bool {
+    fs::read_to_string(dir.join(".stamp")).is_ok_and(|s| s.trim() == want)
+}
+
+/// Runs `build` into a staging directory beside `dir`, stamps it `want` and
+/// moves it into place whole, so an interrupted build never leaves a
+/// directory whose stamp matches.
+fn build_into(dir: &Path, want: &str, build: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let staging = dir.with_file_name("bin.partial");
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir_all(&staging)?;
+    build(&staging)?;
+    fs::write(staging.join(".stamp"), want)?;
+    let _ = fs::remove_dir_all(dir);
+    fs::rename(&staging, dir).with_context(|| format!("moving the build into {}", dir.display()))
 }
 
 /// Builds the binaries unless the cache already holds this exact build.
@@ -143,9 +187,9 @@ pub fn ensure() -> Result<Binaries> {
     let version = kubernetes_version()?;
     let dir = bin_dir()?;
     let go = go_version()?;
-    let want = stamp(&version, &go)?;
-    let stamp_file = dir.join(".stamp");
-    if fs::read_to_string(&stamp_file).is_ok_and(|s| s.trim() == want) {
+    let flags = ldflags(&version)?;
+    let want = stamp(&workspace::root().join("tools"), MODULES, &flags, &go)?;
+    if is_built(&dir, &want) {
         return Ok(Binaries { dir });
     }
 
@@ -155,21 +199,59 @@ pub fn ensure() -> Result<Binaries> {
     );
     eprintln!("the first build takes a while; later runs reuse it");
     let started = Instant::now();
-    let staging = dir.with_file_name("bin.partial");
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir_all(&staging)?;
-    verify_staging_replaces(&version)?;
-    let flags = ldflags(&version)?;
-    for module in MODULES {
-        build_module(module, &staging, &flags)?;
-    }
-    write_kwok_stages(&staging)?;
-    fs::write(staging.join(".stamp"), &want)?;
-    let _ = fs::remove_dir_all(&dir);
-    fs::rename(&staging, &dir)
-        .with_context(|| format!("moving the build into {}", dir.display()))?;
+    build_into(&dir, &want, |staging| {
+        verify_staging_replaces(&version)?;
+        for module in MODULES {
+            build_module(module, staging, &flags)?;
+        }
+        write_kwok_stages(staging)
+    })?;
     eprintln!("control plane built in {:.0?}", started.elapsed());
     Ok(Binaries { dir })
+}
+
+/// Where the Jaeger binary of the pinned version lives (built or not).
+pub fn jaeger_binary() -> Result<PathBuf> {
+    Ok(workspace::cache_dir()
+        .join(format!("jaeger-{}", jaeger_version()?))
+        .join("bin")
+        .join("jaeger"))
+}
+
+/// Symbols stripped, and the module version as Jaeger's own version, which
+/// a module build otherwise leaves empty in its start-up line.
+fn jaeger_ldflags(version: &str) -> String {
+    format!("-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion={version}")
+}
+
+/// Builds Jaeger unless its cache already holds this exact build; the
+/// binary's path. A few minutes the first time, nothing after.
+pub fn ensure_jaeger() -> Result<PathBuf> {
+    let version = jaeger_version()?;
+    let binary = jaeger_binary()?;
+    let dir = binary
+        .parent()
+        .context("the Jaeger binary has a directory")?
+        .to_path_buf();
+    let go = go_version()?;
+    let flags = jaeger_ldflags(&version);
+    let want = stamp(
+        &workspace::root().join("tools"),
+        std::slice::from_ref(&JAEGER),
+        &flags,
+        &go,
+    )?;
+    if is_built(&dir, &want) {
+        return Ok(binary);
+    }
+
+    eprintln!("building Jaeger ({version}) into {}", dir.display());
+    let started = Instant::now();
+    build_into(&dir, &want, |staging| {
+        build_module(&JAEGER, staging, &flags)
+    })?;
+    eprintln!("Jaeger built in {:.0?}", started.elapsed());
+    Ok(binary)
 }
 
 /// The module proxy in use, for error messages.
@@ -391,6 +473,81 @@ mod tests {
             "k8s.io/component-base/version.gitVersion={version}"
         )));
         assert!(flags.contains("k8s.io/client-go/pkg/version.gitMinor=36"));
+    }
+
+    /// Jaeger and the control plane are stamped apart: editing one
+    /// wrapper's go.sum invalidates that build only, so a Jaeger bump never
+    /// rebuilds Kubernetes.
+    #[test]
+    fn jaeger_and_the_control_plane_have_independent_stamps() {
+        let tools = tempfile_dir("xtask-stamps");
+        for module in MODULES.iter().chain([&JAEGER]) {
+            fs::create_dir_all(tools.join(module.dir)).unwrap();
+            for file in ["go.mod", "go.sum"] {
+                fs::write(tools.join(module.dir).join(file), module.dir).unwrap();
+            }
+        }
+        let go = "go version go1.26.0 linux/amd64";
+        let stamps = || {
+            (
+                stamp(&tools, MODULES, "-s -w", go).unwrap(),
+                stamp(&tools, std::slice::from_ref(&JAEGER), "-s -w", go).unwrap(),
+            )
+        };
+        let (control_plane, jaeger) = stamps();
+
+        fs::write(tools.join("jaeger/go.sum"), "a newer Jaeger").unwrap();
+        let (control_plane_after, jaeger_after) = stamps();
+        assert_eq!(control_plane_after, control_plane);
+        assert_ne!(jaeger_after, jaeger);
+
+        fs::write(tools.join("k8s/go.sum"), "a newer Kubernetes").unwrap();
+        let (control_plane_after, jaeger_after_k8s) = stamps();
+        assert_ne!(control_plane_after, control_plane);
+        assert_eq!(jaeger_after_k8s, jaeger_after);
+        fs::remove_dir_all(&tools).unwrap();
+    }
+
+    #[test]
+    fn reads_the_pinned_jaeger_version() {
+        let version = jaeger_version().unwrap();
+        assert!(version.starts_with("v1."), "{version}");
+        assert!(
+            jaeger_binary()
+                .unwrap()
+                .ends_with(format!("jaeger-{version}/bin/jaeger"))
+        );
+        assert!(jaeger_ldflags(&version).ends_with(&format!("latestVersion={version}")));
+    }
+
+    /// A stamped build is found; a build without its stamp, or with another,
+    /// is not.
+    #[test]
+    fn only_a_matching_stamp_counts_as_built() {
+        let dir = tempfile_dir("xtask-built").join("bin");
+        assert!(!is_built(&dir, "want"));
+        build_into(&dir, "want", |staging| {
+            fs::write(staging.join("tool"), "binary").map_err(Into::into)
+        })
+        .unwrap();
+        assert!(is_built(&dir, "want"));
+        assert!(!is_built(&dir, "other"));
+        assert!(dir.join("tool").is_file());
+
+        // A failed build leaves the old one in place, still valid.
+        let failed = build_into(&dir, "other", |_| anyhow::bail!("go build failed"));
+        assert!(failed.is_err());
+        assert!(is_built(&dir, "want"));
+        fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+
+    fn tempfile_dir(prefix: &str) -> PathBuf {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
