@@ -983,12 +983,12 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     gantry_e2e::gateway_crds::install(&client)
         .await
         .expect("installing the Gateway API CRDs");
-    let routed = |route: Value| Patch::Merge(json!({"spec": {"route": route}}));
+    let with_route = |route: Value| Patch::Merge(json!({"spec": {"route": route}}));
     goservers
         .patch(
             "hello",
             &PatchParams::default(),
-            &routed(json!({"parentRefs": [{"name": "public"}]})),
+            &with_route(json!({"parentRefs": [{"name": "public"}]})),
         )
         .await
         .unwrap();
@@ -999,7 +999,7 @@ async fn chart_rbac_runs_the_operator_and_uninstall_keeps_the_servers() {
     .await
     .unwrap();
     goservers
-        .patch("hello", &PatchParams::default(), &routed(Value::Null))
+        .patch("hello", &PatchParams::default(), &with_route(Value::Null))
         .await
         .unwrap();
     wait_for_deletion(&routes, "hello", DEADLINE).await.unwrap();
