@@ -2,10 +2,9 @@
 //! Go module publishes them, for the tests of `spec.route`: the same
 //! release the operator's types are generated from.
 
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::{Api, Client};
 
@@ -19,24 +18,7 @@ pub async fn install(client: &Client) -> Result<()> {
     let dir = crate::go_module::dir(gantry_operator::gateway::RELEASE)?.join("config/crd/standard");
     for kind in KINDS {
         let path = dir.join(format!("gateway.networking.k8s.io_{kind}.yaml"));
-        let out = Command::new(crate::bin_dir().join("kubectl"))
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(&path)
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply -f {} failed: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        crate::wait_for_crd(
-            client,
-            &format!("{kind}.gateway.networking.k8s.io"),
-            Duration::from_secs(60),
-        )
-        .await?;
+        crate::apply_crd_file(client, &path, &format!("{kind}.gateway.networking.k8s.io")).await?;
     }
     Ok(())
 }

@@ -58,6 +58,55 @@ fn echo(prefix: &str, line: &str) {
     }
 }
 
+/// Collects the stdout and stderr lines of `child` (spawned with both
+/// piped) as they come, each echoed with `prefix`.
+pub fn capture_output(
+    child: &mut std::process::Child,
+    prefix: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Read};
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let streams: [Option<Box<dyn Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let sink = std::sync::Arc::clone(&lines);
+        let prefix = prefix.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                echo(&prefix, &line);
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+    }
+    lines
+}
+
+/// Applies a CRD manifest with kubectl (server-side, so concurrent tests
+/// agree) and waits until the CRD `name` is served.
+pub async fn apply_crd_file(client: &Client, path: &std::path::Path, name: &str) -> Result<()> {
+    let out = std::process::Command::new(bin_dir().join("kubectl"))
+        .args(["apply", "--server-side", "--force-conflicts", "-f"])
+        .arg(path)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "kubectl apply -f {} failed: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_for_crd(client, name, Duration::from_secs(60)).await
+}
+
 /// A client for the cluster in `KUBECONFIG`, or a panic that says how to
 /// get one.
 pub async fn client() -> Client {

@@ -7,10 +7,9 @@
 //! (`go mod download`, cached in the Go module cache), from the version
 //! pinned here.
 
-use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use kube::Client;
 
 /// The prometheus-operator release whose CRDs the tests install.
@@ -26,20 +25,7 @@ pub async fn install(client: &Client) -> Result<()> {
     let dir = crate::go_module::dir(PROMETHEUS_OPERATOR)?.join("example/prometheus-operator-crd");
     for kind in KINDS {
         let path = dir.join(format!("monitoring.coreos.com_{kind}.yaml"));
-        let out = Command::new(crate::bin_dir().join("kubectl"))
-            .args(["apply", "--server-side", "--force-conflicts", "-f"])
-            .arg(&path)
-            .output()
-            .context("running kubectl")?;
-        if !out.status.success() {
-            bail!(
-                "kubectl apply -f {} failed: {}",
-                path.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let name = format!("{kind}.monitoring.coreos.com");
-        crate::wait_for_crd(client, &name, Duration::from_secs(60)).await?;
+        crate::apply_crd_file(client, &path, &format!("{kind}.monitoring.coreos.com")).await?;
     }
     Ok(())
 }

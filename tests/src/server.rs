@@ -13,7 +13,6 @@
 //! [`Traffic::MAX_DURATION`]) and only ever sent to loopback.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -96,30 +95,7 @@ impl ServerProcess {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = Arc::clone(&lines);
-            let prefix = label.to_owned();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines() {
-                    let Ok(line) = line else { break };
-                    crate::echo(&format!("[server {prefix}]"), &line);
-                    sink.lock().expect("log lock").push(line);
-                }
-            });
-        }
+        let lines = crate::capture_output(&mut child, &format!("[server {label}]"));
         wait_http_ok(address, "/readyz", READY_TIMEOUT, || {
             child.try_wait().ok().flatten().map(|s| s.to_string())
         });

@@ -21,7 +21,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use operator_support::{DEADLINE, Operator, has_condition};
+use operator_support::{DEADLINE, Operator, assert_not_reapplied, has_condition};
 use serde_json::{Value, json};
 
 fn condition<'a>(
@@ -212,32 +212,8 @@ async fn route_follows_the_spec_the_crds_and_the_gateway() {
 
     // A reconcile that changes nothing does not write the route's spec.
     let generation = stored(&ns).await["metadata"]["generation"].clone();
-    let applied = || {
-        operator
-            .log()
-            .iter()
-            .filter(|l| l["message"] == "child applied" && l["kind"] == "HTTPRoute")
-            .count()
-    };
-    let applied_before = applied();
-    assert!(applied_before > 0, "its creation is logged");
-    let before = operator.count("web", "reconcile finished");
-    goservers
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
-        )
-        .await
-        .unwrap();
-    wait_until("another reconcile of web", DEADLINE, || {
-        let seen = operator.count("web", "reconcile finished");
-        async move { Ok::<_, String>((seen > before).then_some(())) }
-    })
-    .await
-    .unwrap();
+    assert_not_reapplied(&ns, &operator, "web", "HTTPRoute").await;
     assert_eq!(stored(&ns).await["metadata"]["generation"], generation);
-    assert_eq!(applied(), applied_before, "the route was applied again");
 
     // The Gateway refuses it: the GoServer says which and why.
     gateway_reports(

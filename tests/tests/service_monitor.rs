@@ -19,7 +19,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
-use operator_support::{DEADLINE, Operator, deployed, has_condition};
+use operator_support::{DEADLINE, Operator, assert_not_reapplied, deployed, has_condition};
 use serde_json::{Value, json};
 
 fn monitored(gs: &GoServer, status: &str, reason: &str) -> bool {
@@ -177,35 +177,11 @@ async fn service_monitor_follows_the_spec_and_the_crd() {
 
     // A reconcile that changes nothing writes nothing.
     let version = monitor["metadata"]["resourceVersion"].clone();
-    let applied = || {
-        operator
-            .log()
-            .iter()
-            .filter(|l| l["message"] == "child applied" && l["kind"] == "ServiceMonitor")
-            .count()
-    };
-    let applied_before = applied();
-    assert!(applied_before > 0, "its creation is logged");
-    let before = operator.count("web", "reconcile finished");
-    goservers
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"annotations": {"touched": "yes"}}})),
-        )
-        .await
-        .unwrap();
-    wait_until("another reconcile of web", DEADLINE, || {
-        let seen = operator.count("web", "reconcile finished");
-        async move { Ok::<_, String>((seen > before).then_some(())) }
-    })
-    .await
-    .unwrap();
+    assert_not_reapplied(&ns, &operator, "web", "ServiceMonitor").await;
     assert_eq!(
         stored(&ns, "web").await["metadata"]["resourceVersion"],
         version
     );
-    assert_eq!(applied(), applied_before, "the monitor was applied again");
 
     // A change of the spec reaches the monitor.
     goservers

@@ -249,3 +249,41 @@ pub async fn events_about(ns: &TestNamespace, name: &str, reason: &str) -> Vec<E
         .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
         .collect()
 }
+
+/// Triggers a reconcile of `name` that changes nothing of its spec (an
+/// annotation), waits until the operator finished it, and checks that no
+/// `kind` child was applied meanwhile (and that one was before: its
+/// creation is logged, so the count means something).
+pub async fn assert_not_reapplied(ns: &TestNamespace, operator: &Operator, name: &str, kind: &str) {
+    let applied = || {
+        operator
+            .log()
+            .iter()
+            .filter(|l| l["message"] == "child applied" && l["kind"] == kind)
+            .count()
+    };
+    let applied_before = applied();
+    assert!(applied_before > 0, "no {kind} was ever applied");
+    let before = operator.count(name, "reconcile finished");
+    ns.api::<GoServer>()
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"gantry.dev/e2e-touched": "yes"}}}),
+            ),
+        )
+        .await
+        .expect("annotating the GoServer");
+    gantry_e2e::wait_until(&format!("another reconcile of {name}"), DEADLINE, || {
+        let seen = operator.count(name, "reconcile finished");
+        async move { Ok::<_, String>((seen > before).then_some(())) }
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        applied(),
+        applied_before,
+        "a reconcile that changed nothing applied the {kind} again"
+    );
+}
