@@ -37,9 +37,11 @@ use serde_json::Value;
 /// The size budgets (uncompressed content), the measured size plus about a
 /// megabyte, so that growth is noticed: static binaries built with the
 /// `dist` profile on distroless `static` (1.6 MB). Measured 2026-12-03:
-/// server 10.05 MB (binary 8.2 MB), operator 19.54 MB (binary 17.7 MB).
+/// server 10.05 MB (binary 8.2 MB), operator 20.81 MB (binary 19.26 MB;
+/// the ServiceMonitor and Gateway API children added 1.3 MB, most of it
+/// the serde code of the generated `HTTPRoute` types).
 const SERVER_BUDGET: u64 = 11_000_000;
-const OPERATOR_BUDGET: u64 = 20_000_000;
+const OPERATOR_BUDGET: u64 = 22_000_000;
 
 const NONROOT: &str = "65532:65532";
 
