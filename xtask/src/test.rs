@@ -149,7 +149,13 @@ pub fn run(args: &Args) -> ExitCode {
 
     eprintln!("\n=== unit and black-box tests");
     let mut unit = cargo();
-    locked(unit.args(["test", "--workspace", "--exclude", "gantry-e2e"]));
+    locked(unit.args([
+        "test",
+        "--no-fail-fast",
+        "--workspace",
+        "--exclude",
+        "gantry-e2e",
+    ]));
     if args.faults {
         unit.env("GANTRY_FAULTS", "full");
     }
@@ -355,7 +361,7 @@ fn e2e(
     let mut paths = vec![bin_dir.clone()];
     paths.extend(std::env::split_paths(&path));
     let mut cmd = cargo();
-    locked(cmd.args(["test", "-p", "gantry-e2e"]))
+    locked(cmd.args(["test", "--no-fail-fast", "-p", "gantry-e2e"]))
         .env("KUBECONFIG", cluster.kubeconfig())
         .env("GANTRY_BIN_DIR", &bin_dir)
         .env("PATH", std::env::join_paths(paths).unwrap_or(path))
