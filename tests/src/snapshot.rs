@@ -1,5 +1,6 @@
 //! What the operator made of a `GoServer`, in a form two runs can compare:
-//! every child (gantry's label) by `kind/name`, with what the apiserver
+//! every child (gantry's label) by `kind/name` (optional kinds when the
+//! cluster serves them), with what the apiserver
 //! or other controllers fill in, the namespace's name, the owner's UID and
 //! the clock's times masked, and the `GoServer`'s generation and status.
 //! The fault tests use it as their oracle: a run under faults must end
@@ -8,7 +9,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
+use gantry_operator::build::ServiceMonitor;
 use gantry_operator::crd::GoServer;
+use gantry_operator::gateway::HttpRoute;
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -48,6 +51,8 @@ pub async fn take(ns: &TestNamespace, name: &str) -> (Option<GoServer>, Snapshot
     children::<ConfigMap>(&of, &mut snapshot).await;
     children::<Ingress>(&of, &mut snapshot).await;
     children::<HorizontalPodAutoscaler>(&of, &mut snapshot).await;
+    children::<ServiceMonitor>(&of, &mut snapshot).await;
+    children::<HttpRoute>(&of, &mut snapshot).await;
     children::<ControllerRevision>(&of, &mut snapshot).await;
     if let Some(gs) = &gs {
         snapshot.insert(GOSERVER.to_owned(), normalize(ns, &goserver_view(gs)));
@@ -90,11 +95,16 @@ struct Of<'a> {
 
 async fn children<K: Namespaced>(of: &Of<'_>, snapshot: &mut Snapshot) {
     let Of { ns, uid, selector } = *of;
-    let list = ns
+    let list = match ns
         .api::<K>()
         .list(&ListParams::default().labels(selector))
         .await
-        .expect("listing children");
+    {
+        Ok(list) => list,
+        // A kind from another project's CRD, not installed: no children.
+        Err(kube::Error::Api(status)) if status.code == 404 => return,
+        Err(err) => panic!("listing {} children: {err}", K::kind(&())),
+    };
     for child in list.items {
         let name = child.name_any();
         let owners: Vec<_> = child

@@ -350,6 +350,12 @@ async fn built(ns: &TestNamespace, spec: &Value) -> Vec<Value> {
     if let Some(hpa) = &children.hpa {
         out.push(stored(ns, hpa).await);
     }
+    if let Some(monitor) = &children.service_monitor {
+        out.push(stored(ns, monitor).await);
+    }
+    if let Some(route) = &children.route {
+        out.push(stored(ns, route).await);
+    }
     for child in &mut out {
         // Not the spec's: the HPA moves the count.
         if children.hpa.is_some()
@@ -413,6 +419,14 @@ impl Live {
     /// A namespace with the seed's Secret, an operator, and the seed.
     async fn start(seed: &Value) -> Self {
         let ns = TestNamespace::new("op-fuzz-live").await;
+        // The seed's ServiceMonitor and HTTPRoute are children like any
+        // other: their kinds are served before the operator starts.
+        gantry_e2e::monitoring_crds::install(&ns.client)
+            .await
+            .expect("installing the prometheus-operator CRDs");
+        gantry_e2e::gateway_crds::install(&ns.client)
+            .await
+            .expect("installing the Gateway API CRDs");
         let operator = operator_support::Operator::start(&ns).await;
         let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(
             json!({"metadata": {"name": "hello-db"}, "stringData": {"password": "x"}}),

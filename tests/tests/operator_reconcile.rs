@@ -17,7 +17,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
 use operator_support::{
-    DEADLINE, Operator, config_map_name, has_condition, kubectl_apply, wait_ready,
+    DEADLINE, Operator, config_map_name, events_about, has_condition, kubectl_apply, wait_ready,
 };
 use serde_json::{Value, json};
 
@@ -924,6 +924,16 @@ async fn steady_reconciles_read_from_the_caches() {
         DEADLINE,
         |gs| has_condition(gs, "Scaling", "False"),
     )
+    .await
+    .unwrap();
+    // The Warning Event that tells it follows the status write: wait for
+    // it too, or round 0 may count it.
+    wait_until("the AutoscalerCannotScale Event", DEADLINE, || async {
+        let told = !events_about(&ns, "cached", "AutoscalerCannotScale")
+            .await
+            .is_empty();
+        Ok::<_, String>(told.then_some(()))
+    })
     .await
     .unwrap();
 
