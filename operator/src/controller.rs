@@ -43,7 +43,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::apply::{self, Applier, FIELD_MANAGER, Told, Written};
 use crate::build::{self, Revision, ServiceMonitor};
-use crate::cache::{self, Caches};
+use crate::cache::{self, Cached, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::fault;
@@ -397,8 +397,8 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             defaulted,
             handled,
         }) => {
-            let hpa = cached_hpa(ctx, gs)?;
-            let route = cached_route(ctx, gs)?;
+            let hpa = cached_child(&ctx.caches.hpas, gs, gs.spec.autoscaling.is_some())?;
+            let route = cached_child(&ctx.caches.routes.store, gs, gs.spec.route.is_some())?;
             let observed = Observed {
                 deployment: Some(&deployment),
                 rollout: Some(&decision),
@@ -457,8 +457,8 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
         Err(err) if err.is_permanent() => {
             warn!(error = %err, category = err.category(), "reconcile stopped by a permanent error");
             let deployment = cached_deployment(ctx, gs).await?;
-            let hpa = cached_hpa(ctx, gs)?;
-            let route = cached_route(ctx, gs)?;
+            let hpa = cached_child(&ctx.caches.hpas, gs, gs.spec.autoscaling.is_some())?;
+            let route = cached_child(&ctx.caches.routes.store, gs, gs.spec.route.is_some())?;
             let observed = Observed {
                 deployment: deployment.as_ref(),
                 rollout: None,
@@ -857,23 +857,19 @@ async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deploy
         .map_err(|e| Error::kube("get Deployment", e))
 }
 
-/// The `HorizontalPodAutoscaler` of `gs` as the cache has it: its status
-/// is all the `Scaling` condition reads, and a change of it brings the
-/// `GoServer` back here through the watch.
-fn cached_hpa(ctx: &Context, gs: &GoServer) -> Result<Option<HorizontalPodAutoscaler>> {
-    if gs.spec.autoscaling.is_none() {
+/// The child of `gs` named like it, as `store` caches it, when the spec
+/// asks for one (`wanted`). The HPA's and the route's status are all the
+/// `Scaling` and `Routed` conditions read, and a change of either brings
+/// the `GoServer` back here through the watch.
+fn cached_child<K>(store: &Store<Cached<K>>, gs: &GoServer, wanted: bool) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
+{
+    if !wanted {
         return Ok(None);
     }
     let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-    cache::get(&ctx.caches.hpas, &ns, &gs.name_any())
-}
-
-fn cached_route(ctx: &Context, gs: &GoServer) -> Result<Option<HttpRoute>> {
-    if gs.spec.route.is_none() {
-        return Ok(None);
-    }
-    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-    cache::get(&ctx.caches.routes.store, &ns, &gs.name_any())
+    cache::get(store, &ns, &gs.name_any())
 }
 
 /// The note of a Warning Event when the `Scaling` condition has just
