@@ -30,7 +30,7 @@ use std::sync::{Mutex, PoisonError};
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::serde::de::DeserializeOwned;
@@ -42,7 +42,7 @@ use serde_json::{Value, json};
 use tracing::{debug, info};
 
 use crate::build::revision::{CONFIG_MAP_ANNOTATION, REVISION_NUMBER_LABEL};
-use crate::build::{self, Children, REVISION_LABEL, Revision, short_hash};
+use crate::build::{self, CanaryChildren, Children, REVISION_LABEL, Revision, short_hash};
 use crate::cache::{self, Cached, Caches};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
@@ -252,8 +252,8 @@ impl Applier<'_> {
 
     /// Applies every child and deletes the optional ones the spec no
     /// longer wants. Every write made is pushed to `changes`, also when a
-    /// later one fails. Returns the live Deployment.
-    pub async fn apply(&self, children: Children, changes: &mut Vec<Change>) -> Result<Deployment> {
+    /// later one fails. Returns the live Deployments.
+    pub async fn apply(&self, children: Children, changes: &mut Vec<Change>) -> Result<Applied> {
         let Children {
             deployment,
             service,
@@ -263,21 +263,13 @@ impl Applier<'_> {
             service_monitor,
             route,
             revision,
+            canary,
         } = children;
         let name = self.gs.name_any();
-        self.check_current(&name).await?;
+        self.check_current(&name, canary.is_some()).await?;
 
-        // The record and the ConfigMap go first, together: a revision is
-        // recorded before it runs, and the pods load their config at start.
-        let mut first: [Vec<Change>; 2] = Default::default();
-        let [record_changes, config_map_changes] = &mut first;
-        let (recorded, config) = tokio::join!(
-            self.record(&revision, record_changes),
-            self.apply_child(&self.caches.config_maps, &config_map, config_map_changes),
-        );
-        changes.extend(first.into_iter().flatten());
-        recorded?;
-        config?;
+        self.apply_first(&revision, &config_map, canary.as_ref(), changes)
+            .await?;
         let autoscaled = deployment
             .spec
             .as_ref()
@@ -286,7 +278,12 @@ impl Applier<'_> {
         // in one round trip's time rather than four. Each keeps its own
         // list of changes, so every write made is told even when another
         // failed.
-        let mut told: [Vec<Change>; 6] = Default::default();
+        let canary_name = build::canary::name(&name);
+        let canary_revision = canary.as_ref().map(|c| c.revision.name.clone());
+        let canary_config_map = canary
+            .as_ref()
+            .map(|c| build::config_map_name(&name, &c.revision.data.config));
+        let mut told: [Vec<Change>; 8] = Default::default();
         let [
             deployment_changes,
             service_changes,
@@ -294,8 +291,10 @@ impl Applier<'_> {
             hpa_changes,
             monitor_changes,
             route_changes,
+            canary_changes,
+            canary_service_changes,
         ] = &mut told;
-        let (live, service, ingress, hpa, monitor, route) = tokio::join!(
+        let (live, service, ingress, hpa, monitor, route, live_canary) = tokio::join!(
             self.apply_deployment(&deployment, autoscaled, deployment_changes),
             self.apply_child(&self.caches.services, &service, service_changes),
             async {
@@ -333,6 +332,7 @@ impl Applier<'_> {
                 monitor_changes
             ),
             self.apply_optional(&self.caches.routes, route, &name, route_changes),
+            self.apply_canary(canary, &canary_name, canary_changes, canary_service_changes),
         );
         changes.extend(told.into_iter().flatten());
         let live = live?;
@@ -341,9 +341,89 @@ impl Applier<'_> {
         hpa?;
         monitor?;
         route?;
-        self.prune_history(&revision, &config_map.name_any(), &live, changes)
+        let live_canary = live_canary?;
+        let mut keep = vec![config_map.name_any()];
+        keep.extend(canary_config_map);
+        self.prune_history(&revision, canary_revision.as_deref(), &keep, &live, changes)
             .await?;
-        Ok(live)
+        Ok(Applied {
+            deployment: live,
+            canary: live_canary,
+        })
+    }
+
+    /// The records and the `ConfigMaps`, which go first: a revision is
+    /// recorded before it runs, and the pods load their config at start.
+    /// The stable revision is recorded before the canary's, which numbers
+    /// after it.
+    async fn apply_first(
+        &self,
+        revision: &Revision,
+        config_map: &ConfigMap,
+        canary: Option<&CanaryChildren>,
+        changes: &mut Vec<Change>,
+    ) -> Result<()> {
+        let mut first: [Vec<Change>; 4] = Default::default();
+        let [
+            record_changes,
+            config_map_changes,
+            canary_record_changes,
+            canary_config_changes,
+        ] = &mut first;
+        let (recorded, config, canary_config) = tokio::join!(
+            async {
+                self.record(revision, record_changes).await?;
+                match canary {
+                    Some(c) if c.revision.name != revision.name => {
+                        self.record(&c.revision, canary_record_changes).await
+                    }
+                    _ => Ok(()),
+                }
+            },
+            self.apply_child(&self.caches.config_maps, config_map, config_map_changes),
+            async {
+                match canary.and_then(|c| c.config_map.as_ref()) {
+                    Some(config_map) => self
+                        .apply_child(&self.caches.config_maps, config_map, canary_config_changes)
+                        .await
+                        .map(drop),
+                    None => Ok(()),
+                }
+            },
+        );
+        changes.extend(first.into_iter().flatten());
+        recorded?;
+        config?;
+        canary_config.map(drop)
+    }
+
+    /// Applies the canary's Deployment and Service, or deletes them when
+    /// no canary runs. The canary's live Deployment.
+    async fn apply_canary(
+        &self,
+        canary: Option<CanaryChildren>,
+        name: &str,
+        deployment_changes: &mut Vec<Change>,
+        service_changes: &mut Vec<Change>,
+    ) -> Result<Option<Deployment>> {
+        let Some(canary) = canary else {
+            self.prune::<Deployment, _>(&self.caches.deployments, name, deployment_changes)
+                .await?;
+            return self
+                .prune::<Service, _>(&self.caches.services, name, service_changes)
+                .await
+                .map(|()| None);
+        };
+        let (deployment, service) = tokio::join!(
+            self.apply_child(
+                &self.caches.deployments,
+                &canary.deployment,
+                deployment_changes
+            ),
+            self.apply_child(&self.caches.services, &canary.service, service_changes),
+        );
+        service?;
+        deployment.map(Some)
     }
 
     /// Applies or prunes a child of a kind the cluster may not serve; does
@@ -379,28 +459,71 @@ impl Applier<'_> {
     /// and the garbage collector deletes them), or the child is an earlier
     /// object's, waiting for the garbage collector, and is adopted. One GET
     /// of the `GoServer`, asked only then, tells the two apart.
-    async fn check_current(&self, name: &str) -> Result<()> {
+    async fn check_current(&self, name: &str, with_canary: bool) -> Result<()> {
         let namespace = self.namespace()?;
         let uid = self.gs.uid();
         let foreign = |owners: &[OwnerReference]| {
             owners
                 .iter()
-                .any(|r| r.controller == Some(true) && Some(&r.uid) != uid.as_ref())
+                .find(|r| r.controller == Some(true) && Some(&r.uid) != uid.as_ref())
+                .cloned()
         };
-        let claimed = [
-            cache::lookup(&self.caches.deployments, namespace, name)
-                .map(|c| foreign(c.owner_references())),
-            cache::lookup(&self.caches.services, namespace, name)
-                .map(|c| foreign(c.owner_references())),
-            cache::lookup(&self.caches.ingresses, namespace, name)
-                .map(|c| foreign(c.owner_references())),
-            cache::lookup(&self.caches.hpas, namespace, name)
-                .map(|c| foreign(c.owner_references())),
-        ]
-        .into_iter()
-        .flatten()
-        .any(|claimed| claimed);
-        if !claimed {
+        let canary = build::canary::name(name);
+        let mut claims: Vec<(&'static str, &str, Option<OwnerReference>)> = vec![
+            (
+                "Deployment",
+                name,
+                cache::lookup(&self.caches.deployments, namespace, name)
+                    .and_then(|c| foreign(c.owner_references())),
+            ),
+            (
+                "Service",
+                name,
+                cache::lookup(&self.caches.services, namespace, name)
+                    .and_then(|c| foreign(c.owner_references())),
+            ),
+            (
+                "Ingress",
+                name,
+                cache::lookup(&self.caches.ingresses, namespace, name)
+                    .and_then(|c| foreign(c.owner_references())),
+            ),
+            (
+                "HorizontalPodAutoscaler",
+                name,
+                cache::lookup(&self.caches.hpas, namespace, name)
+                    .and_then(|c| foreign(c.owner_references())),
+            ),
+        ];
+        if with_canary {
+            claims.push((
+                "Deployment",
+                &canary,
+                cache::lookup(&self.caches.deployments, namespace, &canary)
+                    .and_then(|c| foreign(c.owner_references())),
+            ));
+            claims.push((
+                "Service",
+                &canary,
+                cache::lookup(&self.caches.services, namespace, &canary)
+                    .and_then(|c| foreign(c.owner_references())),
+            ));
+        }
+        // Another GoServer's child under a name this one needs: one's
+        // canary is named like the other (`web-canary`). Whichever came
+        // second waits, saying so.
+        if let Some((kind, child, Some(owner))) = claims.iter().find(|(_, _, owner)| {
+            owner
+                .as_ref()
+                .is_some_and(|o| o.kind == GoServer::kind(&()) && o.name != name)
+        }) {
+            return Err(Error::NameConflict {
+                kind,
+                name: (*child).to_owned(),
+                owner: owner.name.clone(),
+            });
+        }
+        if claims.iter().all(|(_, _, owner)| owner.is_none()) {
             return Ok(());
         }
         let live = self
@@ -482,13 +605,14 @@ impl Applier<'_> {
     }
 
     /// Deletes `ControllerRevisions` beyond `revisionHistoryLimit` (never
-    /// the one in force or the last verified one) and, once the rollout is
+    /// the one in force, the canary's or the last verified one) and, once the rollout is
     /// complete, every `ConfigMap` of this `GoServer` that no kept revision
     /// uses. Until then old pods may still restart and need theirs.
     async fn prune_history(
         &self,
         in_force: &Revision,
-        config_map: &str,
+        canary: Option<&str>,
+        config_maps: &[String],
         live: &Deployment,
         changes: &mut Vec<Change>,
     ) -> Result<()> {
@@ -506,9 +630,11 @@ impl Applier<'_> {
             .status
             .as_ref()
             .and_then(|s| s.last_good_revision.clone());
-        let mut referenced = vec![config_map.to_owned()];
+        let mut referenced = config_maps.to_vec();
         for (i, (name, _, used)) in self.revisions().into_iter().enumerate() {
-            let protected = name == in_force.name || Some(&name) == last_good.as_ref();
+            let protected = name == in_force.name
+                || Some(&name) == last_good.as_ref()
+                || Some(name.as_str()) == canary;
             if i < limit || protected {
                 referenced.extend(used);
                 continue;
@@ -751,6 +877,15 @@ impl Applier<'_> {
         changes.push(Change::of::<K>(Action::Deleted, namespace, name));
         Ok(())
     }
+}
+
+/// The live Deployments after an apply.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The stable Deployment, named like the `GoServer`.
+    pub deployment: Deployment,
+    /// The canary's, while one runs.
+    pub canary: Option<Deployment>,
 }
 
 /// What [`Applier::plan`] decided for one child.

@@ -562,13 +562,23 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     // the rest of it works on that view.
     let (view, handled) = handle_requests(ctx, gs, &spec_revision.name)?;
     let gs = view.as_ref();
-    let in_force_name = rollout::in_force(gs, &spec_revision.name);
-    let in_force = if in_force_name == spec_revision.name {
+    let plan = rollout::canary::plan(gs, &spec_revision.name);
+    let in_force = if plan.stable == spec_revision.name {
         spec_revision.clone()
     } else {
-        stored_revision(ctx, gs, &in_force_name).await?
+        stored_revision(ctx, gs, &plan.stable).await?
     };
-    let children = build::build(gs, in_force.clone())?;
+    // A canary runs the spec's revision, sized by its weight's share of
+    // the stable Deployment as it is now (the HPA's count, when it scales).
+    let canary = match &plan.canary {
+        Some(canary) => Some(build::CanaryRun {
+            revision: spec_revision.clone(),
+            weight: canary.weight,
+            replicas: build::canary::replicas(stable_replicas(ctx, gs).await?, canary.weight),
+        }),
+        None => None,
+    };
+    let children = build::build_with_canary(gs, in_force.clone(), canary)?;
     let applier = Applier {
         client: &ctx.client,
         caches: &ctx.caches,
@@ -580,8 +590,11 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     let defaulted = defaulted_note(gs, &changes);
     let told = apply::tell(&changes);
     // Every write made is told, also when a later one failed.
-    let deployment = match outcome {
-        Ok(deployment) => deployment,
+    let apply::Applied {
+        deployment,
+        canary: live_canary,
+    } = match outcome {
+        Ok(live) => live,
         Err(err) => {
             publish_changes(ctx, gs, told).await;
             return Err(err);
@@ -589,13 +602,12 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     };
 
     // Observe: how far the revision in force is, and its verification.
-    let runs_in_force = deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.as_ref())
-        .and_then(|l| l.get(build::REVISION_LABEL))
-        == Some(&in_force.name);
+    let runs_in_force = runs(&deployment, &in_force.name);
+    let canary_observed = live_canary.as_ref().map(|live| rollout::canary::Observed {
+        revision: &spec_revision,
+        complete: runs(live, &spec_revision.name) && status::rollout_complete(live),
+        deadline_exceeded: runs(live, &spec_revision.name) && status::deadline_exceeded(live),
+    });
     let now = now();
     let observation = rollout::Observation {
         now: &now,
@@ -603,10 +615,17 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         in_force: &in_force,
         complete: runs_in_force && status::rollout_complete(&deployment),
         deadline_exceeded: runs_in_force && status::deadline_exceeded(&deployment),
+        canary: canary_observed,
     };
     let mut decision = rollout::progress(gs, &observation, None);
     if decision.measure {
-        let results = measure(ctx, gs, &in_force.name).await;
+        // The revision under verification: the canary's while one is
+        // judged, else the one in force.
+        let measured = decision
+            .verification
+            .as_ref()
+            .map_or_else(|| in_force.name.clone(), |v| v.revision.clone());
+        let results = measure(ctx, gs, &measured).await;
         decision = rollout::progress(gs, &observation, Some(&results));
     }
     Ok(Synced {
@@ -756,8 +775,29 @@ struct Synced {
     handled: Vec<Handled>,
 }
 
+/// Whether `deployment`'s template is that of `revision`.
+fn runs(deployment: &Deployment, revision: &str) -> bool {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(build::REVISION_LABEL))
+        .is_some_and(|r| r == revision)
+}
+
+/// The stable Deployment's replicas as they are now: set by the HPA when
+/// it scales, else by the spec.
+async fn stable_replicas(ctx: &Context, gs: &GoServer) -> Result<i32> {
+    let live = cached_deployment(ctx, gs).await?;
+    Ok(live
+        .and_then(|d| d.spec)
+        .and_then(|s| s.replicas)
+        .unwrap_or(gs.spec.replicas))
+}
+
 /// A revision read back from its `ControllerRevision`, to put it back in
-/// force after a rollback.
+/// force after a rollback or to run beside a canary.
 async fn stored_revision(ctx: &Context, gs: &GoServer, name: &str) -> Result<Revision> {
     let record = namespaced::<ControllerRevision>(ctx, gs)?
         .get_opt(name)

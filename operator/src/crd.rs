@@ -139,6 +139,12 @@ const METRIC_NAME_PATTERN: &str = r"^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$";
     r"!has(self.resources) || !has(self.resources.requests) || !has(self.resources.limits) || self.resources.requests.all(k, !(k in self.resources.limits) || !isQuantity(string(self.resources.requests[k])) || !isQuantity(string(self.resources.limits[k])) || quantity(string(self.resources.requests[k])).compareTo(quantity(string(self.resources.limits[k]))) <= 0)"
 ).message("a request must not exceed the limit of the same resource").field_path(".resources.requests"))]
 #[x_kube(validation = Rule::new(
+    r"!has(self.rollout) || !has(self.rollout.strategy) || self.rollout.strategy != 'Canary' || (has(self.route) && has(self.rollout.verification))"
+).message("the Canary strategy needs route (its weights are the HTTPRoute's) and rollout.verification (each step is judged by it)").field_path(".rollout.strategy"))]
+#[x_kube(validation = Rule::new(
+    r"!has(self.rollout) || !has(self.rollout.steps) || !has(self.rollout.verification) || self.rollout.steps.all(s, duration(s.pause).getMilliseconds() >= duration(self.rollout.verification.warmup).getMilliseconds() + self.rollout.verification.minSamples * duration(self.rollout.verification.interval).getMilliseconds())"
+).message("every step's pause must be at least verification.warmup + verification.minSamples x verification.interval, so that the step can be judged on its own samples").field_path(".rollout.steps"))]
+#[x_kube(validation = Rule::new(
     r"!has(self.probes) || !has(self.probes.liveness) || !has(self.probes.liveness.successThreshold) || self.probes.liveness.successThreshold == 1"
 ).message("must be 1 for a liveness probe").field_path(".probes.liveness.successThreshold"))]
 #[x_kube(validation = Rule::new(
@@ -773,10 +779,24 @@ fn default_min_replicas() -> i32 {
     1
 }
 
-/// Rolling update settings of the Deployment.
-#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+/// How new revisions roll out, and how they are judged.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'Canary' || (has(self.steps) && size(self.steps) > 0)").message("the Canary strategy needs at least one step").field_path(".steps"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
+    /// `RollingUpdate` (default): the Deployment replaces its pods, and the
+    /// share of traffic a new revision gets follows its pod count.
+    /// `Canary`: a new revision runs beside the stable one as
+    /// `<name>-canary` and gets the share of the route's traffic each step
+    /// names; every step is judged by `verification`. Needs `route` and
+    /// `verification`.
+    #[serde(default, skip_serializing_if = "RolloutStrategy::is_default")]
+    pub strategy: RolloutStrategy,
+    /// The canary's steps, in order: each sends `weight` percent of the
+    /// route's traffic to the new revision for `pause`, then judges it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub steps: Vec<CanaryStep>,
     /// Pods above the desired count during a rollout (number or percentage).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_surge: Option<IntOrString>,
@@ -800,6 +820,37 @@ pub struct RolloutSpec {
     /// bad one back to the last revision that passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationSpec>,
+}
+
+/// How a new revision reaches the pods.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RolloutStrategy {
+    /// The Deployment's rolling update.
+    #[default]
+    RollingUpdate,
+    /// Weighted steps through the route, each judged by its metrics.
+    Canary,
+}
+
+impl RolloutStrategy {
+    // By reference: the signature `skip_serializing_if` asks for.
+    #[allow(clippy::trivially_copy_pass_by_ref)]
+    fn is_default(&self) -> bool {
+        *self == Self::RollingUpdate
+    }
+}
+
+/// One step of a canary.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStep {
+    /// Percent of the route's traffic the new revision gets.
+    #[schemars(range(min = 1, max = 99))]
+    pub weight: i32,
+    /// How long the step lasts once the canary's pods are available; it is
+    /// judged on the samples taken in that time (after `warmup`).
+    #[schemars(length(min = 1, max = 32), regex(pattern = DURATION_PATTERN))]
+    pub pause: String,
 }
 
 /// How a new revision is verified. A revision is measured for `window`
@@ -992,6 +1043,60 @@ pub struct GoServerStatus {
     /// Revisions deployed, newest first, at most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
+    /// The newest canary (`rollout.strategy: Canary`): its revision, step
+    /// and weight, and the verdict of each step judged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+}
+
+/// Where a canary stands; an operator restart resumes from here.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// The revision the canary runs.
+    pub revision: String,
+    /// `Progressing` (stepping through `rollout.steps`), `Promoting` (every
+    /// step passed, or promoted by request: the stable Deployment takes the
+    /// revision while the canary keeps its share), `Promoted` (done; the
+    /// canary is gone) or `Aborted` (a step failed: no traffic to it).
+    pub phase: CanaryPhase,
+    /// The step in force, from 0.
+    pub step: i32,
+    /// Percent of the route's traffic the canary gets now.
+    pub weight: i32,
+    /// When the step in force began judging (its pods available).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    /// The steps judged so far, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<StepVerdict>,
+}
+
+/// Phases of a canary.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum CanaryPhase {
+    #[default]
+    Progressing,
+    Promoting,
+    Promoted,
+    Aborted,
+}
+
+/// The verdict of one canary step.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StepVerdict {
+    /// The step, from 0.
+    pub step: i32,
+    /// Its weight.
+    pub weight: i32,
+    /// `Passed` or `Failed`.
+    pub verdict: Verdict,
+    /// When it was decided.
+    pub decided_at: Time,
+    /// Each metric's counts in the step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricStatus>,
 }
 
 /// Where the verification of one revision stands; an operator restart

@@ -52,6 +52,17 @@ pub enum Error {
         live: String,
     },
 
+    /// A child this `GoServer` needs has a name another `GoServer`'s child
+    /// has: one's canary (`<name>-canary`) is named like the other.
+    #[error(
+        "{kind} {name} belongs to GoServer {owner}: a canary is named <name>-canary, so GoServer names must not collide with another's canary; rename one of them"
+    )]
+    NameConflict {
+        kind: &'static str,
+        name: String,
+        owner: String,
+    },
+
     /// The `GoServer` lacks a field every stored object has (name, namespace, uid).
     #[error("the GoServer has no metadata.{0}")]
     MissingObjectKey(&'static str),
@@ -95,6 +106,7 @@ impl Error {
             Self::Kube { .. } => "kube_api",
             Self::RevisionMissing { .. } => "revision_missing",
             Self::Outdated { .. } => "outdated_view",
+            Self::NameConflict { .. } => "name_conflict",
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Serialize { .. } => "serialize",
             Self::Http { .. } => "http",
@@ -112,6 +124,7 @@ impl Error {
             Self::Kube { .. } => "ApiError",
             Self::RevisionMissing { .. } => "RevisionMissing",
             Self::Outdated { .. } => "OutdatedView",
+            Self::NameConflict { .. } => "NameConflict",
             Self::MissingObjectKey(_) => "MissingObjectKey",
             Self::Serialize { .. } => "SerializeError",
             Self::Http { .. } => "HttpError",
@@ -128,6 +141,7 @@ impl Error {
             | Self::ChildRejected { .. }
             | Self::RevisionMissing { .. }
             | Self::Outdated { .. }
+            | Self::NameConflict { .. }
             | Self::MissingObjectKey(_)
             | Self::Serialize { .. }
             | Self::Http { .. }

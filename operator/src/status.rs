@@ -11,7 +11,9 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::{self, ServiceMonitor};
-use crate::crd::{GoServer, GoServerStatus, VerificationPhase, VerificationStatus};
+use crate::crd::{
+    CanaryPhase, CanaryStatus, GoServer, GoServerStatus, VerificationPhase, VerificationStatus,
+};
 use crate::error::Error;
 use crate::gateway::HttpRoute;
 use crate::optional::{self, Presence};
@@ -133,7 +135,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
     let name = gs.metadata.name.as_deref().unwrap_or_default();
     let rollout = observed.deployment.map(Rollout::of);
     // On an early error the rollout state stays as stored.
-    let (revision, last_good_revision, failed_revision, verification, history) =
+    let (revision, last_good_revision, failed_revision, verification, history, canary) =
         match observed.rollout {
             Some(d) => (
                 Some(d.revision.clone()),
@@ -141,6 +143,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
                 d.failed_revision.clone(),
                 d.verification.clone(),
                 d.history.clone(),
+                d.canary.clone(),
             ),
             None => (
                 old.revision.clone(),
@@ -148,6 +151,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
                 old.failed_revision.clone(),
                 old.verification.clone(),
                 old.history.clone(),
+                old.canary.clone(),
             ),
         };
     let (verified, rollout_degraded) = verification_verdicts(
@@ -156,6 +160,14 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
         failed_revision.as_deref(),
         verification.as_ref(),
     );
+    let rollout_degraded = rollout_degraded.or_else(|| {
+        canary_aborted(
+            revision.as_deref(),
+            failed_revision.as_deref(),
+            verification.as_ref(),
+            canary.as_ref(),
+        )
+    });
 
     let mut verdicts = vec![
         ready(observed, rollout.as_ref()),
@@ -212,7 +224,36 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
         failed_revision,
         verification,
         history,
+        canary,
     }
+}
+
+/// `Degraded` while a canary that failed a step stays at weight 0 (no
+/// `autoRollback`): the spec asks for a revision that does not serve.
+fn canary_aborted(
+    revision: Option<&str>,
+    failed_revision: Option<&str>,
+    verification: Option<&VerificationStatus>,
+    canary: Option<&CanaryStatus>,
+) -> Option<Verdict> {
+    let canary = canary.filter(|c| c.phase == CanaryPhase::Aborted)?;
+    let v = verification
+        .filter(|v| v.revision == canary.revision && v.phase == VerificationPhase::Failed)?;
+    if failed_revision.is_some() {
+        return None;
+    }
+    Some(Verdict::new(
+        DEGRADED,
+        "True",
+        "CanaryFailed",
+        format!(
+            "canary {} failed ({}); {} serves all traffic, and the canary stays at weight 0 \
+             until the spec changes",
+            canary.revision,
+            v.message,
+            revision.unwrap_or("the stable revision")
+        ),
+    ))
 }
 
 /// The `Verified` condition (absent without verification), and a

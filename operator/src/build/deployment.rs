@@ -57,6 +57,8 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>, in_force: &Revision) -> De
              revision_history_limit: _,
              progress_deadline_seconds: _,
              verification: _,
+             strategy: _,
+             steps: _,
          }| {
             (max_surge.is_some() || max_unavailable.is_some()).then(|| DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),

@@ -7,6 +7,7 @@
 //! without `..`: a new child kind does not compile until it is applied and
 //! pruned there.
 
+pub mod canary;
 mod config;
 mod deployment;
 mod hpa;
@@ -30,6 +31,7 @@ use crate::crd::GoServer;
 use crate::error::{Error, Result};
 use crate::gateway::HttpRoute;
 
+pub use canary::{CanaryChildren, CanaryRun};
 pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
 pub use hpa::{DEFAULT_REQUESTS, defaulted_requests};
@@ -63,6 +65,9 @@ pub struct Children {
     pub route: Option<HttpRoute>,
     /// The revision in force, which the Deployment runs.
     pub revision: Revision,
+    /// The canary of a new revision, while one runs; its children are
+    /// deleted when there is none.
+    pub canary: Option<CanaryChildren>,
 }
 
 /// Labels that select the server's pods. Never change them for an existing
@@ -183,16 +188,29 @@ pub fn spec_revision(gs: &GoServer) -> Result<Revision> {
 /// Builds every child of `gs`, running `in_force`: the spec's own revision,
 /// or a verified one restored after a rollback.
 pub fn build(gs: &GoServer, in_force: Revision) -> Result<Children> {
+    build_with_canary(gs, in_force, None)
+}
+
+/// [`build`], with the canary of a new revision beside the stable one
+/// (`in_force`); the route then splits its traffic between the two.
+pub fn build_with_canary(
+    gs: &GoServer,
+    in_force: Revision,
+    canary: Option<CanaryRun>,
+) -> Result<Children> {
     let owner = Owner::of(gs)?;
+    let config_map = config::build(&owner, &in_force.data.config);
+    let canary = canary.map(|run| canary::build(gs, &owner, run, &config_map.name_any()));
     Ok(Children {
         deployment: deployment::build(gs, &owner, &in_force),
         service: service::build(gs, &owner),
-        config_map: config::build(&owner, &in_force.data.config),
+        config_map,
         ingress: ingress::build(gs, &owner),
         hpa: hpa::build(gs, &owner),
         service_monitor: service_monitor::build(gs, &owner),
-        route: route::build(gs, &owner),
+        route: route::build(gs, &owner, canary.as_ref().map(|c| c.weight)),
         revision: in_force,
+        canary,
     })
 }
 

@@ -10,7 +10,14 @@ use crate::gateway::httproute::{
     HttpRouteSpec,
 };
 
-pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<HttpRoute> {
+/// With a canary at `canary_weight` percent, the rule has two backends:
+/// the stable Service and the canary's, weighted; without one, the stable
+/// Service alone.
+pub(super) fn build(
+    gs: &GoServer,
+    owner: &Owner<'_>,
+    canary_weight: Option<i32>,
+) -> Option<HttpRoute> {
     let RouteSpec {
         parent_refs,
         hostnames,
@@ -51,11 +58,7 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<HttpRoute> {
                     }),
                     ..HttpRouteRulesMatches::default()
                 }]),
-                backend_refs: Some(vec![HttpRouteRulesBackendRefs {
-                    name: owner.name.to_owned(),
-                    port: Some(service_port),
-                    ..HttpRouteRulesBackendRefs::default()
-                }]),
+                backend_refs: Some(backends(owner.name, service_port, canary_weight)),
                 timeouts: timeouts.map(
                     |RouteTimeouts {
                          request,
@@ -72,6 +75,25 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<HttpRoute> {
     })
 }
 
+fn backends(name: &str, port: i32, canary_weight: Option<i32>) -> Vec<HttpRouteRulesBackendRefs> {
+    let backend = |name: String, weight: Option<i32>| HttpRouteRulesBackendRefs {
+        name,
+        port: Some(port),
+        weight,
+        ..HttpRouteRulesBackendRefs::default()
+    };
+    match canary_weight {
+        None => vec![backend(name.to_owned(), None)],
+        Some(weight) => {
+            let weight = weight.clamp(0, 100);
+            vec![
+                backend(name.to_owned(), Some(100 - weight)),
+                backend(super::canary::name(name), Some(weight)),
+            ]
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use pretty_assertions::assert_eq;
@@ -83,7 +105,7 @@ mod tests {
     #[test]
     fn no_route_without_the_field() {
         let gs = goserver(json!({"image": "hello:1"}));
-        assert_eq!(build(&gs, &Owner::of(&gs).unwrap()), None);
+        assert_eq!(build(&gs, &Owner::of(&gs).unwrap(), None), None);
     }
 
     #[test]
@@ -92,7 +114,7 @@ mod tests {
             goserver(json!({"image": "hello:1", "route": {"parentRefs": [{"name": "public"}]}}));
         let owner = Owner::of(&gs).unwrap();
         assert_eq!(
-            serde_json::to_value(build(&gs, &owner).unwrap()).unwrap(),
+            serde_json::to_value(build(&gs, &owner, None).unwrap()).unwrap(),
             json!({
                 "apiVersion": "gateway.networking.k8s.io/v1",
                 "kind": "HTTPRoute",
@@ -129,7 +151,7 @@ mod tests {
             },
         }));
         let owner = Owner::of(&gs).unwrap();
-        let route = serde_json::to_value(build(&gs, &owner).unwrap()).unwrap();
+        let route = serde_json::to_value(build(&gs, &owner, None).unwrap()).unwrap();
         assert_eq!(
             route["spec"],
             json!({
@@ -144,6 +166,30 @@ mod tests {
                     "timeouts": {"request": "10s", "backendRequest": "2s"},
                 }],
             })
+        );
+    }
+
+    #[test]
+    fn a_canary_splits_the_traffic_by_weight() {
+        let gs =
+            goserver(json!({"image": "hello:1", "route": {"parentRefs": [{"name": "public"}]}}));
+        let owner = Owner::of(&gs).unwrap();
+        let route = serde_json::to_value(build(&gs, &owner, Some(10)).unwrap()).unwrap();
+        assert_eq!(
+            route["spec"]["rules"][0]["backendRefs"],
+            json!([
+                {"name": "hello", "port": 80, "weight": 90},
+                {"name": "hello-canary", "port": 80, "weight": 10},
+            ])
+        );
+        // Aborted: everything back to stable, the canary's backend kept.
+        let route = serde_json::to_value(build(&gs, &owner, Some(0)).unwrap()).unwrap();
+        assert_eq!(
+            route["spec"]["rules"][0]["backendRefs"],
+            json!([
+                {"name": "hello", "port": 80, "weight": 100},
+                {"name": "hello-canary", "port": 80, "weight": 0},
+            ])
         );
     }
 }

@@ -23,7 +23,10 @@
 //! - [`duration`]: Go-style durations of the spec.
 //! - [`webhook`]: the signed POST of each decision.
 //! - [`request`]: rollback, promotion and retry asked for by annotation.
+//! - [`canary`]: the `Canary` strategy, which judges a new revision step
+//!   by step beside the stable one.
 
+pub mod canary;
 pub mod duration;
 pub mod http;
 pub mod judge;
@@ -39,8 +42,8 @@ use kube::ResourceExt;
 
 use crate::build::Revision;
 use crate::crd::{
-    Announcement, GoServer, HistoryEntry, MetricStatus, MetricValue, Verdict as HistoryVerdict,
-    VerificationPhase, VerificationSpec, VerificationStatus,
+    Announcement, CanaryStatus, GoServer, HistoryEntry, MetricStatus, MetricValue,
+    Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 use judge::{Verdict, count, outcome};
 use prometheus::QueryError;
@@ -87,6 +90,8 @@ pub struct Observation<'a> {
     pub complete: bool,
     /// The Deployment gave up on its progress deadline.
     pub deadline_exceeded: bool,
+    /// The canary's Deployment, while one runs.
+    pub canary: Option<canary::Observed<'a>>,
 }
 
 /// One metric's measurement: a value, no data (`None`), or a provider error.
@@ -112,7 +117,9 @@ pub struct Decision {
     pub failed_revision: Option<String>,
     pub verification: Option<VerificationStatus>,
     pub history: Vec<HistoryEntry>,
-    /// A measurement is due: query and call [`progress`] again with it.
+    pub canary: Option<CanaryStatus>,
+    /// A measurement is due: query the revision under verification and
+    /// call [`progress`] again with the results.
     pub measure: bool,
     pub decided: Option<Decided>,
     /// Look again after this long (the next measurement), if sooner than
@@ -182,7 +189,16 @@ pub fn progress(
     observed: &Observation<'_>,
     measurements: Option<&[Measurement]>,
 ) -> Decision {
-    let mut decision = step(gs, observed, measurements);
+    let mut decision = match &observed.canary {
+        Some(c) if c.revision.name != observed.in_force.name => {
+            canary::judge(gs, observed, c, measurements)
+        }
+        _ => {
+            let mut decision = step(gs, observed, measurements);
+            canary::promoting(observed, &mut decision);
+            decision
+        }
+    };
     decision.decided = decision.verification.as_ref().and_then(Decided::pending);
     decision
 }
@@ -240,6 +256,7 @@ fn step(
             .filter(|failed| failed == observed.spec_revision),
         verification: old.verification,
         history: old.history,
+        canary: old.canary,
         ..Decision::default()
     };
     if in_force == observed.spec_revision
@@ -375,6 +392,51 @@ fn advance(
     };
 
     v.last_measured_at = Some(now.clone());
+    let provider_error = count_all(spec, v, results);
+    decision.requeue = Some(timing.interval);
+
+    match judge::verdict(spec, &v.metrics, now.0 >= window_end.0) {
+        Verdict::Failed { message, .. } => fail(gs, v, decision, &message),
+        _ if provider_error.is_some() => {
+            note(
+                v,
+                "PrometheusUnavailable",
+                provider_error.unwrap_or_default(),
+            );
+        }
+        Verdict::Measuring => {
+            note(v, "Measuring", format!("measuring until {}", window_end.0));
+        }
+        Verdict::NoData { metric } => {
+            note(v, "NoData", no_data(spec, &metric));
+        }
+        Verdict::Passed if now.0 < post_end.0 => {
+            v.phase = VerificationPhase::PostVerification;
+            note(
+                v,
+                "Measuring",
+                format!("passed; measuring on until {}", post_end.0),
+            );
+        }
+        Verdict::Passed => pass(v, decision),
+    }
+    record_values(decision, &v.revision, &v.metrics);
+}
+
+fn no_data(spec: &VerificationSpec, metric: &str) -> String {
+    format!(
+        "metric {metric} has fewer than {} valid measurements; measuring on",
+        spec.min_samples
+    )
+}
+
+/// Counts one measurement of every metric into `v`; the provider error
+/// of the last metric that had one.
+fn count_all(
+    spec: &VerificationSpec,
+    v: &mut VerificationStatus,
+    results: &[Measurement],
+) -> Option<String> {
     let mut counts: Vec<MetricStatus> = spec
         .metrics
         .iter()
@@ -397,38 +459,7 @@ fn advance(
         }
     }
     v.metrics = counts;
-    decision.requeue = Some(timing.interval);
-
-    match judge::verdict(spec, &v.metrics, now.0 >= window_end.0) {
-        Verdict::Failed { message, .. } => fail(gs, v, decision, &message),
-        _ if provider_error.is_some() => {
-            note(
-                v,
-                "PrometheusUnavailable",
-                provider_error.unwrap_or_default(),
-            );
-        }
-        Verdict::Measuring => {
-            note(v, "Measuring", format!("measuring until {}", window_end.0));
-        }
-        Verdict::NoData { metric } => {
-            let message = format!(
-                "metric {metric} has fewer than {} valid measurements; measuring on",
-                spec.min_samples
-            );
-            note(v, "NoData", message);
-        }
-        Verdict::Passed if now.0 < post_end.0 => {
-            v.phase = VerificationPhase::PostVerification;
-            note(
-                v,
-                "Measuring",
-                format!("passed; measuring on until {}", post_end.0),
-            );
-        }
-        Verdict::Passed => pass(v, decision),
-    }
-    record_values(decision, &v.revision, &v.metrics);
+    provider_error
 }
 
 fn pass(v: &mut VerificationStatus, decision: &mut Decision) {

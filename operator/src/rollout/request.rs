@@ -225,6 +225,10 @@ fn retry(status: &mut GoServerStatus, target: &str, facts: &Facts<'_>) -> Result
         ));
     }
     status.failed_revision = None;
+    // A new canary starts from its first step.
+    if status.canary.as_ref().is_some_and(|c| c.revision == target) {
+        status.canary = None;
+    }
     // A new verification starts from Pending; the old one is dropped.
     if status
         .verification

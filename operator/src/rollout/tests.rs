@@ -62,6 +62,7 @@ fn step(gs: &GoServer, now: i64, complete: bool, values: &[Measurement]) -> Deci
         in_force: &rev,
         complete,
         deadline_exceeded: false,
+        canary: None,
     };
     let first = progress(gs, &observed, None);
     if first.measure {
@@ -262,6 +263,7 @@ fn a_new_revision_restarts_verification() {
             in_force: &rev,
             complete: false,
             deadline_exceeded: false,
+            canary: None,
         },
         None,
     );
@@ -313,6 +315,7 @@ fn a_revision_that_never_becomes_available_is_rolled_back() {
             in_force: &rev,
             complete: false,
             deadline_exceeded: true,
+            canary: None,
         },
         None,
     );
@@ -331,6 +334,7 @@ fn without_verification_available_revisions_are_good() {
         in_force: &rev,
         complete: false,
         deadline_exceeded: false,
+        canary: None,
     };
     let d = progress(&gs, &observed, None);
     assert_eq!((d.last_good_revision, d.verification), (None, None));
@@ -354,6 +358,7 @@ fn history_is_bounded() {
                 in_force: &rev,
                 complete: true,
                 deadline_exceeded: false,
+                canary: None,
             },
             None,
         );
@@ -395,6 +400,7 @@ fn a_spec_back_on_the_good_revision_needs_no_new_verification() {
             in_force: &rev,
             complete: true,
             deadline_exceeded: false,
+            canary: None,
         },
         None,
     );
