@@ -27,8 +27,8 @@ use serde_json::{Value, json};
 const CONCURRENT: usize = 8;
 
 /// The seed: examples/full.yaml's GoServer with examples/verified.yaml's
-/// verification, a `ServiceMonitor` and an `HTTPRoute`, so that every part
-/// of the spec is present.
+/// verification, canary steps, a `ServiceMonitor` and an `HTTPRoute`, so
+/// that every part of the spec is present.
 fn seed() -> Value {
     let root = gantry_e2e::operator::root();
     let documents = |file: &str| -> Vec<Value> {
@@ -46,6 +46,9 @@ fn seed() -> Value {
         "interval": "30s",
         "labels": {"release": "kube-prometheus"},
     });
+    spec["rollout"]["strategy"] = serde_json::json!("Canary");
+    spec["rollout"]["steps"] =
+        serde_json::json!([{"weight": 10, "pause": "10m"}, {"weight": 50, "pause": "1h"}]);
     spec["route"] = serde_json::json!({
         "parentRefs": [{"name": "public", "namespace": "edge", "sectionName": "https"}],
         "hostnames": ["hello.example.com"],
@@ -176,7 +179,13 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
     let children = std::panic::catch_unwind(|| {
         build::validate(&gs)?;
         let revision = build::spec_revision(&gs)?;
-        build::build(&gs, revision)
+        // With the Canary strategy, its children too: the first step's.
+        let canary = gantry_operator::rollout::canary::steps(&gs).map(|steps| build::CanaryRun {
+            revision: revision.clone(),
+            weight: steps[0].weight,
+            replicas: build::canary::replicas(gs.spec.replicas, steps[0].weight),
+        });
+        build::build_with_canary(&gs, revision, canary)
     });
     let children = match children {
         Err(_) => return Some(format!("{} {}: the build step panicked", m.path, m.what)),
@@ -201,6 +210,7 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
         service_monitor,
         route,
         revision: _,
+        canary,
     } = children;
     let mut refused = Vec::new();
     let mut strip = |kind: &str, result: Result<(), String>| {
@@ -227,6 +237,16 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
     }
     if let Some(route) = &route {
         strip("HTTPRoute", dry_run(ns, route).await.map(|_| ()));
+    }
+    if let Some(canary) = &canary {
+        strip(
+            "canary Deployment",
+            dry_run(ns, &canary.deployment).await.map(|_| ()),
+        );
+        strip(
+            "canary Service",
+            dry_run(ns, &canary.service).await.map(|_| ()),
+        );
     }
     (!refused.is_empty()).then(|| {
         format!(
@@ -318,6 +338,9 @@ const NO_EFFECT: &[&str] = &[
     "spec.probes.liveness.path deleted",
     "spec.probes.readiness.path deleted",
     "spec.probes.startup.path deleted",
+    // Canary steps matter only with the Canary strategy, which needs the
+    // verification the live seed has not.
+    "spec.rollout.steps",
 ];
 
 fn no_effect(m: &Mutation) -> bool {
@@ -506,10 +529,11 @@ impl Live {
 #[allow(clippy::too_many_lines)]
 async fn accepted_edits_change_children_and_revert_exactly() {
     let mut seed = seed();
-    seed["rollout"]
-        .as_object_mut()
-        .unwrap()
-        .remove("verification");
+    // No verification (a live revision would wait for Prometheus), so no
+    // canary either.
+    for field in ["verification", "strategy", "steps"] {
+        seed["rollout"].as_object_mut().unwrap().remove(field);
+    }
     let live = Live::start(&seed).await;
     let defaulted = |spec: &Value| {
         let ns = &live.ns;
