@@ -24,7 +24,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use operator_support::{DEADLINE, Operator, deployed, events_about, wait_deployed};
 use serde_json::{Value, json};
 
-/// The share of 5xx answers of one revision (see operator_rollout.rs).
+/// The share of 5xx answers of one revision (see `operator_rollout.rs`).
 const ERROR_RATE: &str = r#"(sum(rate(http_requests_total{namespace="${namespace}",revision="${revision}",status=~"5.."}[10s])) or vector(0)) / sum(rate(http_requests_total{namespace="${namespace}",revision="${revision}"}[10s]))"#;
 
 /// Long enough for any one step of these specs, with room for a slow
@@ -168,6 +168,7 @@ async fn start_operator(ns: &TestNamespace, prometheus: &Prometheus) -> Operator
 /// backend go. v3 fails its first step: its weight drops to 0 at once and,
 /// without autoRollback, it stays there, Degraded, while v2 serves.
 #[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one story, told in order
 async fn a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted() {
     let ns = TestNamespace::new("canary").await;
     let prometheus = Prometheus::start();
