@@ -324,7 +324,7 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
     set_image(&api, "cart", "cart:2").await;
     let v2 = canary_started(&api, "cart", &v1).await;
     let v2_address = revisions.start(&v2);
-    let _v2_traffic = Traffic::start(v2_address, &[("/", 1)], 10);
+    let v2_traffic = Traffic::start(v2_address, &[("/", 1)], 10);
     let measured = wait_for(&api, "cart", "step 1 measured", STEP_DEADLINE, |gs| {
         gs.status
             .as_ref()
@@ -406,7 +406,7 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
     );
 
     // At 50 % v2 starts failing: rolled back, the canary deleted.
-    drop(_v2_traffic);
+    drop(v2_traffic);
     let _v2_errors = Traffic::start(v2_address, &[("/debug/panic", 1)], 10);
     let gs = wait_for(&api, "cart", "v2 rolled back", STEP_DEADLINE, |gs| {
         gs.status
