@@ -551,7 +551,7 @@ async fn accepted_edits_change_children_and_revert_exactly() {
         }
     };
     let seed_defaulted = defaulted(&seed).await.expect("the seed is admitted");
-    let seed_built = built(&live.ns, &seed_defaulted).await;
+    let seed_built = Box::pin(built(&live.ns, &seed_defaulted)).await;
     let start = children_of(&live.set(&seed, true).await.expect("the seed runs"));
 
     // Edits the apiserver admits, drawn at random (the seed is printed).
@@ -604,7 +604,7 @@ async fn accepted_edits_change_children_and_revert_exactly() {
         let edited = children_of(&whole);
         // Consistency: an edit that changes the spec changes a child, in
         // the build step and then live.
-        let edit_built = built(&live.ns, spec).await;
+        let edit_built = Box::pin(built(&live.ns, spec)).await;
         let builds_other = edit_built != seed_built;
         if !builds_other && *spec != seed_defaulted && !no_effect(m) {
             findings.push(format!(
