@@ -10,7 +10,9 @@ pub mod table;
 use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
-use gantry_operator::crd::{GoServer, GoServerStatus, HistoryEntry, Verdict, VerificationPhase};
+use gantry_operator::crd::{
+    CanaryPhase, CanaryStatus, GoServer, GoServerStatus, HistoryEntry, Verdict, VerificationPhase,
+};
 use serde::Serialize;
 
 pub use table::Table;
@@ -192,6 +194,9 @@ pub fn status_text(gs: &GoServer) -> String {
     if let Some(url) = &status.url {
         summary.row(field("URL", url.clone()));
     }
+    if let Some(c) = &status.canary {
+        summary.row(field("Canary", canary_line(gs, c)));
+    }
     let mut out = summary.render();
 
     out.push_str("\nConditions:\n");
@@ -236,6 +241,28 @@ pub fn status_text(gs: &GoServer) -> String {
         }
     }
     out
+}
+
+/// `shop-0f4e7a6c91: Progressing, step 1 of 2 at 10% (1 passed)`.
+fn canary_line(gs: &GoServer, c: &CanaryStatus) -> String {
+    let steps = gs.spec.rollout.as_ref().map_or(0, |r| r.steps.len());
+    let phase = match c.phase {
+        CanaryPhase::Progressing => "Progressing",
+        CanaryPhase::Promoting => "Promoting",
+        CanaryPhase::Promoted => "Promoted",
+        CanaryPhase::Aborted => "Aborted",
+    };
+    let passed = c
+        .verdicts
+        .iter()
+        .filter(|v| v.verdict == Verdict::Passed)
+        .count();
+    format!(
+        "{}: {phase}, step {} of {steps} at {}% ({passed} passed)",
+        c.revision,
+        c.step.saturating_add(1),
+        c.weight
+    )
 }
 
 fn phase(phase: VerificationPhase) -> &'static str {
@@ -405,6 +432,31 @@ mod tests {
         assert!(retry_target(&s).is_err());
         s.failed_revision = Some("v2".to_owned());
         assert_eq!(retry_target(&s).unwrap(), "v2");
+    }
+
+    #[test]
+    fn status_shows_the_canary() {
+        let mut gs: GoServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+            "metadata": {"name": "shop", "namespace": "web"},
+            "spec": {"image": "shop:2", "rollout": {"strategy": "Canary", "steps": [
+                {"weight": 10, "pause": "2m"}, {"weight": 50, "pause": "5m"},
+            ]}},
+        }))
+        .unwrap();
+        let mut s = status("v1", Some("v1"), Vec::new());
+        s.canary = serde_json::from_value(serde_json::json!({
+            "revision": "v2", "phase": "Progressing", "step": 1, "weight": 50,
+            "verdicts": [{"step": 0, "weight": 10, "verdict": "Passed", "decidedAt": "2026-12-03T10:00:00Z"}],
+        }))
+        .unwrap();
+        gs.status = Some(s);
+        let text = status_text(&gs);
+        let line = text.lines().find(|l| l.starts_with("Canary:")).unwrap();
+        assert_eq!(
+            line.split_whitespace().collect::<Vec<_>>().join(" "),
+            "Canary: v2: Progressing, step 2 of 2 at 50% (1 passed)"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Service;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use operator_support::{DEADLINE, Operator, deployed, events_about, wait_deployed};
+use operator_support::{DEADLINE, Operator, deployed, events_about, kubectl_apply, wait_deployed};
 use serde_json::{Value, json};
 
 /// The share of 5xx answers of one revision (see `operator_rollout.rs`).
@@ -433,12 +433,14 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
 }
 
 /// A GoServer named like another's canary waits, Degraded `NameConflict`,
-/// and takes nothing of the other's.
+/// and takes nothing of the other's. (The documented example is admitted
+/// and reconciled beside them.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_name_taken_by_another_canary_is_a_conflict() {
     let ns = TestNamespace::new("canary-names").await;
     let prometheus = Prometheus::start();
     let _operator = start_operator(&ns, &prometheus).await;
+    kubectl_apply(&ns, "examples/canary.yaml");
     let mut revisions = Revisions::new(&prometheus, &ns.name);
     let api: Api<GoServer> = ns.api();
     api.create(
@@ -494,4 +496,12 @@ async fn a_name_taken_by_another_canary_is_a_conflict() {
     assert_eq!(owner.name, "web");
     let image: Value = serde_json::to_value(canary.spec.unwrap().template.spec).unwrap();
     assert_eq!(image["containers"][0]["image"], "web:2");
+
+    let example = wait_for(&api, "shop", "the example reconciled", DEADLINE, |gs| {
+        gs.status.as_ref().is_some_and(|s| s.revision.is_some())
+    })
+    .await
+    .unwrap();
+    let rollout = example.spec.rollout.unwrap();
+    assert_eq!(rollout.steps.len(), 2);
 }
