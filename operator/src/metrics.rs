@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, gauge::ConstGauge};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{GoServer, GoServerStatus};
+use crate::crd::{CanaryPhase, GoServer, GoServerStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -293,6 +293,35 @@ fn encode_revisions(
             ])?)?;
         }
     }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_canary_weight",
+        "Percent of the route's traffic a GoServer's canary gets, while one runs",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        let Some(canary) = o
+            .status
+            .canary
+            .as_ref()
+            .filter(|c| c.phase != CanaryPhase::Promoted)
+        else {
+            continue;
+        };
+        let [namespace, name] = o.labels();
+        let phase = match canary.phase {
+            CanaryPhase::Progressing => "Progressing",
+            CanaryPhase::Promoting => "Promoting",
+            CanaryPhase::Promoted => "Promoted",
+            CanaryPhase::Aborted => "Aborted",
+        };
+        ConstGauge::new(i64::from(canary.weight)).encode(family.encode_family(&[
+            namespace,
+            name,
+            ("revision", canary.revision.as_str()),
+            ("phase", phase),
+        ])?)?;
+    }
     Ok(())
 }
 
@@ -521,6 +550,7 @@ mod tests {
                     {"revision": "web-bbbbbbbbbb", "image": "registry.example.com/web:2",
                      "deployedAt": "2025-12-01T00:00:00Z", "verdict": "Passed"},
                 ],
+                "canary": {"revision": "web-cccccccccc", "phase": "Aborted", "step": 1, "weight": 0},
                 "verification": {
                     "revision": "web-cccccccccc", "phase": "Failed", "reason": "Failed", "message": "",
                     "metrics": [{"name": "error-rate", "passed": 1, "failed": 3, "inconclusive": 0,
@@ -557,6 +587,7 @@ mod tests {
             r#"gantry_goserver_revision_previous{namespace="shop",name="web",revision="web-cccccccccc",previous="web-bbbbbbbbbb"} 1"#,
             r#"gantry_goserver_verification_measurements{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate",result="failed"} 3"#,
             r#"gantry_goserver_verification_value{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate"} 0.25"#,
+            r#"gantry_goserver_canary_weight{namespace="shop",name="web",revision="web-cccccccccc",phase="Aborted"} 0"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
