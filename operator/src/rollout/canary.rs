@@ -143,6 +143,24 @@ pub(super) fn promoting(observed: &Observation<'_>, decision: &mut Decision) {
     }
 }
 
+/// A canary recorded as running when none runs any more has ended
+/// without a verdict of its own: the spec went back to the stable
+/// revision, a rollback was asked for, or the strategy changed. It is
+/// recorded as aborted, at weight 0.
+pub(super) fn ended(observed: &Observation<'_>, decision: &mut Decision) {
+    if observed.canary.is_some() {
+        return;
+    }
+    if let Some(c) = decision
+        .canary
+        .as_mut()
+        .filter(|c| matches!(c.phase, CanaryPhase::Progressing | CanaryPhase::Promoting))
+    {
+        c.phase = CanaryPhase::Aborted;
+        c.weight = 0;
+    }
+}
+
 /// Judges the canary's step in force.
 pub(super) fn judge(
     gs: &GoServer,

@@ -196,6 +196,7 @@ pub fn progress(
         _ => {
             let mut decision = step(gs, observed, measurements);
             canary::promoting(observed, &mut decision);
+            canary::ended(observed, &mut decision);
             decision
         }
     };

@@ -77,13 +77,24 @@ const READY: World = World {
 /// One reconcile at `now`: plan, observe, decide (measuring `value` when
 /// due), and store the decision as the status. The plan it ran with.
 fn look(gs: &mut GoServer, now: i64, world: World, value: &Measurement) -> (Plan, Decision) {
-    let plan = plan(gs, NEW);
+    look_at(gs, NEW, now, world, value)
+}
+
+/// [`look`], with the spec on `spec_revision`.
+fn look_at(
+    gs: &mut GoServer,
+    spec_revision: &str,
+    now: i64,
+    world: World,
+    value: &Measurement,
+) -> (Plan, Decision) {
+    let plan = plan(gs, spec_revision);
     let stable = revision(&plan.stable);
-    let canary_revision = revision(NEW);
+    let canary_revision = revision(spec_revision);
     let now = at(now);
     let observed = Observation {
         now: &now,
-        spec_revision: NEW,
+        spec_revision,
         in_force: &stable,
         complete: world.stable_ready,
         deadline_exceeded: false,
@@ -305,4 +316,17 @@ fn a_promotion_by_request_keeps_the_canary_until_stable_runs_it() {
     look(&mut gs, 102, READY, &Ok(Some(0.0)));
     assert_eq!(canary_status(&gs).phase, CanaryPhase::Promoted);
     assert_eq!(weights(&plan(&gs, NEW)), (NEW.to_owned(), None));
+}
+
+#[test]
+fn a_spec_back_on_the_stable_revision_ends_the_canary() {
+    let mut gs = canary(true);
+    look(&mut gs, 100, READY, &Ok(Some(0.0)));
+    assert_eq!(canary_status(&gs).phase, CanaryPhase::Progressing);
+    let (plan, d) = look_at(&mut gs, OLD, 105, READY, &Ok(Some(0.0)));
+    assert_eq!(weights(&plan), (OLD.to_owned(), None));
+    let c = d.canary.unwrap();
+    assert_eq!((c.phase, c.weight), (CanaryPhase::Aborted, 0));
+    assert_eq!(d.verification.unwrap().revision, OLD);
+    assert_eq!(d.failed_revision, None);
 }
