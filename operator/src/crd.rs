@@ -1058,8 +1058,9 @@ pub struct CanaryStatus {
     /// `Progressing` (stepping through `rollout.steps`), `Promoting` (every
     /// step passed, or promoted by request: the stable Deployment takes the
     /// revision while the canary keeps its share), `Promoted` (done; the
-    /// canary is gone) or `Aborted` (a step failed, or the canary ended without a verdict: the spec went
-    /// back to the stable revision, a rollback was asked for; no traffic to it).
+    /// canary is gone) or `Aborted` (a step failed, or the canary ended
+    /// without a verdict when the spec went back to the stable revision or
+    /// a rollback was asked for: no traffic to it).
     pub phase: CanaryPhase,
     /// The step in force, from 0.
     pub step: i32,
