@@ -21,12 +21,12 @@
 use std::time::Duration;
 
 use super::{
-    DEFAULT_INTERVAL, DEFAULT_WARMUP, Decision, HISTORY_LIMIT, Measurement, Observation, count_all,
-    duration, fail, judge, no_data, note, pass, record_values, verification,
+    DEFAULT_INTERVAL, DEFAULT_WARMUP, Decision, Measurement, Observation, count_all, duration,
+    fail, judge, no_data, note, pass, record_values, verification,
 };
 use crate::build::Revision;
 use crate::crd::{
-    CanaryPhase, CanaryStatus, CanaryStep, GoServer, HistoryEntry, RolloutStrategy, StepVerdict,
+    CanaryPhase, CanaryStatus, CanaryStep, GoServer, RolloutStrategy, StepVerdict,
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 use judge::Verdict;
@@ -168,37 +168,17 @@ pub(super) fn judge(
     canary: &Observed<'_>,
     measurements: Option<&[Measurement]>,
 ) -> Decision {
-    let old = gs.status.clone().unwrap_or_default();
     let revision = canary.revision.name.clone();
-    let mut decision = Decision {
-        revision: observed.in_force.name.clone(),
-        last_good_revision: old.last_good_revision,
-        failed_revision: old
-            .failed_revision
-            .filter(|failed| failed == observed.spec_revision),
-        verification: old.verification,
-        history: old.history,
-        ..Decision::default()
-    };
+    let mut decision = Decision::carried(gs, observed);
     if decision.history.first().map(|h| h.revision.as_str()) != Some(revision.as_str()) {
-        decision.history.insert(
-            0,
-            HistoryEntry {
-                revision: revision.clone(),
-                image: canary.revision.image(),
-                deployed_at: observed.now.clone(),
-                verdict: HistoryVerdict::Unverified,
-                metrics: Vec::new(),
-            },
-        );
-        decision.history.truncate(HISTORY_LIMIT);
+        decision.deployed(canary.revision, observed.now, HistoryVerdict::Unverified);
     }
     let (Some(spec), Some(steps)) = (verification(gs), steps(gs)) else {
-        decision.canary = old.canary;
         return decision;
     };
-    let mut c = old
+    let mut c = decision
         .canary
+        .take()
         .filter(|c| c.revision == revision)
         .unwrap_or_else(|| CanaryStatus {
             revision: revision.clone(),

@@ -230,6 +230,39 @@ impl Decided {
 }
 
 impl Decision {
+    /// The rollout state stored in the status of `gs`, with the revision
+    /// in force as observed; a `failedRevision` the spec no longer yields
+    /// is dropped.
+    fn carried(gs: &GoServer, observed: &Observation<'_>) -> Self {
+        let old = gs.status.clone().unwrap_or_default();
+        Self {
+            revision: observed.in_force.name.clone(),
+            last_good_revision: old.last_good_revision,
+            failed_revision: old
+                .failed_revision
+                .filter(|failed| failed == observed.spec_revision),
+            verification: old.verification,
+            history: old.history,
+            canary: old.canary,
+            ..Self::default()
+        }
+    }
+
+    /// Records `revision` as deployed now, at the top of the history.
+    fn deployed(&mut self, revision: &Revision, now: &Time, verdict: HistoryVerdict) {
+        self.history.insert(
+            0,
+            HistoryEntry {
+                revision: revision.name.clone(),
+                image: revision.image(),
+                deployed_at: now.clone(),
+                verdict,
+                metrics: Vec::new(),
+            },
+        );
+        self.history.truncate(HISTORY_LIMIT);
+    }
+
     /// The same, with its decision told: the announcement is cleared.
     #[must_use]
     pub fn told(&self) -> Self {
@@ -247,19 +280,8 @@ fn step(
     observed: &Observation<'_>,
     measurements: Option<&[Measurement]>,
 ) -> Decision {
-    let old = gs.status.clone().unwrap_or_default();
     let in_force = observed.in_force.name.clone();
-    let mut decision = Decision {
-        revision: in_force.clone(),
-        last_good_revision: old.last_good_revision,
-        failed_revision: old
-            .failed_revision
-            .filter(|failed| failed == observed.spec_revision),
-        verification: old.verification,
-        history: old.history,
-        canary: old.canary,
-        ..Decision::default()
-    };
+    let mut decision = Decision::carried(gs, observed);
     if in_force == observed.spec_revision
         && decision.history.first().map(|h| h.revision.as_str()) != Some(in_force.as_str())
     {
@@ -272,17 +294,7 @@ fn step(
         } else {
             HistoryVerdict::Unverified
         };
-        decision.history.insert(
-            0,
-            HistoryEntry {
-                revision: in_force.clone(),
-                image: observed.in_force.image(),
-                deployed_at: observed.now.clone(),
-                verdict,
-                metrics: Vec::new(),
-            },
-        );
-        decision.history.truncate(HISTORY_LIMIT);
+        decision.deployed(observed.in_force, observed.now, verdict);
     }
 
     let Some(spec) = verification(gs) else {

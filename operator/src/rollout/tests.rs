@@ -9,11 +9,11 @@ use crate::build::RevisionData;
 use crate::build::tests::goserver;
 use crate::crd::GoServerStatus;
 
-fn at(seconds: i64) -> Time {
+pub(super) fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).unwrap())
 }
 
-fn revision(name: &str) -> Revision {
+pub(super) fn revision(name: &str) -> Revision {
     Revision {
         name: name.to_owned(),
         data: RevisionData {

@@ -2,39 +2,18 @@
 //! each look plans the revisions, observes the Deployments as the test
 //! says, and writes the decision back as the status.
 
-use std::collections::BTreeMap;
-
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use pretty_assertions::assert_eq;
 use serde_json::json;
 
 use super::super::prometheus::QueryError;
+use super::super::tests::{at, revision};
 use super::super::{Decision, DecisionKind, Measurement, Observation, progress};
 use super::*;
-use crate::build::RevisionData;
 use crate::build::tests::goserver;
 use crate::crd::GoServerStatus;
 
 const NEW: &str = "hello-new";
 const OLD: &str = "hello-old";
-
-fn at(seconds: i64) -> Time {
-    Time(Timestamp::from_second(seconds).unwrap())
-}
-
-fn revision(name: &str) -> Revision {
-    Revision {
-        name: name.to_owned(),
-        data: RevisionData {
-            template: serde_json::from_value(
-                json!({"spec": {"containers": [{"name": "server", "image": "hello:2"}]}}),
-            )
-            .unwrap(),
-            config: BTreeMap::new(),
-        },
-    }
-}
 
 /// Two steps, 10 % then 50 %, each 30 s: a 10 s warm-up, then samples at
 /// 10 s intervals, two needed.
