@@ -462,51 +462,41 @@ impl Applier<'_> {
     async fn check_current(&self, name: &str, with_canary: bool) -> Result<()> {
         let namespace = self.namespace()?;
         let uid = self.gs.uid();
-        let foreign = |owners: &[OwnerReference]| {
-            owners
-                .iter()
-                .find(|r| r.controller == Some(true) && Some(&r.uid) != uid.as_ref())
-                .cloned()
-        };
+        let own = uid.as_deref();
+        let caches = self.caches;
         let canary = build::canary::name(name);
         let mut claims: Vec<(&'static str, &str, Option<OwnerReference>)> = vec![
             (
                 "Deployment",
                 name,
-                cache::lookup(&self.caches.deployments, namespace, name)
-                    .and_then(|c| foreign(c.owner_references())),
+                foreign(&caches.deployments, namespace, name, own),
             ),
             (
                 "Service",
                 name,
-                cache::lookup(&self.caches.services, namespace, name)
-                    .and_then(|c| foreign(c.owner_references())),
+                foreign(&caches.services, namespace, name, own),
             ),
             (
                 "Ingress",
                 name,
-                cache::lookup(&self.caches.ingresses, namespace, name)
-                    .and_then(|c| foreign(c.owner_references())),
+                foreign(&caches.ingresses, namespace, name, own),
             ),
             (
                 "HorizontalPodAutoscaler",
                 name,
-                cache::lookup(&self.caches.hpas, namespace, name)
-                    .and_then(|c| foreign(c.owner_references())),
+                foreign(&caches.hpas, namespace, name, own),
             ),
         ];
         if with_canary {
             claims.push((
                 "Deployment",
                 &canary,
-                cache::lookup(&self.caches.deployments, namespace, &canary)
-                    .and_then(|c| foreign(c.owner_references())),
+                foreign(&caches.deployments, namespace, &canary, own),
             ));
             claims.push((
                 "Service",
                 &canary,
-                cache::lookup(&self.caches.services, namespace, &canary)
-                    .and_then(|c| foreign(c.owner_references())),
+                foreign(&caches.services, namespace, &canary, own),
             ));
         }
         // Another GoServer's child under a name this one needs: one's
@@ -899,6 +889,21 @@ enum Plan<K> {
         hash: String,
         key: String,
     },
+}
+
+/// The controller of the cached child `name` of `store`, when it is not
+/// the `GoServer` with `uid`.
+fn foreign<C: Resource<DynamicType = ()> + Clone + 'static>(
+    store: &Store<C>,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Option<OwnerReference> {
+    cache::lookup(store, namespace, name)?
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true) && Some(r.uid.as_str()) != uid)
+        .cloned()
 }
 
 /// Whether the `GoServer` with `uid` is the controller among `owners`.

@@ -1084,6 +1084,17 @@ pub enum CanaryPhase {
     Aborted,
 }
 
+impl CanaryPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Progressing => "Progressing",
+            Self::Promoting => "Promoting",
+            Self::Promoted => "Promoted",
+            Self::Aborted => "Aborted",
+        }
+    }
+}
+
 /// The verdict of one canary step.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -309,17 +309,11 @@ fn encode_revisions(
             continue;
         };
         let [namespace, name] = o.labels();
-        let phase = match canary.phase {
-            CanaryPhase::Progressing => "Progressing",
-            CanaryPhase::Promoting => "Promoting",
-            CanaryPhase::Promoted => "Promoted",
-            CanaryPhase::Aborted => "Aborted",
-        };
         ConstGauge::new(i64::from(canary.weight)).encode(family.encode_family(&[
             namespace,
             name,
             ("revision", canary.revision.as_str()),
-            ("phase", phase),
+            ("phase", canary.phase.as_str()),
         ])?)?;
     }
     Ok(())

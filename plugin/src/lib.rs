@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use gantry_operator::crd::{
-    CanaryPhase, CanaryStatus, GoServer, GoServerStatus, HistoryEntry, Verdict, VerificationPhase,
+    CanaryStatus, GoServer, GoServerStatus, HistoryEntry, Verdict, VerificationPhase,
 };
 use serde::Serialize;
 
@@ -246,12 +246,7 @@ pub fn status_text(gs: &GoServer) -> String {
 /// `shop-0f4e7a6c91: Progressing, step 1 of 2 at 10% (1 passed)`.
 fn canary_line(gs: &GoServer, c: &CanaryStatus) -> String {
     let steps = gs.spec.rollout.as_ref().map_or(0, |r| r.steps.len());
-    let phase = match c.phase {
-        CanaryPhase::Progressing => "Progressing",
-        CanaryPhase::Promoting => "Promoting",
-        CanaryPhase::Promoted => "Promoted",
-        CanaryPhase::Aborted => "Aborted",
-    };
+    let phase = c.phase.as_str();
     let passed = c
         .verdicts
         .iter()
