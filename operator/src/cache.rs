@@ -40,7 +40,7 @@ use crate::apply::FIELD_MANAGER;
 use crate::build::{MANAGED_BY, MANAGED_BY_LABEL, ServiceMonitor};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
-use crate::gateway::HttpRoute;
+use crate::gateway::{self, Gateway, HttpRoute};
 use crate::optional::{OptionalKind, OptionalStreams};
 
 /// Read handles of every child store.
@@ -56,6 +56,9 @@ pub struct Caches {
     pub service_monitors: OptionalKind<ServiceMonitor>,
     /// Not waited for: the cluster may not serve the kind.
     pub routes: OptionalKind<HttpRoute>,
+    /// Every Gateway, not only gantry's (it makes none): their listeners
+    /// give a route's scheme. Not waited for.
+    pub gateways: OptionalKind<Gateway>,
 }
 
 /// A child event stream that writes its store as it goes, ready for
@@ -73,6 +76,7 @@ pub struct Streams {
     pub revisions: ChildStream<PartialObjectMeta<ControllerRevision>>,
     pub service_monitors: OptionalStreams<ServiceMonitor>,
     pub routes: OptionalStreams<HttpRoute>,
+    pub gateways: OptionalStreams<Gateway>,
 }
 
 impl Caches {
@@ -87,6 +91,10 @@ impl Caches {
         let (revisions, revision_stream) = metadata_only(client, namespace);
         let (service_monitors, service_monitor_streams) = OptionalKind::new(client, namespace);
         let (routes, route_streams) = OptionalKind::new(client, namespace);
+        // In the watched namespaces only, like everything else: with one
+        // watched namespace, the operator sees nothing outside it, so a
+        // Gateway elsewhere counts as HTTP.
+        let (gateways, gateway_streams) = OptionalKind::unowned(client, namespace, gateway::trim);
         (
             Self {
                 deployments,
@@ -97,6 +105,7 @@ impl Caches {
                 revisions,
                 service_monitors,
                 routes,
+                gateways,
             },
             Streams {
                 deployments: deployment_stream,
@@ -107,6 +116,7 @@ impl Caches {
                 revisions: revision_stream,
                 service_monitors: service_monitor_streams,
                 routes: route_streams,
+                gateways: gateway_streams,
             },
         )
     }
@@ -128,6 +138,7 @@ impl Caches {
             revisions,
             service_monitors: _,
             routes: _,
+            gateways: _,
         } = self;
         ready(deployments).await
             && ready(services).await
@@ -275,7 +286,8 @@ impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
     }
 }
 
-/// A store of `K` kept as [`Cached`], and the stream that fills it.
+/// A store of gantry's `K` children kept as [`Cached`], and the stream
+/// that fills it.
 pub(crate) fn cached<K>(
     client: &Client,
     namespace: Option<&str>,
@@ -291,8 +303,50 @@ where
         + Sync
         + 'static,
 {
+    cached_with(client, namespace, children(), trim)
+}
+
+/// A store of every `K` in `namespace` (all when `None`), gantry's or
+/// not, kept as [`Cached`], and the stream that fills it: for kinds the
+/// operator reads but does not own, such as the Gateways its routes attach
+/// to.
+pub(crate) fn cached_unowned<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    trim: fn(&mut K),
+) -> (Store<Cached<K>>, ChildStream<Cached<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let every = watcher::Config::default().page_size(LIST_PAGE_SIZE);
+    cached_with(client, namespace, every, trim)
+}
+
+fn cached_with<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> (Store<Cached<K>>, ChildStream<Cached<K>>)
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
     reflected(
-        watcher(api(client, namespace), children())
+        watcher(api(client, namespace), config)
             .backoff(watch_backoff())
             .modify(trim)
             .map(|event| event.and_then(compact)),

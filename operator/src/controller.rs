@@ -47,7 +47,7 @@ use crate::cache::{self, Cached, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::gateway::HttpRoute;
+use crate::gateway::{self, Gateway, HttpRoute};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::rollout::request::{self, Handled};
@@ -206,6 +206,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     let (caches, streams) = Caches::new(&client, namespace);
     let (store, goservers) = cache::goservers(&client, namespace);
     metrics.export_goservers(store.clone());
+    let attached = store.clone();
     let controller = Controller::for_stream(goservers, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
@@ -231,6 +232,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         revisions,
         service_monitors,
         routes,
+        gateways,
     } = streams;
     let running = controller
         .watches_stream(deployments.map_ok(trigger::<_, Deployment>), goserver_of)
@@ -252,12 +254,18 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             goserver_of,
         )
         .watches_stream(routes.children.map_ok(trigger::<_, HttpRoute>), goserver_of)
+        // A Gateway's listeners give the scheme of the routes on it.
+        .watches_stream(
+            gateways.children.map_ok(trigger::<_, Gateway>),
+            move |gateway| routes_on(&attached, &gateway),
+        )
         // An optional kind installed or removed: every GoServer learns
         // whether it can have its child.
-        .reconcile_all_on(futures::stream::select(
+        .reconcile_all_on(futures::stream::select_all([
             service_monitors.changes,
             routes.changes,
-        ))
+            gateways.changes,
+        ]))
         .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
@@ -297,6 +305,30 @@ fn next_reconcile_id() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The `GoServers` whose route names `gateway` as a parent.
+fn routes_on<C: Resource>(goservers: &Store<GoServer>, gateway: &C) -> Vec<ObjectRef<GoServer>> {
+    let (Some(name), Some(namespace)) = (
+        gateway.meta().name.as_deref(),
+        gateway.meta().namespace.as_deref(),
+    ) else {
+        return Vec::new();
+    };
+    goservers
+        .state()
+        .iter()
+        .filter(|gs| {
+            let own = gs.metadata.namespace.as_deref();
+            gs.spec.route.as_ref().is_some_and(|route| {
+                route
+                    .parent_refs
+                    .iter()
+                    .any(|p| p.name == name && p.namespace.as_deref().or(own) == Some(namespace))
+            })
+        })
+        .map(|gs| ObjectRef::from_obj(gs.as_ref()))
+        .collect()
 }
 
 /// The `GoServer` an event of one of gantry's children is for: its
@@ -407,6 +439,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 service_monitors: ctx.caches.service_monitors.presence(),
                 routes: ctx.caches.routes.presence(),
                 route: route.as_ref(),
+                route_https: gateway::serves_https(gs, &ctx.caches.gateways.store)?,
             };
             // The Events are not waited for before the status: a
             // Deployment that comes up meanwhile is seen one round trip
@@ -467,6 +500,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
                 service_monitors: ctx.caches.service_monitors.presence(),
                 routes: ctx.caches.routes.presence(),
                 route: route.as_ref(),
+                route_https: gateway::serves_https(gs, &ctx.caches.gateways.store)?,
             };
             // An unchanged status means this error was reported already:
             // no second Event, no write.

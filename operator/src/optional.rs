@@ -82,10 +82,28 @@ where
         + Sync
         + 'static,
 {
-    /// A cache of `K` in `namespace` (all when `None`), empty until the
-    /// kind is served, and the streams that drive it.
+    /// A cache of gantry's `K` children in `namespace` (all when `None`),
+    /// empty until the kind is served, and the streams that drive it.
     pub fn new(client: &Client, namespace: Option<&str>) -> (Self, OptionalStreams<K>) {
-        let (store, events) = cache::cached::<K>(client, namespace, cache::drop_managed_fields);
+        let cache = cache::cached::<K>(client, namespace, cache::drop_managed_fields);
+        Self::of(client, cache)
+    }
+
+    /// A cache of every `K` in `namespace` (all when `None`), gantry's or
+    /// not, as `trim` leaves it: for a kind the operator reads but does
+    /// not own.
+    pub fn unowned(
+        client: &Client,
+        namespace: Option<&str>,
+        trim: fn(&mut K),
+    ) -> (Self, OptionalStreams<K>) {
+        Self::of(client, cache::cached_unowned::<K>(client, namespace, trim))
+    }
+
+    fn of(
+        client: &Client,
+        (store, events): (Store<Cached<K>>, ChildStream<Cached<K>>),
+    ) -> (Self, OptionalStreams<K>) {
         let (tell, served) = watch::channel(Served::NotAsked);
         let mut opened = served.clone();
         let gate = async move {

@@ -45,6 +45,8 @@ pub struct Observed<'a> {
     pub routes: Presence,
     /// The `HTTPRoute`, when the spec has a route and it exists.
     pub route: Option<&'a HttpRoute>,
+    /// Whether a Gateway listener the route attaches to speaks HTTPS.
+    pub route_https: bool,
 }
 
 /// Whether every replica of `deployment` runs its current template and is
@@ -218,7 +220,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
             .as_ref()
             .map(|r| format!("{}/{}", r.ready, r.desired)),
         selector: Some(build::selector_string(name)),
-        url: build::url(gs),
+        url: build::url(gs, observed.route_https),
         revision,
         last_good_revision,
         failed_revision,
@@ -649,6 +651,7 @@ mod tests {
             service_monitors: Presence::Pending,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         let status = compute(&gs, &observed, &time(100));
         let value = serde_json::to_value(&status).unwrap();
@@ -691,6 +694,7 @@ mod tests {
             service_monitors: Presence::Pending,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         let first = compute(&gs, &observed, &time(100));
         gs.status = Some(first.clone());
@@ -713,6 +717,7 @@ mod tests {
             service_monitors: Presence::Pending,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         let status = compute(&gs, &observed, &time(1));
         let ready = condition(&status, READY).unwrap();
@@ -743,6 +748,7 @@ mod tests {
             service_monitors: Presence::Pending,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         let status = compute(&gs, &observed, &time(1));
         let degraded = condition(&status, DEGRADED).unwrap();
@@ -768,6 +774,7 @@ mod tests {
             service_monitors: Presence::Pending,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         let status = compute(&gs, &observed, &time(1));
         assert_eq!(
@@ -799,6 +806,7 @@ mod tests {
                 service_monitors: Presence::Pending,
                 routes: Presence::Pending,
                 route: None,
+                route_https: false,
             };
             let status = compute(&gs, &observed, &time(1));
             assert_eq!(condition(&status, READY).unwrap().status, "True");
@@ -837,6 +845,7 @@ mod tests {
             service_monitors: Presence::Pending,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         assert!(condition(&compute(&plain, &observed, &time(1)), SCALING).is_none());
     }
@@ -864,6 +873,7 @@ mod tests {
                 service_monitors: Presence::Pending,
                 routes,
                 route,
+                route_https: false,
             };
             compute(&gs, &observed, &time(1))
         };
@@ -937,6 +947,7 @@ mod tests {
             service_monitors: Presence::Missing,
             routes: Presence::Missing,
             route: None,
+            route_https: false,
         };
         let status = compute(&plain, &observed, &time(1));
         assert!(condition(&status, ROUTED).is_none());
@@ -957,6 +968,7 @@ mod tests {
                 service_monitors: presence,
                 routes: Presence::Pending,
                 route: None,
+                route_https: false,
             };
             let status = compute(&gs, &observed, &time(1));
             assert_eq!(condition(&status, READY).unwrap().status, "True");
@@ -992,6 +1004,7 @@ mod tests {
             service_monitors: Presence::Missing,
             routes: Presence::Pending,
             route: None,
+            route_https: false,
         };
         assert!(condition(&compute(&off, &observed, &time(1)), MONITORED).is_none());
     }

@@ -4,7 +4,8 @@
 //! install while everything else (its Ingress included) is applied; the
 //! same operator process creates the `HTTPRoute` once the CRDs are there,
 //! reads what a Gateway controller writes in its status, keeps it in line
-//! with the spec without rewriting it, and deletes it when the field goes.
+//! with the spec without rewriting it, takes `status.url`'s scheme from the
+//! Gateway listener it attaches to, and deletes it when the field goes.
 //! No Gateway controller runs: the test writes the route's status the way
 //! one would.
 //!
@@ -16,7 +17,7 @@ mod operator_support;
 use gantry_e2e::gateway_crds;
 use gantry_e2e::{TestNamespace, wait_for, wait_for_deletion, wait_until};
 use gantry_operator::crd::GoServer;
-use gantry_operator::gateway::HttpRoute;
+use gantry_operator::gateway::{Gateway, HttpRoute};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
@@ -239,7 +240,11 @@ async fn route_follows_the_spec_the_crds_and_the_gateway() {
         .patch(
             "web",
             &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"route": {"hostnames": ["api.example.com"], "path": {"type": "Exact", "value": "/v2"}}}})),
+            &Patch::Merge(json!({"spec": {"route": {
+                "parentRefs": [{"name": "public", "sectionName": "https"}],
+                "hostnames": ["api.example.com"],
+                "path": {"type": "Exact", "value": "/v2"},
+            }}})),
         )
         .await
         .unwrap();
@@ -248,11 +253,81 @@ async fn route_follows_the_spec_the_crds_and_the_gateway() {
         let spec = &route["spec"];
         Ok::<_, String>(
             (spec["hostnames"] == json!(["api.example.com"])
+                && spec["parentRefs"][0]["sectionName"] == "https"
                 && spec["rules"][0]["matches"][0]["path"]
                     == json!({"type": "Exact", "value": "/v2"}))
             .then_some(()),
         )
     })
+    .await
+    .unwrap();
+    // No Gateway to read the listener from: the URL says http.
+    let url_is = |url: &'static str| {
+        move |gs: &GoServer| gs.status.as_ref().and_then(|s| s.url.as_deref()) == Some(url)
+    };
+    wait_for(
+        &goservers,
+        "web",
+        "an http URL",
+        DEADLINE,
+        url_is("http://api.example.com/v2"),
+    )
+    .await
+    .unwrap();
+
+    // The Gateway appears with an HTTPS listener for the host: the URL
+    // turns https with no change to the GoServer, and back to http when
+    // the listener the route names stops speaking HTTPS.
+    let gateways: Api<Gateway> = ns.api();
+    let gateway: Gateway = serde_json::from_value(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": "public"},
+        "spec": {
+            "gatewayClassName": "example",
+            "listeners": [
+                {"name": "http", "protocol": "HTTP", "port": 80},
+                {"name": "https", "protocol": "HTTPS", "port": 443, "hostname": "*.example.com",
+                 "tls": {"mode": "Terminate", "certificateRefs": [{"name": "example-tls"}]}},
+            ],
+        },
+    }))
+    .unwrap();
+    gateways
+        .create(&PostParams::default(), &gateway)
+        .await
+        .unwrap();
+    wait_for(
+        &goservers,
+        "web",
+        "an https URL",
+        DEADLINE,
+        url_is("https://api.example.com/v2"),
+    )
+    .await
+    .unwrap();
+    gateways
+        .patch(
+            "public",
+            &PatchParams::default(),
+            &Patch::Json::<()>(
+                serde_json::from_value(json!([
+                    {"op": "replace", "path": "/spec/listeners/1/protocol", "value": "HTTP"},
+                    {"op": "replace", "path": "/spec/listeners/1/port", "value": 8080},
+                    {"op": "remove", "path": "/spec/listeners/1/tls"},
+                ]))
+                .unwrap(),
+            ),
+        )
+        .await
+        .unwrap();
+    wait_for(
+        &goservers,
+        "web",
+        "an http URL again",
+        DEADLINE,
+        url_is("http://api.example.com/v2"),
+    )
     .await
     .unwrap();
 

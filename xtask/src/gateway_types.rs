@@ -28,10 +28,16 @@ const KOPIUM: &str = "0.24.1";
 
 /// Generated files, relative to the workspace root, and the CRD manifest
 /// (in the module's `config/crd/standard/`) each comes from.
-const OUTPUTS: [(&str, &str); 1] = [(
-    "operator/src/gateway/httproute.rs",
-    "gateway.networking.k8s.io_httproutes.yaml",
-)];
+const OUTPUTS: [(&str, &str); 2] = [
+    (
+        "operator/src/gateway/httproute.rs",
+        "gateway.networking.k8s.io_httproutes.yaml",
+    ),
+    (
+        "operator/src/gateway/gateway.rs",
+        "gateway.networking.k8s.io_gateways.yaml",
+    ),
+];
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -226,14 +226,16 @@ pub fn controller_revision(
 }
 
 /// The URL the server is reached at: the route's first hostname (unless
-/// a wildcard), else the Ingress's host, if either has one. A route's URL
-/// says `http`: the scheme is the Gateway listener's, which the route does
-/// not name.
-pub fn url(gs: &GoServer) -> Option<String> {
+/// a wildcard), else the Ingress's host, if either has one. A route's
+/// scheme is its Gateway listener's, which only the Gateway knows:
+/// `route_https` says whether a listener the route attaches to speaks
+/// HTTPS (see [`crate::gateway::serves_https`]).
+pub fn url(gs: &GoServer, route_https: bool) -> Option<String> {
     if let Some(route) = &gs.spec.route
         && let Some(host) = route.hostnames.first().filter(|h| !h.starts_with("*."))
     {
-        return Some(format!("http://{host}{}", route.path.value));
+        let scheme = if route_https { "https" } else { "http" };
+        return Some(format!("{scheme}://{host}{}", route.path.value));
     }
     let ingress = gs.spec.ingress.as_ref()?;
     let host = ingress.host.as_deref()?;
@@ -332,12 +334,45 @@ pub(crate) mod tests {
     #[test]
     fn url_follows_tls() {
         let gs = goserver(json!({"image": "h", "ingress": {"host": "a.example.com"}}));
-        assert_eq!(super::url(&gs).as_deref(), Some("http://a.example.com/"));
+        assert_eq!(
+            super::url(&gs, true).as_deref(),
+            Some("http://a.example.com/")
+        );
         let gs = goserver(
             json!({"image": "h", "ingress": {"host": "a.example.com", "path": "/x", "tls": {"secretName": "t"}}}),
         );
-        assert_eq!(super::url(&gs).as_deref(), Some("https://a.example.com/x"));
+        assert_eq!(
+            super::url(&gs, false).as_deref(),
+            Some("https://a.example.com/x")
+        );
         let gs = goserver(json!({"image": "h"}));
-        assert_eq!(super::url(&gs), None);
+        assert_eq!(super::url(&gs, true), None);
+    }
+
+    #[test]
+    fn a_route_url_takes_the_listener_scheme_and_wins_over_the_ingress() {
+        let gs = goserver(json!({"image": "h",
+            "ingress": {"host": "old.example.com", "tls": {"secretName": "t"}},
+            "route": {"parentRefs": [{"name": "gw"}], "hostnames": ["*.example.com", "a.example.com"],
+                      "path": {"type": "PathPrefix", "value": "/api"}}}));
+        let route = gs.spec.route.as_ref().expect("a route");
+        assert_eq!(route.hostnames[0], "*.example.com");
+        // The first hostname is a wildcard: no URL from the route.
+        assert_eq!(
+            super::url(&gs, true).as_deref(),
+            Some("https://old.example.com/")
+        );
+        let gs = goserver(json!({"image": "h",
+            "ingress": {"host": "old.example.com"},
+            "route": {"parentRefs": [{"name": "gw"}], "hostnames": ["a.example.com"],
+                      "path": {"type": "PathPrefix", "value": "/api"}}}));
+        assert_eq!(
+            super::url(&gs, true).as_deref(),
+            Some("https://a.example.com/api")
+        );
+        assert_eq!(
+            super::url(&gs, false).as_deref(),
+            Some("http://a.example.com/api")
+        );
     }
 }
