@@ -116,8 +116,7 @@ fn request_span(req: &Request<Body>) -> Span {
     let trace_id = req
         .extensions()
         .get::<TraceContext>()
-        .map(TraceContext::trace_id)
-        .unwrap_or_default();
+        .map_or("", TraceContext::trace_id);
     let request_id = req
         .headers()
         .get(&X_REQUEST_ID)
@@ -128,7 +127,7 @@ fn request_span(req: &Request<Body>) -> Span {
         "request",
         method = %req.method(),
         route = %route,
-        trace_id = trace_id.as_str(),
+        trace_id,
         request_id,
     )
 }
@@ -165,11 +164,18 @@ async fn header_size_guard(req: Request, next: Next) -> axum::response::Response
     next.run(req).await
 }
 
-async fn root() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({
-        "message": "Hello from gantry-server",
-        "version": env!("CARGO_PKG_VERSION"),
-    }))
+/// The body of `/`.
+#[derive(serde::Serialize)]
+struct Hello {
+    message: &'static str,
+    version: &'static str,
+}
+
+async fn root() -> axum::Json<Hello> {
+    axum::Json(Hello {
+        message: "Hello from gantry-server",
+        version: env!("CARGO_PKG_VERSION"),
+    })
 }
 
 /// Liveness: the process runs and serves requests. It checks no dependency,

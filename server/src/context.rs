@@ -30,19 +30,52 @@ use crate::metrics::{matched_route, method_label};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
 /// This server's span for the request, as the rest of the stack sees it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct TraceContext(SpanContext);
+pub struct TraceContext {
+    span: SpanContext,
+    /// The trace id in hex, written once: the span, the default request id
+    /// and problem bodies all carry it.
+    trace_id: TraceIdHex,
+}
 
 impl TraceContext {
-    /// 32 lowercase hex digits.
-    pub fn trace_id(&self) -> String {
-        self.0.trace_id().to_string()
+    fn new(span: SpanContext) -> Self {
+        let trace_id = TraceIdHex::of(&span);
+        Self { span, trace_id }
+    }
+
+    /// 32 lowercase hex digits, as OpenTelemetry writes them.
+    pub fn trace_id(&self) -> &str {
+        self.trace_id.as_str()
     }
 
     /// This server's span id, 16 lowercase hex digits.
     pub fn span_id(&self) -> String {
-        self.0.span_id().to_string()
+        self.span.span_id().to_string()
+    }
+}
+
+/// A trace id as 32 lowercase hex digits, kept without a heap allocation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct TraceIdHex([u8; 32]);
+
+impl TraceIdHex {
+    fn of(span: &SpanContext) -> Self {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut hex = [0; 32];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(span.trace_id().to_bytes()) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        Self(hex)
+    }
+
+    fn as_str(&self) -> &str {
+        // Only ASCII hex digits are ever written.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -94,7 +127,8 @@ pub async fn trace_context(
         )
         .start_with_context(&tracing.tracer, &parent);
     let context = span.span_context().clone();
-    req.extensions_mut().insert(TraceContext(context.clone()));
+    req.extensions_mut()
+        .insert(TraceContext::new(context.clone()));
 
     let mut response = next.run(req).await;
 
@@ -107,10 +141,15 @@ pub async fn trace_context(
         span.set_status(Status::error(status.to_string()));
     }
     span.end();
+    let headers = response.headers_mut();
     tracing.propagator.inject_context(
         &Context::new().with_remote_span_context(context),
-        &mut HeaderInjector(response.headers_mut()),
+        &mut HeaderInjector(headers),
     );
+    // The propagator writes `tracestate` even when the trace has none.
+    if headers.get(&TRACESTATE).is_some_and(HeaderValue::is_empty) {
+        headers.remove(&TRACESTATE);
+    }
     response
 }
 
@@ -122,8 +161,28 @@ pub struct RequestIdFromTrace;
 impl MakeRequestId for RequestIdFromTrace {
     fn make_request_id<B>(&mut self, request: &axum::http::Request<B>) -> Option<RequestId> {
         let trace = request.extensions().get::<TraceContext>()?;
-        HeaderValue::from_str(&trace.trace_id())
+        HeaderValue::from_str(trace.trace_id())
             .ok()
             .map(RequestId::new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
+
+    #[test]
+    fn the_trace_id_reads_as_opentelemetry_writes_it() {
+        for id in [1_u128, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736, u128::MAX] {
+            let span = SpanContext::new(
+                TraceId::from(id),
+                SpanId::from(7_u64),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            );
+            let context = super::TraceContext::new(span.clone());
+            assert_eq!(context.trace_id(), span.trace_id().to_string());
+        }
     }
 }

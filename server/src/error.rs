@@ -298,14 +298,12 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 /// response that is not already a problem becomes one, keeping its status
 /// and headers (`Allow`, `Retry-After`, ...).
 pub async fn problem_bodies(req: Request, next: Next) -> Response {
-    let trace_id = req
-        .extensions()
-        .get::<TraceContext>()
-        .map(TraceContext::trace_id)
-        .unwrap_or_default();
+    // Cloned, not formatted: most responses are not problems.
+    let trace = req.extensions().get::<TraceContext>().cloned();
+    let trace_id = || trace.as_ref().map_or("", TraceContext::trace_id).to_owned();
     let mut response = next.run(req).await;
     if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
-        problem.trace_id = trace_id;
+        problem.trace_id = trace_id();
         let (parts, _) = response.into_parts();
         return render(parts, &problem);
     }
@@ -331,7 +329,7 @@ pub async fn problem_bodies(req: Request, next: Next) -> Response {
         _ => status.canonical_reason().unwrap_or("error"),
     };
     let mut problem = Problem::new(code, message);
-    problem.trace_id = trace_id;
+    problem.trace_id = trace_id();
     // Keep the status the middleware chose (a 408 stays visible as a timeout code only).
     if code == Code::Timeout {
         parts.status = StatusCode::SERVICE_UNAVAILABLE;

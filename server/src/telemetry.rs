@@ -15,13 +15,12 @@ use std::io::IsTerminal;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
 use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::fmt::format::JsonFields;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{Config, LogFormat, LogLevel};
-use crate::log_output::{JsonLines, LogWriter};
+use crate::log_output::{JsonLines, JsonSpanFields, LogWriter};
 
 /// The name request spans are recorded under.
 const TRACER_NAME: &str = "gantry-server";
@@ -117,7 +116,7 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
     let log = LogWriter::stdout().map_err(TelemetryError::LogWriter)?;
     let fmt = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
-            .fmt_fields(JsonFields::new())
+            .fmt_fields(JsonSpanFields)
             .event_format(JsonLines)
             .with_writer(log.clone())
             .boxed(),

@@ -207,10 +207,21 @@ async fn trace_context_is_continued_and_returned() {
     );
 
     // Absent: both generated, and the request id defaults to the trace id.
+    // No `tracestate` came in, and none goes out (not even an empty one).
     let (_, headers, _) = call(&router, get("/")).await;
     let traceparent = headers["traceparent"].to_str().unwrap().to_owned();
     let generated = traceparent.split('-').nth(1).unwrap();
     assert_eq!(headers["x-request-id"], generated);
+    assert_eq!(headers.get("tracestate"), None, "{headers:?}");
+
+    // A caller's `tracestate` travels with the trace it belongs to.
+    let req = Request::get("/")
+        .header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"))
+        .header("tracestate", "vendor=abc")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = call(&router, req).await;
+    assert_eq!(headers["tracestate"], "vendor=abc");
 }
 
 #[tokio::test]
