@@ -125,8 +125,8 @@ fn request_span(req: &Request<Body>) -> Span {
     let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
     tracing::error_span!(
         "request",
-        method = %req.method(),
-        route = %route,
+        method = req.method().as_str(),
+        route,
         trace_id,
         request_id,
     )
