@@ -286,6 +286,32 @@ impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
     }
 }
 
+/// A namespaced kind the caches hold as [`Cached`]: what its watch, its
+/// store and its compact form need.
+pub trait CachedKind:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> CachedKind for K where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + Debug
+        + Serialize
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A store of gantry's `K` children kept as [`Cached`], and the stream
 /// that fills it.
 pub(crate) fn cached<K>(
@@ -294,14 +320,7 @@ pub(crate) fn cached<K>(
     trim: fn(&mut K),
 ) -> (Store<Cached<K>>, ChildStream<Cached<K>>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: CachedKind,
 {
     cached_with(client, namespace, children(), trim)
 }
@@ -316,14 +335,7 @@ pub(crate) fn cached_unowned<K>(
     trim: fn(&mut K),
 ) -> (Store<Cached<K>>, ChildStream<Cached<K>>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: CachedKind,
 {
     let every = watcher::Config::default().page_size(LIST_PAGE_SIZE);
     cached_with(client, namespace, every, trim)
@@ -336,14 +348,7 @@ fn cached_with<K>(
     trim: fn(&mut K),
 ) -> (Store<Cached<K>>, ChildStream<Cached<K>>)
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: CachedKind,
 {
     reflected(
         watcher(api(client, namespace), config)

@@ -11,20 +11,16 @@
 //! reconcile of every `GoServer` (`Controller::reconcile_all_on`), so that
 //! those that want the child get it, or are told why not.
 
-use std::fmt;
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::cache::{self, Cached, ChildStream};
+use crate::cache::{self, Cached, CachedKind, ChildStream};
 
 /// How often discovery is asked whether the kind is served.
 pub const POLL: Duration = Duration::from_secs(10);
@@ -73,14 +69,7 @@ pub struct OptionalStreams<K> {
 
 impl<K> OptionalKind<K>
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + fmt::Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: CachedKind,
 {
     /// A cache of gantry's `K` children in `namespace` (all when `None`),
     /// empty until the kind is served, and the streams that drive it.

@@ -51,11 +51,6 @@ impl TraceContext {
     pub fn trace_id(&self) -> &str {
         self.trace_id.as_str()
     }
-
-    /// This server's span id, 16 lowercase hex digits.
-    pub fn span_id(&self) -> String {
-        self.span.span_id().to_string()
-    }
 }
 
 /// A trace id as 32 lowercase hex digits, kept without a heap allocation.
@@ -64,12 +59,9 @@ struct TraceIdHex([u8; 32]);
 
 impl TraceIdHex {
     fn of(span: &SpanContext) -> Self {
-        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut hex = [0; 32];
-        for (pair, byte) in hex.chunks_exact_mut(2).zip(span.trace_id().to_bytes()) {
-            pair[0] = DIGITS[usize::from(byte >> 4)];
-            pair[1] = DIGITS[usize::from(byte & 0xf)];
-        }
+        // 16 bytes always fit 32 digits.
+        let _ = hex::encode_to_slice(span.trace_id().to_bytes(), &mut hex);
         Self(hex)
     }
 

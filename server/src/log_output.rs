@@ -145,16 +145,9 @@ fn write_timestamp(out: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Res
         cached.set((secs, text));
         Ok(text)
     })?;
-    let mut micros = [b'0'; 7];
-    let mut n = since_epoch.subsec_micros();
-    for digit in micros[..6].iter_mut().rev() {
-        *digit = b'0' + u8::try_from(n % 10).unwrap_or(0);
-        n /= 10;
-    }
-    micros[6] = b'Z';
     // Only ASCII was written.
     out.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
-    out.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)
+    write!(out, "{:06}Z", since_epoch.subsec_micros())
 }
 
 /// A span's fields as a JSON object, the text tracing-subscriber's
