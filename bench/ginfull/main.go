@@ -5,7 +5,8 @@
 // Per request, in gantry-server's order: W3C trace context (a valid
 // `traceparent` is continued, otherwise a trace is started; the response
 // names this hop's span), `x-request-id` kept or set to the trace id, a JSON
-// access-log line with gantry-server's fields written to standard output,
+// access-log line with gantry-server's fields written to standard output
+// in batches,
 // Prometheus metrics with gantry-server's names, labels and buckets, RFC
 // 9457 problem bodies for every error, a 431 guard on header size, panic
 // recovery, a 10 s deadline and a 1 MiB body limit. On /api: a bearer token
@@ -224,9 +225,51 @@ func methodLabel(method string) string {
 	return "OTHER"
 }
 
+// batchedOutput collects log lines and writes them to standard output in
+// batches, flushInterval after the first line of a batch, as gantry-server's
+// log writer does: the request never waits for a write, and a busy server
+// makes one write per batch instead of one per line. Past maxPending bytes
+// waiting, the request that logs writes the batch itself.
+type batchedOutput struct {
+	mu      sync.Mutex
+	pending []byte
+	// Held while a batch is taken and written, so batches stay in order.
+	output sync.Mutex
+}
+
+const (
+	flushInterval = 10 * time.Millisecond
+	maxPending    = 1 << 20
+)
+
+func (b *batchedOutput) writeLine(line []byte) {
+	b.mu.Lock()
+	first := len(b.pending) == 0
+	b.pending = append(b.pending, line...)
+	full := len(b.pending) > maxPending
+	b.mu.Unlock()
+	if full {
+		b.flush()
+	} else if first {
+		time.AfterFunc(flushInterval, b.flush)
+	}
+}
+
+func (b *batchedOutput) flush() {
+	b.output.Lock()
+	defer b.output.Unlock()
+	b.mu.Lock()
+	batch := b.pending
+	b.pending = nil
+	b.mu.Unlock()
+	if len(batch) > 0 {
+		os.Stdout.Write(batch)
+	}
+}
+
 // accessLogAndMetrics writes one JSON line per response to standard output
-// (one write each, as gantry-server does) and counts and times the request.
-func accessLogAndMetrics(m *metrics) gin.HandlerFunc {
+// (in batches, as gantry-server does) and counts and times the request.
+func accessLogAndMetrics(m *metrics, logs *batchedOutput) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		start := time.Now()
 		method, routeLabel := methodLabel(c.Request.Method), route(c)
@@ -253,7 +296,7 @@ func accessLogAndMetrics(m *metrics) gin.HandlerFunc {
 			line.Level, line.Message, line.Error = "ERROR", "request failed", c.Errors.String()
 		}
 		out, _ := json.Marshal(line)
-		os.Stdout.Write(append(out, '\n'))
+		logs.writeLine(append(out, '\n'))
 	}
 }
 
@@ -387,6 +430,7 @@ func main() {
 	}
 	db, getUser := openDatabase(database)
 	m := newMetrics()
+	logs := &batchedOutput{}
 	limiter := &clientLimiter{
 		limiters: map[string]*rate.Limiter{},
 		limit:    rate.Limit(envInt("RATE_LIMIT_PER_SECOND", 50)),
@@ -396,7 +440,7 @@ func main() {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
-	r.Use(traceContext, requestID, accessLogAndMetrics(m), headerSizeGuard,
+	r.Use(traceContext, requestID, accessLogAndMetrics(m, logs), headerSizeGuard,
 		gin.CustomRecovery(func(c *gin.Context, err any) {
 			c.Error(fmt.Errorf("handler panicked: %v", err))
 			abortWithProblem(c, 5000, "internal error; see the server log for this trace id")
