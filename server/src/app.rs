@@ -5,7 +5,8 @@
 //!
 //! 1. trace context: `traceparent` in and out through OpenTelemetry, the request's span
 //! 2. request id: `x-request-id` kept or set (to the trace id), and returned
-//! 3. access log: one span per request (method, route, trace id), one line per response
+//! 3. access log: the request's fields (method, route, trace id, request id) on
+//!    every line logged while it is served, one line per response
 //! 4. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge
 //! 5. problem bodies: any bare error response becomes `application/problem+json`
 //! 6. header size guard: 431 for oversize headers
@@ -20,9 +21,8 @@
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderValue, Response, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -33,12 +33,10 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::TraceLayer;
-use tracing::Span;
 
-use crate::context::{RequestIdFromTrace, TraceContext, X_REQUEST_ID, trace_context};
-use crate::error::{ApiError, Code, ErrorDetail, Problem, panic_response, problem_bodies};
-use crate::metrics::route_label;
+use crate::access_log::AccessLogLayer;
+use crate::context::{RequestIdFromTrace, X_REQUEST_ID, trace_context};
+use crate::error::{ApiError, Code, Problem, panic_response, problem_bodies};
 use crate::state::AppState;
 
 /// Requests whose headers add up to more than this are refused with 431.
@@ -79,13 +77,7 @@ pub fn app(state: AppState) -> Router {
             RequestIdFromTrace,
         ))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_request(())
-                .on_response(log_response)
-                .on_failure(()),
-        )
+        .layer(AccessLogLayer::new(config.log_format))
         .layer(from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
@@ -107,44 +99,6 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .with_state(state.clone())
         .layer(middleware)
-}
-
-/// The access-log span. Its level is ERROR so that it exists whatever
-/// `LOG_LEVEL` is: a span filtered out would take the trace id off every line
-/// logged inside the request.
-fn request_span(req: &Request<Body>) -> Span {
-    let trace_id = req
-        .extensions()
-        .get::<TraceContext>()
-        .map_or("", TraceContext::trace_id);
-    let request_id = req
-        .headers()
-        .get(&X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
-    tracing::error_span!(
-        "request",
-        method = req.method().as_str(),
-        route,
-        trace_id,
-        request_id,
-    )
-}
-
-/// The access-log line: status and latency, and for a 5xx the logged cause.
-fn log_response(response: &Response<Body>, latency: Duration, _span: &Span) {
-    let status = response.status().as_u16();
-    let latency_ms = latency.as_secs_f64() * 1000.0;
-    if response.status().is_server_error() {
-        let error = response
-            .extensions()
-            .get::<ErrorDetail>()
-            .map_or("", |d| &*d.0);
-        tracing::error!(status, latency_ms, error, "request failed");
-    } else {
-        tracing::info!(status, latency_ms, "request finished");
-    }
 }
 
 /// 431 before any handler reads oversize headers.

@@ -18,7 +18,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _,
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, TraceId, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
@@ -43,7 +43,7 @@ pub struct TraceContext {
 
 impl TraceContext {
     fn new(span: SpanContext) -> Self {
-        let trace_id = TraceIdHex::of(&span);
+        let trace_id = TraceIdHex::from(span.trace_id());
         Self { span, trace_id }
     }
 
@@ -51,21 +51,28 @@ impl TraceContext {
     pub fn trace_id(&self) -> &str {
         self.trace_id.as_str()
     }
+
+    /// The same, as a value to keep.
+    pub fn trace_id_hex(&self) -> TraceIdHex {
+        self.trace_id
+    }
 }
 
 /// A trace id as 32 lowercase hex digits, kept without a heap allocation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct TraceIdHex([u8; 32]);
+pub struct TraceIdHex([u8; 32]);
 
-impl TraceIdHex {
-    fn of(span: &SpanContext) -> Self {
+impl From<TraceId> for TraceIdHex {
+    fn from(id: TraceId) -> Self {
         let mut hex = [0; 32];
         // 16 bytes always fit 32 digits.
-        let _ = hex::encode_to_slice(span.trace_id().to_bytes(), &mut hex);
+        let _ = hex::encode_to_slice(id.to_bytes(), &mut hex);
         Self(hex)
     }
+}
 
-    fn as_str(&self) -> &str {
+impl TraceIdHex {
+    pub fn as_str(&self) -> &str {
         // Only ASCII hex digits are ever written.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }

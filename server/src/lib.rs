@@ -6,6 +6,7 @@
 //! [`app::app`], the router with every route and middleware, over the
 //! connections [`connections`] accepts, until a signal starts the drain. [`error`] makes every failure an RFC 9457 problem.
 
+pub mod access_log;
 pub mod allocations;
 pub mod api;
 pub mod app;

@@ -36,6 +36,8 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
 use tracing_subscriber::registry::LookupSpan;
 
+use crate::access_log::{self, RequestFields};
+
 /// How long the first line of a batch waits before the batch is written.
 pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -71,17 +73,27 @@ where
         fields.result?;
         writer.write_str(",\"target\":")?;
         json_str(&mut writer, meta.target())?;
+        // The request's fields come first, as the outermost span would.
+        let mut spans = access_log::with_current(|request| {
+            writer.write_str(",\"spans\":[")?;
+            request_object(&mut writer, request)
+        })
+        .transpose()?
+        .is_some();
         let current = event
             .parent()
             .and_then(|id| ctx.span(id))
             .or_else(|| ctx.lookup_current());
         if current.is_some() {
-            writer.write_str(",\"spans\":[")?;
+            if !spans {
+                writer.write_str(",\"spans\":[")?;
+            }
             if let Some(leaf) = ctx.lookup_current() {
-                for (i, span) in leaf.scope().from_root().enumerate() {
-                    if i > 0 {
+                for span in leaf.scope().from_root() {
+                    if spans {
                         writer.write_char(',')?;
                     }
+                    spans = true;
                     let extensions = span.extensions();
                     let rendered = extensions
                         .get::<FormattedFields<N>>()
@@ -97,10 +109,26 @@ where
                     writer.write_char('}')?;
                 }
             }
+        }
+        if spans {
             writer.write_char(']')?;
         }
         writer.write_str("}\n")
     }
+}
+
+/// A request's fields as the object a span named `request` with them would
+/// be.
+fn request_object(out: &mut impl fmt::Write, request: &RequestFields) -> fmt::Result {
+    out.write_str("{\"method\":")?;
+    json_str(out, request.method.as_str())?;
+    out.write_str(",\"route\":")?;
+    json_str(out, request.route)?;
+    out.write_str(",\"trace_id\":")?;
+    json_str(out, request.trace_id())?;
+    out.write_str(",\"request_id\":")?;
+    json_str(out, request.request_id())?;
+    out.write_str(",\"name\":\"request\"}")
 }
 
 /// The time since the Unix epoch.
@@ -458,26 +486,7 @@ mod tests {
     /// The lines tracing-subscriber's JSON format writes with this
     /// server's settings, or [`JsonLines`]'s, parsed, without timestamps.
     fn lines(ours: bool) -> Vec<serde_json::Value> {
-        use tracing_subscriber::layer::SubscriberExt;
-        use tracing_subscriber::{Layer, Registry};
-
-        let buffer = Buffer::default();
-        let layer = if ours {
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonSpanFields)
-                .event_format(JsonLines)
-                .with_writer(buffer.clone())
-                .boxed()
-        } else {
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(true)
-                .with_writer(buffer.clone())
-                .boxed()
-        };
-        tracing::subscriber::with_default(Registry::default().with(layer), || {
+        capture(ours, || {
             tracing::info!(version = "0.1.0", otlp = false, "starting");
             let span = tracing::error_span!(
                 "request",
@@ -507,7 +516,32 @@ mod tests {
                 list = ?vec![1, 2],
                 "request failed"
             );
-        });
+        })
+    }
+
+    /// The lines `log` logs, through [`JsonLines`] or tracing-subscriber's
+    /// JSON format, parsed, without timestamps.
+    fn capture(ours: bool, log: impl FnOnce()) -> Vec<serde_json::Value> {
+        use tracing_subscriber::layer::SubscriberExt;
+        use tracing_subscriber::{Layer, Registry};
+
+        let buffer = Buffer::default();
+        let layer = if ours {
+            tracing_subscriber::fmt::layer()
+                .fmt_fields(JsonSpanFields)
+                .event_format(JsonLines)
+                .with_writer(buffer.clone())
+                .boxed()
+        } else {
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(true)
+                .with_writer(buffer.clone())
+                .boxed()
+        };
+        tracing::subscriber::with_default(Registry::default().with(layer), log);
         let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
         text.lines()
             .map(|line| {
@@ -535,5 +569,54 @@ mod tests {
         assert_eq!(ours[1]["spans"][1], serde_json::json!({"name": "inner"}));
         assert_eq!(ours[3]["spans"][0]["user"], "u\n1");
         assert_eq!(ours[3]["spans"][0]["ok"], false);
+    }
+
+    /// A request's fields from the access log are the span named `request`
+    /// that tracing-subscriber would show, outermost, before the spans
+    /// opened inside the request.
+    #[test]
+    fn request_fields_are_the_outermost_span() {
+        let trace_id =
+            opentelemetry::trace::TraceId::from(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+        let request_id = "a \"quoted\"\tid";
+        let body = || {
+            tracing::info!("inside");
+            let inner = tracing::info_span!("inner", user = 7);
+            let _inner = inner.enter();
+            tracing::info!(status = 200_u16, latency_ms = 0.41, "request finished");
+        };
+        let ours = capture(true, || {
+            tracing::info!("outside");
+            let fields = RequestFields {
+                method: axum::http::Method::PATCH,
+                route: "/api/v1/users/{id}",
+                trace_id: Some(trace_id.into()),
+                request_id: Some(axum::http::HeaderValue::from_static(request_id)),
+            };
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
+                .block_on(fields.scope(async { body() }));
+        });
+        let theirs = capture(false, || {
+            tracing::info!("outside");
+            let span = tracing::error_span!(
+                "request",
+                method = "PATCH",
+                route = "/api/v1/users/{id}",
+                trace_id = %trace_id,
+                request_id,
+            );
+            span.in_scope(body);
+        });
+        assert_eq!(ours.len(), 3);
+        assert_eq!(ours, theirs);
+        assert!(ours[0].get("spans").is_none());
+        assert_eq!(ours[1]["spans"].as_array().map(Vec::len), Some(1));
+        assert_eq!(ours[2]["spans"][0]["request_id"], request_id);
+        assert_eq!(
+            ours[2]["spans"][1],
+            serde_json::json!({"name": "inner", "user": 7})
+        );
     }
 }
