@@ -18,12 +18,12 @@
 //!
 //! Static files and probes skip 11.
 
+use std::ops::ControlFlow;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use serde::Deserialize;
@@ -35,8 +35,10 @@ use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::access_log::AccessLogLayer;
-use crate::context::{RequestIdFromTrace, X_REQUEST_ID, trace_context};
-use crate::error::{ApiError, Code, Problem, panic_response, problem_bodies};
+use crate::context::{RequestIdFromTrace, X_REQUEST_ID};
+use crate::error::{ApiError, Code, Problem, ProblemBodies, panic_response};
+use crate::metrics::Track;
+use crate::middleware::{self, Around};
 use crate::state::AppState;
 
 /// Requests whose headers add up to more than this are refused with 431.
@@ -71,19 +73,16 @@ pub fn app(state: AppState) -> Router {
     // services. The order is the same: the first layer listed is the
     // outermost, and still sees the matched route.
     let middleware = tower::ServiceBuilder::new()
-        .layer(from_fn_with_state(state.tracing.clone(), trace_context))
+        .layer(middleware::layer(state.tracing.clone()))
         .layer(SetRequestIdLayer::new(
             X_REQUEST_ID.clone(),
             RequestIdFromTrace,
         ))
         .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         .layer(AccessLogLayer::new(config.log_format))
-        .layer(from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::track,
-        ))
-        .layer(from_fn(problem_bodies))
-        .layer(from_fn(header_size_guard))
+        .layer(middleware::layer(Track(state.metrics.clone())))
+        .layer(middleware::layer(ProblemBodies))
+        .layer(middleware::layer(HeaderSizeGuard))
         .layer(CatchPanicLayer::custom(panic_response))
         // 408 marks the timeout for `problem_bodies`, which answers 503 with code 5031:
         // the server, not the client, was too slow.
@@ -102,20 +101,29 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// 431 before any handler reads oversize headers.
-async fn header_size_guard(req: Request, next: Next) -> axum::response::Response {
-    let size: usize = req
-        .headers()
-        .iter()
-        .map(|(name, value)| name.as_str().len() + value.len())
-        .sum();
-    if size > MAX_HEADER_BYTES {
-        return Problem::new(
-            Code::HeadersTooLarge,
-            format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
-        )
-        .into_response();
+#[derive(Clone, Copy, Debug)]
+struct HeaderSizeGuard;
+
+impl Around for HeaderSizeGuard {
+    type Carry = ();
+
+    fn before(&self, req: &mut Request) -> ControlFlow<axum::response::Response, ()> {
+        let size: usize = req
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if size > MAX_HEADER_BYTES {
+            return ControlFlow::Break(
+                Problem::new(
+                    Code::HeadersTooLarge,
+                    format!("request headers exceed {MAX_HEADER_BYTES} bytes"),
+                )
+                .into_response(),
+            );
+        }
+        ControlFlow::Continue(())
     }
-    next.run(req).await
 }
 
 /// The body of `/`.

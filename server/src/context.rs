@@ -11,10 +11,10 @@
 //! span ends when the response is ready, carrying its status.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{
@@ -23,10 +23,11 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracer;
+use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
 use crate::metrics::{matched_route, method_label};
+use crate::middleware::Around;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -78,78 +79,78 @@ impl TraceIdHex {
     }
 }
 
-/// What the trace-context middleware needs: the tracer that makes request
-/// spans (and exports them when OTLP is on) and the W3C propagator.
+/// The trace-context middleware, with the tracer that makes request spans
+/// (and exports them when OTLP is on). `traceparent` is read and written by
+/// OpenTelemetry's W3C propagator.
 #[derive(Clone, Debug)]
 pub struct Tracing {
     tracer: SdkTracer,
-    propagator: TraceContextPropagator,
 }
 
 impl Tracing {
     pub fn new(tracer: SdkTracer) -> Self {
-        Self {
-            tracer,
-            propagator: TraceContextPropagator::new(),
-        }
+        Self { tracer }
     }
 }
 
-/// Middleware: starts the request's span, returns `traceparent`.
-pub async fn trace_context(
-    State(tracing): State<Tracing>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let parent = tracing.propagator.extract(&HeaderExtractor(req.headers()));
-    let method = method_label(req.method());
-    let route = matched_route(req.extensions().get::<MatchedPath>(), req.uri().path());
-    // OpenTelemetry's HTTP conventions: `{method} {route}`, and the method
-    // alone without `http.route` when no route matched. The metrics label
-    // `unmatched` is not a route: as `http.route` it would show a trace
-    // backend a route the server does not have.
-    let name: Cow<'static, str> = match route {
-        Some(route) => format!("{method} {route}").into(),
-        None => method.into(),
-    };
-    let mut span = tracing
-        .tracer
-        .span_builder(name)
-        .with_kind(SpanKind::Server)
-        .with_attributes(
-            [
-                Some(KeyValue::new("http.request.method", method)),
-                route.map(|route| KeyValue::new("http.route", route)),
-            ]
-            .into_iter()
-            .flatten(),
-        )
-        .start_with_context(&tracing.tracer, &parent);
-    let context = span.span_context().clone();
-    req.extensions_mut()
-        .insert(TraceContext::new(context.clone()));
+/// Starts the request's span; ends it with the response's status and
+/// returns `traceparent`.
+impl Around for Tracing {
+    /// The request's span, to end with its status.
+    type Carry = SdkSpan;
 
-    let mut response = next.run(req).await;
+    fn before(&self, req: &mut Request) -> ControlFlow<Response, SdkSpan> {
+        let parent = TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
+        let method = method_label(req.method());
+        let route = matched_route(req.extensions().get::<MatchedPath>(), req.uri().path());
+        // OpenTelemetry's HTTP conventions: `{method} {route}`, and the method
+        // alone without `http.route` when no route matched. The metrics label
+        // `unmatched` is not a route: as `http.route` it would show a trace
+        // backend a route the server does not have.
+        let name: Cow<'static, str> = match route {
+            Some(route) => format!("{method} {route}").into(),
+            None => method.into(),
+        };
+        let span = self
+            .tracer
+            .span_builder(name)
+            .with_kind(SpanKind::Server)
+            .with_attributes(
+                [
+                    Some(KeyValue::new("http.request.method", method)),
+                    route.map(|route| KeyValue::new("http.route", route)),
+                ]
+                .into_iter()
+                .flatten(),
+            )
+            .start_with_context(&self.tracer, &parent);
+        req.extensions_mut()
+            .insert(TraceContext::new(span.span_context().clone()));
+        ControlFlow::Continue(span)
+    }
 
-    let status = response.status();
-    span.set_attribute(KeyValue::new(
-        "http.response.status_code",
-        i64::from(status.as_u16()),
-    ));
-    if status.is_server_error() {
-        span.set_status(Status::error(status.to_string()));
+    fn after(mut span: SdkSpan, mut response: Response) -> Response {
+        let status = response.status();
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            span.set_status(Status::error(status.to_string()));
+        }
+        let context = span.span_context().clone();
+        span.end();
+        let headers = response.headers_mut();
+        TraceContextPropagator::new().inject_context(
+            &Context::new().with_remote_span_context(context),
+            &mut HeaderInjector(headers),
+        );
+        // The propagator writes `tracestate` even when the trace has none.
+        if headers.get(&TRACESTATE).is_some_and(HeaderValue::is_empty) {
+            headers.remove(&TRACESTATE);
+        }
+        response
     }
-    span.end();
-    let headers = response.headers_mut();
-    tracing.propagator.inject_context(
-        &Context::new().with_remote_span_context(context),
-        &mut HeaderInjector(headers),
-    );
-    // The propagator writes `tracestate` even when the trace has none.
-    if headers.get(&TRACESTATE).is_some_and(HeaderValue::is_empty) {
-        headers.remove(&TRACESTATE);
-    }
-    response
 }
 
 /// Makes the request id when the caller sent none: the trace id, so that one

@@ -12,17 +12,18 @@
 //! [`TraceContext`], renders the final body.
 
 use std::borrow::Cow;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::context::TraceContext;
+use crate::context::{TraceContext, TraceIdHex};
+use crate::middleware::Around;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -297,11 +298,29 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 /// Middleware: every problem gets the request's trace id, and any error
 /// response that is not already a problem becomes one, keeping its status
 /// and headers (`Allow`, `Retry-After`, ...).
-pub async fn problem_bodies(req: Request, next: Next) -> Response {
-    // Cloned, not formatted: most responses are not problems.
-    let trace = req.extensions().get::<TraceContext>().cloned();
-    let trace_id = || trace.as_ref().map_or("", TraceContext::trace_id).to_owned();
-    let mut response = next.run(req).await;
+#[derive(Clone, Copy, Debug)]
+pub struct ProblemBodies;
+
+impl Around for ProblemBodies {
+    /// The request's trace id; not formatted, since most responses are not
+    /// problems.
+    type Carry = Option<TraceIdHex>;
+
+    fn before(&self, req: &mut Request) -> ControlFlow<Response, Option<TraceIdHex>> {
+        ControlFlow::Continue(
+            req.extensions()
+                .get::<TraceContext>()
+                .map(TraceContext::trace_id_hex),
+        )
+    }
+
+    fn after(trace: Option<TraceIdHex>, response: Response) -> Response {
+        problem_body(trace, response)
+    }
+}
+
+fn problem_body(trace: Option<TraceIdHex>, mut response: Response) -> Response {
+    let trace_id = || trace.as_ref().map_or("", TraceIdHex::as_str).to_owned();
     if let Some(mut problem) = response.extensions_mut().remove::<Problem>() {
         problem.trace_id = trace_id();
         let (parts, _) = response.into_parts();

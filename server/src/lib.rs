@@ -17,6 +17,7 @@ pub mod db;
 pub mod error;
 pub mod log_output;
 pub mod metrics;
+pub mod middleware;
 pub mod process;
 pub mod server;
 pub mod state;

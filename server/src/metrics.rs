@@ -5,12 +5,12 @@
 //! share one label, and unusual methods fold into `OTHER`.
 
 use std::collections::BTreeSet;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,6 +18,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::middleware::Around;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -208,26 +210,55 @@ impl Drop for InFlight {
 }
 
 /// Middleware: counts and times every request.
-pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
-    let method = method_label(req.method());
-    let route = route_label(req.extensions().get::<MatchedPath>(), req.uri().path());
-    metrics.in_flight.inc();
-    let _guard = InFlight(metrics.in_flight.clone());
-    let start = Instant::now();
-    let response = next.run(req).await;
-    metrics
-        .duration
-        .get_or_create(&DurationLabels { method, route })
-        .observe(start.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
+#[derive(Clone, Debug)]
+pub struct Track(pub Arc<Metrics>);
+
+/// What [`Track`] carries from a request to its response.
+pub struct Started {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    route: &'static str,
+    start: Instant,
+    _in_flight: InFlight,
+}
+
+impl Around for Track {
+    type Carry = Started;
+
+    fn before(&self, req: &mut Request) -> ControlFlow<Response, Started> {
+        let metrics = &self.0;
+        metrics.in_flight.inc();
+        ControlFlow::Continue(Started {
+            metrics: Arc::clone(metrics),
+            method: method_label(req.method()),
+            route: route_label(req.extensions().get::<MatchedPath>(), req.uri().path()),
+            start: Instant::now(),
+            _in_flight: InFlight(metrics.in_flight.clone()),
+        })
+    }
+
+    fn after(started: Started, response: Response) -> Response {
+        let Started {
+            metrics,
             method,
             route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    response
+            start,
+            _in_flight,
+        } = started;
+        metrics
+            .duration
+            .get_or_create(&DurationLabels { method, route })
+            .observe(start.elapsed().as_secs_f64());
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status: response.status().as_u16(),
+            })
+            .inc();
+        response
+    }
 }
 
 #[cfg(test)]

@@ -6,16 +6,17 @@
 //! differing byte is, and every configured token is compared, so response
 //! timing tells nothing about a token's prefix or which token matched.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::{ExposeSecret, SecretString};
 use subtle::{Choice, ConstantTimeEq};
 
 use crate::error::{Code, Problem};
+use crate::middleware::Around;
 
 /// The tokens `/api` accepts: all the state the auth middleware needs, so it
 /// depends on nothing else the server shares.
@@ -38,36 +39,39 @@ impl ApiTokens {
 }
 
 /// Middleware: 401 with `WWW-Authenticate` unless a configured token is presented.
-pub async fn require_token(State(tokens): State<ApiTokens>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, token) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-        });
-    let accepted = presented.is_some_and(|token| tokens.accepts(token));
-    if accepted {
-        return next.run(req).await;
+impl Around for ApiTokens {
+    type Carry = ();
+
+    fn before(&self, req: &mut Request) -> ControlFlow<Response, ()> {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            });
+        if presented.is_some_and(|token| self.accepts(token)) {
+            return ControlFlow::Continue(());
+        }
+        let (message, challenge) = if presented.is_some() {
+            (
+                "the bearer token is not valid",
+                r#"Bearer realm="gantry", error="invalid_token""#,
+            )
+        } else {
+            (
+                "this API needs an Authorization: Bearer <token> header",
+                r#"Bearer realm="gantry""#,
+            )
+        };
+        let mut response = Problem::new(Code::Unauthorized, message).into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+        ControlFlow::Break(response)
     }
-    let (message, challenge) = if presented.is_some() {
-        (
-            "the bearer token is not valid",
-            r#"Bearer realm="gantry", error="invalid_token""#,
-        )
-    } else {
-        (
-            "this API needs an Authorization: Bearer <token> header",
-            r#"Bearer realm="gantry""#,
-        )
-    };
-    let mut response = Problem::new(Code::Unauthorized, message).into_response();
-    response.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
-    response
 }
 
 #[cfg(test)]

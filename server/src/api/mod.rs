@@ -12,7 +12,6 @@ pub mod rate_limit;
 pub mod users;
 
 use axum::Router;
-use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -20,6 +19,7 @@ use utoipa::openapi::{ContentBuilder, HeaderBuilder, ObjectBuilder, Ref, Respons
 use utoipa::{Modify, OpenApi};
 
 use crate::error::Problem;
+use crate::middleware;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -132,10 +132,11 @@ pub fn router(state: &AppState) -> Router<AppState> {
     // One composite layer, so each route is boxed once (see `app::app`).
     Router::new().nest("/v1", v1).layer(
         tower::ServiceBuilder::new()
-            .layer(from_fn_with_state(
-                auth::ApiTokens::new(&state.config.api_tokens),
-                auth::require_token,
-            ))
-            .layer(from_fn_with_state(state.limiter.clone(), rate_limit::limit)),
+            .layer(middleware::layer(auth::ApiTokens::new(
+                &state.config.api_tokens,
+            )))
+            .layer(middleware::layer(rate_limit::RateLimit(
+                state.limiter.clone(),
+            ))),
     )
 }

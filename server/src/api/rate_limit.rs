@@ -7,16 +7,17 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::error::{Code, Problem};
+use crate::middleware::Around;
 
 /// Above this many tracked clients, idle buckets are swept on the next request.
 const MAX_CLIENTS: usize = 10_000;
@@ -69,29 +70,30 @@ impl ClientLimiter {
 /// Middleware: 429 with `Retry-After` once a client exceeds its budget. It
 /// takes only the limiter, so this module depends on nothing the rest of the
 /// server shares.
-pub async fn limit(
-    State(limiter): State<Arc<ClientLimiter>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    // Without connection info (router tests) every request shares one bucket.
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-    match limiter.check(client) {
-        Ok(()) => next.run(req).await,
-        Err(retry_after) => {
-            let mut response = Problem::new(
-                Code::RateLimited,
-                format!("too many requests; retry in {retry_after} s"),
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-            response
-        }
+#[derive(Clone, Debug)]
+pub struct RateLimit(pub Arc<ClientLimiter>);
+
+impl Around for RateLimit {
+    type Carry = ();
+
+    fn before(&self, req: &mut Request) -> ControlFlow<Response, ()> {
+        // Without connection info (router tests) every request shares one bucket.
+        let client = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+        let Err(retry_after) = self.0.check(client) else {
+            return ControlFlow::Continue(());
+        };
+        let mut response = Problem::new(
+            Code::RateLimited,
+            format!("too many requests; retry in {retry_after} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        ControlFlow::Break(response)
     }
 }
 
