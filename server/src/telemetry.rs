@@ -1,7 +1,8 @@
 //! Logging and trace export.
 //!
 //! Log lines go to stdout, JSON by default (one object per line, with the
-//! request span's fields, among them `trace_id`) or text for a terminal,
+//! request's fields from [`crate::access_log`], among them `trace_id`) or
+//! text for a terminal,
 //! formatted and written as [`crate::log_output`] describes.
 //! Request spans come from one OpenTelemetry tracer ([`Telemetry::tracer`]),
 //! which the trace-context middleware uses for every request whether or not

@@ -136,6 +136,20 @@ async fn unknown_routes_and_wrong_methods_get_problems() {
     assert_eq!(status, 405);
     assert_problem(&headers, &body, 405, 4050);
     assert!(headers[header::ALLOW].to_str().unwrap().contains("GET"));
+    // Under /api: an unknown path is the same 404, without asking for a
+    // token; a known route with a wrong method asks for the token first.
+    let (status, headers, body) = call(&router, get("/api/v1/nope")).await;
+    assert_eq!(status, 404);
+    assert_problem(&headers, &body, 404, 4040);
+    let req = Request::put("/api/v1/users").body(Body::empty()).unwrap();
+    assert_eq!(call(&router, req).await.0, 401);
+    let req = Request::put("/api/v1/users")
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .unwrap();
+    let (status, headers, body) = call(&router, req).await;
+    assert_eq!(status, 405);
+    assert_problem(&headers, &body, 405, 4050);
 }
 
 #[tokio::test]

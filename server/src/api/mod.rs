@@ -126,17 +126,22 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
 }
 
-/// The `/api` routes; auth runs before the rate limiter.
+/// The `/api` routes, with their full paths; auth runs before the rate
+/// limiter. Merged into the server's router rather than nested under
+/// `/api`: a nested router rewrites each request's path on the way in (a
+/// new URI per level). A path under `/api` that matches no route is the
+/// server's 404, without auth, as it was when nested.
 pub fn router(state: &AppState) -> Router<AppState> {
-    let v1 = users::router().route("/openapi.json", get(openapi));
     // One composite layer, so each route is boxed once (see `app::app`).
-    Router::new().nest("/v1", v1).layer(
-        tower::ServiceBuilder::new()
-            .layer(middleware::layer(auth::ApiTokens::new(
-                &state.config.api_tokens,
-            )))
-            .layer(middleware::layer(rate_limit::RateLimit(
-                state.limiter.clone(),
-            ))),
-    )
+    users::router()
+        .route("/api/v1/openapi.json", get(openapi))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(middleware::layer(auth::ApiTokens::new(
+                    &state.config.api_tokens,
+                )))
+                .layer(middleware::layer(rate_limit::RateLimit(
+                    state.limiter.clone(),
+                ))),
+        )
 }

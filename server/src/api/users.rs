@@ -149,8 +149,11 @@ pub const MAX_PAGE: u32 = 100;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/users", get(list).post(create))
-        .route("/users/{id}", get(fetch).patch(update).delete(remove))
+        .route("/api/v1/users", get(list).post(create))
+        .route(
+            "/api/v1/users/{id}",
+            get(fetch).patch(update).delete(remove),
+        )
 }
 
 impl TryFrom<UserRecord> for User {
