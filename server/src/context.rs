@@ -10,7 +10,6 @@
 //! context travels inside the request as a [`TraceContext`] extension; the
 //! span ends when the response is ready, carrying its status.
 
-use std::borrow::Cow;
 use std::ops::ControlFlow;
 
 use axum::extract::{MatchedPath, Request};
@@ -26,7 +25,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, Span as SdkSpan};
 use tower_http::request_id::{MakeRequestId, RequestId};
 
-use crate::metrics::{matched_route, method_label};
+use crate::metrics::{matched_route, method_label, span_name};
 use crate::middleware::Around;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -107,10 +106,7 @@ impl Around for Tracing {
         // alone without `http.route` when no route matched. The metrics label
         // `unmatched` is not a route: as `http.route` it would show a trace
         // backend a route the server does not have.
-        let name: Cow<'static, str> = match route {
-            Some(route) => format!("{method} {route}").into(),
-            None => method.into(),
-        };
+        let name = route.map_or(method, |route| span_name(method, route));
         let span = self
             .tracer
             .span_builder(name)

@@ -4,7 +4,7 @@
 //! pattern* (`/api/v1/users/{id}`), never the raw path, unmatched requests
 //! share one label, and unusual methods fold into `OTHER`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Instant;
@@ -162,6 +162,27 @@ pub fn matched_route(matched: Option<&MatchedPath>, path: &str) -> Option<&'stat
     }
 }
 
+/// `{method} {route}`, the name of a request's span, kept once per pair
+/// like the patterns themselves ([`matched_route`]): methods are the few of
+/// [`method_label`] and routes the router's.
+pub fn span_name(method: &'static str, route: &'static str) -> &'static str {
+    type Names = BTreeMap<(&'static str, &'static str), &'static str>;
+    static NAMES: std::sync::RwLock<Names> = std::sync::RwLock::new(BTreeMap::new());
+    let key = (method, route);
+    if let Some(kept) = NAMES
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
+    {
+        return kept;
+    }
+    NAMES
+        .write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_insert_with(|| Box::leak(format!("{method} {route}").into_boxed_str()))
+}
+
 /// The one kept copy of a route pattern.
 fn intern(pattern: &str) -> &'static str {
     static PATTERNS: std::sync::RwLock<BTreeSet<&'static str>> =
@@ -263,7 +284,7 @@ impl Around for Track {
 
 #[cfg(test)]
 mod tests {
-    use super::{intern, matched_route, route_label};
+    use super::{intern, matched_route, route_label, span_name};
 
     #[test]
     fn a_route_pattern_is_kept_once() {
@@ -272,6 +293,15 @@ mod tests {
         assert_eq!(first, "/api/v1/users/{id}");
         assert!(std::ptr::eq(first, again), "the same copy both times");
         assert!(!std::ptr::eq(first, intern("/healthz")));
+    }
+
+    #[test]
+    fn a_span_name_is_kept_once() {
+        let route = intern("/api/v1/users/{id}");
+        let first = span_name("GET", route);
+        assert_eq!(first, "GET /api/v1/users/{id}");
+        assert!(std::ptr::eq(first, span_name("GET", route)));
+        assert_eq!(span_name("PATCH", route), "PATCH /api/v1/users/{id}");
     }
 
     #[test]

@@ -323,6 +323,7 @@ async fn one_trace_id_in_header_body_and_log() -> TestResult {
         .map(str::to_owned);
     let (_, ct, body) = parts(r).await?;
     assert_problem(ct.as_deref(), &body, 400, 4001);
+    assert_eq!(body["message"], "id must be a UUID");
     assert_eq!(body["traceId"], trace_id);
     assert!(traceparent.is_some_and(|t| t.split('-').nth(1) == Some(trace_id)));
     assert_eq!(request_id.as_deref(), Some(trace_id));

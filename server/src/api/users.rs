@@ -212,10 +212,20 @@ pub struct UserId(pub Uuid);
 
 impl<'de> Deserialize<'de> for UserId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Read as a string first and parsed here, so that the message is
+        // this one alone rather than wrapped in the path deserializer's.
         let raw = std::borrow::Cow::<str>::deserialize(deserializer)?;
         Uuid::parse_str(&raw)
             .map(Self)
             .map_err(|_| serde::de::Error::custom("id must be a UUID"))
+    }
+}
+
+impl UserId {
+    /// The id as the database stores it (hyphenated, lower case), written
+    /// into `buffer` rather than a new `String`.
+    fn as_key(self, buffer: &mut [u8; uuid::fmt::Hyphenated::LENGTH]) -> &str {
+        self.0.hyphenated().encode_lower(buffer)
     }
 }
 
@@ -321,11 +331,12 @@ pub async fn list(
 )]
 pub async fn fetch(
     State(state): State<AppState>,
-    Path(UserId(id)): Path<UserId>,
+    Path(id): Path<UserId>,
 ) -> Result<axum::Json<User>> {
+    let mut key = [0; uuid::fmt::Hyphenated::LENGTH];
     let record = state
         .db()?
-        .get_user(&id.to_string())
+        .get_user(id.as_key(&mut key))
         .await?
         .ok_or_else(|| ApiError::new(Code::UserNotFound, "no user with this id"))?;
     Ok(axum::Json(User::try_from(record)?))
@@ -346,7 +357,7 @@ pub async fn fetch(
 )]
 pub async fn update(
     State(state): State<AppState>,
-    Path(UserId(id)): Path<UserId>,
+    Path(id): Path<UserId>,
     Json(change): Json<UserUpdate>,
 ) -> Result<axum::Json<User>> {
     if change.name.is_none() && change.email.is_none() {
@@ -354,9 +365,10 @@ pub async fn update(
     }
     let name = change.name.as_deref().map(valid_name).transpose()?;
     let email = change.email.as_deref().map(valid_email).transpose()?;
+    let mut key = [0; uuid::fmt::Hyphenated::LENGTH];
     let record = state
         .db()?
-        .update_user(&id.to_string(), name.as_deref(), email.as_deref())
+        .update_user(id.as_key(&mut key), name.as_deref(), email.as_deref())
         .await
         .map_err(conflict_or)?
         .ok_or_else(|| ApiError::new(Code::UserNotFound, "no user with this id"))?;
@@ -374,11 +386,9 @@ pub async fn update(
     ),
     security(("bearer" = []))
 )]
-pub async fn remove(
-    State(state): State<AppState>,
-    Path(UserId(id)): Path<UserId>,
-) -> Result<StatusCode> {
-    if state.db()?.delete_user(&id.to_string()).await? {
+pub async fn remove(State(state): State<AppState>, Path(id): Path<UserId>) -> Result<StatusCode> {
+    let mut key = [0; uuid::fmt::Hyphenated::LENGTH];
+    if state.db()?.delete_user(id.as_key(&mut key)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::new(Code::UserNotFound, "no user with this id"))
