@@ -15,9 +15,9 @@
 //! tracing's dispatch: once a JSON output is installed
 //! ([`install_access_lines`]), [`write_request_finished`] writes the line
 //! [`JsonLines`] would make of that event straight to the same output (a
-//! unit test compares the two). Going through tracing cost about a tenth
-//! of the CPU a request to the users route takes, for a line whose fields
-//! are always the same.
+//! unit test compares the two). Tracing's dispatch and field visitors cost
+//! about 1.5 % of the CPU a request to the users route takes (measured),
+//! for a line whose fields are always the same.
 //!
 //! [`LogWriter`] collects the lines in memory and a thread of its own writes
 //! them to standard output, [`FLUSH_INTERVAL`] after the first line of a

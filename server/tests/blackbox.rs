@@ -260,6 +260,29 @@ async fn bad_input_never_gets_a_5xx() -> TestResult {
     Ok(())
 }
 
+/// The access line skips tracing's dispatch (see `log_output`), so it must
+/// honour `LOG_LEVEL` itself: at `warn` a success leaves no line, a 5xx
+/// still does.
+#[tokio::test]
+async fn log_level_warn_drops_access_lines_but_not_failures() -> TestResult {
+    let mut server = Server::start_quiet(&[("LOG_LEVEL", "warn")])?;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        assert_eq!(client.get(server.url("/")).send().await?.status(), 200);
+    }
+    let r = client.get(server.url("/debug/panic")).send().await?;
+    assert_eq!(r.status(), 500);
+    // Logged after the three successes, so they would be in by now.
+    server.wait_for_log(|v| v["message"] == "request failed")?;
+    let finished = server
+        .log_json()
+        .into_iter()
+        .filter(|v| v["message"] == "request finished")
+        .count();
+    assert_eq!(finished, 0, "{:?}", server.log_lines());
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_panic_is_isolated_and_logged_with_its_trace_id() -> TestResult {
     let mut server = Server::start(&[])?;

@@ -81,25 +81,56 @@ impl Server {
         Self::spawn(cmd, dir)
     }
 
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> TestResult<Self> {
+    pub fn spawn(cmd: Command, dir: tempfile::TempDir) -> TestResult<Self> {
+        let mut server = Self::spawn_unready(cmd, dir)?;
+        let line = server.wait_for_log(|v| v["message"] == "listening")?;
+        let addr: SocketAddr = line["addr"].as_str().ok_or("no addr")?.parse()?;
+        server.addr = addr;
+        server.base = format!("http://{addr}");
+        Ok(server)
+    }
+
+    /// Starts the server with `env` on a free port of its own, waiting
+    /// until it accepts connections rather than for its `listening` line:
+    /// for a `LOG_LEVEL` that leaves that line out.
+    pub fn start_quiet(env: &[(&str, &str)]) -> TestResult<Self> {
+        let dir = tempfile::tempdir()?;
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+        let mut cmd = command(dir.path());
+        cmd.env("PORT", addr.port().to_string());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut server = Self::spawn_unready(cmd, dir)?;
+        server.addr = addr;
+        server.base = format!("http://{addr}");
+        let deadline = Instant::now() + PATIENCE;
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                return Err(format!("server exited with {status} before listening").into());
+            }
+            if Instant::now() > deadline {
+                return Err("the server never listened".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(server)
+    }
+
+    fn spawn_unready(mut cmd: Command, dir: tempfile::TempDir) -> TestResult<Self> {
         let mut child = cmd.spawn()?;
         let lines = Arc::new(Mutex::new(Vec::new()));
         let stderr = Arc::new(Mutex::new(Vec::new()));
         collect(child.stdout.take().ok_or("no stdout")?, lines.clone());
         collect(child.stderr.take().ok_or("no stderr")?, stderr.clone());
-        let mut server = Self {
+        Ok(Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             base: String::new(),
             lines,
             stderr,
             dir,
-        };
-        let line = server.wait_for_log(|v| v["message"] == "listening")?;
-        let addr: SocketAddr = line["addr"].as_str().ok_or("no addr")?.parse()?;
-        server.addr = addr;
-        server.base = format!("http://{addr}");
-        Ok(server)
+        })
     }
 
     /// Every stdout line so far.
