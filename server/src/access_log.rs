@@ -32,7 +32,6 @@ use tracing::instrument::{Instrument as _, Instrumented};
 use crate::config::LogFormat;
 use crate::context::{TraceContext, TraceIdHex, X_REQUEST_ID};
 use crate::error::ErrorDetail;
-use crate::log_output;
 use crate::metrics::route_label;
 
 tokio::task_local! {
@@ -195,14 +194,6 @@ fn log_response<R>(response: &Response<R>, latency_ms: f64) {
             .get::<ErrorDetail>()
             .map_or("", |d| &*d.0);
         tracing::error!(status, latency_ms, error, "request failed");
-    } else if !tracing::enabled!(tracing::Level::INFO) {
-        // Filtered out by `LOG_LEVEL`.
-    } else if Span::current().is_none()
-        && with_current(|request| log_output::write_request_finished(request, status, latency_ms))
-            == Some(true)
-    {
-        // Written straight to the JSON output: the same line, without
-        // tracing's dispatch (see `log_output`).
     } else {
         tracing::info!(status, latency_ms, "request finished");
     }

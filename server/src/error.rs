@@ -302,8 +302,8 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
 pub struct ProblemBodies;
 
 impl Around for ProblemBodies {
-    /// The request's trace id; not formatted, since most responses are not
-    /// problems.
+    /// The request's trace id, as its `TraceContext` already has it in hex:
+    /// copied into a string only for the responses that are problems.
     type Carry = Option<TraceIdHex>;
 
     fn before(&self, req: &mut Request) -> ControlFlow<Response, Option<TraceIdHex>> {

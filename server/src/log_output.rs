@@ -11,14 +11,6 @@
 //! the same (a unit test compares the two formats); the timestamp's date
 //! and time of day are formatted once a second.
 //!
-//! The access log's `request finished` line, one per response, skips
-//! tracing's dispatch: once a JSON output is installed
-//! ([`install_access_lines`]), [`write_request_finished`] writes the line
-//! [`JsonLines`] would make of that event straight to the same output (a
-//! unit test compares the two). Tracing's dispatch and field visitors cost
-//! about 1.5 % of the CPU a request to the users route takes (measured),
-//! for a line whose fields are always the same.
-//!
 //! [`LogWriter`] collects the lines in memory and a thread of its own writes
 //! them to standard output, [`FLUSH_INTERVAL`] after the first line of a
 //! batch: the thread serving requests never waits for a write, and a busy
@@ -29,10 +21,10 @@
 //! that logs writes it itself, so memory stays bounded and nothing is
 //! dropped.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::fmt::{self, Write as _};
 use std::io::{self, Write as _};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -137,69 +129,6 @@ fn request_object(out: &mut impl fmt::Write, request: &RequestFields) -> fmt::Re
     out.write_str(",\"request_id\":")?;
     json_str(out, request.request_id())?;
     out.write_str(",\"name\":\"request\"}")
-}
-
-/// Where [`write_request_finished`] writes: the JSON output, once installed.
-static ACCESS_LINES: OnceLock<LogWriter> = OnceLock::new();
-
-/// Makes [`write_request_finished`] write to `output`, which must be the
-/// output of the installed [`JsonLines`] format. Only the first call counts.
-pub fn install_access_lines(output: LogWriter) {
-    let _ = ACCESS_LINES.set(output);
-}
-
-/// Writes the line [`JsonLines`] makes of
-/// `info!(status, latency_ms, "request finished")` logged from
-/// [`crate::access_log`] while `request` is served and no span is entered,
-/// straight to the installed output. False, writing nothing, when no output
-/// is installed.
-pub fn write_request_finished(request: &RequestFields, status: u16, latency_ms: f64) -> bool {
-    thread_local! {
-        static LINE: RefCell<String> = const { RefCell::new(String::new()) };
-    }
-    let Some(output) = ACCESS_LINES.get() else {
-        return false;
-    };
-    LINE.with(|line| {
-        // Re-entered only if formatting logged, which it does not; then the
-        // line is formatted in a buffer of its own.
-        let mut own = String::new();
-        let mut borrowed = line.try_borrow_mut();
-        let buffer = borrowed.as_deref_mut().unwrap_or(&mut own);
-        buffer.clear();
-        if request_finished(buffer, unix_now(), request, status, latency_ms).is_ok() {
-            let _ = io::Write::write_all(&mut output.make_writer(), buffer.as_bytes());
-        }
-    });
-    true
-}
-
-/// The `request finished` line; see [`write_request_finished`].
-fn request_finished(
-    out: &mut impl fmt::Write,
-    now: Duration,
-    request: &RequestFields,
-    status: u16,
-    latency_ms: f64,
-) -> fmt::Result {
-    out.write_str("{\"timestamp\":\"")?;
-    write_timestamp(out, now)?;
-    write!(
-        out,
-        "\",\"level\":\"INFO\",\"message\":\"request finished\",\"status\":{status},\"latency_ms\":"
-    )?;
-    json_f64(out, latency_ms)?;
-    out.write_str(",\"target\":\"gantry_server::access_log\",\"spans\":[")?;
-    request_object(out, request)?;
-    out.write_str("]}\n")
-}
-
-/// A number as tracing-serde writes an `f64`: `null` when not finite.
-fn json_f64(out: &mut impl fmt::Write, value: f64) -> fmt::Result {
-    match serde_json::Number::from_f64(value) {
-        Some(n) => write!(out, "{n}"),
-        None => out.write_str("null"),
-    }
 }
 
 /// The time since the Unix epoch.
@@ -321,7 +250,10 @@ impl Fields<'_, '_> {
 
 impl Visit for Fields<'_, '_> {
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.entry(field, |out| json_f64(out, value));
+        self.entry(field, |out| match serde_json::Number::from_f64(value) {
+            Some(n) => write!(out, "{n}"),
+            None => out.write_str("null"),
+        });
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
@@ -590,27 +522,6 @@ mod tests {
     /// The lines `log` logs, through [`JsonLines`] or tracing-subscriber's
     /// JSON format, parsed, without timestamps.
     fn capture(ours: bool, log: impl FnOnce()) -> Vec<serde_json::Value> {
-        capture_text(ours, log)
-            .lines()
-            .map(|line| {
-                let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
-                let timestamp = value["timestamp"].as_str().unwrap();
-                assert!(
-                    time::OffsetDateTime::parse(
-                        timestamp,
-                        &time::format_description::well_known::Rfc3339
-                    )
-                    .is_ok()
-                );
-                value.as_object_mut().unwrap().remove("timestamp");
-                value
-            })
-            .collect()
-    }
-
-    /// The text `log` logs, through [`JsonLines`] or tracing-subscriber's
-    /// JSON format.
-    fn capture_text(ours: bool, log: impl FnOnce()) -> String {
         use tracing_subscriber::layer::SubscriberExt;
         use tracing_subscriber::{Layer, Registry};
 
@@ -631,7 +542,22 @@ mod tests {
                 .boxed()
         };
         tracing::subscriber::with_default(Registry::default().with(layer), log);
-        String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap()
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .map(|line| {
+                let mut value: serde_json::Value = serde_json::from_str(line).unwrap();
+                let timestamp = value["timestamp"].as_str().unwrap();
+                assert!(
+                    time::OffsetDateTime::parse(
+                        timestamp,
+                        &time::format_description::well_known::Rfc3339
+                    )
+                    .is_ok()
+                );
+                value.as_object_mut().unwrap().remove("timestamp");
+                value
+            })
+            .collect()
     }
 
     #[test]
@@ -692,39 +618,5 @@ mod tests {
             ours[2]["spans"][1],
             serde_json::json!({"name": "inner", "user": 7})
         );
-    }
-
-    /// The access line written directly is, byte for byte apart from the
-    /// time, the line of the tracing event it replaces.
-    #[test]
-    fn the_direct_access_line_is_the_events_line() {
-        let fields = || RequestFields {
-            method: axum::http::Method::GET,
-            route: "/api/v1/users/{id}",
-            trace_id: Some(opentelemetry::trace::TraceId::from(u128::MAX - 7).into()),
-            request_id: Some(axum::http::HeaderValue::from_static("a \"quoted\" id")),
-        };
-        for (status, latency_ms) in [(200, 0.41), (404, 0.0), (304, 12_345.678_9), (201, 1e-7)] {
-            let theirs = capture_text(true, || {
-                tokio::runtime::Builder::new_current_thread()
-                    .build()
-                    .unwrap()
-                    .block_on(fields().scope(async {
-                        tracing::info!(
-                            target: "gantry_server::access_log",
-                            status,
-                            latency_ms,
-                            "request finished"
-                        );
-                    }));
-            });
-            let mut ours = String::new();
-            request_finished(&mut ours, unix_now(), &fields(), status, latency_ms).unwrap();
-            // `{"timestamp":"`, then 27 characters of time.
-            assert_eq!(ours[..14], theirs[..14]);
-            assert_eq!(ours[14 + 27..], theirs[14 + 27..], "{ours}");
-            let value: serde_json::Value = serde_json::from_str(&ours).unwrap();
-            assert_eq!(value["spans"][0]["request_id"], "a \"quoted\" id");
-        }
     }
 }

@@ -21,7 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{Config, LogFormat, LogLevel};
-use crate::log_output::{self, JsonLines, JsonSpanFields, LogWriter};
+use crate::log_output::{JsonLines, JsonSpanFields, LogWriter};
 
 /// The name request spans are recorded under.
 const TRACER_NAME: &str = "gantry-server";
@@ -116,14 +116,11 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         .with_target("opentelemetry", level.min(LevelFilter::WARN));
     let log = LogWriter::stdout().map_err(TelemetryError::LogWriter)?;
     let fmt = match config.log_format {
-        LogFormat::Json => {
-            log_output::install_access_lines(log.clone());
-            tracing_subscriber::fmt::layer()
-                .fmt_fields(JsonSpanFields)
-                .event_format(JsonLines)
-                .with_writer(log.clone())
-                .boxed()
-        }
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .fmt_fields(JsonSpanFields)
+            .event_format(JsonLines)
+            .with_writer(log.clone())
+            .boxed(),
         // Colours only for a terminal; a file or pipe gets plain text.
         LogFormat::Text => tracing_subscriber::fmt::layer()
             .with_ansi(std::io::stdout().is_terminal())

@@ -260,9 +260,8 @@ async fn bad_input_never_gets_a_5xx() -> TestResult {
     Ok(())
 }
 
-/// The access line skips tracing's dispatch (see `log_output`), so it must
-/// honour `LOG_LEVEL` itself: at `warn` a success leaves no line, a 5xx
-/// still does.
+/// `LOG_LEVEL` governs the access log too: at `warn` a success leaves no
+/// line, a 5xx still does.
 #[tokio::test]
 async fn log_level_warn_drops_access_lines_but_not_failures() -> TestResult {
     let mut server = Server::start_quiet(&[("LOG_LEVEL", "warn")])?;

@@ -10,12 +10,12 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, TestResult, api_suite, find_pg_bin};
+use common::{Server, TestResult, api_suite, find_pg_bin, wait_listening};
 
 struct Postgres {
     child: Child,
@@ -127,16 +127,7 @@ fn start_postgres() -> TestResult<Postgres> {
         _dir: dir,
     };
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_mins(1);
-    while TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
-        if let Some(status) = pg.child.try_wait()? {
-            return Err(format!("postgres exited with {status} at start").into());
-        }
-        if Instant::now() > deadline {
-            return Err("postgres did not start listening".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(&mut pg.child, addr, Duration::from_mins(1), "postgres")?;
     Ok(pg)
 }
 

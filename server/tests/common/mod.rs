@@ -63,6 +63,27 @@ fn collect(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<Stri
     });
 }
 
+/// Waits until `child` accepts connections on `addr`; an error when it
+/// exits first or `patience` runs out.
+pub fn wait_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    patience: Duration,
+    what: &str,
+) -> TestResult {
+    let deadline = Instant::now() + patience;
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        if let Some(status) = child.try_wait()? {
+            return Err(format!("{what} exited with {status} before listening").into());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what} did not start listening").into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 impl Server {
     /// Starts the server with `env` on top of the test defaults and waits
     /// until it listens.
@@ -104,16 +125,7 @@ impl Server {
         let mut server = Self::spawn_unready(cmd, dir)?;
         server.addr = addr;
         server.base = format!("http://{addr}");
-        let deadline = Instant::now() + PATIENCE;
-        while std::net::TcpStream::connect(addr).is_err() {
-            if let Some(status) = server.child.try_wait()? {
-                return Err(format!("server exited with {status} before listening").into());
-            }
-            if Instant::now() > deadline {
-                return Err("the server never listened".into());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(&mut server.child, addr, PATIENCE, "the server")?;
         Ok(server)
     }
 
