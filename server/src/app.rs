@@ -3,20 +3,21 @@
 //! Middleware, outermost first (a request passes them top to bottom, the
 //! response bottom to top):
 //!
-//! 1. trace context: `traceparent` in and out through OpenTelemetry, the request's span
-//! 2. request id: `x-request-id` kept or set (to the trace id), and returned
-//! 3. access log: the request's fields (method, route, trace id, request id) on
+//! 1. trace context: `traceparent` read through OpenTelemetry, the request's
+//!    span, `traceparent` returned; `x-request-id` kept or set (to the trace
+//!    id), and returned
+//! 2. access log: the request's fields (method, route, trace id, request id) on
 //!    every line logged while it is served, one line per response
-//! 4. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge
-//! 5. problem bodies: any bare error response becomes `application/problem+json`
-//! 6. header size guard: 431 for oversize headers
-//! 7. panic guard: a panicking handler becomes a 500 problem
-//! 8. timeout: 503 after `REQUEST_TIMEOUT`
-//! 9. body limit: 413 past `BODY_LIMIT`
-//! 10. compression (gzip, when the client accepts it)
-//! 11. on `/api` only: bearer auth, then per-client rate limit
+//! 3. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge
+//! 4. problem bodies: any bare error response becomes `application/problem+json`
+//! 5. header size guard: 431 for oversize headers
+//! 6. panic guard: a panicking handler becomes a 500 problem
+//! 7. timeout: 503 after `REQUEST_TIMEOUT`
+//! 8. body limit: 413 past `BODY_LIMIT`
+//! 9. compression (gzip, when the client accepts it)
+//! 10. on `/api` only: bearer auth, then per-client rate limit
 //!
-//! Static files and probes skip 11.
+//! Static files and probes skip 10.
 
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -30,12 +31,10 @@ use serde::Deserialize;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::request_id::{PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::services::ServeDir;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::access_log::AccessLogLayer;
-use crate::context::{RequestIdFromTrace, X_REQUEST_ID};
 use crate::error::{ApiError, Code, Problem, ProblemBodies, panic_response};
 use crate::metrics::Track;
 use crate::middleware::{self, Around};
@@ -71,11 +70,6 @@ pub fn app(state: AppState) -> Router {
     // outermost, and still sees the matched route.
     let middleware = tower::ServiceBuilder::new()
         .layer(middleware::layer(state.tracing.clone()))
-        .layer(SetRequestIdLayer::new(
-            X_REQUEST_ID.clone(),
-            RequestIdFromTrace,
-        ))
-        .layer(PropagateRequestIdLayer::new(X_REQUEST_ID.clone()))
         .layer(AccessLogLayer::new(config.log_format))
         .layer(middleware::layer(Track(state.metrics.clone())))
         .layer(middleware::layer(ProblemBodies))

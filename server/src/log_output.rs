@@ -63,7 +63,9 @@ where
         let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         writer.write_str("{\"timestamp\":\"")?;
         write_timestamp(&mut writer, unix_now())?;
-        write!(writer, "\",\"level\":\"{}\"", meta.level())?;
+        writer.write_str("\",\"level\":\"")?;
+        writer.write_str(meta.level().as_str())?;
+        writer.write_char('"')?;
         let mut fields = Fields {
             out: &mut writer,
             result: Ok(()),
@@ -175,7 +177,35 @@ fn write_timestamp(out: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Res
     })?;
     // Only ASCII was written.
     out.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
-    write!(out, "{:06}Z", since_epoch.subsec_micros())
+    let mut micros = [b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
+    let mut rest = since_epoch.subsec_micros();
+    for digit in micros[..6].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)
+}
+
+/// `value` in decimal, without the formatting machinery's padding and
+/// width handling.
+fn write_u64(out: &mut impl fmt::Write, value: u64, negative: bool) -> fmt::Result {
+    let mut digits = [0_u8; 21];
+    let mut at = digits.len();
+    let mut rest = value;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    // Only ASCII digits and a sign were written.
+    out.write_str(std::str::from_utf8(&digits[at..]).map_err(|_| fmt::Error)?)
 }
 
 /// A span's fields as a JSON object, the text tracing-subscriber's
@@ -257,11 +287,11 @@ impl Visit for Fields<'_, '_> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |out| write!(out, "{value}"));
+        self.entry(field, |out| write_u64(out, value.unsigned_abs(), value < 0));
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |out| write!(out, "{value}"));
+        self.entry(field, |out| write_u64(out, value, false));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -288,11 +318,28 @@ fn json_str(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
     out.write_char('"')
 }
 
+/// Whether any byte of `s` must be escaped in a JSON string. Most text
+/// needs none; checking every byte without stopping at the first that
+/// does, and without a branch per byte, lets the compiler check many at
+/// once.
+#[allow(
+    clippy::needless_bitwise_bool,
+    reason = "no branch per byte, so that the loop is vectorized"
+)]
+fn needs_escape(s: &str) -> bool {
+    s.bytes().fold(false, |any, b| {
+        any | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
 /// Escapes what it is given for the inside of a JSON string.
 struct Escaped<'a, W: fmt::Write + ?Sized>(&'a mut W);
 
 impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if !needs_escape(s) {
+            return self.0.write_str(s);
+        }
         let mut start = 0;
         for (i, b) in s.bytes().enumerate() {
             let escape = match b {
@@ -423,6 +470,18 @@ mod tests {
         assert_eq!(out, r#""a\"b\\c\nd\u0001é""#);
         let back: String = serde_json::from_str(&out).unwrap();
         assert_eq!(back, "a\"b\\c\nd\u{1}é");
+    }
+
+    #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for value in [0, 1, 9, 10, 200, 4_294_967_296, i64::MAX, -1, -10, i64::MIN] {
+            let mut out = String::new();
+            write_u64(&mut out, value.unsigned_abs(), value < 0).unwrap();
+            assert_eq!(out, value.to_string());
+        }
+        let mut out = String::new();
+        write_u64(&mut out, u64::MAX, false).unwrap();
+        assert_eq!(out, u64::MAX.to_string());
     }
 
     #[test]
