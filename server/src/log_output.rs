@@ -59,64 +59,89 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let normalized = event.normalized_metadata();
-        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
-        writer.write_str("{\"timestamp\":\"")?;
-        write_timestamp(&mut writer, unix_now())?;
-        writer.write_str("\",\"level\":\"")?;
-        writer.write_str(meta.level().as_str())?;
-        writer.write_char('"')?;
-        let mut fields = Fields {
-            out: &mut writer,
-            result: Ok(()),
-            comma: true,
-        };
-        event.record(&mut fields);
-        fields.result?;
-        writer.write_str(",\"target\":")?;
-        json_str(&mut writer, meta.target())?;
-        // The request's fields come first, as the outermost span would.
-        let mut spans = access_log::with_current(|request| {
-            writer.write_str(",\"spans\":[")?;
-            request_object(&mut writer, request)
-        })
-        .transpose()?
-        .is_some();
-        let current = event
-            .parent()
-            .and_then(|id| ctx.span(id))
-            .or_else(|| ctx.lookup_current());
-        if current.is_some() {
-            if !spans {
-                writer.write_str(",\"spans\":[")?;
-            }
-            if let Some(leaf) = ctx.lookup_current() {
-                for span in leaf.scope().from_root() {
-                    if spans {
-                        writer.write_char(',')?;
-                    }
-                    spans = true;
-                    let extensions = span.extensions();
-                    let rendered = extensions
-                        .get::<FormattedFields<N>>()
-                        .map_or("", |f| f.fields.as_str());
-                    // `{"a":1}` becomes `{"a":1,"name":"request"}`.
-                    match rendered.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
-                        Some(inner) if !inner.trim().is_empty() => {
-                            write!(writer, "{{{inner},\"name\":")?;
-                        }
-                        _ => writer.write_str("{\"name\":")?,
-                    }
-                    json_str(&mut writer, span.name())?;
-                    writer.write_char('}')?;
-                }
-            }
+        // The line is made in a `String` of this thread's, not through
+        // `writer` (a `dyn fmt::Write`): each of the line's few dozen small
+        // writes is then a plain append, and the line goes to `writer` in
+        // one. Taken out rather than borrowed, so that a field's `Debug`
+        // that logs (formatting a line inside this one) gets a fresh one.
+        thread_local! {
+            static LINE: Cell<String> = const { Cell::new(String::new()) };
         }
-        if spans {
-            writer.write_char(']')?;
-        }
-        writer.write_str("}\n")
+        let mut line = LINE.take();
+        line.clear();
+        let result = format_line(ctx, &mut line, event).and_then(|()| writer.write_str(&line));
+        LINE.set(line);
+        result
     }
+}
+
+/// The JSON line for `event`, written to `writer`.
+fn format_line<S, N>(
+    ctx: &FmtContext<'_, S, N>,
+    writer: &mut String,
+    event: &Event<'_>,
+) -> fmt::Result
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    let normalized = event.normalized_metadata();
+    let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
+    writer.write_str("{\"timestamp\":\"")?;
+    write_timestamp(writer, unix_now())?;
+    writer.write_str("\",\"level\":\"")?;
+    writer.write_str(meta.level().as_str())?;
+    writer.write_char('"')?;
+    let mut fields = Fields {
+        out: writer,
+        result: Ok(()),
+        comma: true,
+    };
+    event.record(&mut fields);
+    fields.result?;
+    writer.write_str(",\"target\":")?;
+    json_str(writer, meta.target())?;
+    // The request's fields come first, as the outermost span would.
+    let mut spans = access_log::with_current(|request| {
+        writer.write_str(",\"spans\":[")?;
+        request_object(writer, request)
+    })
+    .transpose()?
+    .is_some();
+    let current = event
+        .parent()
+        .and_then(|id| ctx.span(id))
+        .or_else(|| ctx.lookup_current());
+    if current.is_some() {
+        if !spans {
+            writer.write_str(",\"spans\":[")?;
+        }
+        if let Some(leaf) = ctx.lookup_current() {
+            for span in leaf.scope().from_root() {
+                if spans {
+                    writer.write_char(',')?;
+                }
+                spans = true;
+                let extensions = span.extensions();
+                let rendered = extensions
+                    .get::<FormattedFields<N>>()
+                    .map_or("", |f| f.fields.as_str());
+                // `{"a":1}` becomes `{"a":1,"name":"request"}`.
+                match rendered.strip_prefix('{').and_then(|r| r.strip_suffix('}')) {
+                    Some(inner) if !inner.trim().is_empty() => {
+                        write!(writer, "{{{inner},\"name\":")?;
+                    }
+                    _ => writer.write_str("{\"name\":")?,
+                }
+                json_str(writer, span.name())?;
+                writer.write_char('}')?;
+            }
+        }
+    }
+    if spans {
+        writer.write_char(']')?;
+    }
+    writer.write_str("}\n")
 }
 
 /// A request's fields as the object a span named `request` with them would
@@ -255,15 +280,15 @@ impl<'w> FormatFields<'w> for JsonSpanFields {
 /// Writes fields as `"name":value` pairs, each after a comma unless it is
 /// the first of an object, values as tracing-serde writes them (numbers,
 /// booleans, strings; anything else by its `Debug` text).
-struct Fields<'a, 'w> {
-    out: &'a mut Writer<'w>,
+struct Fields<'a, W: fmt::Write> {
+    out: &'a mut W,
     result: fmt::Result,
     /// Whether a comma goes before the next pair.
     comma: bool,
 }
 
-impl Fields<'_, '_> {
-    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl<W: fmt::Write> Fields<'_, W> {
+    fn entry(&mut self, field: &Field, value: impl FnOnce(&mut W) -> fmt::Result) {
         if self.result.is_ok() {
             let comma = std::mem::replace(&mut self.comma, true);
             self.result = (|| {
@@ -278,7 +303,7 @@ impl Fields<'_, '_> {
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl<W: fmt::Write> Visit for Fields<'_, W> {
     fn record_f64(&mut self, field: &Field, value: f64) {
         self.entry(field, |out| match serde_json::Number::from_f64(value) {
             Some(n) => write!(out, "{n}"),
