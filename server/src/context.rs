@@ -88,11 +88,14 @@ impl TraceIdHex {
 #[derive(Clone, Debug)]
 pub struct Tracing {
     tracer: SdkTracer,
+    /// Whether the spans are exported. Spans that are not still choose the
+    /// ids, but get no attributes: nothing would read them.
+    exported: bool,
 }
 
 impl Tracing {
-    pub fn new(tracer: SdkTracer) -> Self {
-        Self { tracer }
+    pub fn new(tracer: SdkTracer, exported: bool) -> Self {
+        Self { tracer, exported }
     }
 }
 
@@ -100,6 +103,7 @@ impl Tracing {
 /// response.
 pub struct Started {
     span: SdkSpan,
+    exported: bool,
     request_id: RequestId,
 }
 
@@ -146,37 +150,43 @@ impl Around for Tracing {
         // `unmatched` is not a route: as `http.route` it would show a trace
         // backend a route the server does not have.
         let name = route.map_or(method, |route| span_name(method, route));
-        let span = self
-            .tracer
-            .span_builder(name)
-            .with_kind(SpanKind::Server)
-            .with_attributes(
+        let mut span = self.tracer.span_builder(name).with_kind(SpanKind::Server);
+        if self.exported {
+            span = span.with_attributes(
                 [
                     Some(KeyValue::new("http.request.method", method)),
                     route.map(|route| KeyValue::new("http.route", route)),
                 ]
                 .into_iter()
                 .flatten(),
-            )
-            .start_with_context(&self.tracer, &parent);
+            );
+        }
+        let span = span.start_with_context(&self.tracer, &parent);
         let context = TraceContext::new(span.span_context().clone());
         let request_id = RequestId::of(req, context.trace_id);
         req.extensions_mut().insert(context);
-        ControlFlow::Continue(Started { span, request_id })
+        ControlFlow::Continue(Started {
+            span,
+            exported: self.exported,
+            request_id,
+        })
     }
 
     fn after(started: Started, mut response: Response) -> Response {
         let Started {
             mut span,
+            exported,
             request_id,
         } = started;
-        let status = response.status();
-        span.set_attribute(KeyValue::new(
-            "http.response.status_code",
-            i64::from(status.as_u16()),
-        ));
-        if status.is_server_error() {
-            span.set_status(Status::error(status.to_string()));
+        if exported {
+            let status = response.status();
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status.as_u16()),
+            ));
+            if status.is_server_error() {
+                span.set_status(Status::error(status.to_string()));
+            }
         }
         span.end();
         let headers = response.headers_mut();

@@ -47,7 +47,7 @@ pub fn main() -> ExitCode {
     );
     let result = runtime.block_on(async {
         let listener = server::bind(&config).await?;
-        server::serve(config, listener, telemetry.tracer()).await
+        server::serve(config, listener, telemetry.tracing()).await
     });
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,

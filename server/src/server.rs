@@ -15,7 +15,6 @@
 use std::io;
 use std::net::SocketAddr;
 
-use opentelemetry_sdk::trace::SdkTracer;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +22,7 @@ use tokio::sync::watch;
 use crate::app::app;
 use crate::config::Config;
 use crate::connections::Connections;
+use crate::context::Tracing;
 use crate::db::{Db, retry_with_backoff};
 use crate::state::AppState;
 
@@ -78,13 +78,13 @@ pub async fn bind(config: &Config) -> Result<TcpListener, ServeError> {
 }
 
 /// Serves on `listener` until SIGTERM or SIGINT, then drains. Request spans
-/// come from `tracer`.
+/// come from `tracing`.
 pub async fn serve(
     config: Config,
     listener: TcpListener,
-    tracer: SdkTracer,
+    tracing: Tracing,
 ) -> Result<(), ServeError> {
-    let state = AppState::with_tracer(config, tracer);
+    let state = AppState::with_tracing(config, tracing);
     let signals = state.clone();
     tokio::spawn(async move {
         wait_for_signal().await;

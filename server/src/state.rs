@@ -6,7 +6,6 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use opentelemetry_sdk::trace::SdkTracer;
 use tokio::sync::Notify;
 
 use crate::api::rate_limit::ClientLimiter;
@@ -53,18 +52,18 @@ impl AppState {
     /// probes answer, `/readyz` says 503 and the API answers 503 until
     /// [`AppState::set_db`].
     pub fn new(config: Config) -> Self {
-        Self::with_tracer(config, Telemetry::default().tracer())
+        Self::with_tracing(config, Telemetry::default().tracing())
     }
 
-    /// As [`AppState::new`], with request spans from `tracer`, such as one
-    /// that exports them.
-    pub fn with_tracer(config: Config, tracer: SdkTracer) -> Self {
+    /// As [`AppState::new`], with request spans from `tracing`, such as
+    /// one that exports them.
+    pub fn with_tracing(config: Config, tracing: Tracing) -> Self {
         let limiter = ClientLimiter::new(config.rate_limit_per_second, config.rate_limit_burst);
         Self(Arc::new(Shared {
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
             limiter: Arc::new(limiter),
-            tracing: Tracing::new(tracer),
+            tracing,
             db: OnceLock::new(),
             lifecycle: Lifecycle::default(),
         }))

@@ -14,13 +14,14 @@
 use std::io::IsTerminal;
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, Registry};
 
 use crate::config::{Config, LogFormat, LogLevel};
+use crate::context::Tracing;
 use crate::log_output::{JsonLines, JsonSpanFields, LogWriter};
 
 /// The name request spans are recorded under.
@@ -31,6 +32,8 @@ const TRACER_NAME: &str = "gantry-server";
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
+    /// Whether spans are exported (OTLP is on).
+    exports: bool,
     log: Option<LogWriter>,
 }
 
@@ -50,15 +53,16 @@ impl Default for Telemetry {
     fn default() -> Self {
         Self {
             provider: SdkTracerProvider::builder().build(),
+            exports: false,
             log: None,
         }
     }
 }
 
 impl Telemetry {
-    /// The tracer for request spans.
-    pub fn tracer(&self) -> SdkTracer {
-        self.provider.tracer(TRACER_NAME)
+    /// The trace-context middleware, with the tracer for request spans.
+    pub fn tracing(&self) -> Tracing {
+        Tracing::new(self.provider.tracer(TRACER_NAME), self.exports)
     }
 
     /// Flushes spans not yet exported and log lines not yet written.
@@ -138,6 +142,7 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
                     .with_batch_exporter(exporter)
                     .with_resource(named(opentelemetry_sdk::Resource::builder().build()))
                     .build(),
+                exports: true,
                 log: None,
             }
         }
