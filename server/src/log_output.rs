@@ -401,8 +401,10 @@ struct Shared {
     /// Wakes the writing thread when a line arrives in an empty buffer.
     arrived: Condvar,
     /// Held while a batch is taken and written, so batches reach standard
-    /// output in the order they were taken.
-    output: Mutex<()>,
+    /// output in the order they were taken. It keeps the buffer of the
+    /// batch written last, emptied, to take the next batch's place: a new
+    /// one would grow again, copying, to a batch's size every batch.
+    output: Mutex<Vec<u8>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -443,14 +445,15 @@ impl LogWriter {
 }
 
 fn write_pending(shared: &Shared) {
-    let _order = lock(&shared.output);
-    let batch = std::mem::take(&mut *lock(&shared.pending));
+    let mut batch = lock(&shared.output);
+    std::mem::swap(&mut *batch, &mut *lock(&shared.pending));
     if !batch.is_empty() {
         // Nowhere to report a failed write of the log: it is dropped, as
         // tracing-subscriber drops it.
         let mut stdout = io::stdout().lock();
         let _ = stdout.write_all(&batch).and_then(|()| stdout.flush());
     }
+    batch.clear();
 }
 
 /// What one log line is written through.
