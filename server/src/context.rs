@@ -8,7 +8,10 @@
 //! `traceparent` response header, the `trace_id` of the log lines, the
 //! default `x-request-id` and the `traceId` of problem bodies. The span's
 //! context travels inside the request as a [`TraceContext`] extension; the
-//! span ends when the response is ready, carrying its status.
+//! span ends when the response is ready, carrying its status (when it is
+//! exported). The response's `traceparent` is written from the span's
+//! context here, byte for byte what the propagator's `inject` writes, and
+//! the same layer keeps or sets `x-request-id`.
 
 use std::ops::ControlFlow;
 
