@@ -15,7 +15,6 @@
 
 use std::ops::ControlFlow;
 
-use axum::body::Bytes;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
@@ -224,7 +223,7 @@ fn write_trace_context(span: &SpanContext, headers: &mut HeaderMap) {
     }
     let state = span.trace_state().header();
     if !state.is_empty()
-        && let Ok(state) = HeaderValue::from_maybe_shared(Bytes::from(state))
+        && let Ok(state) = HeaderValue::try_from(state)
     {
         headers.insert(&TRACESTATE, state);
     }

@@ -202,19 +202,20 @@ fn write_timestamp(out: &mut impl fmt::Write, since_epoch: Duration) -> fmt::Res
     })?;
     // Only ASCII was written.
     out.write_str(std::str::from_utf8(&prefix).map_err(|_| fmt::Error)?)?;
-    let mut micros = [b'0', b'0', b'0', b'0', b'0', b'0', b'Z'];
-    let mut rest = since_epoch.subsec_micros();
-    for digit in micros[..6].iter_mut().rev() {
-        *digit = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.write_str(std::str::from_utf8(&micros).map_err(|_| fmt::Error)?)
+    write_decimal(out, u64::from(since_epoch.subsec_micros()), 6, false)?;
+    out.write_char('Z')
 }
 
-/// `value` in decimal, without the formatting machinery's padding and
-/// width handling.
-fn write_u64(out: &mut impl fmt::Write, value: u64, negative: bool) -> fmt::Result {
-    let mut digits = [0_u8; 21];
+/// `value` in decimal, with leading zeros to at least `width` digits and a
+/// `-` first when `negative`, without the formatting machinery's padding
+/// and width handling.
+fn write_decimal(
+    out: &mut impl fmt::Write,
+    value: u64,
+    width: usize,
+    negative: bool,
+) -> fmt::Result {
+    let mut digits = [b'0'; 21];
     let mut at = digits.len();
     let mut rest = value;
     loop {
@@ -225,6 +226,8 @@ fn write_u64(out: &mut impl fmt::Write, value: u64, negative: bool) -> fmt::Resu
             break;
         }
     }
+    // u64 has at most 20 digits; the `-` needs one place more.
+    at = at.min(digits.len() - width.min(20));
     if negative {
         at -= 1;
         digits[at] = b'-';
@@ -312,11 +315,13 @@ impl<W: fmt::Write> Visit for Fields<'_, W> {
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.entry(field, |out| write_u64(out, value.unsigned_abs(), value < 0));
+        self.entry(field, |out| {
+            write_decimal(out, value.unsigned_abs(), 1, value < 0)
+        });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.entry(field, |out| write_u64(out, value, false));
+        self.entry(field, |out| write_decimal(out, value, 1, false));
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
@@ -504,11 +509,11 @@ mod tests {
     fn integers_are_written_as_display_writes_them() {
         for value in [0, 1, 9, 10, 200, 4_294_967_296, i64::MAX, -1, -10, i64::MIN] {
             let mut out = String::new();
-            write_u64(&mut out, value.unsigned_abs(), value < 0).unwrap();
+            write_decimal(&mut out, value.unsigned_abs(), 1, value < 0).unwrap();
             assert_eq!(out, value.to_string());
         }
         let mut out = String::new();
-        write_u64(&mut out, u64::MAX, false).unwrap();
+        write_decimal(&mut out, u64::MAX, 1, false).unwrap();
         assert_eq!(out, u64::MAX.to_string());
     }
 
