@@ -46,6 +46,7 @@ use crate::build::{self, CanaryChildren, Children, REVISION_LABEL, Revision, sho
 use crate::cache::{self, Cached, Caches};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
+use crate::gateway::HttpRoute;
 use crate::optional::{OptionalKind, Presence};
 use crate::status;
 
@@ -340,7 +341,7 @@ impl Applier<'_> {
         ingress?;
         hpa?;
         monitor?;
-        route?;
+        let route = route?;
         let live_canary = live_canary?;
         let mut keep = vec![config_map.name_any()];
         keep.extend(canary_config_map);
@@ -349,6 +350,7 @@ impl Applier<'_> {
         Ok(Applied {
             deployment: live,
             canary: live_canary,
+            route,
         })
     }
 
@@ -429,25 +431,29 @@ impl Applier<'_> {
     /// Applies or prunes a child of a kind the cluster may not serve; does
     /// nothing while the kind is missing or not yet cached (the status
     /// tells which, and a change of that triggers another reconcile).
+    /// The live child, when there is one.
     async fn apply_optional<K>(
         &self,
         kind: &OptionalKind<K>,
         desired: Option<K>,
         name: &str,
         changes: &mut Vec<Change>,
-    ) -> Result<()>
+    ) -> Result<Option<K>>
     where
         K: Child + Send + Sync + 'static,
     {
         if kind.presence() != Presence::Ready {
-            return Ok(());
+            return Ok(None);
         }
         match desired {
             Some(desired) => self
                 .apply_child(&kind.store, &desired, changes)
                 .await
-                .map(drop),
-            None => self.prune::<K, _>(&kind.store, name, changes).await,
+                .map(Some),
+            None => self
+                .prune::<K, _>(&kind.store, name, changes)
+                .await
+                .map(|()| None),
         }
     }
 
@@ -876,6 +882,8 @@ pub struct Applied {
     pub deployment: Deployment,
     /// The canary's, while one runs.
     pub canary: Option<Deployment>,
+    /// The `HTTPRoute`, when the spec has one and the cluster serves them.
+    pub route: Option<HttpRoute>,
 }
 
 /// What [`Applier::plan`] decided for one child.

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -46,12 +47,12 @@ use crate::build::{self, Revision, ServiceMonitor};
 use crate::cache::{self, Cached, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
-use crate::fault;
 use crate::gateway::{self, Gateway, HttpRoute};
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::rollout::request::{self, Handled};
-use crate::rollout::{self, prometheus::Prometheus, webhook};
+use crate::rollout::{self, outbox, prometheus::Prometheus};
 use crate::status::{self, Observed};
 
 /// How long reconciles in flight may take to finish after SIGTERM.
@@ -79,16 +80,24 @@ pub struct Context {
     goservers: Store<GoServer>,
     written: Written,
     prometheus: Prometheus,
-    webhook: webhook::Sender,
+    notifier: Notifier,
     /// Consecutive transient failures per `GoServer` UID, for backoff. A
     /// `GoServer` deleted and created again under its name starts afresh.
     failures: Mutex<HashMap<String, (ObjectRef<GoServer>, u32)>>,
-    /// The last verification decision this process told, per `GoServer`
-    /// UID. A reconcile that runs on a cached object from before the
-    /// announcement was cleared finds the decision still pending; this is
-    /// how it knows it was told already. After a restart it is empty, and a
-    /// pending decision is told.
-    told: Mutex<HashMap<String, (ObjectRef<GoServer>, String)>>,
+    /// The last status this process wrote that changed the rollout state,
+    /// per `GoServer` UID: its resource version and the rollout state it
+    /// holds. A reconcile whose cached `GoServer` shows neither runs on a
+    /// view from before that write (the watch lags): it reads the
+    /// `GoServer` afresh instead, so that it never undoes a decision it
+    /// cannot see yet (a rollback already told, say).
+    rollout_written: Mutex<HashMap<String, (ObjectRef<GoServer>, RolloutWritten)>>,
+}
+
+/// A status write that changed the rollout state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RolloutWritten {
+    resource_version: Option<String>,
+    state: String,
 }
 
 impl Context {
@@ -99,13 +108,23 @@ impl Context {
         caches: Caches,
         goservers: Store<GoServer>,
         settings: &Settings,
+        wake: mpsc::UnboundedSender<ObjectRef<GoServer>>,
     ) -> Self {
         let reporter = Reporter {
-            controller: "gantry-operator".to_owned(),
+            controller: crate::notify::CONTROLLER.to_owned(),
             instance: settings.instance.clone(),
         };
+        let recorder = Recorder::new(client.clone(), reporter);
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            notifier: Notifier::new(
+                client.clone(),
+                recorder.clone(),
+                settings.instance.clone(),
+                settings.webhook_signing_key_file.clone(),
+                Arc::clone(&metrics),
+                wake,
+            ),
+            recorder,
             client,
             metrics,
             caches,
@@ -115,26 +134,65 @@ impl Context {
                 settings.prometheus_url.clone(),
                 settings.prometheus_token_file.clone(),
             ),
-            webhook: webhook::Sender::new(settings.webhook_signing_key_file.clone()),
             failures: Mutex::new(HashMap::new()),
-            told: Mutex::new(HashMap::new()),
+            rollout_written: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Whether the decision `id` of `gs` is yet to be told by this process;
-    /// from now on it counts as told.
-    fn first_telling(&self, gs: &GoServer, id: &str) -> bool {
-        let Some(uid) = gs.uid() else { return true };
-        let mut told = self.told.lock().unwrap_or_else(PoisonError::into_inner);
-        self.drop_gone(&mut told);
-        let (_, last) = told
-            .entry(uid)
-            .or_insert_with(|| (ObjectRef::from_obj(gs), String::new()));
-        if last == id {
-            return false;
+    /// `gs` as this reconcile should see it: the cached object, unless it
+    /// shows neither this process's last rollout write nor anything after
+    /// it, in which case the apiserver's (one GET, only then).
+    async fn fresh<'a>(&self, gs: &'a GoServer) -> Result<Cow<'a, GoServer>> {
+        let Some(uid) = gs.uid() else {
+            return Ok(Cow::Borrowed(gs));
+        };
+        let written = {
+            let mut entries = self
+                .rollout_written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            self.drop_gone(&mut entries);
+            let Some((_, written)) = entries.get(&uid) else {
+                return Ok(Cow::Borrowed(gs));
+            };
+            if seen(gs, written) {
+                entries.remove(&uid);
+                return Ok(Cow::Borrowed(gs));
+            }
+            written.clone()
+        };
+        debug!(
+            "the cached GoServer is older than this process's last status write; reading it afresh"
+        );
+        let live = namespaced::<GoServer>(self, gs)?
+            .get_opt(&gs.name_any())
+            .await
+            .map_err(|e| Error::kube("get GoServer", e))?;
+        match live {
+            Some(live) if live.uid().as_deref() == Some(uid.as_str()) => {
+                if !seen(&live, &written) {
+                    // Someone else wrote the status since: nothing of ours
+                    // to wait for.
+                    self.rollout_written
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&uid);
+                }
+                Ok(Cow::Owned(live))
+            }
+            // Gone, or another object of the name: the watch tells.
+            _ => Ok(Cow::Borrowed(gs)),
         }
-        id.clone_into(last);
-        true
+    }
+
+    /// Keeps what a status write that changed the rollout state wrote.
+    fn remember_rollout_write(&self, gs: &GoServer, written: RolloutWritten) {
+        if let Some(uid) = gs.uid() {
+            self.rollout_written
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(uid, (ObjectRef::from_obj(gs), written));
+        }
     }
 
     /// Counts a transient failure of `gs` and returns how many in a row.
@@ -178,6 +236,29 @@ impl Context {
     }
 }
 
+/// Whether `gs` shows the status write `written` (or a later object with
+/// the same rollout state).
+fn seen(gs: &GoServer, written: &RolloutWritten) -> bool {
+    (written.resource_version.is_some() && gs.resource_version() == written.resource_version)
+        || rollout_state(gs.status.as_ref()) == written.state
+}
+
+/// The part of a status that rollout decisions are made from, as text to
+/// compare: a reconcile that does not see the latest of it must not act.
+fn rollout_state(status: Option<&GoServerStatus>) -> String {
+    let Some(s) = status else {
+        return String::new();
+    };
+    serde_json::to_string(&(
+        &s.last_good_revision,
+        &s.failed_revision,
+        &s.verification,
+        &s.canary,
+        &s.outbox,
+    ))
+    .unwrap_or_default()
+}
+
 /// What the controller needs besides the client.
 pub struct Settings {
     /// Watch only this namespace; `None`: all namespaces.
@@ -210,12 +291,16 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     let controller = Controller::for_stream(goservers, store.clone()).with_config(
         kube::runtime::controller::Config::default().concurrency(settings.concurrency),
     );
+    // A delivery answered wakes its GoServer, whose next status write
+    // records it.
+    let (wake, woken) = mpsc::unbounded();
     let ctx = Arc::new(Context::new(
         client,
         metrics,
         caches.clone(),
         store.clone(),
         &settings,
+        wake,
     ));
     tokio::spawn(async move {
         if cache::ready(&store).await && caches.wait_until_ready().await {
@@ -266,6 +351,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
             routes.changes,
             gateways.changes,
         ]))
+        .reconcile_on(woken)
         .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::shutdown_signal())
         .run(reconcile, error_policy, ctx)
@@ -420,67 +506,20 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
     // a restarted operator tried to create ControllerRevisions that
     // existed). Immediate once they are ready.
     ctx.caches.wait_until_ready().await;
+    // A view older than our own last rollout write would act on a rollout
+    // state that is no more (found by the stale-status test: a reconcile
+    // on the status from before a rollback measured again and erased it).
+    let gs = ctx.fresh(gs).await?;
+    let gs = gs.as_ref();
     debug!(generation = gs.metadata.generation, "reconcile started");
     match Box::pin(sync(gs, ctx)).await {
-        Ok(Synced {
-            deployment,
-            decision,
-            told,
-            defaulted,
-            handled,
-        }) => {
-            let hpa = cached_child(&ctx.caches.hpas, gs, gs.spec.autoscaling.is_some())?;
-            let route = cached_child(&ctx.caches.routes.store, gs, gs.spec.route.is_some())?;
-            let observed = Observed {
-                deployment: Some(&deployment),
-                rollout: Some(&decision),
-                error: None,
-                hpa: hpa.as_ref(),
-                service_monitors: ctx.caches.service_monitors.presence(),
-                routes: ctx.caches.routes.presence(),
-                route: route.as_ref(),
-                route_https: gateway::serves_https(gs, &ctx.caches.gateways.store)?,
-            };
-            // The Events are not waited for before the status: a
-            // Deployment that comes up meanwhile is seen one round trip
-            // sooner.
-            // A status that carries requests is written only over the
-            // version of the GoServer they were read from: a cached copy
-            // older than the live one (whose requests may be done already)
-            // gets a conflict and a retry on a fresh copy.
-            let precondition = (!handled.is_empty())
-                .then(|| gs.resource_version())
-                .flatten();
-            let ((), (), written) = tokio::join!(
-                publish_changes(ctx, gs, told),
-                publish_defaulted(ctx, gs, defaulted),
-                write_status_over(gs, ctx, &observed, precondition)
-            );
-            written?;
-            finish_requests(ctx, gs, handled).await?;
-            // A decision is told only once the status records it, and the
-            // record is cleared once it is told: an operator stopped in
-            // between tells it after its restart, and nothing is told of a
-            // decision that was never recorded.
-            if let Some(decided) = &decision.decided {
-                if ctx.first_telling(gs, &decided.id(gs)) {
-                    fault::crash_point("decision-recorded", decided.event.as_str());
-                    tell(ctx, gs, decided).await;
-                }
-                let told = decision.told();
-                let observed = Observed {
-                    rollout: Some(&told),
-                    ..observed
-                };
-                write_status(gs, ctx, &observed).await?;
+        Ok(synced) => match Box::pin(report(gs, ctx, synced)).await {
+            Err(Error::StatusConflict { .. }) => {
+                info!("the GoServer changed since it was read; looking again");
+                Ok(Action::requeue(MIN_REQUEUE))
             }
-            ctx.clear_failures(gs);
-            info!(outcome = "ok", "reconcile finished");
-            let next = decision
-                .requeue
-                .map_or(RESYNC, |d| d.clamp(MIN_REQUEUE, RESYNC));
-            Ok(Action::requeue(next))
-        }
+            other => other,
+        },
         Err(err @ Error::Outdated { .. }) => {
             // Nothing is written for an object that is not there: no
             // status, no Event.
@@ -504,7 +543,7 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             };
             // An unchanged status means this error was reported already:
             // no second Event, no write.
-            if write_status(gs, ctx, &observed).await? {
+            if write_status(gs, ctx, &observed, None).await?.written {
                 publish_error(ctx, gs, &err).await;
             }
             Err(err)
@@ -514,6 +553,134 @@ async fn reconcile_inner(gs: &GoServer, ctx: &Context) -> Result<Action> {
             publish_error(ctx, gs, &err).await;
             Err(err)
         }
+    }
+}
+
+/// What a status write of [`report`] reads: one per write, each seeing the
+/// decision as it stands then.
+fn observed<'a>(
+    ctx: &Context,
+    deployment: &'a Deployment,
+    decision: &'a rollout::Decision,
+    hpa: Option<&'a HorizontalPodAutoscaler>,
+    route: Option<&'a HttpRoute>,
+    route_https: bool,
+) -> Observed<'a> {
+    Observed {
+        deployment: Some(deployment),
+        rollout: Some(decision),
+        error: None,
+        hpa,
+        service_monitors: ctx.caches.service_monitors.presence(),
+        routes: ctx.caches.routes.presence(),
+        route,
+        route_https,
+    }
+}
+/// Writes what a successful [`sync`] found, then tells its decisions: the
+/// status first (the decision recorded), the Events and the deliveries
+/// after, and a second status write for the Events recorded.
+async fn report(gs: &GoServer, ctx: &Context, synced: Synced) -> Result<Action> {
+    let Synced {
+        deployment,
+        mut decision,
+        told,
+        defaulted,
+        handled,
+    } = synced;
+    let hpa = cached_child(&ctx.caches.hpas, gs, gs.spec.autoscaling.is_some())?;
+    let route = cached_child(&ctx.caches.routes.store, gs, gs.spec.route.is_some())?;
+    let route_https = gateway::serves_https(gs, &ctx.caches.gateways.store)?;
+    let receivers = rollout::receivers(gs);
+    ctx.notifier.drop_gone(|object, uid| {
+        ctx.goservers
+            .get(object)
+            .is_some_and(|live| live.uid().as_deref() == Some(uid))
+    });
+    // What this process learnt since its last write (Events recorded,
+    // deliveries answered) goes into this one.
+    let learnt = ctx.notifier.learnt(gs);
+    outbox::settle(&mut decision.outbox, &learnt, &receivers);
+    // A status that carries requests is written only over the version of
+    // the GoServer they were read from: a cached copy older than the live
+    // one (whose requests may be done already) gets a conflict and a retry
+    // on a fresh copy. The same holds for every write that changes the
+    // rollout state (see `Error::StatusConflict`).
+    let requests = !handled.is_empty();
+    // The Events are not waited for before the status: a Deployment that
+    // comes up meanwhile is seen one round trip sooner.
+    let written = {
+        let first = observed(
+            ctx,
+            &deployment,
+            &decision,
+            hpa.as_ref(),
+            route.as_ref(),
+            route_https,
+        );
+        let ((), (), written) = tokio::join!(
+            publish_changes(ctx, gs, told),
+            publish_defaulted(ctx, gs, defaulted),
+            write_status(gs, ctx, &first, Some(requests))
+        );
+        written?
+    };
+    ctx.notifier.forget(gs, &learnt);
+    finish_requests(ctx, gs, handled).await?;
+    publish_dropped(ctx, gs, &decision.dropped).await;
+
+    // Told only once recorded: an operator stopped before this point tells
+    // it after its restart, and nothing is told of a decision that was
+    // never recorded.
+    let mut requeue = decision.requeue;
+    if ctx.notifier.record_events(gs, &decision.outbox).await {
+        // The recorded Events leave the outbox now, not at the next write.
+        let mut after = gs.clone();
+        after.status = Some(written.status.clone());
+        after.metadata.resource_version = written.resource_version.clone();
+        let learnt = ctx.notifier.learnt(&after);
+        outbox::settle(&mut decision.outbox, &learnt, &receivers);
+        let second = observed(
+            ctx,
+            &deployment,
+            &decision,
+            hpa.as_ref(),
+            route.as_ref(),
+            route_https,
+        );
+        write_status(&after, ctx, &second, Some(false)).await?;
+        ctx.notifier.forget(&after, &learnt);
+    }
+    let now = now();
+    ctx.notifier.deliver(gs, &decision.outbox, &now);
+    if let Some(next) = outbox::next_due(&decision.outbox, &now) {
+        requeue = Some(requeue.map_or(next, |r| r.min(next)));
+    }
+    ctx.clear_failures(gs);
+    info!(outcome = "ok", "reconcile finished");
+    let next = requeue.map_or(RESYNC, |d| d.clamp(MIN_REQUEUE, RESYNC));
+    Ok(Action::requeue(next))
+}
+
+/// A Warning Event for each decision that left a full outbox untold.
+async fn publish_dropped(ctx: &Context, gs: &GoServer, dropped: &[crate::crd::Notification]) {
+    for dropped in dropped {
+        publish(
+            ctx,
+            gs,
+            EventType::Warning,
+            "NotificationDropped",
+            "Notify",
+            format!(
+                "decision {} ({} of {}) was never told in full and left the outbox, which keeps {}",
+                dropped.id,
+                dropped.event.as_str(),
+                dropped.revision,
+                outbox::LIMIT
+            ),
+            None,
+        )
+        .await;
     }
 }
 
@@ -596,22 +763,15 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     // the rest of it works on that view.
     let (view, handled) = handle_requests(ctx, gs, &spec_revision.name)?;
     let gs = view.as_ref();
-    let plan = rollout::canary::plan(gs, &spec_revision.name);
+    let now = now();
+    let mut plan = rollout::canary::plan(gs, &spec_revision.name, &now);
     let in_force = if plan.stable == spec_revision.name {
         spec_revision.clone()
     } else {
         stored_revision(ctx, gs, &plan.stable).await?
     };
-    // A canary runs the spec's revision, sized by its weight's share of
-    // the stable Deployment as it is now (the HPA's count, when it scales).
-    let canary = match &plan.canary {
-        Some(canary) => Some(build::CanaryRun {
-            revision: spec_revision.clone(),
-            weight: canary.weight,
-            replicas: build::canary::replicas(stable_replicas(ctx, gs).await?, canary.weight),
-        }),
-        None => None,
-    };
+    let canary = canary_run(ctx, gs, &mut plan, &spec_revision).await?;
+    let canary_revision = canary.as_ref().map(|c| c.revision.clone());
     let children = build::build_with_canary(gs, in_force.clone(), canary)?;
     let applier = Applier {
         client: &ctx.client,
@@ -627,6 +787,7 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
     let apply::Applied {
         deployment,
         canary: live_canary,
+        route,
     } = match outcome {
         Ok(live) => live,
         Err(err) => {
@@ -637,12 +798,16 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
 
     // Observe: how far the revision in force is, and its verification.
     let runs_in_force = runs(&deployment, &in_force.name);
-    let canary_observed = live_canary.as_ref().map(|live| rollout::canary::Observed {
-        revision: &spec_revision,
-        complete: runs(live, &spec_revision.name) && status::rollout_complete(live),
-        deadline_exceeded: runs(live, &spec_revision.name) && status::deadline_exceeded(live),
-    });
-    let now = now();
+    let canary_observed = match (&live_canary, &canary_revision) {
+        (Some(live), Some(revision)) => Some(rollout::canary::Observed {
+            revision,
+            complete: runs(live, &revision.name) && status::rollout_complete(live),
+            deadline_exceeded: runs(live, &revision.name) && status::deadline_exceeded(live),
+            draining: plan.canary.as_ref().is_some_and(|c| c.draining),
+        }),
+        _ => None,
+    };
+    let decision_id = decision_id();
     let observation = rollout::Observation {
         now: &now,
         spec_revision: &spec_revision.name,
@@ -650,17 +815,13 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         complete: runs_in_force && status::rollout_complete(&deployment),
         deadline_exceeded: runs_in_force && status::deadline_exceeded(&deployment),
         canary: canary_observed,
+        routing: rollout::canary::routing(gs, route.as_ref()),
+        decision_id: &decision_id,
     };
     let mut decision = rollout::progress(gs, &observation, None);
-    if decision.measure {
-        // The revision under verification: the canary's while one is
-        // judged, else the one in force.
-        let measured = decision
-            .verification
-            .as_ref()
-            .map_or_else(|| in_force.name.clone(), |v| v.revision.clone());
-        let results = measure(ctx, gs, &measured).await;
-        decision = rollout::progress(gs, &observation, Some(&results));
+    if let Some(due) = decision.measure.take() {
+        let samples = measure(ctx, gs, &due).await;
+        decision = rollout::progress(gs, &observation, Some(&samples));
     }
     Ok(Synced {
         deployment,
@@ -669,6 +830,59 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         defaulted,
         handled,
     })
+}
+
+/// The canary to run for `plan`, if any. It runs the spec's revision,
+/// sized by its weight's share of the stable Deployment as it is now (the
+/// HPA's count, when it scales). One that drains keeps the pods it has,
+/// and is never made again: without a canary Deployment to drain, the plan
+/// loses its canary.
+async fn canary_run(
+    ctx: &Context,
+    gs: &GoServer,
+    plan: &mut rollout::canary::Plan,
+    spec_revision: &Revision,
+) -> Result<Option<build::CanaryRun>> {
+    let namespace = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let live_canary: Option<Deployment> = cache::get(
+        &ctx.caches.deployments,
+        &namespace,
+        &build::canary::name(&gs.name_any()),
+    )?;
+    if plan
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.draining && live_canary.is_none())
+    {
+        plan.canary = None;
+    }
+    let Some(canary) = &plan.canary else {
+        return Ok(None);
+    };
+    let revision = if canary.revision == spec_revision.name {
+        spec_revision.clone()
+    } else {
+        stored_revision(ctx, gs, &canary.revision).await?
+    };
+    let replicas = if canary.draining {
+        live_canary
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    } else {
+        build::canary::replicas(stable_replicas(ctx, gs).await?, canary.weight)
+    };
+    Ok(Some(build::CanaryRun {
+        revision,
+        weight: canary.weight,
+        replicas,
+    }))
+}
+
+/// A fresh decision id: a UUID (version 7, so ids sort by time).
+fn decision_id() -> String {
+    uuid::Uuid::now_v7().to_string()
 }
 
 /// Applies the requests made by annotation (see [`rollout::request`]) to a
@@ -843,73 +1057,37 @@ async fn stored_revision(ctx: &Context, gs: &GoServer, name: &str) -> Result<Rev
     Revision::from_controller_revision(&record)
 }
 
-/// Runs every metric's query once, all at the same time.
-async fn measure(ctx: &Context, gs: &GoServer, revision: &str) -> Vec<rollout::Measurement> {
+/// Runs the due queries (and their traffic guards) once, all at the same
+/// time.
+async fn measure(ctx: &Context, gs: &GoServer, due: &rollout::Due) -> Vec<rollout::Sample> {
     let Some(spec) = rollout::spec(gs) else {
         return Vec::new();
     };
     let url = spec.prometheus.as_ref().map(|p| p.url.as_str());
     let timeout = rollout::query_timeout(spec);
-    let queries = rollout::queries(gs, revision, spec);
-    let results = futures::future::join_all(
-        queries
-            .iter()
-            .map(|query| ctx.prometheus.query(url, query, timeout)),
-    )
+    let samples = futures::future::join_all(due.queries.iter().map(|q| async move {
+        let (value, traffic) = tokio::join!(ctx.prometheus.query(url, &q.query, timeout), async {
+            match &q.traffic {
+                Some(traffic) => Some(ctx.prometheus.query(url, traffic, timeout).await),
+                None => None,
+            }
+        });
+        rollout::Sample {
+            metric: q.metric.clone(),
+            value,
+            traffic,
+        }
+    }))
     .await;
-    for (metric, result) in spec.metrics.iter().zip(&results) {
-        match result {
-            Ok(value) => debug!(metric = %metric.name, value = ?value, "measured"),
-            Err(err) => warn!(metric = %metric.name, error = %err, "measurement failed"),
+    for sample in &samples {
+        match &sample.value {
+            Ok(value) => {
+                debug!(metric = %sample.metric, value = ?value, traffic = ?sample.traffic, "measured");
+            }
+            Err(err) => warn!(metric = %sample.metric, error = %err, "measurement failed"),
         }
     }
-    results
-}
-
-/// An Event and the webhook for a verification decision. The webhook runs
-/// in a task of its own: a slow receiver never holds a reconcile.
-async fn tell(ctx: &Context, gs: &GoServer, decided: &rollout::Decided) {
-    let type_ = if decided.event == rollout::DecisionKind::Verified {
-        EventType::Normal
-    } else {
-        EventType::Warning
-    };
-    info!(decision = decided.event.as_str(), revision = %decided.revision, "{}", decided.message);
-    publish(
-        ctx,
-        gs,
-        type_,
-        decided.event.as_str(),
-        "Verify",
-        decided.message.clone(),
-        None,
-    )
-    .await;
-    let Some(url) = rollout::spec(gs)
-        .and_then(|v| v.webhook.as_ref())
-        .map(|w| w.url.clone())
-    else {
-        return;
-    };
-    let payload = webhook::Payload::new(gs, decided);
-    let sender = ctx.webhook.clone();
-    let recorder = ctx.recorder.clone();
-    let reference = gs.object_ref(&());
-    tokio::spawn(async move {
-        if let Err(err) = sender.send(&url, &payload).await {
-            warn!(error = %err, "the verification webhook failed");
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "WebhookFailed".to_owned(),
-                note: Some(format!("POST {url}: {err}")),
-                action: "Notify".to_owned(),
-                secondary: None,
-            };
-            if let Err(err) = recorder.publish(&event, &reference).await {
-                warn!(error = %err, "could not publish an Event");
-            }
-        }
-    });
+    samples
 }
 
 /// Now, to the second: condition and status times are stored in seconds,
@@ -995,25 +1173,54 @@ async fn publish_change(ctx: &Context, gs: &GoServer, told: Told) {
     .await;
 }
 
-/// Writes the status when it differs from the stored one. Returns whether
-/// it wrote.
-async fn write_status(gs: &GoServer, ctx: &Context, observed: &Observed<'_>) -> Result<bool> {
-    write_status_over(gs, ctx, observed, None).await
+/// What [`write_status`] left in the apiserver.
+struct StatusWritten {
+    /// Whether it wrote (the status differed).
+    written: bool,
+    /// The status the `GoServer` has now.
+    status: GoServerStatus,
+    /// The `GoServer`'s resource version after the write, when it wrote.
+    resource_version: Option<String>,
 }
 
-/// The same, refused by the apiserver unless the GoServer is still at
-/// `resource_version`, when given.
-async fn write_status_over(
+/// Writes the status when it differs from the stored one.
+///
+/// With `guard` (`Some(requests)`), a write that carries requests
+/// (`requests`) or changes the rollout state is made only over the version
+/// of `gs` this reconcile read: a conflict (the view was stale) is
+/// [`Error::StatusConflict`], and the reconcile looks again.
+async fn write_status(
     gs: &GoServer,
     ctx: &Context,
     observed: &Observed<'_>,
-    resource_version: Option<String>,
-) -> Result<bool> {
+    guard: Option<bool>,
+) -> Result<StatusWritten> {
     let new = status::compute(gs, observed, &now());
     if gs.status.as_ref() == Some(&new) {
-        return Ok(false);
+        return Ok(StatusWritten {
+            written: false,
+            status: new,
+            resource_version: None,
+        });
     }
-    patch_status(gs, ctx, &new, resource_version).await?;
+    let old_state = rollout_state(gs.status.as_ref());
+    let new_state = rollout_state(Some(&new));
+    let rollout_changed = old_state != new_state;
+    let precondition = guard
+        .is_some_and(|requests| requests || rollout_changed)
+        .then(|| gs.resource_version())
+        .flatten();
+    let live = patch_status(gs, ctx, &new, precondition).await?;
+    let resource_version = live.resource_version();
+    if rollout_changed {
+        ctx.remember_rollout_write(
+            gs,
+            RolloutWritten {
+                resource_version: resource_version.clone(),
+                state: new_state,
+            },
+        );
+    }
     if let Some(note) = scaling_failure(gs.status.as_ref(), &new) {
         publish(
             ctx,
@@ -1032,7 +1239,11 @@ async fn write_status_over(
         revision = new.revision.as_deref().unwrap_or(""),
         "status updated"
     );
-    Ok(true)
+    Ok(StatusWritten {
+        written: true,
+        status: new,
+        resource_version,
+    })
 }
 
 async fn patch_status(
@@ -1040,7 +1251,7 @@ async fn patch_status(
     ctx: &Context,
     status: &GoServerStatus,
     resource_version: Option<String>,
-) -> Result<()> {
+) -> Result<GoServer> {
     let api = namespaced::<GoServer>(ctx, gs)?;
     // Applying the whole status lets fields that are gone (a URL after the
     // Ingress was removed) disappear, which a merge patch would keep. The
@@ -1049,6 +1260,7 @@ async fn patch_status(
     // the cache lagged), instead of giving it the old object's status.
     let uid = gs.uid().ok_or(Error::MissingObjectKey("uid"))?;
     let mut metadata = json!({"uid": uid});
+    let guarded = resource_version.is_some();
     if let Some(version) = resource_version {
         metadata["resourceVersion"] = json!(version);
     }
@@ -1066,7 +1278,7 @@ async fn patch_status(
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(live) => Ok(live),
         // "metadata.uid: field is immutable": another object has the name.
         Err(kube::Error::Api(status))
             if status.code == 422 && status.message.contains("metadata.uid") =>
@@ -1075,6 +1287,11 @@ async fn patch_status(
                 name: gs.name_any(),
                 uid,
                 live: "another object of the name".to_owned(),
+            })
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 && guarded => {
+            Err(Error::StatusConflict {
+                name: gs.name_any(),
             })
         }
         Err(e) => Err(Error::kube("patch GoServer status", e)),

@@ -782,6 +782,7 @@ fn default_min_replicas() -> i32 {
 /// How new revisions roll out, and how they are judged.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'Canary' || (has(self.steps) && size(self.steps) > 0)").message("the Canary strategy needs at least one step").field_path(".steps"))]
+#[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'Canary' || !has(self.verification) || !has(self.verification.postVerification)").message("postVerification is not supported with the Canary strategy: every step is already judged on live traffic, the last one before the promotion").field_path(".verification.postVerification"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     /// `RollingUpdate` (default): the Deployment replaces its pods, and the
@@ -820,6 +821,52 @@ pub struct RolloutSpec {
     /// bad one back to the last revision that passed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationSpec>,
+    /// Canary only: how a step waits for the Gateways of the route. A step
+    /// is judged only once every parent Gateway reports the route
+    /// `Accepted` for its current weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayWait>,
+}
+
+/// How a canary waits for its Gateways.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayWait {
+    /// How long a step, an abort or a promotion waits for every parent
+    /// Gateway to accept the route's new weights (default 2m). A step not
+    /// accepted in time is aborted; an abort or a promotion drains anyway.
+    #[serde(default = "default_gateway_timeout")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub timeout: String,
+    /// How long the canary keeps its pods after its weight went to 0 and
+    /// the Gateways accepted that, before it is deleted or scaled to 0
+    /// (default 30s): requests a Gateway already sent it can finish.
+    #[serde(default = "default_drain")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub drain: String,
+    /// Do not wait for the route's status: for Gateway implementations
+    /// that write none. Steps then start when the canary's pods are
+    /// available, and the drain starts at weight 0.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_route_status: bool,
+}
+
+impl Default for GatewayWait {
+    fn default() -> Self {
+        Self {
+            timeout: default_gateway_timeout(),
+            drain: default_drain(),
+            ignore_route_status: false,
+        }
+    }
+}
+
+fn default_gateway_timeout() -> String {
+    "2m".to_owned()
+}
+
+fn default_drain() -> String {
+    "30s".to_owned()
 }
 
 /// How a new revision reaches the pods.
@@ -861,6 +908,7 @@ pub struct CanaryStep {
 /// more fails it at once. Too few samples never pass: the revision then
 /// stays unverified (reason `NoData`) and is measured on.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("!has(self.webhook) || !has(self.receivers) || self.receivers.all(r, r.name != 'webhook')").message("the name webhook is taken by the webhook field").field_path(".receivers"))]
 #[serde(rename_all = "camelCase")]
 pub struct VerificationSpec {
     /// The Prometheus to ask. Default: the operator's `--prometheus-url`.
@@ -896,9 +944,28 @@ pub struct VerificationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
     pub post_verification: Option<String>,
-    /// Told of every decision (`Verified`, `Failed`, `RolledBack`) by a POST.
+    /// How long after the window a revision may go without a verdict (no
+    /// data, Prometheus unavailable, a query Prometheus refuses) before
+    /// `onDeadline` is taken (default 15m).
+    #[serde(default = "default_deadline")]
+    #[schemars(length(max = 32), regex(pattern = DURATION_PATTERN))]
+    pub deadline: String,
+    /// What happens at the deadline: `Hold` (default: the revision stays
+    /// unverified and in force, `Degraded` says so and an alert fires),
+    /// `Rollback` (it fails, as a failed measurement would) or `Pass` (it
+    /// counts as verified).
+    #[serde(default)]
+    pub on_deadline: DeadlineAction,
+    /// Told of every decision (`Verified`, `Failed`, `RolledBack`) by a
+    /// POST. The same as a receiver named `webhook` in `receivers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+    /// Told of every decision, each by a POST retried until it answers 2xx.
+    /// Names must be unique (and not `webhook` when `webhook` is set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
+    pub receivers: Vec<ReceiverSpec>,
     /// The measurements. Names must be unique.
     #[schemars(length(min = 1, max = 16))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
@@ -915,6 +982,10 @@ fn default_interval() -> String {
 
 fn default_window() -> String {
     "5m".to_owned()
+}
+
+fn default_deadline() -> String {
+    "15m".to_owned()
 }
 
 fn default_min_samples() -> i32 {
@@ -956,6 +1027,58 @@ pub struct WebhookSpec {
     pub url: String,
 }
 
+/// What a verification without a verdict does at its deadline.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeadlineAction {
+    /// Stay unverified, in force, measuring on; `Degraded` and an alert
+    /// say it is overdue.
+    #[default]
+    Hold,
+    /// Fail the revision (and roll it back with `autoRollback`).
+    Rollback,
+    /// Count the revision as verified.
+    Pass,
+}
+
+/// A receiver of verification decisions.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct ReceiverSpec {
+    /// Names the receiver in status and Events; deliveries are keyed by it.
+    #[schemars(length(min = 1, max = 63), regex(pattern = METRIC_NAME_PATTERN))]
+    pub name: String,
+    /// URL to POST to.
+    #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://"))]
+    pub url: String,
+    /// The body's shape: `Generic` (default), Gantry's signed JSON.
+    #[serde(default)]
+    pub format: ReceiverFormat,
+}
+
+/// Body shapes of a receiver.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ReceiverFormat {
+    /// Gantry's JSON body, signed as Standard Webhooks specify.
+    #[default]
+    Generic,
+}
+
+/// The traffic behind a measurement: a sample counts only when the
+/// revision served at least `min` requests in it.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficGuard {
+    /// A `PromQL` query giving the requests in the sample, for example
+    /// `sum(increase(http_requests_total{revision="${revision}"}[1m]))`;
+    /// the same variables as `query`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub query: String,
+    /// Fewer requests than this (or no data) make the sample inconclusive,
+    /// whatever the metric's value: one error in two requests is no 50 %
+    /// error ratio.
+    #[schemars(range(min = 0.0))]
+    pub min: f64,
+}
+
 /// One `PromQL` measurement with its bounds.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.min) || has(self.max)").message("a metric needs min or max"))]
@@ -978,6 +1101,9 @@ pub struct MetricSpec {
     /// The verdict for an empty result or `NaN`: no traffic is not failure.
     #[serde(default)]
     pub no_data: NoDataPolicy,
+    /// Count a sample only when the revision served enough requests in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<TrafficGuard>,
 }
 
 /// What a measurement without data counts as.
@@ -1047,6 +1173,10 @@ pub struct GoServerStatus {
     /// and weight, and the verdict of each step judged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStatus>,
+    /// Decisions not yet told in full (their Event, or a receiver that has
+    /// not answered), oldest first, at most 16.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Notification>,
 }
 
 /// Where a canary stands; an operator restart resumes from here.
@@ -1066,9 +1196,17 @@ pub struct CanaryStatus {
     pub step: i32,
     /// Percent of the route's traffic the canary gets now.
     pub weight: i32,
+    /// When the weight in force was set: a step waits for the Gateways from
+    /// here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_set_at: Option<Time>,
     /// When the step in force began judging (its pods available).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step_started_at: Option<Time>,
+    /// After an abort or a promotion: the canary keeps its pods, at weight
+    /// 0, until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until: Option<Time>,
     /// The steps judged so far, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<StepVerdict>,
@@ -1144,12 +1282,101 @@ pub struct VerificationStatus {
     /// Counts per metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricStatus>,
-    /// The decision that ended this verification, while it has not been
-    /// told yet (Event and webhook). It is written with the decision and
-    /// cleared once told, so an operator that stops in between tells it
-    /// after its restart: at least once, never lost.
+    /// The analysis this verification judges by: the spec's metrics,
+    /// bounds and timing when it began. An edit of the spec applies to the
+    /// next verification, never to this one (unless this one cannot run:
+    /// a query Prometheus refuses is replaced by the edited one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<Analysis>,
+    /// When the verification went past its deadline without a verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overdue_at: Option<Time>,
+    /// Written by operators before 0.3: a decision not told yet. It is
+    /// read once, into `status.outbox`, and never written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announcement: Option<Announcement>,
+}
+
+/// The parts of `spec.rollout.verification` a verification judges by.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Analysis {
+    pub warmup: String,
+    pub interval: String,
+    pub window: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_verification: Option<String>,
+    pub min_samples: i32,
+    pub failure_limit: i32,
+    pub deadline: String,
+    pub on_deadline: DeadlineAction,
+    pub metrics: Vec<MetricSpec>,
+}
+
+impl Analysis {
+    /// The analysis `spec` asks for now.
+    pub fn of(spec: &VerificationSpec) -> Self {
+        Self {
+            warmup: spec.warmup.clone(),
+            interval: spec.interval.clone(),
+            window: spec.window.clone(),
+            post_verification: spec.post_verification.clone(),
+            min_samples: spec.min_samples,
+            failure_limit: spec.failure_limit,
+            deadline: spec.deadline.clone(),
+            on_deadline: spec.on_deadline,
+            metrics: spec.metrics.clone(),
+        }
+    }
+}
+
+/// A decision to tell: its Event and one POST per receiver. It is written
+/// in the status write that records the decision and leaves once every
+/// part is told, so an operator that stops in between tells the rest after
+/// its restart, and a receiver that is down is retried until it answers.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Notification {
+    /// The decision's id: the same in its Event's name, in every delivery
+    /// of it (`webhook-id`), and in no other decision.
+    pub id: String,
+    /// `Verified`, `Failed` or `RolledBack`.
+    pub event: DecisionKind,
+    /// The revision decided on.
+    pub revision: String,
+    /// The last good revision before this decision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_good_revision: Option<String>,
+    /// The Event's note and the webhook's message.
+    pub message: String,
+    /// When the decision was made.
+    pub decided_at: Time,
+    /// Each metric's counts at the decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurements: Vec<MetricStatus>,
+    /// Whether its Event is recorded.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recorded: bool,
+    /// Receivers that have not answered 2xx yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<Delivery>,
+}
+
+/// A delivery not yet acknowledged by its receiver.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    /// The receiver's name (`webhook` for the `webhook` field).
+    pub receiver: String,
+    /// Attempts made so far.
+    #[serde(default)]
+    pub attempts: i32,
+    /// When the next attempt is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<Time>,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// A verification decision waiting to be told.

@@ -52,6 +52,13 @@ pub enum Error {
         live: String,
     },
 
+    /// A status write that changes the rollout state was refused because
+    /// the `GoServer` changed since this reconcile read it: its view may be
+    /// stale (a decision already written and told), so it looks again from
+    /// a fresh read instead of writing over what it did not see.
+    #[error("the GoServer {name:?} changed since it was read; its status is not written over it")]
+    StatusConflict { name: String },
+
     /// A child this `GoServer` needs has a name another `GoServer`'s child
     /// has: one's canary (`<name>-canary`) is named like the other.
     #[error(
@@ -107,6 +114,7 @@ impl Error {
             Self::RevisionMissing { .. } => "revision_missing",
             Self::Outdated { .. } => "outdated_view",
             Self::NameConflict { .. } => "name_conflict",
+            Self::StatusConflict { .. } => "status_conflict",
             Self::MissingObjectKey(_) => "missing_object_key",
             Self::Serialize { .. } => "serialize",
             Self::Http { .. } => "http",
@@ -125,6 +133,7 @@ impl Error {
             Self::RevisionMissing { .. } => "RevisionMissing",
             Self::Outdated { .. } => "OutdatedView",
             Self::NameConflict { .. } => "NameConflict",
+            Self::StatusConflict { .. } => "StatusConflict",
             Self::MissingObjectKey(_) => "MissingObjectKey",
             Self::Serialize { .. } => "SerializeError",
             Self::Http { .. } => "HttpError",
@@ -146,7 +155,7 @@ impl Error {
             | Self::Serialize { .. }
             | Self::Http { .. }
             | Self::LeadershipLost(_) => true,
-            Self::Kube { .. } | Self::LeaseManager(_) => false,
+            Self::Kube { .. } | Self::LeaseManager(_) | Self::StatusConflict { .. } => false,
         }
     }
 

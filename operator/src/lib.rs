@@ -9,6 +9,7 @@
 //! - [`controller`]: fetch, validate, build, apply, report.
 //! - [`client`]: the kube client, with every request counted.
 //! - [`rollout`]: verification of each revision against Prometheus, rollback.
+//! - [`notify`]: telling decisions: their Events and webhook deliveries.
 //! - [`status`]: conditions and counters from the observed Deployment.
 //! - [`telemetry`]: JSON logs with the reconcile's object and id.
 //! - [`metrics`], [`http`]: Prometheus metrics, `/healthz`, `/readyz`.
@@ -27,6 +28,7 @@ pub mod gateway;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod optional;
 pub mod reference;
 pub mod rollout;

@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, gauge::ConstGauge};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{CanaryPhase, GoServer, GoServerStatus};
+use crate::crd::{CanaryPhase, GoServer, GoServerStatus, VerificationPhase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -56,6 +56,7 @@ pub struct Metrics {
     duration: Histogram,
     leader: Gauge,
     requests: Family<RequestLabels, Counter>,
+    deliveries: Family<ResultLabels, Counter>,
     goservers: Arc<OnceLock<Store<GoServer>>>,
 }
 
@@ -114,6 +115,15 @@ impl Metrics {
             "Requests the operator sent to the Kubernetes apiserver, by HTTP method, resource and verb",
             requests.clone(),
         );
+        let deliveries = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "gantry_webhook_deliveries",
+            "Attempts to deliver a decision to a receiver, by result (delivered: it answered 2xx)",
+            deliveries.clone(),
+        );
+        for result in ["delivered", "failed"] {
+            let _ = deliveries.get_or_create(&ResultLabels { result });
+        }
         let goservers = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(GoServerSeries(Arc::clone(&goservers))));
         Self {
@@ -123,8 +133,17 @@ impl Metrics {
             duration,
             leader,
             requests,
+            deliveries,
             goservers,
         }
+    }
+
+    /// Counts one delivery attempt of a decision to a receiver.
+    pub fn delivered(&self, ok: bool) {
+        let result = if ok { "delivered" } else { "failed" };
+        self.deliveries
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// Exports the `gantry_goserver_*` series from `store` from now on
@@ -475,6 +494,38 @@ fn encode_verifications(
                     ("metric", m.name.as_str()),
                 ])?)?;
             }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_verification_overdue",
+        "1 while a revision is held past its verification deadline without a verdict (onDeadline: Hold)",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ([namespace, name], v) in &verifications {
+        let open = !matches!(
+            v.phase,
+            VerificationPhase::Passed | VerificationPhase::Failed
+        );
+        if open && v.overdue_at.is_some() {
+            ConstGauge::new(1).encode(family.encode_family(&[
+                *namespace,
+                *name,
+                ("revision", v.revision.as_str()),
+            ])?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "gantry_goserver_decisions_untold",
+        "Decisions whose Event or a receiver's delivery is still outstanding",
+        None,
+        MetricType::Gauge,
+    )?;
+    for object in objects {
+        let untold = object.status.outbox.len();
+        if untold > 0 {
+            ConstGauge::new(i64::try_from(untold).unwrap_or(i64::MAX))
+                .encode(family.encode_family(&object.labels())?)?;
         }
     }
     Ok(())

@@ -17,7 +17,7 @@ use crate::crd::{
 use crate::error::Error;
 use crate::gateway::HttpRoute;
 use crate::optional::{self, Presence};
-use crate::rollout::Decision;
+use crate::rollout::{self, Decision};
 
 pub const READY: &str = "Ready";
 pub const AVAILABLE: &str = "Available";
@@ -83,9 +83,13 @@ impl Rollout {
             (Some(generation), Some(seen)) => seen >= generation,
             _ => false,
         };
-        let deadline_exceeded = status.conditions.iter().flatten().any(|c| {
-            c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
-        });
+        // Only a status written for the current template says anything
+        // about it: right after a new template, the apply's own answer and
+        // the cache still carry the previous template's deadline.
+        let deadline_exceeded = observed
+            && status.conditions.iter().flatten().any(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            });
         Self {
             desired,
             replicas: status.replicas.unwrap_or(0),
@@ -137,7 +141,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
     let name = gs.metadata.name.as_deref().unwrap_or_default();
     let rollout = observed.deployment.map(Rollout::of);
     // On an early error the rollout state stays as stored.
-    let (revision, last_good_revision, failed_revision, verification, history, canary) =
+    let (revision, last_good_revision, failed_revision, verification, history, canary, outbox) =
         match observed.rollout {
             Some(d) => (
                 Some(d.revision.clone()),
@@ -146,6 +150,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
                 d.verification.clone(),
                 d.history.clone(),
                 d.canary.clone(),
+                d.outbox.clone(),
             ),
             None => (
                 old.revision.clone(),
@@ -154,6 +159,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
                 old.verification.clone(),
                 old.history.clone(),
                 old.canary.clone(),
+                old.outbox.clone(),
             ),
         };
     let (verified, rollout_degraded) = verification_verdicts(
@@ -227,6 +233,7 @@ pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerSt
         verification,
         history,
         canary,
+        outbox,
     }
 }
 
@@ -278,6 +285,8 @@ fn verification_verdicts(
     let status = match v.phase {
         VerificationPhase::Passed => "True",
         VerificationPhase::Failed => "False",
+        // It will not pass as written: a person must edit a query.
+        _ if v.reason == rollout::INVALID_QUERY => "False",
         _ => "Unknown",
     };
     let message = if v.message.is_empty() {
@@ -310,6 +319,31 @@ fn verification_verdicts(
                 "True",
                 "VerificationFailed",
                 format!("revision {} failed verification: {}", v.revision, v.message),
+            ))
+        }
+        None if v.reason == rollout::INVALID_QUERY => Some(Verdict::new(
+            DEGRADED,
+            "True",
+            rollout::INVALID_QUERY,
+            format!(
+                "revision {} cannot be verified: {}; edit the query",
+                v.revision, v.message
+            ),
+        )),
+        None if v.overdue_at.is_some() && v.phase != VerificationPhase::Passed => {
+            let since = v
+                .overdue_at
+                .as_ref()
+                .map(|t| t.0.to_string())
+                .unwrap_or_default();
+            Some(Verdict::new(
+                DEGRADED,
+                "True",
+                "VerificationOverdue",
+                format!(
+                    "revision {} has had no verdict since its deadline ({since}) and stays in                      force unverified: {}: {}",
+                    v.revision, v.reason, v.message
+                ),
             ))
         }
         None => None,
@@ -782,6 +816,42 @@ mod tests {
             "ProgressDeadlineExceeded"
         );
         assert_eq!(condition(&status, PROGRESSING).unwrap().status, "False");
+    }
+
+    /// The previous template's deadline is not the new one's: a Deployment
+    /// whose status was written for an older generation (the apply's own
+    /// answer right after a new template, or a lagging cache) has not yet
+    /// judged the new template at all. Taking its `ProgressDeadlineExceeded`
+    /// for the new revision's failed a good revision for good.
+    #[test]
+    fn a_deadline_of_an_older_generation_is_not_the_new_ones() {
+        let stalled = |observed_generation: i64| {
+            deployment(json!({
+                "observedGeneration": observed_generation, "replicas": 2, "updatedReplicas": 0,
+                "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}],
+            }))
+        };
+        // The fixture's Deployment is at generation 2.
+        assert!(!deadline_exceeded(&stalled(1)));
+        assert!(deadline_exceeded(&stalled(2)));
+        let gs = goserver(json!({"image": "h"}));
+        let dep = stalled(1);
+        let observed = Observed {
+            deployment: Some(&dep),
+            rollout: None,
+            error: None,
+            hpa: None,
+            service_monitors: Presence::Pending,
+            routes: Presence::Pending,
+            route: None,
+            route_https: false,
+        };
+        let status = compute(&gs, &observed, &time(1));
+        assert_eq!(condition(&status, DEGRADED).unwrap().reason, "AsExpected");
+        assert_eq!(
+            condition(&status, PROGRESSING).unwrap().reason,
+            "RollingOut"
+        );
     }
 
     #[test]

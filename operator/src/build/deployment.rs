@@ -59,6 +59,7 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>, in_force: &Revision) -> De
              verification: _,
              strategy: _,
              steps: _,
+             gateway: _,
          }| {
             (max_surge.is_some() || max_unavailable.is_some()).then(|| DeploymentStrategy {
                 type_: Some("RollingUpdate".to_owned()),

@@ -4,15 +4,20 @@
 //!
 //! ```text
 //! new spec revision ─> plan: stable = last good, canary = spec at step 0
-//!   Pending     until the canary's pods are available
+//!   Pending     until the canary's pods are available and every parent
+//!               Gateway accepted the route with the step's weight
+//!               (`rollout.gateway.timeout` at most: then aborted)
 //!   Measuring   warmup, then a sample every interval until `pause` is up
 //!     passed    ─> next step (Pending again, counts reset)
 //!     last step ─> Promoting: the stable Deployment takes the revision,
 //!                  the canary keeps its share until that is rolled out
-//!                  ─> Promoted: the canary is deleted, one backend again
+//!                  ─> Promoted: weight 0
 //!     failed    ─> Aborted: weight 0 at once; with autoRollback the
-//!                  revision is held off (failedRevision) and the canary
-//!                  deleted, without it the canary stays at weight 0
+//!                  revision is held off (failedRevision)
+//!   Promoted or Aborted, weight 0: once the Gateways accepted it, the
+//!   canary keeps its pods for `rollout.gateway.drain`, then it is deleted
+//!   (promoted, or rolled back) or scaled to 0 (aborted, the spec still on
+//!   its revision)
 //! ```
 //!
 //! All of it lives in `status.canary` and `status.verification`: an
@@ -20,15 +25,20 @@
 
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
 use super::{
-    DEFAULT_INTERVAL, DEFAULT_WARMUP, Decision, Measurement, Observation, count_all, duration,
-    fail, judge, no_data, note, pass, record_values, verification,
+    DEFAULT_INTERVAL, DEFAULT_WARMUP, Decision, Observation, Overdue, Sample, Timing, add,
+    analysis_in_force, at_deadline, begin, count_all, due_samples, duration, fail, judge, no_data,
+    note, open, pass, record_values, until, verification,
 };
 use crate::build::Revision;
 use crate::crd::{
-    CanaryPhase, CanaryStatus, CanaryStep, GoServer, RolloutStrategy, StepVerdict,
+    CanaryPhase, CanaryStatus, CanaryStep, GatewayWait, GoServer, RolloutStrategy, StepVerdict,
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
+use crate::gateway::HttpRoute;
 use judge::Verdict;
 
 /// Which revision each Deployment runs.
@@ -37,7 +47,7 @@ pub struct Plan {
     /// The stable Deployment's: [`super::in_force`]'s answer, or the last
     /// good revision while a canary runs.
     pub stable: String,
-    /// The canary, while one runs. It always runs the spec's revision.
+    /// The canary, while one runs or drains.
     pub canary: Option<CanaryPlan>,
 }
 
@@ -47,6 +57,9 @@ pub struct CanaryPlan {
     pub revision: String,
     /// Percent of the route's traffic.
     pub weight: i32,
+    /// At weight 0 and keeping its pods until its drain is over: it is
+    /// neither created again nor resized.
+    pub draining: bool,
 }
 
 /// What the controller saw of the canary's Deployment.
@@ -57,6 +70,90 @@ pub struct Observed<'a> {
     pub complete: bool,
     /// It gave up on its progress deadline.
     pub deadline_exceeded: bool,
+    /// It is only kept to drain (the plan said so): no step of it is judged.
+    pub draining: bool,
+}
+
+/// What the controller saw of the route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// The canary backend's weight in the live route; `None` without one.
+    pub canary_weight: Option<i32>,
+    /// Whether every parent Gateway accepted the route's current
+    /// generation, or which did not and why.
+    pub accepted: Result<(), String>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Self {
+            canary_weight: None,
+            accepted: Ok(()),
+        }
+    }
+}
+
+/// What the route of `gs` carries for its canary and whether its Gateways
+/// took it: every parent the spec names must report `Accepted=True` for
+/// the route's current generation. A Gateway reports for the generation it
+/// has programmed, so a route that a Gateway has not caught up with yet
+/// (the weights just changed) is not accepted.
+pub fn routing(gs: &GoServer, route: Option<&HttpRoute>) -> Routing {
+    let Some(route) = route else {
+        return Routing {
+            canary_weight: None,
+            accepted: Err("the HTTPRoute does not exist yet".to_owned()),
+        };
+    };
+    let canary = crate::build::canary::name(&gs.name_any());
+    let canary_weight = route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|rule| rule.backend_refs.iter().flatten())
+        .find(|backend| backend.name == canary)
+        .map(|backend| backend.weight.unwrap_or(1));
+    let generation = route.metadata.generation;
+    let own = gs.namespace().unwrap_or_default();
+    let parents = route
+        .status
+        .as_ref()
+        .map(|s| s.parents.as_slice())
+        .unwrap_or_default();
+    let mut waiting = Vec::new();
+    for wanted in gs.spec.route.iter().flat_map(|r| &r.parent_refs) {
+        let namespace = wanted.namespace.as_deref().unwrap_or(&own);
+        let name = format!("Gateway {namespace}/{}", wanted.name);
+        let report = parents.iter().find(|p| {
+            let r = &p.parent_ref;
+            r.name == wanted.name
+                && r.namespace.as_deref().unwrap_or(&own) == namespace
+                && r.section_name == wanted.section_name
+        });
+        let accepted = report.and_then(|p| p.conditions.iter().find(|c| c.type_ == "Accepted"));
+        match accepted {
+            Some(c)
+                if c.status == "True"
+                    && generation.is_some()
+                    && c.observed_generation >= generation => {}
+            Some(c) if c.status == "False" && c.observed_generation >= generation => {
+                waiting.push(format!("{name} refused it ({}: {})", c.reason, c.message));
+            }
+            _ => waiting.push(format!(
+                "{name} has not accepted generation {} of the route",
+                generation.unwrap_or_default()
+            )),
+        }
+    }
+    Routing {
+        canary_weight,
+        accepted: if waiting.is_empty() {
+            Ok(())
+        } else {
+            Err(waiting.join("; "))
+        },
+    }
 }
 
 /// The steps of a canary, when the spec asks for canaries and can have
@@ -70,44 +167,92 @@ pub fn steps(gs: &GoServer) -> Option<&[CanaryStep]> {
     usable.then_some(rollout.steps.as_slice())
 }
 
+/// How the spec waits for its Gateways.
+fn gateway_wait(gs: &GoServer) -> GatewayWait {
+    gs.spec
+        .rollout
+        .as_ref()
+        .and_then(|r| r.gateway.clone())
+        .unwrap_or_default()
+}
+
+/// Durations of the Gateway wait: its timeout and the drain.
+fn wait_times(gs: &GoServer) -> (Duration, Duration, bool) {
+    let wait = gateway_wait(gs);
+    (
+        duration::or(&wait.timeout, Duration::from_secs(120)),
+        duration::or(&wait.drain, Duration::from_secs(30)),
+        wait.ignore_route_status,
+    )
+}
+
+/// Whether `c`, unless the plan runs it as the canary, leaves the traffic
+/// and keeps its pods meanwhile: a canary recorded as running (which the
+/// spec no longer wants) and one ended but not drained yet.
+fn leaving(c: &CanaryStatus, now: &Time) -> bool {
+    match c.phase {
+        CanaryPhase::Progressing | CanaryPhase::Promoting => true,
+        CanaryPhase::Promoted | CanaryPhase::Aborted => {
+            c.drain_until.as_ref().is_none_or(|t| now.0 < t.0)
+        }
+    }
+}
+
+/// Whether `c` has ended and still keeps its pods.
+fn draining(c: &CanaryStatus, now: &Time) -> bool {
+    matches!(c.phase, CanaryPhase::Promoted | CanaryPhase::Aborted) && leaving(c, now)
+}
+
+fn drain_plan(c: &CanaryStatus) -> CanaryPlan {
+    CanaryPlan {
+        revision: c.revision.clone(),
+        weight: 0,
+        draining: true,
+    }
+}
+
 /// The revisions to run for a spec whose revision is `spec_revision`.
 ///
 /// A canary runs when the spec's revision is new and there is a last good
 /// revision to compare it with: the first revision of a `GoServer` is
 /// verified as with `RollingUpdate`. It keeps running while it is being
-/// promoted, until the stable Deployment has taken its revision.
-pub fn plan(gs: &GoServer, spec_revision: &str) -> Plan {
+/// promoted, until the stable Deployment has taken its revision, and,
+/// at weight 0, while it drains.
+pub fn plan(gs: &GoServer, spec_revision: &str, now: &Time) -> Plan {
     let stable = super::in_force(gs, spec_revision);
+    let status = gs.status.as_ref();
+    let recorded = status.and_then(|s| s.canary.as_ref());
+    let drained_out = recorded.filter(|c| leaving(c, now)).map(drain_plan);
     let Some(steps) = steps(gs) else {
         return Plan {
             stable,
-            canary: None,
+            canary: drained_out,
         };
     };
-    let status = gs.status.as_ref();
-    let canary = status
-        .and_then(|s| s.canary.as_ref())
-        .filter(|c| c.revision == spec_revision);
+    let canary = recorded.filter(|c| c.revision == spec_revision);
     let last_good = status.and_then(|s| s.last_good_revision.as_deref());
     match last_good {
-        // Held off after a rollback, or nothing to compare with.
+        // Held off after a rollback (the aborted canary drains), or
+        // nothing to compare with.
         _ if stable != spec_revision => Plan {
             stable,
-            canary: None,
+            canary: drained_out,
         },
         None => Plan {
             stable,
             canary: None,
         },
         // Passed (or promoted by request): the canary keeps its share
-        // until the stable Deployment runs the revision.
+        // until the stable Deployment runs the revision, then drains.
         Some(good) if good == spec_revision => Plan {
             canary: canary
                 .filter(|c| matches!(c.phase, CanaryPhase::Progressing | CanaryPhase::Promoting))
                 .map(|c| CanaryPlan {
                     revision: c.revision.clone(),
                     weight: c.weight,
-                }),
+                    draining: false,
+                })
+                .or(drained_out),
             stable,
         },
         Some(good) => Plan {
@@ -115,6 +260,7 @@ pub fn plan(gs: &GoServer, spec_revision: &str) -> Plan {
             canary: Some(CanaryPlan {
                 revision: spec_revision.to_owned(),
                 weight: canary.map_or(steps[0].weight, |c| c.weight),
+                draining: canary.is_some_and(|c| draining(c, now)),
             }),
         },
     }
@@ -123,32 +269,31 @@ pub fn plan(gs: &GoServer, spec_revision: &str) -> Plan {
 /// Moves a canary that is being promoted along: `Promoted` once the stable
 /// Deployment runs its revision, every replica available.
 pub(super) fn promoting(observed: &Observation<'_>, decision: &mut Decision) {
-    let Some(running) = &observed.canary else {
+    let Some(running) = observed.canary.as_ref().filter(|c| !c.draining) else {
         return;
     };
-    let Some(c) = decision
-        .canary
-        .as_mut()
-        .filter(|c| c.revision == running.revision.name)
-    else {
+    let Some(c) = decision.canary.as_mut().filter(|c| {
+        c.revision == running.revision.name
+            && matches!(c.phase, CanaryPhase::Progressing | CanaryPhase::Promoting)
+    }) else {
         return;
     };
     if observed.complete {
         c.phase = CanaryPhase::Promoted;
-        c.weight = 0;
-        // The next reconcile deletes the canary and its backend.
+        set_weight(c, 0, observed.now);
+        // The next reconcile takes the canary's backend to weight 0.
         decision.requeue = Some(Duration::ZERO);
     } else {
         c.phase = CanaryPhase::Promoting;
     }
 }
 
-/// A canary recorded as running when none runs any more has ended
-/// without a verdict of its own: the spec went back to the stable
-/// revision, a rollback was asked for, or the strategy changed. It is
-/// recorded as aborted, at weight 0.
+/// A canary recorded as running when none runs any more (or one is only
+/// kept to drain) has ended without a verdict of its own: the spec went
+/// back to the stable revision, a rollback was asked for, or the strategy
+/// changed. It is recorded as aborted, at weight 0.
 pub(super) fn ended(observed: &Observation<'_>, decision: &mut Decision) {
-    if observed.canary.is_some() {
+    if observed.canary.as_ref().is_some_and(|c| !c.draining) {
         return;
     }
     if let Some(c) = decision
@@ -157,8 +302,56 @@ pub(super) fn ended(observed: &Observation<'_>, decision: &mut Decision) {
         .filter(|c| matches!(c.phase, CanaryPhase::Progressing | CanaryPhase::Promoting))
     {
         c.phase = CanaryPhase::Aborted;
-        c.weight = 0;
+        set_weight(c, 0, observed.now);
     }
+}
+
+fn set_weight(c: &mut CanaryStatus, weight: i32, now: &Time) {
+    c.weight = weight;
+    c.weight_set_at = Some(now.clone());
+}
+
+/// Starts the drain of a canary that left the traffic, once the route
+/// carries weight 0 for it and its Gateways accepted that (or the Gateway
+/// timeout is up, or the spec does not wait for them); asks to look again
+/// when the drain or the wait is over.
+pub(super) fn drain(gs: &GoServer, observed: &Observation<'_>, decision: &mut Decision) {
+    let now = observed.now;
+    let Some(c) = decision
+        .canary
+        .as_mut()
+        .filter(|c| matches!(c.phase, CanaryPhase::Promoted | CanaryPhase::Aborted))
+    else {
+        return;
+    };
+    let (timeout, drain, ignore_status) = wait_times(gs);
+    let wake = if let Some(until) = &c.drain_until {
+        until.clone()
+    } else {
+        // A canary recorded before weights were timed drains from now.
+        let set = c.weight_set_at.get_or_insert_with(|| now.clone()).clone();
+        let off_route = observed.routing.canary_weight.unwrap_or(0) == 0;
+        let taken = off_route && (ignore_status || observed.routing.accepted.is_ok());
+        // No canary Deployment to drain: one ended long ago, or by an
+        // operator that did not drain.
+        let gone = observed.canary.is_none();
+        let timed_out = now.0 >= add(&set, timeout).0;
+        if !(taken || timed_out || gone) {
+            soonest(decision, until(now, &add(&set, timeout)));
+            return;
+        }
+        let until = if gone { now.clone() } else { add(now, drain) };
+        c.drain_until = Some(until.clone());
+        until
+    };
+    if now.0 < wake.0 {
+        soonest(decision, until(now, &wake));
+    }
+}
+
+/// Asks to look again after `after`, unless sooner is asked already.
+fn soonest(decision: &mut Decision, after: Duration) {
+    decision.requeue = Some(decision.requeue.map_or(after, |r| r.min(after)));
 }
 
 /// Judges the canary's step in force.
@@ -166,7 +359,7 @@ pub(super) fn judge(
     gs: &GoServer,
     observed: &Observation<'_>,
     canary: &Observed<'_>,
-    measurements: Option<&[Measurement]>,
+    samples: Option<&[Sample]>,
 ) -> Decision {
     let revision = canary.revision.name.clone();
     let mut decision = Decision::carried(gs, observed);
@@ -185,37 +378,37 @@ pub(super) fn judge(
             phase: CanaryPhase::Progressing,
             step: 0,
             weight: steps[0].weight,
+            weight_set_at: Some(observed.now.clone()),
             ..CanaryStatus::default()
         });
     let mut v = match decision.verification.take() {
         Some(v) if v.revision == revision => v,
-        _ => VerificationStatus {
+        _ => begin(
             revision,
-            phase: VerificationPhase::Pending,
-            started_at: Some(observed.now.clone()),
-            reason: "Pending".to_owned(),
-            message: format!(
+            spec,
+            observed.now,
+            format!(
                 "step 1 of {}: waiting for the canary's pods to be available",
                 steps.len()
             ),
-            ..VerificationStatus::default()
-        },
+        ),
     };
-    let open = !matches!(
-        v.phase,
-        VerificationPhase::Passed | VerificationPhase::Failed
-    );
-    if c.phase == CanaryPhase::Progressing && open {
+    if canary.draining && matches!(c.phase, CanaryPhase::Progressing | CanaryPhase::Promoting) {
+        // Ended by a request (a rollback asked for mid-step).
+        c.phase = CanaryPhase::Aborted;
+        set_weight(&mut c, 0, observed.now);
+    }
+    if c.phase == CanaryPhase::Progressing && open(&v) {
         let mut step = Step {
             gs,
             spec,
             steps,
-            now: observed.now,
+            observed,
             v: &mut v,
             c: &mut c,
             decision: &mut decision,
         };
-        step.advance(canary, measurements);
+        step.advance(canary, samples);
     }
     decision.verification = Some(v);
     decision.canary = Some(c);
@@ -227,7 +420,7 @@ struct Step<'a> {
     gs: &'a GoServer,
     spec: &'a VerificationSpec,
     steps: &'a [CanaryStep],
-    now: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    observed: &'a Observation<'a>,
     v: &'a mut VerificationStatus,
     c: &'a mut CanaryStatus,
     decision: &'a mut Decision,
@@ -240,7 +433,7 @@ impl Step<'_> {
             .min(self.steps.len() - 1)
     }
 
-    /// `step 2 of 3 (50%)`.
+    /// `step 2 of 3 (50% of the traffic)`.
     fn name(&self) -> String {
         format!(
             "step {} of {} ({}% of the traffic)",
@@ -250,10 +443,31 @@ impl Step<'_> {
         )
     }
 
-    fn advance(&mut self, canary: &Observed<'_>, measurements: Option<&[Measurement]>) {
-        let now = self.now;
+    /// Whether the route carries the step's weight and every parent
+    /// Gateway took it; otherwise why not, for the condition.
+    fn routed(&self) -> Result<(), String> {
+        let routing = &self.observed.routing;
+        if routing.canary_weight != Some(self.c.weight) {
+            return Err("the route does not carry the step's weight yet".to_owned());
+        }
+        let (_, _, ignore_status) = wait_times(self.gs);
+        if ignore_status {
+            return Ok(());
+        }
+        routing.accepted.clone()
+    }
+
+    fn advance(&mut self, canary: &Observed<'_>, samples: Option<&[Sample]>) {
+        let now = self.observed.now;
         if self.v.phase == VerificationPhase::Pending {
-            if canary.complete {
+            let set = self
+                .c
+                .weight_set_at
+                .get_or_insert_with(|| now.clone())
+                .clone();
+            let (timeout, _, _) = wait_times(self.gs);
+            let routed = self.routed();
+            if canary.complete && routed.is_ok() {
                 self.v.phase = VerificationPhase::Measuring;
                 self.v.available_at = Some(now.clone());
                 self.c.step_started_at = Some(now.clone());
@@ -265,60 +479,91 @@ impl Step<'_> {
                      progress deadline",
                 );
                 return;
+            } else if let Err(why) = routed {
+                if now.0 >= add(&set, timeout).0 {
+                    let message = format!(
+                        "the route's weights were not taken within {}: {why}",
+                        gateway_wait(self.gs).timeout
+                    );
+                    self.abort(&message);
+                } else {
+                    let message = format!("{}: waiting for the Gateway: {why}", self.name());
+                    note(self.v, "WaitingForGateway", message);
+                    soonest(self.decision, until(now, &add(&set, timeout)));
+                }
+                return;
             } else {
                 // The canary Deployment's own events bring the next look.
                 return;
             }
         }
 
-        let warmup = duration::or(&self.spec.warmup, DEFAULT_WARMUP);
+        let analysis = analysis_in_force(self.spec, self.v);
+        let timing = Timing::of(&analysis);
+        let warmup = duration::or(&analysis.warmup, DEFAULT_WARMUP);
         let interval =
-            duration::or(&self.spec.interval, DEFAULT_INTERVAL).max(Duration::from_secs(1));
+            duration::or(&analysis.interval, DEFAULT_INTERVAL).max(Duration::from_secs(1));
         let pause = duration::or(&self.steps[self.index()].pause, warmup + interval);
         let Some(started) = self.v.available_at.clone() else {
             return;
         };
-        let first = super::add(&started, warmup);
-        let step_end = super::add(&started, pause);
-        let next = self
-            .v
-            .last_measured_at
-            .as_ref()
-            .map_or_else(|| first.clone(), |t| super::add(t, interval));
-        if now.0 < next.0 {
-            self.decision.requeue = Some(super::until(now, &next));
-            return;
-        }
-        let Some(results) = measurements else {
-            self.decision.measure = true;
+        let first = add(&started, warmup);
+        let step_end = add(&started, pause);
+        let overdue = add(&step_end, timing.deadline);
+        let Some((samples, held)) = due_samples(
+            self.gs,
+            self.observed,
+            self.v,
+            &analysis,
+            &first,
+            &step_end,
+            samples,
+            self.decision,
+        ) else {
             return;
         };
-        self.v.last_measured_at = Some(now.clone());
-        let provider_error = count_all(self.spec, self.v, results);
+        let trouble = count_all(&analysis, self.v, samples, held);
         record_values(self.decision, &self.v.revision, &self.v.metrics);
         self.decision.requeue = Some(interval);
 
-        match judge::verdict(self.spec, &self.v.metrics, now.0 >= step_end.0) {
+        match judge::verdict(&analysis, &self.v.metrics, now.0 >= step_end.0) {
             Verdict::Failed { message, .. } => self.abort(&message),
-            // A step is never passed on a provider error: it holds until
-            // Prometheus answers again.
-            _ if provider_error.is_some() => {
-                let message = format!(
-                    "{}: held: {}",
-                    self.name(),
-                    provider_error.unwrap_or_default()
-                );
-                note(self.v, "PrometheusUnavailable", message);
+            verdict => {
+                // A step is never passed on a provider error: it holds
+                // until Prometheus answers again (or its deadline).
+                let name = self.name();
+                if trouble.note(self.v) {
+                    self.v.message = format!("{name}: held: {}", self.v.message);
+                } else {
+                    match verdict {
+                        Verdict::Measuring => {
+                            let message = format!("{name}: measuring until {}", step_end.0);
+                            note(self.v, "Measuring", message);
+                        }
+                        Verdict::NoData { metric } => {
+                            let message = format!("{name}: {}", no_data(&analysis, &metric));
+                            note(self.v, "NoData", message);
+                        }
+                        Verdict::Passed => {
+                            self.passed();
+                            return;
+                        }
+                        Verdict::Failed { .. } => {}
+                    }
+                }
+                if now.0 >= overdue.0 {
+                    self.at_deadline(&analysis);
+                }
             }
-            Verdict::Measuring => {
-                let message = format!("{}: measuring until {}", self.name(), step_end.0);
-                note(self.v, "Measuring", message);
-            }
-            Verdict::NoData { metric } => {
-                let message = format!("{}: {}", self.name(), no_data(self.spec, &metric));
-                note(self.v, "NoData", message);
-            }
-            Verdict::Passed => self.passed(),
+        }
+    }
+
+    /// The deadline's action on a step without a verdict.
+    fn at_deadline(&mut self, analysis: &crate::crd::Analysis) {
+        match at_deadline(self.observed, analysis, self.v) {
+            Overdue::Hold => {}
+            Overdue::Fail(why) => self.abort(&why),
+            Overdue::Pass => self.passed(),
         }
     }
 
@@ -327,7 +572,7 @@ impl Step<'_> {
             step: self.c.step,
             weight: self.c.weight,
             verdict,
-            decided_at: self.now.clone(),
+            decided_at: self.observed.now.clone(),
             metrics: self.v.metrics.clone(),
         });
     }
@@ -337,26 +582,28 @@ impl Step<'_> {
         let passed = self.name();
         let next = self.index() + 1;
         if let Some(step) = self.steps.get(next) {
-            // The next step starts once the canary has its new size; its
-            // samples are its own.
+            // The next step starts once the canary has its new size and the
+            // Gateways its new weight; its samples are its own.
             self.c.step = self.c.step.saturating_add(1);
-            self.c.weight = step.weight;
+            set_weight(self.c, step.weight, self.observed.now);
             self.c.step_started_at = None;
             self.v.phase = VerificationPhase::Pending;
             self.v.available_at = None;
             self.v.last_measured_at = None;
+            self.v.overdue_at = None;
             self.v.metrics.clear();
             let message = format!("{passed} passed; next: {}", self.name());
             note(self.v, "StepPassed", message);
         } else {
-            pass(self.v, self.decision);
+            pass(self.gs, self.observed, self.v, self.decision, None);
             self.c.phase = CanaryPhase::Promoting;
-            if let Some(announcement) = self.v.announcement.as_mut() {
-                announcement.message = format!(
-                    "canary {} passed all {} steps; promoting it",
-                    self.v.revision,
-                    self.steps.len()
-                );
+            let message = format!(
+                "canary {} passed all {} steps; promoting it",
+                self.v.revision,
+                self.steps.len()
+            );
+            if let Some(told) = self.decision.outbox.last_mut() {
+                told.message = message;
             }
         }
         // The next reconcile applies the new weight.
@@ -369,8 +616,8 @@ impl Step<'_> {
         self.verdict(HistoryVerdict::Failed);
         let message = format!("{}: {why}", self.name());
         self.c.phase = CanaryPhase::Aborted;
-        self.c.weight = 0;
-        fail(self.gs, self.v, self.decision, &message);
+        set_weight(self.c, 0, self.observed.now);
+        fail(self.gs, self.observed, self.v, self.decision, &message);
         self.decision.requeue = Some(Duration::ZERO);
     }
 }

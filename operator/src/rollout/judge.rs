@@ -6,7 +6,7 @@
 //! no data is not failure (unless a metric says so), too few valid samples
 //! never pass, and a provider error counts as nothing at all.
 
-use crate::crd::{MetricSpec, MetricStatus, NoDataPolicy, VerificationSpec};
+use crate::crd::{Analysis, MetricSpec, MetricStatus, NoDataPolicy};
 
 /// What one measurement of one metric was.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,10 +58,10 @@ pub enum Verdict {
     Measuring,
 }
 
-/// The verdict on `metrics` (the counts, in `spec.metrics` order) for a
-/// revision whose window is over (`window_over`) or not. A failure needs no
-/// window: one measurement past the limit fails at once.
-pub fn verdict(spec: &VerificationSpec, metrics: &[MetricStatus], window_over: bool) -> Verdict {
+/// The verdict on `metrics` (the counts, in `analysis.metrics` order) for
+/// a revision whose window is over (`window_over`) or not. A failure needs
+/// no window: one measurement past the limit fails at once.
+pub fn verdict(spec: &Analysis, metrics: &[MetricStatus], window_over: bool) -> Verdict {
     let limit = spec.failure_limit.max(0);
     for (metric, counts) in spec.metrics.iter().zip(metrics) {
         if counts.failed > limit {
@@ -148,16 +148,18 @@ mod tests {
         serde_json::from_value(full).unwrap()
     }
 
-    fn spec(min_samples: i32, failure_limit: i32) -> VerificationSpec {
-        serde_json::from_value(json!({
-            "minSamples": min_samples,
-            "failureLimit": failure_limit,
-            "metrics": [
-                {"name": "error-rate", "query": "q1", "max": 0.005},
-                {"name": "latency", "query": "q2", "max": 0.3},
-            ],
-        }))
-        .unwrap()
+    fn spec(min_samples: i32, failure_limit: i32) -> Analysis {
+        Analysis::of(
+            &serde_json::from_value(json!({
+                "minSamples": min_samples,
+                "failureLimit": failure_limit,
+                "metrics": [
+                    {"name": "error-rate", "query": "q1", "max": 0.005},
+                    {"name": "latency", "query": "q2", "max": 0.3},
+                ],
+            }))
+            .unwrap(),
+        )
     }
 
     fn counts(name: &str, passed: i32, failed: i32, inconclusive: i32) -> MetricStatus {

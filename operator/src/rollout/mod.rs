@@ -30,6 +30,7 @@ pub mod canary;
 pub mod duration;
 pub mod http;
 pub mod judge;
+pub mod outbox;
 pub mod prometheus;
 pub mod request;
 pub mod webhook;
@@ -42,10 +43,11 @@ use kube::ResourceExt;
 
 use crate::build::Revision;
 use crate::crd::{
-    Announcement, CanaryStatus, GoServer, HistoryEntry, MetricStatus, MetricValue,
-    Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
+    Analysis, CanaryStatus, DeadlineAction, GoServer, HistoryEntry, MetricStatus, MetricValue,
+    Notification, Verdict as HistoryVerdict, VerificationPhase, VerificationSpec,
+    VerificationStatus,
 };
-use judge::{Verdict, count, outcome};
+use judge::{Outcome, Verdict, count, outcome};
 use prometheus::QueryError;
 
 /// History entries kept in status.
@@ -54,7 +56,13 @@ pub const HISTORY_LIMIT: usize = 10;
 const DEFAULT_WARMUP: Duration = Duration::from_secs(30);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(300);
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(900);
 const DEFAULT_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The reason of a verification whose query Prometheus refuses.
+pub const INVALID_QUERY: &str = "InvalidQuery";
+/// The reason of a verification held off by Prometheus being away.
+pub const PROMETHEUS_UNAVAILABLE: &str = "PrometheusUnavailable";
 
 /// The revision to run: the spec's own, unless that is the revision that
 /// was rolled back (by verification or by request), in which case the last
@@ -92,22 +100,42 @@ pub struct Observation<'a> {
     pub deadline_exceeded: bool,
     /// The canary's Deployment, while one runs.
     pub canary: Option<canary::Observed<'a>>,
+    /// Whether the route's Gateways took its current weights.
+    pub routing: canary::Routing,
+    /// The id of a decision made in this look: a fresh one every look, so
+    /// that no two decisions share one (a revision retried and failing
+    /// again is another decision).
+    pub decision_id: &'a str,
 }
 
 /// One metric's measurement: a value, no data (`None`), or a provider error.
 pub type Measurement = Result<Option<f64>, QueryError>;
 
-pub use crate::crd::DecisionKind;
-
-/// A decision to tell people about: an Event and the webhook.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decided {
-    pub event: DecisionKind,
-    pub revision: String,
-    pub previous_good_revision: Option<String>,
-    pub message: String,
-    pub measurements: Vec<MetricStatus>,
+/// One metric's sample: its value and, for a metric with a traffic guard,
+/// the requests behind it.
+#[derive(Debug)]
+pub struct Sample {
+    pub metric: String,
+    pub value: Measurement,
+    pub traffic: Option<Measurement>,
 }
+
+/// The queries a due measurement runs, filled in for the revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Due {
+    pub revision: String,
+    pub queries: Vec<DueQuery>,
+}
+
+/// One metric's queries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DueQuery {
+    pub metric: String,
+    pub query: String,
+    pub traffic: Option<String>,
+}
+
+pub use crate::crd::DecisionKind;
 
 /// The rollout part of the status, and what to do next.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -118,33 +146,39 @@ pub struct Decision {
     pub verification: Option<VerificationStatus>,
     pub history: Vec<HistoryEntry>,
     pub canary: Option<CanaryStatus>,
-    /// A measurement is due: query the revision under verification and
-    /// call [`progress`] again with the results.
-    pub measure: bool,
-    pub decided: Option<Decided>,
+    /// Decisions still to be told, with the one made now, if any.
+    pub outbox: Vec<Notification>,
+    /// Decisions that left the outbox untold because it was full.
+    pub dropped: Vec<Notification>,
+    /// A measurement is due: run these queries and call [`progress`]
+    /// again with the samples.
+    pub measure: Option<Due>,
     /// Look again after this long (the next measurement), if sooner than
     /// the regular resync.
     pub requeue: Option<Duration>,
 }
 
-/// The verification's timing, from the spec.
+/// The verification's timing, from the analysis in force.
 struct Timing {
     warmup: Duration,
     interval: Duration,
     window: Duration,
     post: Duration,
+    deadline: Duration,
 }
 
 impl Timing {
-    fn of(spec: &VerificationSpec) -> Self {
+    fn of(analysis: &Analysis) -> Self {
         Self {
-            warmup: duration::or(&spec.warmup, DEFAULT_WARMUP),
-            interval: duration::or(&spec.interval, DEFAULT_INTERVAL).max(Duration::from_secs(1)),
-            window: duration::or(&spec.window, DEFAULT_WINDOW),
-            post: spec
+            warmup: duration::or(&analysis.warmup, DEFAULT_WARMUP),
+            interval: duration::or(&analysis.interval, DEFAULT_INTERVAL)
+                .max(Duration::from_secs(1)),
+            window: duration::or(&analysis.window, DEFAULT_WINDOW),
+            post: analysis
                 .post_verification
                 .as_deref()
                 .map_or(Duration::ZERO, |p| duration::or(p, Duration::ZERO)),
+            deadline: duration::or(&analysis.deadline, DEFAULT_DEADLINE),
         }
     }
 }
@@ -161,72 +195,82 @@ pub fn spec(gs: &GoServer) -> Option<&VerificationSpec> {
     verification(gs)
 }
 
-/// The queries of every metric, with the variables filled in.
-pub fn queries(gs: &GoServer, revision: &str, spec: &VerificationSpec) -> Vec<String> {
-    let variables = BTreeMap::from([
+/// The names of the receivers told of every decision: `webhook` for the
+/// `webhook` field, then `receivers` in order.
+pub fn receivers(gs: &GoServer) -> Vec<String> {
+    let Some(spec) = verification(gs) else {
+        return Vec::new();
+    };
+    spec.webhook
+        .as_ref()
+        .map(|_| outbox::WEBHOOK.to_owned())
+        .into_iter()
+        .chain(spec.receivers.iter().map(|r| r.name.clone()))
+        .collect()
+}
+
+/// The variables a query template is filled in with.
+fn variables(gs: &GoServer, revision: &str, analysis: &Analysis) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
         ("name", gs.name_any()),
         ("namespace", gs.namespace().unwrap_or_default()),
         ("revision", revision.to_owned()),
-        ("interval", spec.interval.clone()),
-        ("window", spec.window.clone()),
-    ]);
-    spec.metrics
+        ("interval", analysis.interval.clone()),
+        ("window", analysis.window.clone()),
+    ])
+}
+
+/// The queries of every metric of `analysis`, with the variables filled in.
+pub fn queries(gs: &GoServer, revision: &str, analysis: &Analysis) -> Vec<DueQuery> {
+    let variables = variables(gs, revision, analysis);
+    analysis
+        .metrics
         .iter()
-        .map(|m| prometheus::fill(&m.query, &variables))
+        .map(|m| DueQuery {
+            metric: m.name.clone(),
+            query: prometheus::fill(&m.query, &variables),
+            traffic: m
+                .traffic
+                .as_ref()
+                .map(|t| prometheus::fill(&t.query, &variables)),
+        })
         .collect()
 }
 
 /// Moves the verification of the revision in force along.
 ///
-/// Without `measurements`, a due measurement is only announced
-/// (`Decision::measure`); with them (one per metric, in spec order), they
-/// are counted and judged.
-///
-/// A decision made now, or made earlier and not yet told (its announcement
-/// is still in the status), is in `Decision::decided`.
-pub fn progress(
-    gs: &GoServer,
-    observed: &Observation<'_>,
-    measurements: Option<&[Measurement]>,
-) -> Decision {
+/// Without `samples`, a due measurement is only announced
+/// (`Decision::measure`); with them, they are counted and judged. A
+/// decision made now is added to `Decision::outbox`, with the id the
+/// observation brings.
+pub fn progress(gs: &GoServer, observed: &Observation<'_>, samples: Option<&[Sample]>) -> Decision {
     let mut decision = match &observed.canary {
-        Some(c) if c.revision.name != observed.in_force.name => {
-            canary::judge(gs, observed, c, measurements)
+        // The spec's revision beside the stable one: its steps are judged.
+        Some(c)
+            if c.revision.name != observed.in_force.name
+                && c.revision.name == observed.spec_revision =>
+        {
+            canary::judge(gs, observed, c, samples)
         }
         _ => {
-            let mut decision = step(gs, observed, measurements);
+            let mut decision = step(gs, observed, samples);
             canary::promoting(observed, &mut decision);
             canary::ended(observed, &mut decision);
             decision
         }
     };
-    decision.decided = decision.verification.as_ref().and_then(Decided::pending);
+    canary::drain(gs, observed, &mut decision);
     decision
 }
 
-impl Decided {
-    /// The same for every telling of this decision about `gs`: its UID,
-    /// the revision and the event.
-    pub fn id(&self, gs: &GoServer) -> String {
-        format!(
-            "{}:{}:{}",
-            gs.uid().unwrap_or_default(),
-            self.revision,
-            self.event.as_str()
-        )
-    }
-
-    /// The decision `v` ended in, while it waits to be told.
-    fn pending(v: &VerificationStatus) -> Option<Self> {
-        let announcement = v.announcement.as_ref()?;
-        Some(Self {
-            event: announcement.event,
-            revision: v.revision.clone(),
-            previous_good_revision: announcement.previous_good_revision.clone(),
-            message: announcement.message.clone(),
-            measurements: v.metrics.clone(),
-        })
-    }
+/// The id of a decision recorded by an operator before the outbox: the
+/// one its webhook carried, so a receiver that saw it drops the repeat.
+fn legacy_id(gs: &GoServer, revision: &str, event: DecisionKind) -> String {
+    format!(
+        "{}:{revision}:{}",
+        gs.uid().unwrap_or_default(),
+        event.as_str()
+    )
 }
 
 impl Decision {
@@ -235,15 +279,42 @@ impl Decision {
     /// is dropped.
     fn carried(gs: &GoServer, observed: &Observation<'_>) -> Self {
         let old = gs.status.clone().unwrap_or_default();
+        let mut outbox = old.outbox;
+        let mut verification = old.verification;
+        // Earlier operators kept a decision not yet told in the
+        // verification's announcement: it moves to the outbox, under the
+        // id its webhook had.
+        if let Some(v) = verification.as_mut()
+            && let Some(a) = v.announcement.take()
+        {
+            let id = legacy_id(gs, &v.revision, a.event);
+            if !outbox.iter().any(|n| n.id == id) {
+                outbox.push(Notification {
+                    id,
+                    event: a.event,
+                    revision: v.revision.clone(),
+                    previous_good_revision: a.previous_good_revision,
+                    message: a.message,
+                    decided_at: v
+                        .last_measured_at
+                        .clone()
+                        .unwrap_or_else(|| observed.now.clone()),
+                    measurements: v.metrics.clone(),
+                    recorded: false,
+                    pending: outbox::deliveries(&receivers(gs)),
+                });
+            }
+        }
         Self {
             revision: observed.in_force.name.clone(),
             last_good_revision: old.last_good_revision,
             failed_revision: old
                 .failed_revision
                 .filter(|failed| failed == observed.spec_revision),
-            verification: old.verification,
+            verification,
             history: old.history,
             canary: old.canary,
+            outbox,
             ..Self::default()
         }
     }
@@ -263,23 +334,66 @@ impl Decision {
         self.history.truncate(HISTORY_LIMIT);
     }
 
-    /// The same, with its decision told: the announcement is cleared.
-    #[must_use]
-    pub fn told(&self) -> Self {
-        let mut told = self.clone();
-        if let Some(v) = &mut told.verification {
-            v.announcement = None;
-        }
-        told.decided = None;
-        told
+    /// Adds a decision to tell, dropping the oldest one when the outbox is
+    /// full.
+    fn tell(&mut self, notification: Notification) {
+        self.outbox.push(notification);
+        let over = self.outbox.len().saturating_sub(outbox::LIMIT);
+        self.dropped.extend(self.outbox.drain(..over));
+    }
+
+    /// The decision made in the look `id` names, if it made one.
+    pub fn made(&self, id: &str) -> Option<&Notification> {
+        self.outbox.iter().find(|n| n.id == id)
     }
 }
 
-fn step(
-    gs: &GoServer,
-    observed: &Observation<'_>,
-    measurements: Option<&[Measurement]>,
-) -> Decision {
+/// A new verification of `revision`, judged by what `spec` asks for now.
+fn begin(
+    revision: String,
+    spec: &VerificationSpec,
+    now: &Time,
+    message: String,
+) -> VerificationStatus {
+    VerificationStatus {
+        revision,
+        phase: VerificationPhase::Pending,
+        started_at: Some(now.clone()),
+        reason: "Pending".to_owned(),
+        message,
+        analysis: Some(Analysis::of(spec)),
+        ..VerificationStatus::default()
+    }
+}
+
+/// The analysis `v` judges by: its record, or, for a verification begun by
+/// an operator that kept none, what the spec asks for now (recorded from
+/// here on). A record whose query Prometheus refused gives way to an edited
+/// spec: it cannot run as it stands.
+fn analysis_in_force(spec: &VerificationSpec, v: &mut VerificationStatus) -> Analysis {
+    let asked = Analysis::of(spec);
+    match &v.analysis {
+        Some(recorded) if v.reason == INVALID_QUERY && *recorded != asked => {
+            v.metrics.clear();
+            v.last_measured_at = None;
+            v.overdue_at = None;
+            note(
+                v,
+                "Measuring",
+                "the analysis was edited after a query was refused; measuring with the new one",
+            );
+            v.analysis = Some(asked.clone());
+            asked
+        }
+        Some(recorded) => recorded.clone(),
+        None => {
+            v.analysis = Some(asked.clone());
+            asked
+        }
+    }
+}
+
+fn step(gs: &GoServer, observed: &Observation<'_>, samples: Option<&[Sample]>) -> Decision {
     let in_force = observed.in_force.name.clone();
     let mut decision = Decision::carried(gs, observed);
     if in_force == observed.spec_revision
@@ -328,20 +442,18 @@ fn step(
     let mut verification = match decision.verification.take() {
         Some(v) if v.revision == in_force => v,
         // A new revision restarts verification, whatever stood before.
-        _ => VerificationStatus {
-            revision: in_force.clone(),
-            phase: VerificationPhase::Pending,
-            started_at: Some(observed.now.clone()),
-            reason: "Pending".to_owned(),
-            message: "waiting for every replica of the revision to be available".to_owned(),
-            ..VerificationStatus::default()
-        },
+        _ => begin(
+            in_force.clone(),
+            spec,
+            observed.now,
+            "waiting for every replica of the revision to be available".to_owned(),
+        ),
     };
     advance(
         gs,
         spec,
         observed,
-        measurements,
+        samples,
         &mut verification,
         &mut decision,
     );
@@ -349,11 +461,19 @@ fn step(
     decision
 }
 
+/// Whether `v` is still open: neither passed nor failed.
+fn open(v: &VerificationStatus) -> bool {
+    !matches!(
+        v.phase,
+        VerificationPhase::Passed | VerificationPhase::Failed
+    )
+}
+
 fn advance(
     gs: &GoServer,
     spec: &VerificationSpec,
     observed: &Observation<'_>,
-    measurements: Option<&[Measurement]>,
+    samples: Option<&[Sample]>,
     v: &mut VerificationStatus,
     decision: &mut Decision,
 ) {
@@ -374,7 +494,7 @@ fn advance(
                     "revision {} did not become available within the Deployment's progress deadline",
                     v.revision
                 );
-                fail(gs, v, decision, &message);
+                fail(gs, observed, v, decision, &message);
                 return;
             } else {
                 // The Deployment's own events bring the next look.
@@ -384,73 +504,207 @@ fn advance(
         VerificationPhase::Measuring | VerificationPhase::PostVerification => {}
     }
 
-    let timing = Timing::of(spec);
+    let analysis = analysis_in_force(spec, v);
+    let timing = Timing::of(&analysis);
     let Some(available_at) = v.available_at.clone() else {
         return;
     };
     let first = add(&available_at, timing.warmup);
     let window_end = add(&first, timing.window);
     let post_end = add(&window_end, timing.post);
+    let overdue = add(&window_end, timing.deadline);
+    let Some((samples, held)) = due_samples(
+        gs,
+        observed,
+        v,
+        &analysis,
+        &first,
+        &window_end,
+        samples,
+        decision,
+    ) else {
+        return;
+    };
+    let trouble = count_all(&analysis, v, samples, held);
+    decision.requeue = Some(timing.interval);
+
+    match judge::verdict(&analysis, &v.metrics, now.0 >= window_end.0) {
+        Verdict::Failed { message, .. } => fail(gs, observed, v, decision, &message),
+        verdict => {
+            if !trouble.note(v) {
+                match verdict {
+                    Verdict::Measuring => {
+                        note(v, "Measuring", format!("measuring until {}", window_end.0));
+                    }
+                    Verdict::NoData { metric } => {
+                        note(v, "NoData", no_data(&analysis, &metric));
+                    }
+                    Verdict::Passed if now.0 < post_end.0 => {
+                        v.phase = VerificationPhase::PostVerification;
+                        note(
+                            v,
+                            "Measuring",
+                            format!("passed; measuring on until {}", post_end.0),
+                        );
+                    }
+                    Verdict::Passed => pass(gs, observed, v, decision, None),
+                    Verdict::Failed { .. } => {}
+                }
+            }
+            if open(v) && v.phase != VerificationPhase::PostVerification && now.0 >= overdue.0 {
+                match at_deadline(observed, &analysis, v) {
+                    Overdue::Hold => {}
+                    Overdue::Fail(why) => fail(gs, observed, v, decision, &why),
+                    Overdue::Pass => pass(
+                        gs,
+                        observed,
+                        v,
+                        decision,
+                        Some("at its deadline, without a verdict"),
+                    ),
+                }
+            }
+        }
+    }
+    record_values(decision, &v.revision, &v.metrics);
+}
+
+/// The samples of a measurement that is due now, and whether it is held
+/// past its window ([`held_past`]); `None` when none is due (the next look
+/// is set) or when it is due but not taken yet (the queries to run are
+/// set).
+#[allow(clippy::too_many_arguments)]
+fn due_samples<'s>(
+    gs: &GoServer,
+    observed: &Observation<'_>,
+    v: &mut VerificationStatus,
+    analysis: &Analysis,
+    first: &Time,
+    window_end: &Time,
+    samples: Option<&'s [Sample]>,
+    decision: &mut Decision,
+) -> Option<(&'s [Sample], bool)> {
+    let now = observed.now;
+    let timing = Timing::of(analysis);
     let next = v
         .last_measured_at
         .as_ref()
         .map_or_else(|| first.clone(), |t| add(t, timing.interval));
     if now.0 < next.0 {
         decision.requeue = Some(until(now, &next));
-        return;
+        return None;
     }
-    let Some(results) = measurements else {
-        decision.measure = true;
-        return;
+    let held = held_past(v, window_end);
+    let Some(samples) = samples else {
+        let queries = queries(gs, &v.revision, analysis)
+            .into_iter()
+            .zip(&analysis.metrics)
+            .filter(|(_, metric)| !frozen(analysis, v, &metric.name, held))
+            .map(|(query, _)| query)
+            .collect();
+        decision.measure = Some(Due {
+            revision: v.revision.clone(),
+            queries,
+        });
+        return None;
     };
-
     v.last_measured_at = Some(now.clone());
-    let provider_error = count_all(spec, v, results);
-    decision.requeue = Some(timing.interval);
-
-    match judge::verdict(spec, &v.metrics, now.0 >= window_end.0) {
-        Verdict::Failed { message, .. } => fail(gs, v, decision, &message),
-        _ if provider_error.is_some() => {
-            note(
-                v,
-                "PrometheusUnavailable",
-                provider_error.unwrap_or_default(),
-            );
-        }
-        Verdict::Measuring => {
-            note(v, "Measuring", format!("measuring until {}", window_end.0));
-        }
-        Verdict::NoData { metric } => {
-            note(v, "NoData", no_data(spec, &metric));
-        }
-        Verdict::Passed if now.0 < post_end.0 => {
-            v.phase = VerificationPhase::PostVerification;
-            note(
-                v,
-                "Measuring",
-                format!("passed; measuring on until {}", post_end.0),
-            );
-        }
-        Verdict::Passed => pass(v, decision),
-    }
-    record_values(decision, &v.revision, &v.metrics);
+    Some((samples, held))
 }
 
-fn no_data(spec: &VerificationSpec, metric: &str) -> String {
+/// Whether `v` is measured past its window because it has no verdict yet:
+/// the window was over at the last measurement already, and this is no
+/// post-verification (whose every sample counts).
+fn held_past(v: &VerificationStatus, window_end: &Time) -> bool {
+    v.phase == VerificationPhase::Measuring
+        && v.last_measured_at
+            .as_ref()
+            .is_some_and(|t| t.0 >= window_end.0)
+}
+
+/// Whether `metric` is done measuring: while a revision is held past its
+/// window ([`held_past`]), a metric with enough valid samples is neither
+/// asked nor counted again, so a revision held for another metric's lack
+/// of data does not pile up failures past its window.
+fn frozen(analysis: &Analysis, v: &VerificationStatus, metric: &str, held: bool) -> bool {
+    held && v.metrics.iter().any(|m| {
+        m.name == metric && m.passed.saturating_add(m.failed) >= analysis.min_samples.max(1)
+    })
+}
+
+/// What went wrong with the provider in one measurement.
+#[derive(Default)]
+struct Trouble {
+    /// A query Prometheus refused as invalid (it will not work as written).
+    invalid: Option<String>,
+    /// Prometheus could not answer (it may later).
+    unavailable: Option<String>,
+}
+
+impl Trouble {
+    /// Notes the trouble as the verification's reason; whether there was
+    /// any.
+    fn note(&self, v: &mut VerificationStatus) -> bool {
+        if let Some(message) = &self.invalid {
+            note(v, INVALID_QUERY, message.clone());
+            true
+        } else if let Some(message) = &self.unavailable {
+            note(v, PROMETHEUS_UNAVAILABLE, message.clone());
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// What the deadline does to a verification still without a verdict.
+enum Overdue {
+    /// Nothing more: it holds, `overdueAt` says since when.
+    Hold,
+    /// It fails, for this reason.
+    Fail(String),
+    /// It passes.
+    Pass,
+}
+
+/// The deadline's action on `v`, past its deadline without a verdict;
+/// a hold is noted once, in `overdueAt`.
+fn at_deadline(
+    observed: &Observation<'_>,
+    analysis: &Analysis,
+    v: &mut VerificationStatus,
+) -> Overdue {
+    match analysis.on_deadline {
+        DeadlineAction::Hold => {
+            if v.overdue_at.is_none() {
+                v.overdue_at = Some(observed.now.clone());
+            }
+            Overdue::Hold
+        }
+        DeadlineAction::Rollback => Overdue::Fail(format!(
+            "no verdict {} after the window ({}: {})",
+            analysis.deadline, v.reason, v.message
+        )),
+        DeadlineAction::Pass => Overdue::Pass,
+    }
+}
+
+fn no_data(analysis: &Analysis, metric: &str) -> String {
     format!(
         "metric {metric} has fewer than {} valid measurements; measuring on",
-        spec.min_samples
+        analysis.min_samples
     )
 }
 
-/// Counts one measurement of every metric into `v`; the provider error
-/// of the last metric that had one.
+/// Counts one measurement into `v`; what went wrong with the provider.
+/// Metrics that are [`frozen`] are not counted.
 fn count_all(
-    spec: &VerificationSpec,
+    analysis: &Analysis,
     v: &mut VerificationStatus,
-    results: &[Measurement],
-) -> Option<String> {
-    let mut counts: Vec<MetricStatus> = spec
+    samples: &[Sample],
+    held: bool,
+) -> Trouble {
+    let mut counts: Vec<MetricStatus> = analysis
         .metrics
         .iter()
         .map(|m| {
@@ -464,31 +718,102 @@ fn count_all(
                 })
         })
         .collect();
-    let mut provider_error = None;
-    for ((metric, counts), result) in spec.metrics.iter().zip(&mut counts).zip(results) {
-        match result {
-            Ok(value) => count(counts, outcome(metric, *value), *value),
-            Err(err) => provider_error = Some(format!("metric {}: {err}", metric.name)),
+    let mut trouble = Trouble::default();
+    for (metric, counts) in analysis.metrics.iter().zip(&mut counts) {
+        if frozen(analysis, v, &metric.name, held) {
+            continue;
         }
+        let Some(sample) = samples.iter().find(|s| s.metric == metric.name) else {
+            continue;
+        };
+        let value = match (&sample.value, &sample.traffic) {
+            (Err(err), _) | (_, Some(Err(err))) => {
+                let message = format!("metric {}: {err}", metric.name);
+                if err.is_invalid() {
+                    trouble.invalid = Some(message);
+                } else {
+                    trouble.unavailable = Some(message);
+                }
+                continue;
+            }
+            (Ok(value), traffic) => {
+                let guard = metric.traffic.as_ref();
+                let too_little = match (guard, traffic) {
+                    (Some(guard), Some(Ok(requests))) => requests.is_none_or(|r| r < guard.min),
+                    _ => false,
+                };
+                if too_little {
+                    count(counts, Outcome::Inconclusive, *value);
+                    continue;
+                }
+                *value
+            }
+        };
+        count(counts, outcome(metric, value), value);
     }
     v.metrics = counts;
-    provider_error
+    trouble
 }
 
-fn pass(v: &mut VerificationStatus, decision: &mut Decision) {
+/// A decision about `v.revision` to tell, made in the look `observed`.
+fn notification(
+    gs: &GoServer,
+    observed: &Observation<'_>,
+    v: &VerificationStatus,
+    event: DecisionKind,
+    previous_good_revision: Option<String>,
+    message: String,
+) -> Notification {
+    Notification {
+        id: observed.decision_id.to_owned(),
+        event,
+        revision: v.revision.clone(),
+        previous_good_revision,
+        message,
+        decided_at: observed.now.clone(),
+        measurements: v.metrics.clone(),
+        recorded: false,
+        pending: outbox::deliveries(&receivers(gs)),
+    }
+}
+
+/// Passes `v`; `how` says why when it is not the metrics' verdict.
+fn pass(
+    gs: &GoServer,
+    observed: &Observation<'_>,
+    v: &mut VerificationStatus,
+    decision: &mut Decision,
+    how: Option<&str>,
+) {
     v.phase = VerificationPhase::Passed;
-    note(v, "Passed", "every metric passed".to_owned());
+    let message = match how {
+        None => {
+            note(v, "Passed", "every metric passed".to_owned());
+            format!("revision {} passed verification", v.revision)
+        }
+        Some(how) => {
+            let message = format!(
+                "revision {} passed {how} ({}: {})",
+                v.revision, v.reason, v.message
+            );
+            note(v, "PassedAtDeadline", message.clone());
+            message
+        }
+    };
     let previous = decision.last_good_revision.replace(v.revision.clone());
     set_verdict(decision, &v.revision, HistoryVerdict::Passed);
     decision.requeue = None;
-    v.announcement = Some(Announcement {
-        event: DecisionKind::Verified,
-        previous_good_revision: previous,
-        message: format!("revision {} passed verification", v.revision),
-    });
+    let told = notification(gs, observed, v, DecisionKind::Verified, previous, message);
+    decision.tell(told);
 }
 
-fn fail(gs: &GoServer, v: &mut VerificationStatus, decision: &mut Decision, message: &str) {
+fn fail(
+    gs: &GoServer,
+    observed: &Observation<'_>,
+    v: &mut VerificationStatus,
+    decision: &mut Decision,
+    message: &str,
+) {
     v.phase = VerificationPhase::Failed;
     note(v, "Failed", message);
     decision.requeue = None;
@@ -518,11 +843,8 @@ fn fail(gs: &GoServer, v: &mut VerificationStatus, decision: &mut Decision, mess
             format!("revision {} failed verification: {message}", v.revision),
         )
     };
-    v.announcement = Some(Announcement {
-        event,
-        previous_good_revision: good,
-        message,
-    });
+    let told = notification(gs, observed, v, event, good, message);
+    decision.tell(told);
 }
 
 /// Sets the reason of the `Verified` condition and its message.

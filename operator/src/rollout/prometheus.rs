@@ -2,10 +2,12 @@
 //!
 //! A query must come back as a scalar or a vector of at most one sample;
 //! an empty vector is no data (which the judge reads through the metric's
-//! `noData`), and so is `NaN`. Everything else that goes wrong (Prometheus
-//! down, an HTTP error, a query Prometheus refuses, a vector of several
-//! series) is a [`QueryError`]: the provider failing, which is never the
-//! application failing.
+//! `noData`), and so is `NaN`. Everything else that goes wrong is a
+//! [`QueryError`], which is never the application failing, of two kinds
+//! ([`QueryError::is_invalid`]): the query itself is wrong (Prometheus
+//! refuses it as `bad_data` or `execution`, or it gives several series or a
+//! range), which will not mend by waiting; or Prometheus cannot answer now
+//! (down, timing out, an HTTP error from it or a proxy), which may.
 //!
 //! The operator's bearer token (read from a file at every query, so a
 //! rotated token is picked up) is sent only to the operator's own
@@ -22,7 +24,7 @@ use serde::Deserialize;
 use super::http::HttpClient;
 
 /// Why a query gave no measurement.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     #[error(
         "no Prometheus URL: set spec.rollout.verification.prometheus.url or the operator's --prometheus-url"
@@ -32,12 +34,27 @@ pub enum QueryError {
     Unreachable { url: String, message: String },
     #[error("Prometheus answered {status}: {message}")]
     Refused { status: u16, message: String },
+    #[error("Prometheus refused the query ({kind}): {message}")]
+    Invalid { kind: String, message: String },
     #[error("the query returned {0} series; aggregate it to one (for example with sum)")]
     SeveralSeries(usize),
+    #[error("the query returned a range vector; it must give an instant value")]
+    Range,
     #[error("unexpected answer from Prometheus: {0}")]
     Unexpected(String),
     #[error("could not read the bearer token file {path}: {message}")]
     Token { path: String, message: String },
+}
+
+impl QueryError {
+    /// Whether the query is wrong as written (it will fail the same way
+    /// until someone edits it), rather than Prometheus unable to answer.
+    pub fn is_invalid(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid { .. } | Self::SeveralSeries(_) | Self::Range
+        )
+    }
 }
 
 /// Queries Prometheus for the verification of every `GoServer`.
@@ -105,12 +122,15 @@ impl Prometheus {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Answer {
     status: String,
     #[serde(default)]
     data: Option<Data>,
     #[serde(default)]
     error: Option<String>,
+    #[serde(default)]
+    error_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -140,9 +160,19 @@ fn parse(status: u16, body: &str) -> Result<Option<f64>, QueryError> {
         }
     })?;
     if answer.status != "success" {
-        return Err(QueryError::Refused {
-            status,
-            message: answer.error.unwrap_or_else(|| truncate(body)),
+        let message = answer.error.unwrap_or_else(|| truncate(body));
+        // Prometheus' own verdict on the query: `bad_data` (400, it does
+        // not parse) and `execution` (422, it cannot be evaluated, as with
+        // many-to-many matching). `timeout`, `canceled`, `unavailable` and
+        // `internal` are Prometheus' trouble, not the query's.
+        return Err(match answer.error_type.as_deref() {
+            Some(kind @ ("bad_data" | "execution")) if matches!(status, 400 | 422) => {
+                QueryError::Invalid {
+                    kind: kind.to_owned(),
+                    message,
+                }
+            }
+            _ => QueryError::Refused { status, message },
         });
     }
     let value = match answer.data {
@@ -152,11 +182,7 @@ fn parse(status: u16, body: &str) -> Result<Option<f64>, QueryError> {
             [sample] => sample.value.1.clone(),
             several => return Err(QueryError::SeveralSeries(several.len())),
         },
-        Some(Data::Matrix(_)) => {
-            return Err(QueryError::Unexpected(
-                "a range vector; the query must give an instant value".to_owned(),
-            ));
-        }
+        Some(Data::Matrix(_)) => return Err(QueryError::Range),
         Some(Data::String(_)) | None => return Err(QueryError::Unexpected(truncate(body))),
     };
     // Prometheus writes numbers as strings: "0.5", "NaN", "+Inf".
@@ -293,22 +319,38 @@ mod tests {
         );
     }
 
+    /// A typo in a query is not a Prometheus outage: it was read as one,
+    /// and a revision then held forever as `PrometheusUnavailable`.
     #[test]
-    fn errors_are_the_providers() {
+    fn a_query_prometheus_refuses_is_invalid_not_unavailable() {
         let bad_query =
             r#"{"status":"error","errorType":"bad_data","error":"parse error at char 5"}"#;
-        match parse(400, bad_query) {
-            Err(QueryError::Refused { status, message }) => {
-                assert_eq!(status, 400);
-                assert_eq!(message, "parse error at char 5");
-            }
-            other => panic!("{other:?}"),
-        }
+        let err = parse(400, bad_query).unwrap_err();
+        assert!(err.is_invalid(), "{err:?}");
+        assert_eq!(
+            err.to_string(),
+            "Prometheus refused the query (bad_data): parse error at char 5"
+        );
+        let many_to_many = r#"{"status":"error","errorType":"execution","error":"found duplicate series for the match group"}"#;
+        assert!(parse(422, many_to_many).unwrap_err().is_invalid());
+        let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#;
+        assert!(parse(200, matrix).unwrap_err().is_invalid());
+        let several = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"a":"1"},"value":[1,"1"]},{"metric":{"a":"2"},"value":[1,"2"]}]}}"#;
+        assert!(parse(200, several).unwrap_err().is_invalid());
+
+        // Prometheus' own trouble, and a proxy's, is not the query's.
+        let timeout = r#"{"status":"error","errorType":"timeout","error":"query timed out"}"#;
+        assert!(!parse(503, timeout).unwrap_err().is_invalid());
+        let internal = r#"{"status":"error","errorType":"internal","error":"oops"}"#;
+        assert!(!parse(500, internal).unwrap_err().is_invalid());
+        let proxied = parse(400, "<html>bad request</html>").unwrap_err();
+        assert!(!proxied.is_invalid(), "{proxied:?}");
         assert!(matches!(
             parse(502, "<html>bad gateway</html>"),
             Err(QueryError::Refused { status: 502, .. })
         ));
         assert!(matches!(parse(200, "{}"), Err(QueryError::Unexpected(_))));
+        assert!(!QueryError::NoUrl.is_invalid());
     }
 
     #[test]

@@ -166,7 +166,6 @@ fn rollback_to(
         }
         "RolledBack".clone_into(&mut v.reason);
         v.message = format!("rolled back to {target} by request");
-        v.announcement = None;
     }
     Ok(format!(
         "rolled back from {} to {target} by request; {spec} is held off until the spec \
@@ -200,7 +199,6 @@ fn promote(status: &mut GoServerStatus, target: &str) -> Result<String, String> 
     v.phase = VerificationPhase::Passed;
     "Promoted".clone_into(&mut v.reason);
     "promoted by request: the rest of the verification was skipped".clone_into(&mut v.message);
-    v.announcement = None;
     status.last_good_revision = Some(target.to_owned());
     if let Some(entry) = status.history.iter_mut().find(|h| h.revision == target) {
         entry.verdict = Verdict::Passed;

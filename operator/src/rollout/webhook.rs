@@ -1,41 +1,51 @@
-//! The verification webhook: one POST per decision.
+//! One POST of a decision to a receiver.
 //!
 //! The body is JSON: `{id, event, goserver, namespace, revision,
-//! previousGoodRevision, message, measurements}`. With a signing key (a file
-//! given to the operator) the body is signed with HMAC-SHA256 in the header
-//! `X-Gantry-Signature: sha256=<hex>`, so a receiver can tell Gantry from
-//! anyone who learned the URL. Calls run in a task of their own with a few
-//! retries and backoff; a reconcile never waits for one, and a receiver
-//! that keeps failing is reported as an Event, not as a reconcile error.
+//! previousGoodRevision, message, decidedAt, measurements}`. With a signing
+//! key (a file given to the operator) each call is signed as the Standard
+//! Webhooks specification says: `webhook-id` (the decision's id),
+//! `webhook-timestamp` (Unix seconds, at this attempt) and
+//! `webhook-signature: v1,<base64 of HMAC-SHA256 over "id.timestamp.body">`,
+//! so a receiver can tell Gantry from anyone who learned the URL and refuse
+//! a captured call replayed later. `X-Gantry-Signature: sha256=<hex>` (the
+//! body alone) is still sent for receivers written against earlier
+//! releases; it cannot tell a replay and will go.
+//!
+//! A call is one attempt: retries, their backoff and their record are the
+//! outbox's ([`super::outbox`]).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::http::Method;
+use base64::Engine;
 use hmac::{Hmac, Mac};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 use sha2::Sha256;
 
-use super::Decided;
 use super::http::HttpClient;
-use crate::crd::{GoServer, MetricStatus};
+use crate::crd::{GoServer, MetricStatus, Notification};
 use kube::ResourceExt;
 
-/// Header carrying the signature.
-pub const SIGNATURE_HEADER: &str = "X-Gantry-Signature";
-/// Attempts per call, and the wait before the first retry (then doubled).
-const ATTEMPTS: u32 = 5;
-const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// The signature of earlier releases: HMAC-SHA256 of the body alone.
+pub const LEGACY_SIGNATURE_HEADER: &str = "X-Gantry-Signature";
+/// Standard Webhooks headers.
+pub const ID_HEADER: &str = "webhook-id";
+pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
+pub const SIGNATURE_HEADER: &str = "webhook-signature";
+/// How long one call may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// A key file starting with this holds the key in base64, as Standard
+/// Webhooks libraries write their secrets.
+const SECRET_PREFIX: &str = "whsec_";
 
 /// What a receiver gets.
 #[derive(Serialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Payload {
-    /// The same for every delivery of one decision (the `GoServer`'s UID,
-    /// the revision and the event), so a receiver can drop a repeat: a
-    /// decision is told at least once, and again when the operator stopped
-    /// between telling it and recording that it did.
+    /// The decision's id: the same in every delivery of it, and in no other
+    /// decision, so a receiver drops repeats by it.
     pub id: String,
     pub event: &'static str,
     pub goserver: String,
@@ -43,20 +53,22 @@ pub struct Payload {
     pub revision: String,
     pub previous_good_revision: Option<String>,
     pub message: String,
+    pub decided_at: Time,
     pub measurements: Vec<MetricStatus>,
 }
 
 impl Payload {
-    pub fn new(gs: &GoServer, decided: &Decided) -> Self {
+    pub fn new(gs: &GoServer, decision: &Notification) -> Self {
         Self {
-            id: decided.id(gs),
-            event: decided.event.as_str(),
+            id: decision.id.clone(),
+            event: decision.event.as_str(),
             goserver: gs.name_any(),
             namespace: gs.namespace().unwrap_or_default(),
-            revision: decided.revision.clone(),
-            previous_good_revision: decided.previous_good_revision.clone(),
-            message: decided.message.clone(),
-            measurements: decided.measurements.clone(),
+            revision: decision.revision.clone(),
+            previous_good_revision: decision.previous_good_revision.clone(),
+            message: decision.message.clone(),
+            decided_at: decision.decided_at.clone(),
+            measurements: decision.measurements.clone(),
         }
     }
 }
@@ -66,7 +78,6 @@ impl Payload {
 pub struct Sender {
     http: HttpClient,
     signing_key_file: Option<PathBuf>,
-    first_retry: Duration,
 }
 
 impl Sender {
@@ -74,63 +85,77 @@ impl Sender {
         Self {
             http: HttpClient::new(),
             signing_key_file,
-            first_retry: FIRST_RETRY,
         }
     }
 
-    /// The same, retrying sooner (for tests).
-    #[must_use]
-    pub fn with_first_retry(mut self, first_retry: Duration) -> Self {
-        self.first_retry = first_retry;
-        self
-    }
-
-    /// POSTs `payload` to `url`, retrying with backoff; the error of the
-    /// last attempt when every one failed.
-    pub async fn send(&self, url: &str, payload: &Payload) -> Result<(), String> {
+    /// POSTs `payload` to `url` once, signed at `timestamp` (Unix seconds);
+    /// why it failed when the receiver did not answer 2xx.
+    pub async fn send(&self, url: &str, payload: &Payload, timestamp: i64) -> Result<(), String> {
         let body = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
-        let signature = match &self.signing_key_file {
-            Some(path) => {
-                let key = std::fs::read(path)
-                    .map_err(|e| format!("reading the signing key {}: {e}", path.display()))?;
-                Some(sign(trim_newline(&key), &body))
-            }
-            None => None,
-        };
-        let mut wait = self.first_retry;
-        let mut last = String::new();
-        for attempt in 1..=ATTEMPTS {
-            let headers: Vec<(&str, &str)> = signature
-                .as_deref()
-                .map(|value| (SIGNATURE_HEADER, value))
-                .into_iter()
-                .collect();
-            match self
-                .http
-                .send(Method::POST, url, &headers, Some(body.clone()), TIMEOUT)
-                .await
-            {
-                Ok((status, _)) if status.is_success() => return Ok(()),
-                Ok((status, _)) => last = format!("the receiver answered {status}"),
-                Err(err) => last = err,
-            }
-            if attempt < ATTEMPTS {
-                tokio::time::sleep(wait).await;
-                wait = wait.saturating_mul(2);
-            }
+        let timestamp = timestamp.to_string();
+        let mut headers = vec![
+            (ID_HEADER, payload.id.clone()),
+            (TIMESTAMP_HEADER, timestamp.clone()),
+        ];
+        if let Some(path) = &self.signing_key_file {
+            let key = std::fs::read(path)
+                .map_err(|e| format!("reading the signing key {}: {e}", path.display()))?;
+            let key = signing_key(&key)?;
+            headers.push((SIGNATURE_HEADER, sign(&key, &payload.id, &timestamp, &body)));
+            headers.push((LEGACY_SIGNATURE_HEADER, sign_body(&key, &body)));
         }
-        Err(format!("{last} (after {ATTEMPTS} attempts)"))
+        let headers: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(name, value)| (*name, value.as_str()))
+            .collect();
+        match self
+            .http
+            .send(Method::POST, url, &headers, Some(body), TIMEOUT)
+            .await
+        {
+            Ok((status, _)) if status.is_success() => Ok(()),
+            Ok((status, _)) => Err(format!("the receiver answered {status}")),
+            Err(err) => Err(err),
+        }
     }
 }
 
-fn trim_newline(key: &[u8]) -> &[u8] {
-    key.strip_suffix(b"\n").unwrap_or(key)
+/// The key a key file holds: base64 after `whsec_`, else its bytes (less
+/// a final newline).
+pub fn signing_key(file: &[u8]) -> Result<Vec<u8>, String> {
+    let file = file.strip_suffix(b"\n").unwrap_or(file);
+    match file.strip_prefix(SECRET_PREFIX.as_bytes()) {
+        Some(encoded) => base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|e| format!("the signing key after {SECRET_PREFIX} is not base64: {e}")),
+        None => Ok(file.to_vec()),
+    }
 }
 
-/// `sha256=<hex of HMAC-SHA256(key, body)>`.
-pub fn sign(key: &[u8], body: &[u8]) -> String {
+fn mac(key: &[u8]) -> Hmac<Sha256> {
     // HMAC takes keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!())
+}
+
+/// `v1,<base64 of HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`: the
+/// Standard Webhooks signature.
+pub fn sign(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> String {
+    let mut mac = mac(key);
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    )
+}
+
+/// `sha256=<hex of HMAC-SHA256(key, body)>`: the signature of earlier
+/// releases.
+pub fn sign_body(key: &[u8], body: &[u8]) -> String {
+    let mut mac = mac(key);
     mac.update(body);
     format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
 }
@@ -140,11 +165,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn signature_is_hmac_sha256() {
+    fn the_legacy_signature_is_hmac_sha256_of_the_body() {
         // RFC 4231, test case 2.
         assert_eq!(
-            sign(b"Jefe", b"what do ya want for nothing?"),
+            sign_body(b"Jefe", b"what do ya want for nothing?"),
             "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
         );
+    }
+
+    /// The expected value was computed by the Standard Webhooks reference
+    /// library for Python (`standardwebhooks` 1.0 on `PyPI`,
+    /// `Webhook(secret).sign(msg_id, timestamp, payload)`), for this
+    /// secret, id, time and body.
+    #[test]
+    fn the_signature_is_the_standard_webhooks_one() {
+        let key = signing_key(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+        assert_eq!(
+            sign(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                br#"{"test": 2432232314}"#
+            ),
+            "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
+        );
+        // A key file without the prefix is the key's bytes.
+        assert_eq!(signing_key(b"webhook-secret\n").unwrap(), b"webhook-secret");
+        assert!(signing_key(b"whsec_not base64!").is_err());
     }
 }
