@@ -47,6 +47,7 @@ use crate::build::{self, Revision, ServiceMonitor};
 use crate::cache::{self, Cached, Caches};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
+use crate::fault;
 use crate::gateway::{self, Gateway, HttpRoute};
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -780,7 +781,13 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         gs,
     };
     let mut changes = Vec::new();
-    let outcome = Box::pin(applier.apply(children, &mut changes)).await;
+    let phase = match &plan.canary {
+        Some(c) if c.draining => "drain",
+        Some(_) => "canary",
+        None if plan.stable != spec_revision.name => "rollback",
+        None => "apply",
+    };
+    let outcome = fault::in_phase(phase, Box::pin(applier.apply(children, &mut changes))).await;
     let defaulted = defaulted_note(gs, &changes);
     let told = apply::tell(&changes);
     // Every write made is told, also when a later one failed.
@@ -933,6 +940,11 @@ async fn finish_requests(ctx: &Context, gs: &GoServer, handled: Vec<Handled>) ->
     if handled.is_empty() {
         return Ok(());
     }
+    fault::in_phase("requests", remove_requests(ctx, gs, handled)).await
+}
+
+/// The removal of [`finish_requests`], and its Events.
+async fn remove_requests(ctx: &Context, gs: &GoServer, handled: Vec<Handled>) -> Result<()> {
     let mut ops = Vec::new();
     for h in &handled {
         let path = format!(
@@ -1210,7 +1222,8 @@ async fn write_status(
         .is_some_and(|requests| requests || rollout_changed)
         .then(|| gs.resource_version())
         .flatten();
-    let live = patch_status(gs, ctx, &new, precondition).await?;
+    let phase = status_phase(gs.status.as_ref(), &new, guard == Some(true));
+    let live = fault::in_phase(phase, patch_status(gs, ctx, &new, precondition)).await?;
     let resource_version = live.resource_version();
     if rollout_changed {
         ctx.remember_rollout_write(
@@ -1244,6 +1257,35 @@ async fn write_status(
         status: new,
         resource_version,
     })
+}
+
+/// The step of the reconcile a status write is (see [`fault::in_phase`]):
+/// what it changes of the rollout state.
+fn status_phase(
+    old: Option<&GoServerStatus>,
+    new: &GoServerStatus,
+    requests: bool,
+) -> &'static str {
+    let empty = GoServerStatus::default();
+    let old = old.unwrap_or(&empty);
+    let counts = |s: &GoServerStatus| s.verification.as_ref().map(|v| v.metrics.clone());
+    if requests {
+        "requests"
+    } else if new
+        .outbox
+        .iter()
+        .any(|n| !old.outbox.iter().any(|o| o.id == n.id))
+    {
+        "decision"
+    } else if old.canary != new.canary {
+        "step"
+    } else if counts(old) != counts(new) {
+        "measure"
+    } else if old.outbox != new.outbox {
+        "told"
+    } else {
+        "status"
+    }
 }
 
 async fn patch_status(

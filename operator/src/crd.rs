@@ -1291,8 +1291,8 @@ pub struct VerificationStatus {
     /// When the verification went past its deadline without a verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdue_at: Option<Time>,
-    /// Written by operators before 0.3: a decision not told yet. It is
-    /// read once, into `status.outbox`, and never written again.
+    /// Written by earlier operators: a decision not told yet. It is read
+    /// once, into `status.outbox`, and never written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub announcement: Option<Announcement>,
 }
@@ -1301,15 +1301,24 @@ pub struct VerificationStatus {
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
+    /// `warmup` as the spec had it.
     pub warmup: String,
+    /// `interval` as the spec had it.
     pub interval: String,
+    /// `window` as the spec had it.
     pub window: String,
+    /// `postVerification` as the spec had it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub post_verification: Option<String>,
+    /// `minSamples` as the spec had it.
     pub min_samples: i32,
+    /// `failureLimit` as the spec had it.
     pub failure_limit: i32,
+    /// `deadline` as the spec had it.
     pub deadline: String,
+    /// `onDeadline` as the spec had it.
     pub on_deadline: DeadlineAction,
+    /// `metrics` as the spec had them.
     pub metrics: Vec<MetricSpec>,
 }
 

@@ -16,6 +16,20 @@
 //!   write (create, update, patch or delete, Events included), and the
 //!   operator has not seen the answer: Sieve's crash after every write.
 //!   [`CrashAfterWriteLayer`] on the client counts the writes.
+//! - `write:<what>`: the same, after the first write that is `<what>`:
+//!   `<VERB> <resource> <name> <phase>`, for example
+//!   `PATCH goservers/status shop decision`. The name of a create is `*`
+//!   (it is in the body), the phase the step of the reconcile that wrote
+//!   ([`in_phase`]: `apply`, `rollback`, `canary`, `drain`, `measure`,
+//!   `decision`, `step`, `told`, `requests`, `tell`, ...). A write names
+//!   what it is, not when it comes, so the point is the same however
+//!   concurrent writes are ordered.
+//! - `trace-writes`: no crash; every write is logged as `write` with its
+//!   `what`, so a reference run lists the points there are.
+//!
+//! With `GANTRY_CRASH_ARMED=<path>`, a `write:` point counts only while
+//! that file exists: a test arms it when the life it drives reaches the
+//! step it means to crash in.
 //!
 //! Unset (as in every deployment), a point costs a read of a static, and
 //! the client has no extra layer.
@@ -29,6 +43,24 @@ use axum::http::{Method, Request};
 
 /// The variable naming the points.
 pub const VARIABLE: &str = "GANTRY_CRASH_AT";
+/// The variable naming the file that arms `write:` points.
+pub const ARMED_VARIABLE: &str = "GANTRY_CRASH_ARMED";
+
+tokio::task_local! {
+    /// The step of the reconcile running in this task.
+    static PHASE: &'static str;
+}
+
+/// Runs `future` as the reconcile step `phase`: the writes it makes are
+/// named with it.
+pub async fn in_phase<F: Future>(phase: &'static str, future: F) -> F::Output {
+    PHASE.scope(phase, future).await
+}
+
+/// The reconcile step of the task, `reconcile` outside any.
+fn phase() -> &'static str {
+    PHASE.try_with(|p| *p).unwrap_or("reconcile")
+}
 
 fn points() -> &'static [String] {
     static POINTS: OnceLock<Vec<String>> = OnceLock::new();
@@ -74,6 +106,8 @@ fn crash(point: &str, detail: &str) {
 }
 
 const AFTER_WRITE: &str = "after-write";
+const WRITE: &str = "write";
+const TRACE_WRITES: &str = "trace-writes";
 
 /// The write after whose answer `after-write:<n>` kills the process.
 fn write_to_crash_after(points: &[String]) -> Option<u64> {
@@ -82,20 +116,71 @@ fn write_to_crash_after(points: &[String]) -> Option<u64> {
         .find_map(|p| p.strip_prefix(AFTER_WRITE)?.strip_prefix(':')?.parse().ok())
 }
 
-/// The client layer for `after-write:<n>`, when `GANTRY_CRASH_AT` names it.
+/// The write that `write:<what>` names.
+fn named_write(points: &[String]) -> Option<String> {
+    points
+        .iter()
+        .find_map(|p| Some(p.strip_prefix(WRITE)?.strip_prefix(':')?.trim().to_owned()))
+}
+
+/// The client layer for `after-write:<n>`, `write:<what>` and
+/// `trace-writes`, when `GANTRY_CRASH_AT` names one of them.
 pub fn crash_after_write() -> Option<CrashAfterWriteLayer> {
-    write_to_crash_after(points()).map(|target| CrashAfterWriteLayer {
+    let points = points();
+    let target = write_to_crash_after(points);
+    let named = named_write(points);
+    let trace = points.iter().any(|p| p == TRACE_WRITES);
+    if target.is_none() && named.is_none() && !trace {
+        return None;
+    }
+    Some(CrashAfterWriteLayer {
         target,
+        named,
+        trace,
+        armed: std::env::var_os(ARMED_VARIABLE).map(std::path::PathBuf::from),
         writes: Arc::default(),
     })
 }
 
 /// Counts the client's writes and kills the process once the answer to
-/// the `target`-th has arrived, before the caller sees it.
+/// the `target`-th (or to the first one that is `named`) has arrived,
+/// before the caller sees it.
 #[derive(Clone)]
 pub struct CrashAfterWriteLayer {
-    target: u64,
+    target: Option<u64>,
+    named: Option<String>,
+    trace: bool,
+    /// Named points count only while this file exists.
+    armed: Option<std::path::PathBuf>,
     writes: Arc<AtomicU64>,
+}
+
+impl CrashAfterWriteLayer {
+    fn named_now(&self, what: &str) -> bool {
+        self.named.as_deref() == Some(what) && self.armed.as_ref().is_none_or(|file| file.exists())
+    }
+}
+
+/// `<VERB> <resource> <name> <phase>` of a write: the resource as the
+/// request metrics name it (`goservers/status`), the object's name (`*`
+/// for a create, whose name is in the body; the part before the first `.`
+/// for an Event, whose name adds a suffix of its own).
+pub fn what(method: &Method, path: &str, phase: &str) -> String {
+    let labels = crate::client::classify(method, path, None);
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let rest = match segments.as_slice() {
+        ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,
+        _ => &[][..],
+    };
+    let resource = match rest {
+        ["namespaces", _ns, resource @ ..] if !resource.is_empty() => resource,
+        other => other,
+    };
+    let name = match resource {
+        [_plural, name, ..] => name.split('.').next().unwrap_or(name),
+        _ => "*",
+    };
+    format!("{} {} {name} {phase}", method.as_str(), labels.kind)
 }
 
 impl<S> tower::Layer<S> for CrashAfterWriteLayer {
@@ -136,19 +221,28 @@ where
             *request.method(),
             Method::POST | Method::PUT | Method::PATCH | Method::DELETE
         );
-        let nth = if write {
-            self.layer.writes.fetch_add(1, Ordering::SeqCst) + 1
-        } else {
-            0
-        };
-        let what = format!("{nth} {} {}", request.method(), request.uri().path());
-        let answer = self.inner.call(request);
-        if nth != self.layer.target {
-            return Box::pin(answer);
+        if !write {
+            return Box::pin(self.inner.call(request));
         }
+        let nth = self.layer.writes.fetch_add(1, Ordering::SeqCst) + 1;
+        let what = what(request.method(), request.uri().path(), phase());
+        if self.layer.trace {
+            tracing::info!(nth, what = %what, "write");
+        }
+        let point = if self.layer.target == Some(nth) {
+            Some((AFTER_WRITE, format!("{nth} {what}")))
+        } else if self.layer.named_now(&what) {
+            Some((WRITE, what))
+        } else {
+            None
+        };
+        let answer = self.inner.call(request);
+        let Some((point, detail)) = point else {
+            return Box::pin(answer);
+        };
         Box::pin(async move {
             let answered = answer.await;
-            crash(AFTER_WRITE, &what);
+            crash(point, &detail);
             answered
         })
     }
@@ -156,7 +250,47 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::{matches, parse, write_to_crash_after};
+    use super::{Method, matches, named_write, parse, what, write_to_crash_after};
+
+    #[test]
+    fn a_write_is_named_by_what_it_is() {
+        assert_eq!(
+            what(
+                &Method::PATCH,
+                "/apis/gantry.dev/v1alpha1/namespaces/web/goservers/shop/status",
+                "decision"
+            ),
+            "PATCH goservers/status shop decision"
+        );
+        assert_eq!(
+            what(
+                &Method::POST,
+                "/apis/events.k8s.io/v1/namespaces/web/events",
+                "tell"
+            ),
+            "POST events * tell"
+        );
+        assert_eq!(
+            what(
+                &Method::PATCH,
+                "/apis/events.k8s.io/v1/namespaces/web/events/shop.1879abc",
+                "apply"
+            ),
+            "PATCH events shop apply"
+        );
+        assert_eq!(
+            what(
+                &Method::DELETE,
+                "/apis/apps/v1/namespaces/web/deployments/shop-canary",
+                "drain"
+            ),
+            "DELETE deployments shop-canary drain"
+        );
+        assert_eq!(
+            named_write(&parse("write:PATCH goservers/status shop decision")).as_deref(),
+            Some("PATCH goservers/status shop decision")
+        );
+    }
 
     #[test]
     fn after_write_names_a_number() {

@@ -145,7 +145,7 @@ impl Notifier {
                 revision = %decision.revision,
                 "{}", decision.message
             );
-            match self.create_event(gs, decision).await {
+            match fault::in_phase("tell", self.create_event(gs, decision)).await {
                 Ok(()) => {
                     let mut memory = self.lock();
                     let m = memory.entry(uid.clone()).or_default();

@@ -14,6 +14,7 @@
 pub mod chart;
 pub mod faults;
 pub mod gateway_crds;
+pub mod gateway_standin;
 pub mod go_module;
 pub mod jaeger;
 pub mod monitoring_crds;

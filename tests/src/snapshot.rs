@@ -200,7 +200,9 @@ fn goserver_view(gs: &GoServer) -> Value {
 fn drop_times(value: &mut Value) {
     match value {
         Value::Object(map) => {
-            map.retain(|key, _| !(key.ends_with("Time") || key.ends_with("At")));
+            map.retain(|key, _| {
+                !(key.ends_with("Time") || key.ends_with("At") || key.ends_with("Until"))
+            });
             map.values_mut().for_each(drop_times);
         }
         Value::Array(items) => items.iter_mut().for_each(drop_times),

@@ -12,6 +12,7 @@ mod operator_support;
 
 use std::time::Duration;
 
+use gantry_e2e::gateway_standin::GatewayStandIn;
 use gantry_e2e::prometheus::Prometheus;
 use gantry_e2e::server::{Revisions, Traffic};
 use gantry_e2e::{TestNamespace, gateway_crds, wait_for, wait_for_deletion};
@@ -49,6 +50,8 @@ fn goserver(name: &str, image: &str, pause: &str, auto_rollback: bool) -> GoServ
                     "minSamples": 2, "failureLimit": 0, "autoRollback": auto_rollback,
                     "metrics": [{"name": "error-rate", "query": ERROR_RATE, "max": 0.05}],
                 },
+                // Short for a test; the stand-in Gateway accepts at once.
+                "gateway": {"drain": "1s"},
             },
         },
     }))
@@ -157,6 +160,8 @@ async fn canary_deployment(ns: &TestNamespace, name: &str, revision: &str, repli
     );
 }
 
+/// The operator, and a stand-in Gateway that accepts the routes of the
+/// namespace as a Gateway controller would.
 async fn start_operator(ns: &TestNamespace, prometheus: &Prometheus) -> Operator {
     gateway_crds::install(&ns.client).await.unwrap();
     let url = prometheus.url();
@@ -173,6 +178,7 @@ async fn a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted() {
     let ns = TestNamespace::new("canary").await;
     let prometheus = Prometheus::start();
     let _operator = start_operator(&ns, &prometheus).await;
+    let gateway = GatewayStandIn::start(&ns);
     let mut revisions = Revisions::new(&prometheus, &ns.name);
     let api: Api<GoServer> = ns.api();
     api.create(
@@ -184,9 +190,30 @@ async fn a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted() {
     let (v1, _v1_traffic) = first_revision_verified(&api, &mut revisions, "shop").await;
     route_backends(&ns, "shop", &[("shop", Some(1))]).await;
 
+    // The Gateway has not taken the first step's weights: the step waits,
+    // naming it, and measures nothing.
+    gateway.hold();
     set_image(&api, "shop", "shop:2").await;
     let v2 = canary_started(&api, "shop", &v1).await;
     let _v2_traffic = Traffic::start(revisions.start(&v2), &[("/", 1)], 10);
+    let waiting = wait_for(
+        &api,
+        "shop",
+        "the step waiting for the Gateway",
+        STEP_DEADLINE,
+        |gs| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| v.reason == "WaitingForGateway")
+        },
+    )
+    .await
+    .unwrap();
+    let v = waiting.status.unwrap().verification.unwrap();
+    assert!(v.message.contains("Gateway"), "{}", v.message);
+    assert!(v.last_measured_at.is_none(), "{v:?}");
+    gateway.release();
     route_backends(
         &ns,
         "shop",
@@ -242,14 +269,17 @@ async fn a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted() {
     wait_for_deletion(&ns.api::<Service>(), "shop-canary", DEADLINE)
         .await
         .unwrap();
-    // One Verified Event each for v1 and v2 (kube's recorder folds the
-    // second into the first's series, keeping the first note).
-    let verified: i32 = events_about(&ns, "shop", "Verified")
-        .await
+    // One Verified Event each for v1 and v2, each naming its revision.
+    let verified = events_about(&ns, "shop", "Verified").await;
+    let related: Vec<Option<String>> = verified
         .iter()
-        .map(|e| e.series.as_ref().map_or(1, |s| s.count))
-        .sum();
-    assert_eq!(verified, 2);
+        .map(|e| e.related.as_ref().and_then(|r| r.name.clone()))
+        .collect();
+    assert_eq!(verified.len(), 2, "{verified:?}");
+    assert!(
+        related.contains(&Some(v1.clone())) && related.contains(&Some(v2.clone())),
+        "{related:?}"
+    );
 
     // v3 answers 500 to every request: aborted at its first step.
     set_image(&api, "shop", "shop:3").await;
@@ -311,6 +341,7 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
     let ns = TestNamespace::new("canary-faults").await;
     let mut prometheus = Prometheus::start();
     let mut operator = start_operator(&ns, &prometheus).await;
+    let gateway = GatewayStandIn::start(&ns);
     let mut revisions = Revisions::new(&prometheus, &ns.name);
     let api: Api<GoServer> = ns.api();
     api.create(
@@ -405,7 +436,10 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
         "the restarted operator created children: {created:?}"
     );
 
-    // At 50 % v2 starts failing: rolled back, the canary deleted.
+    // At 50 % v2 starts failing: rolled back. The Gateway is slow to
+    // reprogram: until it has taken the canary's weight 0, the canary
+    // keeps its pods, and only after a drain is it deleted.
+    gateway.hold();
     drop(v2_traffic);
     let _v2_errors = Traffic::start(v2_address, &[("/debug/panic", 1)], 10);
     let gs = wait_for(&api, "cart", "v2 rolled back", STEP_DEADLINE, |gs| {
@@ -415,6 +449,35 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
     })
     .await
     .unwrap();
+    route_backends(
+        &ns,
+        "cart",
+        &[("cart", Some(100)), ("cart-canary", Some(0))],
+    )
+    .await;
+    let routes: Api<HttpRoute> = ns.api();
+    let zero = routes
+        .get("cart")
+        .await
+        .unwrap()
+        .metadata
+        .generation
+        .unwrap();
+    let canary: Deployment = ns.api().get("cart-canary").await.unwrap();
+    assert_eq!(
+        canary.spec.unwrap().replicas,
+        Some(2),
+        "the canary keeps its pods while the Gateway has not taken weight 0"
+    );
+    assert!(
+        gs.status
+            .as_ref()
+            .and_then(|s| s.canary.as_ref())
+            .is_some_and(|c| c.drain_until.is_none()),
+        "{:?}",
+        gs.status
+    );
+    gateway.release();
     let status = gs.status.unwrap();
     let canary = status.canary.unwrap();
     assert_eq!(
@@ -426,6 +489,14 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
     wait_for_deletion(&ns.api::<Deployment>(), "cart-canary", DEADLINE)
         .await
         .unwrap();
+    assert!(
+        gateway
+            .accepted()
+            .iter()
+            .any(|(route, generation)| route == "cart" && *generation >= zero),
+        "deleted before the Gateway took weight 0: {:?}",
+        gateway.accepted()
+    );
     assert_eq!(deployed(&ns, "cart").await, v1);
     let rolled_back = events_about(&ns, "cart", "RolledBack").await;
     assert_eq!(rolled_back.len(), 1, "{rolled_back:?}");
@@ -440,6 +511,7 @@ async fn a_name_taken_by_another_canary_is_a_conflict() {
     let ns = TestNamespace::new("canary-names").await;
     let prometheus = Prometheus::start();
     let _operator = start_operator(&ns, &prometheus).await;
+    let _gateway = GatewayStandIn::start(&ns);
     kubectl_apply(&ns, "examples/canary.yaml");
     let mut revisions = Revisions::new(&prometheus, &ns.name);
     let api: Api<GoServer> = ns.api();

@@ -35,10 +35,14 @@ use serde_json::{Value, json};
 /// Long enough for a few scrapes and two samples in every `rate` window.
 const SERIES_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Metrics that have series only after an event this test does not
-/// provoke: a rollback. The rollout test that rolls back checks this one
-/// against the operator's `/metrics`.
-const AFTER_A_ROLLBACK: [&str; 1] = ["gantry_goserver_failed_revision_info"];
+/// Series that exist only in a state this scene does not reach: a
+/// rollback, a verification held past its deadline, a decision not yet
+/// told. The rollout tests check each of them at the operator.
+const AFTER_A_ROLLBACK: [&str; 3] = [
+    "gantry_goserver_failed_revision_info",
+    "gantry_goserver_verification_overdue",
+    "gantry_goserver_decisions_untold",
+];
 
 /// A verification that passes while the revision serves anything: it
 /// gives the verification panels measurements without failing the

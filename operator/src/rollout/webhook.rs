@@ -174,7 +174,7 @@ mod tests {
     }
 
     /// The expected value was computed by the Standard Webhooks reference
-    /// library for Python (`standardwebhooks` 1.0 on `PyPI`,
+    /// library for Python (`standardwebhooks` 1.3.0 on `PyPI`,
     /// `Webhook(secret).sign(msg_id, timestamp, payload)`), for this
     /// secret, id, time and body.
     #[test]
