@@ -39,7 +39,7 @@ impl GatewayStandIn {
     /// Starts accepting every route of `ns`.
     pub fn start(ns: &TestNamespace) -> Self {
         let routes: Api<HttpRoute> = ns.api();
-        let (held, mut hold) = watch::channel(false);
+        let (held, mut holding) = watch::channel(false);
         let accepted = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&accepted);
         let task = tokio::spawn(async move {
@@ -59,10 +59,10 @@ impl GatewayStandIn {
                         Some(_) => {}
                         None => return,
                     },
-                    _ = hold.changed() => {}
+                    _ = holding.changed() => {}
                     _ = tick.tick() => {}
                 }
-                if *hold.borrow() {
+                if *holding.borrow() {
                     continue;
                 }
                 let due: Vec<HttpRoute> = pending

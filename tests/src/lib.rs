@@ -21,6 +21,8 @@ pub mod monitoring_crds;
 pub mod mutate;
 pub mod operator;
 pub mod prometheus;
+pub mod receiver;
+pub mod scripted_prometheus;
 pub mod server;
 pub mod snapshot;
 pub mod watch_proxy;

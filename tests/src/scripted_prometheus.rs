@@ -123,17 +123,19 @@ async fn query(
             .unwrap_or(Answer::NoData)
     };
     let vector = |value: f64| {
-        axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": [
-            {"metric": {}, "value": [0, value.to_string()]},
-        ]}}))
+        axum::Json(
+            json!({"status": "success", "data": {"resultType": "vector", "result": [
+                {"metric": {}, "value": [0, value.to_string()]},
+            ]}}),
+        )
         .into_response()
     };
     match answer {
         Answer::Value(value) => vector(value),
-        Answer::NoData => axum::Json(
-            json!({"status": "success", "data": {"resultType": "vector", "result": []}}),
-        )
-        .into_response(),
+        Answer::NoData => {
+            axum::Json(json!({"status": "success", "data": {"resultType": "vector", "result": []}}))
+                .into_response()
+        }
         Answer::Error(status, kind, message) => (
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             axum::Json(json!({"status": "error", "errorType": kind, "error": message})),

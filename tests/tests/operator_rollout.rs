@@ -9,10 +9,10 @@
 
 mod operator_support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use gantry_e2e::prometheus::Prometheus;
+use gantry_e2e::receiver::Receiver;
 use gantry_e2e::server::{Revisions, Traffic};
 use gantry_e2e::{TestNamespace, wait_for, wait_until};
 use gantry_operator::crd::GoServer;
@@ -123,57 +123,14 @@ async fn events(ns: &TestNamespace, name: &str, reason: &str) -> i32 {
         .sum()
 }
 
-/// One webhook call: its body and its headers.
-type Call = (String, axum::http::HeaderMap);
-
-/// A webhook receiver on loopback that keeps every call.
-#[derive(Clone, Default)]
-struct Receiver {
-    /// Raw bodies, as signed, with their signature header.
-    calls: Arc<Mutex<Vec<Call>>>,
-}
-
-impl Receiver {
-    async fn start() -> (Self, String) {
-        let receiver = Self::default();
-        let calls = Arc::clone(&receiver.calls);
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
-                let calls = Arc::clone(&calls);
-                async move {
-                    calls.lock().unwrap().push((body, headers));
-                    "ok"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/hook", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        (receiver, url)
-    }
-
-    fn events(&self) -> Vec<(String, String)> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(body, _)| {
-                let body: Value = serde_json::from_str(body).unwrap();
-                (
-                    body["event"].as_str().unwrap().to_owned(),
-                    body["revision"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    }
-}
-
 /// v1 good is verified; v2 bad (5xx above the bound) is rolled back to v1
 /// and held there, across an operator crash mid-verification and a
-/// replicas edit; v3 bad ends on v1 too, across an operator killed the
-/// moment that rollback is recorded. Each decision is one Event and one
-/// webhook call.
+/// replicas edit, while the webhook receiver answers 503 across another
+/// SIGKILL (delivered once it answers again); v3 bad ends on v1 too,
+/// across an operator killed the moment that rollback is recorded; v3
+/// retried fails again, a decision of its own. Each decision is one Event
+/// naming its revision and one delivered webhook call with an id of its
+/// own, signed as Standard Webhooks specify.
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::too_many_lines)] // one story, three revisions
 async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
@@ -213,7 +170,8 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     assert_eq!(status.last_good_revision.as_deref(), Some(v1.as_str()));
     assert_eq!(status.history[0].revision, v1);
 
-    // v2 answers 500 to a third of its requests.
+    // v2 answers 500 to a third of its requests. The receiver is down.
+    receiver.set_failing(true);
     api.patch(
         "shop",
         &PatchParams::default(),
@@ -281,6 +239,44 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     ] {
         assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
     }
+
+    // The decision is kept in the outbox while the receiver fails, and
+    // survives a SIGKILL there: the next operator delivers it once the
+    // receiver answers.
+    let gs = wait_for(&api, "shop", "two failed deliveries", DEADLINE, |gs| {
+        gs.status.as_ref().is_some_and(|s| {
+            s.outbox
+                .iter()
+                .any(|n| n.revision == v2 && n.pending.first().is_some_and(|d| d.attempts >= 2))
+        })
+    })
+    .await
+    .unwrap();
+    let pending = &gs.status.unwrap().outbox[0].pending[0];
+    assert!(
+        pending
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("503")),
+        "{pending:?}"
+    );
+    operator.kill();
+    receiver.set_failing(false);
+    let operator = Operator::start_with(&ns, &args).await;
+    wait_until("v2's rollback delivered", DEADLINE, || {
+        let delivered = receiver.delivered();
+        let v2 = v2.clone();
+        async move {
+            Ok::<_, String>(
+                delivered
+                    .iter()
+                    .any(|c| c.decision() == ("RolledBack".to_owned(), v2.clone()))
+                    .then_some(()),
+            )
+        }
+    })
+    .await
+    .unwrap();
 
     // A replicas edit is no new revision: v1 stays in force.
     api.patch(
@@ -353,67 +349,90 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
     wait_deployed(&ns, "shop", &v1).await;
 
-    // One Event and one webhook call per decision, signed.
-    assert_eq!(events(&ns, "shop", "Verified").await, 1);
-    assert_eq!(events(&ns, "shop", "RolledBack").await, 2);
+    // v3 retried, still bad: rolled back again. Another decision, with an
+    // id of its own: told again (the same id twice left it untold).
+    api.patch(
+        "shop",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"annotations": {"gantry.dev/retry": v3}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "shop", "v3 retried", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .is_some_and(|s| s.failed_revision.is_none() && s.revision.as_deref() == Some(&v3))
+    })
+    .await
+    .unwrap();
+    rolled_back(&api, "shop", &v3).await;
+
+    // One Event per decision, naming its revision; one delivered webhook
+    // call per decision, signed.
     let expected = vec![
         ("Verified".to_owned(), v1.clone()),
         ("RolledBack".to_owned(), v2.clone()),
         ("RolledBack".to_owned(), v3.clone()),
+        ("RolledBack".to_owned(), v3.clone()),
     ];
-    wait_until("three webhook calls", DEADLINE, || {
-        let got = receiver.events();
-        let expected = expected.clone();
-        async move { Ok::<_, String>((got == expected).then_some(())) }
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}; calls: {:?}", receiver.events()));
     wait_for(&api, "shop", "every decision told", DEADLINE, |gs| {
         gs.status.as_ref().is_some_and(|s| s.outbox.is_empty())
     })
     .await
     .unwrap();
-    let calls = receiver.calls.lock().unwrap().clone();
-    let ids: std::collections::BTreeSet<String> = calls
+    let delivered = receiver.delivered();
+    let decisions: Vec<(String, String)> = delivered
         .iter()
-        .map(|(body, _)| serde_json::from_str::<Value>(body).unwrap()["id"].to_string())
+        .map(gantry_e2e::receiver::Call::decision)
         .collect();
-    assert_eq!(ids.len(), 3, "one delivery id per decision: {ids:?}");
-    for (body, headers) in &calls {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-        };
-        let parsed: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(decisions, expected, "{delivered:#?}");
+    let ids: std::collections::BTreeSet<String> = delivered
+        .iter()
+        .map(gantry_e2e::receiver::Call::id)
+        .collect();
+    assert_eq!(ids.len(), 4, "one id per decision: {ids:?}");
+    for (reason, revisions) in [("Verified", vec![&v1]), ("RolledBack", vec![&v2, &v3, &v3])] {
+        let told = events_about(&ns, "shop", reason).await;
+        let mut related: Vec<String> = told
+            .iter()
+            .filter_map(|e| e.related.as_ref().and_then(|r| r.name.clone()))
+            .collect();
+        related.sort();
+        let mut expected: Vec<String> = revisions.into_iter().cloned().collect();
+        expected.sort();
+        assert_eq!(related, expected, "{reason}: {told:#?}");
+        assert!(told.iter().all(|e| e.series.is_none()), "{told:#?}");
+    }
+    for call in receiver.calls() {
         // Standard Webhooks: the id and the time are signed with the body.
-        let id = header("webhook-id");
-        assert_eq!(parsed["id"], json!(id));
+        let id = call.header("webhook-id");
+        assert_eq!(call.id(), id);
         let signature = gantry_operator::rollout::webhook::sign(
             b"webhook-secret",
             id,
-            header("webhook-timestamp"),
-            body.as_bytes(),
+            call.header("webhook-timestamp"),
+            call.raw.as_bytes(),
         );
-        assert_eq!(header("webhook-signature"), signature, "{body}");
+        assert_eq!(call.header("webhook-signature"), signature, "{}", call.raw);
         // The signature of earlier releases, over the body alone.
         let legacy =
-            gantry_operator::rollout::webhook::sign_body(b"webhook-secret", body.as_bytes());
-        assert_eq!(header("x-gantry-signature"), legacy, "{body}");
-        assert_eq!(parsed["namespace"], json!(ns.name));
-        assert_eq!(parsed["goserver"], "shop");
+            gantry_operator::rollout::webhook::sign_body(b"webhook-secret", call.raw.as_bytes());
+        assert_eq!(call.header("x-gantry-signature"), legacy, "{}", call.raw);
+        assert_eq!(call.body["namespace"], json!(ns.name));
+        assert_eq!(call.body["goserver"], "shop");
     }
     drop(operator);
 }
 
 /// A revision without traffic is no failure: it stays unverified (`NoData`)
-/// and nothing is rolled back, until the metric says no data fails. And a
-/// Prometheus that goes away is the provider failing, not the application.
-/// A revision whose pods never become available fails at the Deployment's
-/// progress deadline.
+/// and nothing is rolled back; past its deadline it is held and says so.
+/// A query with a typo is told apart from an outage; a Prometheus that goes
+/// away is the provider failing, not the application. An edit that makes
+/// no data a failure applies to the next revision, not to the one being
+/// judged. A revision whose pods never become available fails at the
+/// Deployment's progress deadline.
 #[tokio::test(flavor = "multi_thread")]
-#[allow(clippy::too_many_lines)] // one story, three revisions
+#[allow(clippy::too_many_lines)] // one story, four revisions
 async fn no_data_and_a_missing_prometheus_are_not_failures() {
     let ns = TestNamespace::new("op-nodata").await;
     let mut prometheus = Prometheus::start();
@@ -435,9 +454,19 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     .await;
     let mut revisions = Revisions::new(&prometheus, &ns.name);
     let api: Api<GoServer> = ns.api();
-    let spec = verification(None, "Inconclusive");
+    // Held 6 s past the window without a verdict, a revision is overdue.
+    let mut spec = verification(None, "Inconclusive");
+    spec["deadline"] = json!("6s");
 
     api.create(&PostParams::default(), &goserver("quiet", "quiet:1", &spec))
+        .await
+        .unwrap();
+    // Beside it, one whose query has a typo: Prometheus refuses it, which
+    // is no outage and says so.
+    let mut typo = verification(None, "Inconclusive");
+    typo["metrics"][0]["query"] =
+        json!(r#"sum(rate(http_requests_total{revision="${revision}"}[10s])"#);
+    api.create(&PostParams::default(), &goserver("typo", "typo:1", &typo))
         .await
         .unwrap();
     let v1 = next_revision(&api, "quiet", None).await;
@@ -477,6 +506,62 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
         Some(v2.as_str())
     );
     assert!(has(&gs, "Degraded", "False", "AsExpected"));
+    // Past its deadline it is held (the default), and says so.
+    let gs = wait_for(&api, "quiet", "v2 overdue", DEADLINE, |gs| {
+        has(gs, "Degraded", "True", "VerificationOverdue")
+    })
+    .await
+    .unwrap();
+    assert!(has(&gs, "Verified", "Unknown", "NoData"));
+    assert_eq!(
+        gs.status.as_ref().unwrap().revision.as_deref(),
+        Some(v2.as_str())
+    );
+    let line = format!(
+        r#"gantry_goserver_verification_overdue{{namespace="{}",name="quiet",revision="{v2}"}} 1"#,
+        ns.name
+    );
+    let metrics = operator.metrics();
+    assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+
+    // The typo: Verified=False, Degraded, Prometheus' own words; fixed,
+    // it is measured at once.
+    let gs = wait_for(&api, "typo", "the query refused", DEADLINE, |gs| {
+        has(gs, "Verified", "False", "InvalidQuery")
+    })
+    .await
+    .unwrap();
+    let degraded = condition(&gs, "Degraded").unwrap();
+    assert_eq!(degraded.reason, "InvalidQuery");
+    assert!(
+        degraded.message.contains("bad_data") && degraded.message.contains("parse error"),
+        "{}",
+        degraded.message
+    );
+    let mut fixed = typo.clone();
+    fixed["metrics"][0]["query"] = json!(ERROR_RATE);
+    api.patch(
+        "typo",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"rollout": {"verification": fixed}}})),
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &api,
+        "typo",
+        "measured with the fixed query",
+        DEADLINE,
+        |gs| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| v.reason != "InvalidQuery" && v.last_measured_at.is_some())
+                && has(gs, "Degraded", "False", "AsExpected")
+        },
+    )
+    .await
+    .unwrap();
 
     // Prometheus goes away: unavailable, nothing rolled back.
     prometheus.stop();
@@ -497,27 +582,61 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     .await
     .unwrap();
 
-    // The same revision, with no data now counted as failure: rolled back.
-    let strict = verification(None, "Fail");
-    api.patch(
-        "quiet",
-        &PatchParams::default(),
-        &Patch::Merge(json!({"spec": {"rollout": {"verification": strict}}})),
-    )
-    .await
-    .unwrap();
+    // No data now counts as failure. The edit applies to the next
+    // verification: v2 is judged as its own began, measured on.
+    let mut strict = verification(None, "Fail");
+    strict["deadline"] = json!("6s");
+    let edited = api
+        .patch(
+            "quiet",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"rollout": {"verification": strict}}})),
+        )
+        .await
+        .unwrap();
+    let since = edited
+        .status
+        .as_ref()
+        .and_then(|s| s.verification.as_ref())
+        .and_then(|v| v.last_measured_at.clone());
     let gs = wait_for(
         &api,
         "quiet",
-        "v2 rolled back",
-        Duration::from_secs(120),
-        |gs| has(gs, "Degraded", "True", "RolledBack"),
+        "v2 measured after the edit",
+        DEADLINE,
+        |gs| {
+            gs.status.as_ref().is_some_and(|s| {
+                s.observed_generation == gs.metadata.generation
+                    && s.verification
+                        .as_ref()
+                        .is_some_and(|v| v.last_measured_at > since)
+            })
+        },
     )
     .await
     .unwrap();
+    let status = gs.status.unwrap();
+    assert_eq!(status.revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(status.failed_revision, None);
+    let analysis = status.verification.unwrap().analysis.unwrap();
+    assert_eq!(
+        serde_json::to_value(analysis.metrics[0].no_data).unwrap(),
+        "Inconclusive"
+    );
+
+    // v3, judged by the edited analysis: its lack of data fails it.
+    api.patch(
+        "quiet",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "quiet:3"}})),
+    )
+    .await
+    .unwrap();
+    let v3 = verifying_none_of(&api, "quiet", &[&v1, &v2]).await;
+    let gs = rolled_back(&api, "quiet", &v3).await;
     assert_eq!(gs.status.unwrap().revision.as_deref(), Some(v1.as_str()));
 
-    // v3's pods can never be scheduled (no node has the label): it misses
+    // v4's pods can never be scheduled (no node has the label): it misses
     // the Deployment's progress deadline and is rolled back like a failed
     // measurement.
     api.patch(
@@ -530,8 +649,8 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
     )
     .await
     .unwrap();
-    let v3 = verifying_none_of(&api, "quiet", &[&v1, &v2]).await;
-    let gs = rolled_back(&api, "quiet", &v3).await;
+    let v4 = verifying_none_of(&api, "quiet", &[&v1, &v2, &v3]).await;
+    let gs = rolled_back(&api, "quiet", &v4).await;
     assert_eq!(
         gs.status.as_ref().unwrap().revision.as_deref(),
         Some(v1.as_str())
