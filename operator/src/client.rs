@@ -10,11 +10,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::http::{Method, Request};
+use axum::http::{Method, Request, Response};
 use kube::Client;
 use kube::client::{Body, ClientBuilder};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
-use tower::util::MapRequestLayer;
+use tower::util::{MapRequestLayer, MapResponseLayer};
 
 use crate::metrics::{Metrics, RequestLabels};
 
@@ -47,7 +47,20 @@ pub fn counted(config: Config, metrics: &Arc<Metrics>) -> kube::Result<Client> {
         ));
         request
     });
-    let builder = ClientBuilder::try_from(config)?.with_layer(&layer);
+    // Every answer's `Date` sets the clock the status is written in.
+    let clock = MapResponseLayer::new(|response: Response<_>| {
+        if let Some(date) = response
+            .headers()
+            .get(axum::http::header::DATE)
+            .and_then(|d| d.to_str().ok())
+        {
+            crate::clock::observe(date);
+        }
+        response
+    });
+    let builder = ClientBuilder::try_from(config)?
+        .with_layer(&layer)
+        .with_layer(&clock);
     Ok(match crate::fault::crash_after_write() {
         Some(crash) => builder.with_layer(&crash).build(),
         None => builder.build(),

@@ -33,7 +33,6 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret, Service};
 use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{PartialObjectMeta, PartialObjectMetaExt, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -1102,10 +1101,9 @@ async fn measure(ctx: &Context, gs: &GoServer, due: &rollout::Due) -> Vec<rollou
     samples
 }
 
-/// Now, to the second: condition and status times are stored in seconds,
-/// so a finer time would make every status differ from the stored one.
+/// Now, to the second, by the apiserver's clock (see [`crate::clock`]).
 fn now() -> Time {
-    Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or_else(|_| Timestamp::now()))
+    crate::clock::now()
 }
 
 /// The Deployment of `gs` as the cache has it, or from the apiserver when

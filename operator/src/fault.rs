@@ -31,6 +31,10 @@
 //! that file exists: a test arms it when the life it drives reaches the
 //! step it means to crash in.
 //!
+//! `GANTRY_CLOCK_OFFSET=<duration>` (`60s`, `-5m`) shifts the process's
+//! local clock, as a machine whose clock runs fast or slow would
+//! ([`crate::clock`] must make up for it).
+//!
 //! Unset (as in every deployment), a point costs a read of a static, and
 //! the client has no extra layer.
 
@@ -45,6 +49,30 @@ use axum::http::{Method, Request};
 pub const VARIABLE: &str = "GANTRY_CRASH_AT";
 /// The variable naming the file that arms `write:` points.
 pub const ARMED_VARIABLE: &str = "GANTRY_CRASH_ARMED";
+/// The variable shifting the local clock.
+pub const CLOCK_VARIABLE: &str = "GANTRY_CLOCK_OFFSET";
+
+/// The shift of the local clock that `GANTRY_CLOCK_OFFSET` asks for, in
+/// milliseconds; 0 when unset or unreadable.
+pub fn clock_offset_millis() -> i64 {
+    static OFFSET: OnceLock<i64> = OnceLock::new();
+    *OFFSET.get_or_init(|| {
+        std::env::var(CLOCK_VARIABLE)
+            .ok()
+            .and_then(|v| parse_offset(&v))
+            .unwrap_or(0)
+    })
+}
+
+fn parse_offset(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (sign, magnitude) = match text.strip_prefix('-') {
+        Some(rest) => (-1, rest),
+        None => (1, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let magnitude = crate::rollout::duration::parse(magnitude).ok()?;
+    Some(sign * i64::try_from(magnitude.as_millis()).ok()?)
+}
 
 tokio::task_local! {
     /// The step of the reconcile running in this task.
@@ -251,6 +279,14 @@ where
 #[cfg(test)]
 mod tests {
     use super::{Method, matches, named_write, parse, what, write_to_crash_after};
+
+    #[test]
+    fn clock_offsets_have_a_sign() {
+        assert_eq!(super::parse_offset("60s"), Some(60_000));
+        assert_eq!(super::parse_offset("-1m30s"), Some(-90_000));
+        assert_eq!(super::parse_offset("+250ms"), Some(250));
+        assert_eq!(super::parse_offset("soon"), None);
+    }
 
     #[test]
     fn a_write_is_named_by_what_it_is() {

@@ -8,6 +8,7 @@
 //!   caches, the replica handover, pruning; reports each change.
 //! - [`controller`]: fetch, validate, build, apply, report.
 //! - [`client`]: the kube client, with every request counted.
+//! - [`clock`]: the time written into status: the apiserver's.
 //! - [`rollout`]: verification of each revision against Prometheus, rollback.
 //! - [`notify`]: telling decisions: their Events and webhook deliveries.
 //! - [`status`]: conditions and counters from the observed Deployment.
@@ -20,6 +21,7 @@ pub mod apply;
 pub mod build;
 pub mod cache;
 pub mod client;
+pub mod clock;
 pub mod controller;
 pub mod crd;
 pub mod error;

@@ -24,7 +24,6 @@ use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::PostParams;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::ObjectRef;
@@ -188,7 +187,7 @@ impl Notifier {
                 }
                 .to_owned(),
             ),
-            event_time: Some(MicroTime(Timestamp::now())),
+            event_time: Some(MicroTime(crate::clock::now_precise())),
             regarding: Some(gs.object_ref(&())),
             related: Some(ObjectReference {
                 api_version: Some("apps/v1".to_owned()),
@@ -243,7 +242,7 @@ impl Notifier {
             let uid = uid.clone();
             tokio::spawn(async move {
                 let result = sender
-                    .send(&url, &payload, Timestamp::now().as_second())
+                    .send(&url, &payload, crate::clock::now().0.as_second())
                     .await;
                 metrics.delivered(result.is_ok());
                 let attempt = match &result {
@@ -255,10 +254,7 @@ impl Notifier {
                         warn!(receiver = %key.receiver, id = %key.id, %error, "a decision's delivery failed; it is retried");
                         Attempt::Failed {
                             error: error.clone(),
-                            at: Time(
-                                Timestamp::from_second(Timestamp::now().as_second())
-                                    .unwrap_or_else(|_| Timestamp::now()),
-                            ),
+                            at: crate::clock::now(),
                             jitter: fastrand::f64(),
                         }
                     }

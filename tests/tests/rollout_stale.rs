@@ -80,7 +80,7 @@ fn verification_of(gs: &GoServer, revision: &str) -> Option<(VerificationPhase, 
 /// Every status the apiserver holds for `name`, in order, as a watcher of
 /// the test's own (not through any proxy) sees it.
 struct History {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<GoServer>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, GoServer)>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -94,7 +94,7 @@ impl History {
             let mut stream = stream.boxed();
             while let Some(event) = stream.next().await {
                 if let Ok(watcher::Event::Apply(gs) | watcher::Event::InitApply(gs)) = event {
-                    sink.lock().unwrap().push(gs);
+                    sink.lock().unwrap().push((std::time::Instant::now(), gs));
                 }
             }
         });
@@ -102,6 +102,11 @@ impl History {
     }
 
     fn all(&self) -> Vec<GoServer> {
+        self.timed().into_iter().map(|(_, gs)| gs).collect()
+    }
+
+    /// Each status with the moment the test saw it.
+    fn timed(&self) -> Vec<(std::time::Instant, GoServer)> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -285,4 +290,79 @@ async fn a_stale_status_never_undoes_a_told_rollback() {
         "flaky",
         "the GoServer is still there"
     );
+}
+
+/// An operator taking over from one whose clock is right, with a clock 60
+/// s fast (`GANTRY_CLOCK_OFFSET`), must not find the window over early
+/// and count samples closer together than `interval`: times in status are
+/// the apiserver's, whatever the replica's clock says. The revision may
+/// pass no sooner than warm-up plus `minSamples - 1` intervals after it
+/// became available, as the test sees the statuses come.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_successor_whose_clock_runs_fast_passes_nothing_early() {
+    let ns = TestNamespace::new("clock").await;
+    let prometheus = ScriptedPrometheus::start().await;
+    prometheus.answer_others(Answer::Value(0.0));
+    let url = prometheus.url();
+    let first = Operator::start_with(&ns, &["--prometheus-url", &url]).await;
+    let api: Api<GoServer> = ns.api();
+    let history = History::start(&api, "skew");
+    // Samples 10 s apart, three needed: the third comes 21 s after the
+    // revision is available, whatever the window (1 s).
+    let timing = json!({"rollout": {"verification": {
+        "warmup": "1s", "interval": "10s", "window": "1s",
+        "minSamples": 3, "failureLimit": 0,
+        "metrics": [{"name": "error-rate", "query": r#"errors{revision="${revision}"}"#, "max": 0.05}],
+    }}});
+    api.create(
+        &PostParams::default(),
+        &goserver("skew", "skew:1", None, &timing),
+    )
+    .await
+    .unwrap();
+    let v1 = verifying(&api, "skew", &[]).await;
+    wait_for(&api, "skew", "the first sample", DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.metrics.first().is_some_and(|m| m.passed == 1))
+    })
+    .await
+    .unwrap();
+    first.kill();
+    let _fast = Operator::start_with_env(
+        &ns,
+        &["--prometheus-url", &url],
+        &[(gantry_operator::fault::CLOCK_VARIABLE, "60s")],
+    )
+    .await;
+    wait_for(&api, "skew", "v1 verified", DEADLINE, |gs| {
+        verification_of(gs, &v1).is_some_and(|(phase, _)| phase == VerificationPhase::Passed)
+    })
+    .await
+    .unwrap();
+    let statuses = history.timed();
+    let seen = |phase: VerificationPhase| {
+        statuses
+            .iter()
+            .find(|(_, gs)| verification_of(gs, &v1).is_some_and(|(p, _)| p == phase))
+            .map(|(at, _)| *at)
+            .expect("that status")
+    };
+    let took = seen(VerificationPhase::Passed) - seen(VerificationPhase::Measuring);
+    // Warm-up 1 s, then two more intervals of 10 s (less a second for the
+    // whole seconds of status times).
+    assert!(
+        took >= std::time::Duration::from_secs(20),
+        "passed {took:?} after it was available"
+    );
+    let v = api
+        .get("skew")
+        .await
+        .unwrap()
+        .status
+        .unwrap()
+        .verification
+        .unwrap();
+    assert_eq!(v.metrics[0].passed, 3, "{v:?}");
 }
