@@ -267,6 +267,35 @@ fn cases() -> Vec<Case> {
             },
             field: "spec.rollout.verification.metrics[0].noData",
         },
+        Case {
+            what: "postVerification with the Canary strategy",
+            patch: |s| {
+                s["route"] = json!({"parentRefs": [{"name": "public"}]});
+                s["rollout"] = json!({
+                    "strategy": "Canary", "steps": [{"weight": 10, "pause": "1m"}],
+                    "verification": {"postVerification": "5m", "metrics": [{"name": "m", "query": "up", "max": 1}]},
+                });
+            },
+            field: "spec.rollout.verification.postVerification",
+        },
+        Case {
+            what: "a receiver named like the webhook field",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {
+                    "webhook": {"url": "http://ci.example.com/a"},
+                    "receivers": [{"name": "webhook", "url": "http://ci.example.com/b"}],
+                    "metrics": [{"name": "m", "query": "up", "max": 1}],
+                }});
+            },
+            field: "spec.rollout.verification.receivers",
+        },
+        Case {
+            what: "an unknown deadline action",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"onDeadline": "Shrug", "metrics": [{"name": "m", "query": "up", "max": 1}]}});
+            },
+            field: "spec.rollout.verification.onDeadline",
+        },
     ]
 }
 
