@@ -786,3 +786,23 @@ fn past_the_window_only_metrics_short_of_samples_are_measured() {
     );
     assert_eq!(v.metrics[0].failed, 0);
 }
+
+/// A verification an earlier operator began (its status has no analysis
+/// record) carries on after the upgrade: it is judged by the spec as it
+/// stands, recorded from then on, with the samples it had.
+#[test]
+fn a_verification_begun_by_an_earlier_operator_carries_on() {
+    let mut gs = good_before(verified(json!({})));
+    gs = with_status(gs.clone(), &step(&gs, 100, true, &[]));
+    gs = with_status(gs.clone(), &step(&gs, 110, true, &[Ok(Some(0.0))]));
+    let v = gs.status.as_mut().unwrap().verification.as_mut().unwrap();
+    v.analysis = None;
+    let d = step(&gs, 120, true, &[Ok(Some(0.0))]);
+    let v = d.verification.unwrap();
+    assert_eq!(v.metrics[0].passed, 2);
+    assert_eq!(
+        v.analysis,
+        Some(Analysis::of(spec(&gs).unwrap())),
+        "recorded from now on"
+    );
+}

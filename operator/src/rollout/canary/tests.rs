@@ -456,3 +456,30 @@ fn a_canary_ended_long_ago_is_not_drained_again() {
     let d = progress(&gs, &observed, None);
     assert_eq!(d.canary.unwrap().drain_until, Some(at(500)));
 }
+
+/// A GoServer stored with `postVerification` and the Canary strategy
+/// before the schema refused the pair: its canary is promoted after its
+/// last step, with no post-verification.
+#[test]
+fn a_canary_ignores_a_post_verification_stored_before_the_rule() {
+    let ok = Ok(Some(0.0));
+    let mut gs = canary(true);
+    gs.spec
+        .rollout
+        .as_mut()
+        .unwrap()
+        .verification
+        .as_mut()
+        .unwrap()
+        .post_verification = Some("10m".to_owned());
+    for t in [100, 110, 120, 130, 131, 140, 150, 160, 170] {
+        look(&mut gs, t, READY, &ok);
+    }
+    let status = gs.status.clone().unwrap();
+    assert_eq!(status.last_good_revision.as_deref(), Some(NEW));
+    assert_eq!(canary_status(&gs).phase, CanaryPhase::Promoting);
+    look(&mut gs, 180, READY, &ok);
+    assert_eq!(canary_status(&gs).phase, CanaryPhase::Promoted);
+    let v = gs.status.unwrap().verification.unwrap();
+    assert_eq!(v.phase, VerificationPhase::Passed);
+}
