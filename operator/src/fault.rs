@@ -74,20 +74,52 @@ fn parse_offset(text: &str) -> Option<i64> {
     Some(sign * i64::try_from(magnitude.as_millis()).ok()?)
 }
 
-tokio::task_local! {
-    /// The step of the reconcile running in this task.
-    static PHASE: &'static str;
-}
-
 /// Runs `future` as the reconcile step `phase`: the writes it makes are
-/// named with it.
+/// named with it. Only while a write point is set (`crash_after_write`
+/// gave a layer): then `future` runs in a span named by the phase, which
+/// the kube client's request buffer carries to the task that sends the
+/// request, where the layer reads it. Otherwise it costs nothing.
 pub async fn in_phase<F: Future>(phase: &'static str, future: F) -> F::Output {
-    PHASE.scope(phase, future).await
+    use tracing::Instrument;
+    if !writes_named() {
+        return future.await;
+    }
+    let span = match phase {
+        "apply" => tracing::info_span!("apply"),
+        "rollback" => tracing::info_span!("rollback"),
+        "canary" => tracing::info_span!("canary"),
+        "drain" => tracing::info_span!("drain"),
+        "measure" => tracing::info_span!("measure"),
+        "decision" => tracing::info_span!("decision"),
+        "step" => tracing::info_span!("step"),
+        "told" => tracing::info_span!("told"),
+        "requests" => tracing::info_span!("requests"),
+        "tell" => tracing::info_span!("tell"),
+        "status" => tracing::info_span!("status"),
+        _ => tracing::Span::none(),
+    };
+    future.instrument(span).await
 }
 
-/// The reconcile step of the task, `reconcile` outside any.
+/// The phases [`in_phase`] names.
+const PHASES: [&str; 11] = [
+    "apply", "rollback", "canary", "drain", "measure", "decision", "step", "told", "requests",
+    "tell", "status",
+];
+
+/// The reconcile step the current span names, `reconcile` outside any.
 fn phase() -> &'static str {
-    PHASE.try_with(|p| *p).unwrap_or("reconcile")
+    tracing::Span::current()
+        .metadata()
+        .map(tracing::Metadata::name)
+        .and_then(|name| PHASES.iter().find(|p| **p == name).copied())
+        .unwrap_or("reconcile")
+}
+
+/// Whether writes are named (a `write:` point or `trace-writes` is set).
+fn writes_named() -> bool {
+    let points = points();
+    named_write(points).is_some() || points.iter().any(|p| p == TRACE_WRITES)
 }
 
 fn points() -> &'static [String] {

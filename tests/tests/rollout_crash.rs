@@ -349,7 +349,7 @@ impl Life {
                 self.answer("life:3", GOOD).await;
                 self.merge(json!({"spec": {"image": "life:3", "rollout": {
                     "strategy": "Canary",
-                    "steps": [{"weight": 20, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
+                    "steps": [{"weight": 20, "pause": "3s"}, {"weight": 50, "pause": "3s"}],
                 }}}))
                 .await;
             }

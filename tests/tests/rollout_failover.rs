@@ -134,7 +134,7 @@ async fn a_failover_mid_rollout_resumes_where_it_stood() {
         &PatchParams::default(),
         &Patch::Merge(json!({"spec": {"image": "web:2", "rollout": {
             "strategy": "Canary",
-            "steps": [{"weight": 20, "pause": "4s"}, {"weight": 50, "pause": "4s"}],
+            "steps": [{"weight": 20, "pause": "7s"}, {"weight": 50, "pause": "7s"}],
         }}})),
     )
     .await

@@ -48,7 +48,7 @@ fn seed() -> Value {
         "route": {"parentRefs": [{"name": "public"}]},
         "rollout": {
             "strategy": "Canary",
-            "steps": [{"weight": 20, "pause": "2s"}, {"weight": 50, "pause": "2s"}],
+            "steps": [{"weight": 20, "pause": "3s"}, {"weight": 50, "pause": "3s"}],
             "gateway": {"drain": "1s", "timeout": "20s"},
             "verification": {
                 "warmup": "1s", "interval": "1s", "window": "2s",
