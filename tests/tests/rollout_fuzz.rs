@@ -101,14 +101,24 @@ fn ended(gs: &GoServer) -> Option<&'static str> {
     if status.observed_generation != gs.metadata.generation || !status.outbox.is_empty() {
         return None;
     }
+    let canary_running = status.canary.as_ref().is_some_and(|c| {
+        c.drain_until.is_none() || c.phase == gantry_operator::crd::CanaryPhase::Progressing
+    });
+    let verifying = gs
+        .spec
+        .rollout
+        .as_ref()
+        .is_some_and(|r| r.verification.is_some());
+    if !verifying {
+        // Every available revision is good.
+        let good = status.revision.is_some() && status.revision == status.last_good_revision;
+        return (good && !canary_running).then_some("unverified");
+    }
     let v = status.verification.as_ref()?;
     let degraded = status
         .conditions
         .iter()
         .any(|c| c.type_ == "Degraded" && c.status == "True" && !c.message.is_empty());
-    let canary_running = status.canary.as_ref().is_some_and(|c| {
-        c.drain_until.is_none() || c.phase == gantry_operator::crd::CanaryPhase::Progressing
-    });
     match v.phase {
         VerificationPhase::Passed if !canary_running => Some("verified"),
         VerificationPhase::Failed if degraded && !canary_running => Some("failed"),
