@@ -138,6 +138,18 @@ impl Prometheus {
         self.spawn();
     }
 
+    /// Starts it again with its data gone, as a Prometheus whose volume
+    /// was lost comes back: the same port and targets, an empty TSDB.
+    pub fn restart_empty(&mut self) {
+        self.stop();
+        let data = self.dir.path().join("data");
+        if data.exists() {
+            std::fs::remove_dir_all(&data)
+                .unwrap_or_else(|e| panic!("removing {}: {e}", data.display()));
+        }
+        self.spawn();
+    }
+
     /// Its log lines so far (logfmt, from every start).
     pub fn log(&self) -> Vec<String> {
         self.log.lock().expect("log lock").clone()

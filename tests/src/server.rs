@@ -295,6 +295,21 @@ impl<'a> Revisions<'a> {
         }
     }
 
+    /// Restarts the server of `revision` on the same address: its
+    /// counters start again from 0, as a pod's do after a restart.
+    pub fn restart(&mut self, revision: &str) {
+        let at = self
+            .servers
+            .iter()
+            .position(|(rev, _)| rev == revision)
+            .unwrap_or_else(|| panic!("no server for {revision}"));
+        let (rev, old) = self.servers.remove(at);
+        let port = old.address().port().to_string();
+        drop(old);
+        let server = ServerProcess::start(&rev, &[("PORT", port.as_str())]);
+        self.servers.insert(at, (rev, server));
+    }
+
     /// Starts the pods of `revision` and has Prometheus scrape them; their
     /// address.
     pub fn start(&mut self, revision: &str) -> SocketAddr {
