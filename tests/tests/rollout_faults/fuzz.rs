@@ -15,10 +15,9 @@
 //!
 //! `cargo xtask test` applies a sample of the mutations; `--faults` more.
 
-mod operator_support;
-
 use std::sync::{Arc, Mutex};
 
+use crate::operator_support::{DEADLINE, Operator, deployed};
 use futures::StreamExt;
 use gantry_e2e::gateway_standin::GatewayStandIn;
 use gantry_e2e::mutate::{Mutation, mutations};
@@ -29,7 +28,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::PostParams;
 use kube::runtime::watcher;
 use kube::{Api, CustomResourceExt};
-use operator_support::{DEADLINE, Operator, deployed};
 use serde_json::{Value, json};
 
 const NAME: &str = "fuzzed";

@@ -7,8 +7,7 @@
 //! `cargo xtask test` kills the leader mid-step; `--faults` mid-verification
 //! as well.
 
-mod operator_support;
-
+use crate::operator_support::{DEADLINE, events_about, install_crd};
 use gantry_e2e::faults::full;
 use gantry_e2e::gateway_standin::GatewayStandIn;
 use gantry_e2e::operator::OperatorProcess;
@@ -18,7 +17,6 @@ use gantry_e2e::{TestNamespace, gateway_crds, wait_for};
 use gantry_operator::crd::{CanaryPhase, GoServer, VerificationStatus};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
-use operator_support::{DEADLINE, events_about, install_crd};
 use serde_json::json;
 
 const LEASE: &str = "gantry-rollout-failover";

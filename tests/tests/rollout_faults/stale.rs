@@ -7,8 +7,7 @@
 //! what matters is what the operator does with the answers, which the test
 //! picks per revision; `operator_rollout.rs` judges against the real one.
 
-mod operator_support;
-
+use crate::operator_support::{DEADLINE, Operator, deployed, events_about};
 use futures::StreamExt;
 use gantry_e2e::receiver::Receiver;
 use gantry_e2e::scripted_prometheus::{Answer, ScriptedPrometheus};
@@ -19,7 +18,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
-use operator_support::{DEADLINE, Operator, deployed, events_about};
 use serde_json::{Value, json};
 
 /// A verification quick enough for many looks: a sample a second, two

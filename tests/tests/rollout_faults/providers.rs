@@ -5,10 +5,9 @@
 //! as `rate()` reads a counter reset), and the revision is judged once
 //! Prometheus answers again.
 
-mod operator_support;
-
 use std::time::Duration;
 
+use crate::operator_support::{DEADLINE, Operator};
 use gantry_e2e::prometheus::Prometheus;
 use gantry_e2e::scripted_prometheus::{Answer, ScriptedPrometheus};
 use gantry_e2e::server::{Revisions, Traffic};
@@ -16,7 +15,6 @@ use gantry_e2e::{TestNamespace, wait_for};
 use gantry_operator::crd::{GoServer, VerificationPhase};
 use kube::Api;
 use kube::api::PostParams;
-use operator_support::{DEADLINE, Operator};
 use serde_json::{Value, json};
 
 fn goserver(name: &str, verification: &Value) -> GoServer {
