@@ -603,14 +603,26 @@ mod tests {
                 },
             },
         }));
+        // Held past its deadline, with a decision still to deliver.
         let api = goserver(serde_json::json!({
             "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
             "metadata": {"name": "api", "namespace": "shop"},
             "spec": {"image": "registry.example.com/api:1"},
-            "status": {"conditions": [
-                {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
-                 "lastTransitionTime": "2026-01-01T00:00:00Z"},
-            ]},
+            "status": {
+                "conditions": [
+                    {"type": "Ready", "status": "True", "reason": "Ready", "message": "",
+                     "lastTransitionTime": "2026-01-01T00:00:00Z"},
+                ],
+                "verification": {
+                    "revision": "api-dddddddddd", "phase": "Measuring", "reason": "NoData",
+                    "overdueAt": "2026-01-01T01:00:00Z",
+                },
+                "outbox": [{
+                    "id": "d1", "event": "Verified", "revision": "api-aaaaaaaaaa", "message": "m",
+                    "decidedAt": "2026-01-01T00:00:00Z", "recorded": true,
+                    "pending": [{"receiver": "ci", "attempts": 3}],
+                }],
+            },
         }));
         writer.apply_watcher_event(&Event::Apply(web.clone()));
         writer.apply_watcher_event(&Event::Apply(api));
@@ -625,6 +637,8 @@ mod tests {
             r#"gantry_goserver_condition{namespace="shop",name="web",type="Degraded",status="True"} 1"#,
             r#"gantry_goserver_condition{namespace="shop",name="web",type="Degraded",status="False"} 0"#,
             r#"gantry_goserver_condition{namespace="shop",name="api",type="Ready",status="True"} 1"#,
+            r#"gantry_goserver_verification_overdue{namespace="shop",name="api",revision="api-dddddddddd"} 1"#,
+            r#"gantry_goserver_decisions_untold{namespace="shop",name="api"} 1"#,
             r#"gantry_goserver_replicas_desired{namespace="shop",name="web"} 3"#,
             r#"gantry_goserver_replicas_ready{namespace="shop",name="web"} 2"#,
             r#"gantry_goserver_failed_revision_info{namespace="shop",name="web",revision="web-cccccccccc"} 1"#,
@@ -644,6 +658,12 @@ mod tests {
         // No revision yet: no revision series for it.
         assert!(
             !text.contains(r#"revision_info{namespace="shop",name="api""#),
+            "{text}"
+        );
+        // Neither held nor owed anything: no such series.
+        assert!(
+            !text.contains(r#"verification_overdue{namespace="shop",name="web""#)
+                && !text.contains(r#"decisions_untold{namespace="shop",name="web""#),
             "{text}"
         );
         // Gone from the cache, gone from the next scrape.

@@ -216,3 +216,133 @@ async fn the_operator_rides_out_apiserver_and_etcd_restarts() {
         .collect();
     assert!(panics.is_empty(), "the operator panicked: {panics:?}");
 }
+
+/// The apiserver killed (SIGKILL) and started again while a revision is
+/// measured, and again while a canary step is: the operator resumes each
+/// where it stood, and tells each decision once (the scripted Prometheus
+/// of the rollout fault tests answers every revision well).
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "kills the shared control plane: cargo xtask test runs it alone"]
+#[allow(clippy::too_many_lines)] // one story, told in order
+async fn a_rollout_rides_out_apiserver_restarts_mid_verification_and_mid_step() {
+    use gantry_e2e::gateway_standin::GatewayStandIn;
+    use gantry_e2e::scripted_prometheus::{Answer, ScriptedPrometheus};
+    use gantry_operator::crd::CanaryPhase;
+
+    let ns = TestNamespace::new("rollout-restarts").await;
+    gantry_e2e::gateway_crds::install(&ns.client)
+        .await
+        .expect("the Gateway API CRDs");
+    let prometheus = ScriptedPrometheus::start().await;
+    prometheus.answer_others(Answer::Value(0.0));
+    let url = prometheus.url();
+    let mut operator = Operator::start_with(&ns, &["--prometheus-url", &url]).await;
+    let _gateway = GatewayStandIn::start(&ns);
+    let control_plane = ControlPlane::from_env();
+    let api: Api<GoServer> = ns.api();
+    let gs: GoServer = serde_json::from_value(json!({
+        "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+        "metadata": {"name": "judged"},
+        "spec": {
+            "image": "judged:1",
+            "replicas": 2,
+            "route": {"parentRefs": [{"name": "public"}]},
+            "rollout": {
+                "gateway": {"drain": "1s"},
+                "verification": {
+                    "warmup": "1s", "interval": "2s", "window": "6s",
+                    "minSamples": 3, "failureLimit": 0,
+                    "metrics": [{"name": "error-rate", "max": 0.05,
+                                 "query": r#"errors{revision="${revision}"}"#}],
+                },
+            },
+        },
+    }))
+    .expect("a valid GoServer");
+    api.create(&kube::api::PostParams::default(), &gs)
+        .await
+        .expect("creating the GoServer");
+    let sampled = |gs: &GoServer| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .is_some_and(|v| v.metrics.first().is_some_and(|m| m.passed == 1))
+    };
+    let wait = |what: &'static str, done: fn(&GoServer) -> bool| {
+        let api = api.clone();
+        async move {
+            wait_until(what, Duration::from_secs(180), || {
+                let api = api.clone();
+                async move {
+                    let gs = api.get("judged").await.map_err(|e| e.to_string())?;
+                    Ok::<_, String>(done(&gs).then_some(gs))
+                }
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+    };
+
+    // Mid-verification.
+    wait("v1's first sample", sampled).await;
+    control_plane
+        .kill_and_restart("kube-apiserver")
+        .expect("restarting the apiserver");
+    wait_for_apiserver(&ns).await;
+    wait("v1 verified", |gs| {
+        gs.status
+            .as_ref()
+            .is_some_and(|s| s.last_good_revision.is_some() && s.outbox.is_empty())
+    })
+    .await;
+
+    // Mid-step.
+    api.patch(
+        "judged",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "judged:2", "rollout": {
+            "strategy": "Canary",
+            "steps": [{"weight": 20, "pause": "7s"}, {"weight": 50, "pause": "7s"}],
+        }}})),
+    )
+    .await
+    .expect("a canary");
+    wait("the canary's first sample", |gs| {
+        gs.status.as_ref().is_some_and(|s| s.canary.is_some())
+            && gs
+                .status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| v.metrics.first().is_some_and(|m| m.passed == 1))
+    })
+    .await;
+    control_plane
+        .kill_and_restart("kube-apiserver")
+        .expect("restarting the apiserver");
+    wait_for_apiserver(&ns).await;
+    let done = wait("v2 promoted", |gs| {
+        gs.status.as_ref().is_some_and(|s| {
+            s.outbox.is_empty()
+                && s.canary
+                    .as_ref()
+                    .is_some_and(|c| c.phase == CanaryPhase::Promoted && c.drain_until.is_some())
+        })
+    })
+    .await;
+    let status = done.status.expect("a status");
+    assert_eq!(status.history.len(), 2, "{:?}", status.history);
+    assert!(
+        status
+            .history
+            .iter()
+            .all(|h| format!("{:?}", h.verdict) == "Passed"),
+        "{:?}",
+        status.history
+    );
+    let verified = operator_support::events_about(&ns, "judged", "Verified").await;
+    assert_eq!(verified.len(), 2, "one Event per decision: {verified:#?}");
+    assert!(
+        operator.wait_exit(Duration::ZERO).is_none(),
+        "the operator exited"
+    );
+}

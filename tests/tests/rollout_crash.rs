@@ -742,8 +742,20 @@ async fn a_crash_after_any_rollout_write_ends_where_the_reference_did() {
         .filter(|(_, _, crashed)| !crashed)
         .map(|(p, _, _)| p)
         .collect();
+    let repeated: Vec<String> = results
+        .iter()
+        .filter(|(_, r, _)| r.as_ref().is_ok_and(|n| *n > 0))
+        .map(|(point, r, _)| {
+            format!(
+                "{} at step {}: {}",
+                point.what,
+                point.step + 1,
+                r.as_ref().unwrap_or(&0)
+            )
+        })
+        .collect();
     println!(
-        "{} crash runs, {crashed} reached their point, {} diverged, {repeats} repeated deliveries; not reached: {unreached:?}",
+        "{} crash runs, {crashed} reached their point, {} diverged, {repeats} repeated deliveries ({repeated:?}); not reached: {unreached:?}",
         results.len(),
         failures.len()
     );

@@ -375,3 +375,87 @@ async fn a_successor_whose_clock_runs_fast_passes_nothing_early() {
         .unwrap();
     assert_eq!(v.metrics[0].passed, 3, "{v:?}");
 }
+
+/// The same for a verification that passes (`--faults` only): held from
+/// the revision's first measurement, the view never sees the `Verified`
+/// decision; reconciles on it must neither measure the revision again nor
+/// decide it a second time. One Event, one delivery, and every status
+/// after the decision keeps the revision verified.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_status_never_repeats_a_told_verification() {
+    if !gantry_e2e::faults::full() {
+        println!("runs with --faults");
+        return;
+    }
+    let ns = TestNamespace::new("stale-verified").await;
+    let prometheus = ScriptedPrometheus::start().await;
+    prometheus.answer_others(Answer::Value(0.0));
+    let url = prometheus.url();
+    let proxy = WatchProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    proxy.kubeconfig(&kubeconfig);
+    let operator =
+        Operator::start_through(&ns, Some(&kubeconfig), &["--prometheus-url", &url], &[]).await;
+    let (receiver, hook) = Receiver::start().await;
+    let api: Api<GoServer> = ns.api();
+    let history = History::start(&api, "steady");
+    api.create(
+        &PostParams::default(),
+        &goserver("steady", "steady:1", Some(&hook), &json!({})),
+    )
+    .await
+    .unwrap();
+    let v1 = verifying(&api, "steady", &[]).await;
+    wait_for(&api, "steady", "v1 measuring", DEADLINE, |gs| {
+        verification_of(gs, &v1).is_some_and(|(phase, _)| phase == VerificationPhase::Measuring)
+    })
+    .await
+    .unwrap();
+    let goservers = GoServer::url_path(&(), Some(&ns.name));
+    proxy.hold(&goservers, Delivery::All);
+    wait_until("the verification told", DEADLINE, || async {
+        Ok::<_, String>((!events_about(&ns, "steady", "Verified").await.is_empty()).then_some(()))
+    })
+    .await
+    .unwrap();
+    let deployments: Api<Deployment> = ns.api();
+    for touch in 0..3 {
+        let before = operator.count("steady", "reconcile finished");
+        deployments
+            .patch(
+                "steady",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"e2e.gantry.dev/touch": touch.to_string()}}})),
+            )
+            .await
+            .unwrap();
+        wait_until("another reconcile", DEADLINE, || {
+            let done = operator.count("steady", "reconcile finished");
+            async move { Ok::<_, String>((done > before).then_some(())) }
+        })
+        .await
+        .unwrap();
+    }
+    proxy.release(&goservers);
+    let statuses = history.all();
+    for gs in statuses.iter().skip_while(|gs| {
+        gs.status
+            .as_ref()
+            .is_none_or(|s| s.last_good_revision.as_deref() != Some(v1.as_str()))
+    }) {
+        assert_eq!(
+            verification_of(gs, &v1).map(|(phase, _)| phase),
+            Some(VerificationPhase::Passed),
+            "a status after the verification: {:#?}",
+            gs.status
+        );
+    }
+    wait_for(&api, "steady", "every decision told", DEADLINE, |gs| {
+        gs.status.as_ref().is_some_and(|s| s.outbox.is_empty())
+    })
+    .await
+    .unwrap();
+    assert_eq!(events_about(&ns, "steady", "Verified").await.len(), 1);
+    assert_eq!(receiver.delivered().len(), 1, "{:#?}", receiver.delivered());
+}
