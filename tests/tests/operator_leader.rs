@@ -20,22 +20,7 @@ use serde_json::json;
 const LEASE: &str = "gantry-operator-e2e";
 
 fn start(ns: &TestNamespace, identity: &str) -> OperatorProcess {
-    OperatorProcess::start_with_env(
-        identity,
-        &[
-            "--namespace",
-            &ns.name,
-            "--log-level",
-            "info,gantry_operator=debug",
-            "--leader-elect",
-            "--leader-election-namespace",
-            &ns.name,
-            "--leader-election-id",
-            LEASE,
-        ],
-        None,
-        &[("POD_NAME", identity)],
-    )
+    operator_support::start_leader_elect(ns, identity, LEASE, &[])
 }
 
 /// Log lines written inside a reconcile (they carry the `reconcile` span).

@@ -20,7 +20,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
-use operator_support::{DEADLINE, Operator, deployed, events_about, wait_deployed};
+use operator_support::{
+    DEADLINE, Operator, deployed, events_about, verifying_none_of, wait_deployed,
+};
 use serde_json::{Value, json};
 
 /// The guide's gate: the share of 5xx answers of one revision. `or
@@ -80,25 +82,6 @@ fn condition<'a>(
 
 fn has(gs: &GoServer, type_: &str, status: &str, reason: &str) -> bool {
     condition(gs, type_).is_some_and(|c| c.status == status && c.reason == reason)
-}
-
-/// Waits until the revision under verification is none of `not`; its name.
-async fn verifying_none_of(api: &Api<GoServer>, name: &str, not: &[&str]) -> String {
-    let gs = wait_for(
-        api,
-        name,
-        "another revision under verification",
-        DEADLINE,
-        |gs| {
-            gs.status
-                .as_ref()
-                .and_then(|s| s.verification.as_ref())
-                .is_some_and(|v| !not.contains(&v.revision.as_str()))
-        },
-    )
-    .await
-    .unwrap();
-    gs.status.unwrap().verification.unwrap().revision
 }
 
 /// Waits until `failed` is rolled back (held off as the failed revision).

@@ -65,6 +65,20 @@ pub(super) fn samples(due: &Due, values: &[Measurement]) -> Vec<Sample> {
         .collect()
 }
 
+/// A look at `hello-new`, the spec's revision, in force and complete.
+fn looking<'a>(now: &'a Time, in_force: &'a Revision) -> Observation<'a> {
+    Observation {
+        now,
+        spec_revision: "hello-new",
+        in_force,
+        complete: true,
+        deadline_exceeded: false,
+        canary: None,
+        routing: canary::Routing::default(),
+        decision_id: "d",
+    }
+}
+
 /// The newest decision not told yet: made in this look, or carried.
 pub(super) fn untold(d: &Decision) -> Option<Notification> {
     d.outbox.iter().rev().find(|n| !n.recorded).cloned()
@@ -612,20 +626,8 @@ fn a_query_prometheus_refuses_is_told_apart_from_an_outage() {
         .unwrap()
         .metrics[0]
         .query = "sum(q)".to_owned();
-    let first = progress(
-        &gs,
-        &Observation {
-            now: &at(115),
-            spec_revision: "hello-new",
-            in_force: &revision("hello-new"),
-            complete: true,
-            deadline_exceeded: false,
-            canary: None,
-            routing: canary::Routing::default(),
-            decision_id: "d115",
-        },
-        None,
-    );
+    let (now, new) = (at(115), revision("hello-new"));
+    let first = progress(&gs, &looking(&now, &new), None);
     assert_eq!(first.measure.unwrap().queries[0].query, "sum(q)");
 }
 
@@ -698,17 +700,8 @@ fn a_sample_without_enough_traffic_is_inconclusive() {
                      "traffic": {"query": "sum(increase(r[1m]))", "min": 20}}],
     })));
     let gs = with_status(gs.clone(), &step(&gs, 100, true, &[]));
-    let now = at(110);
-    let observed = Observation {
-        now: &now,
-        spec_revision: "hello-new",
-        in_force: &revision("hello-new"),
-        complete: true,
-        deadline_exceeded: false,
-        canary: None,
-        routing: canary::Routing::default(),
-        decision_id: "d110",
-    };
+    let (now, new) = (at(110), revision("hello-new"));
+    let observed = looking(&now, &new);
     let due = progress(&gs, &observed, None).measure.unwrap();
     assert_eq!(
         due.queries[0].traffic.as_deref(),
@@ -748,17 +741,8 @@ fn past_the_window_only_metrics_short_of_samples_are_measured() {
         gs = with_status(gs.clone(), &step(&gs, t, true, &[Ok(Some(0.0)), Ok(None)]));
     }
     // The window is over at 150: only latency is asked.
-    let now = at(150);
-    let observed = Observation {
-        now: &now,
-        spec_revision: "hello-new",
-        in_force: &revision("hello-new"),
-        complete: true,
-        deadline_exceeded: false,
-        canary: None,
-        routing: canary::Routing::default(),
-        decision_id: "d150",
-    };
+    let (now, new) = (at(150), revision("hello-new"));
+    let observed = looking(&now, &new);
     let due = progress(&gs, &observed, None).measure.unwrap();
     let asked: Vec<&str> = due.queries.iter().map(|q| q.metric.as_str()).collect();
     assert_eq!(asked, ["latency"]);

@@ -287,3 +287,68 @@ pub async fn assert_not_reapplied(ns: &TestNamespace, operator: &Operator, name:
         "a reconcile that changed nothing applied the {kind} again"
     );
 }
+
+/// Waits until the revision under verification is none of `not`; its name.
+pub async fn verifying_none_of(api: &Api<GoServer>, name: &str, not: &[&str]) -> String {
+    let gs = wait_for(
+        api,
+        name,
+        "another revision under verification",
+        DEADLINE,
+        |gs| {
+            gs.status
+                .as_ref()
+                .and_then(|s| s.verification.as_ref())
+                .is_some_and(|v| !not.contains(&v.revision.as_str()))
+        },
+    )
+    .await
+    .unwrap();
+    gs.status.unwrap().verification.unwrap().revision
+}
+
+/// Brings `count` reconciles of `name` by an annotation on its Deployment
+/// (someone else's, which the operator leaves alone), each waited for.
+pub async fn poke_reconciles(ns: &TestNamespace, operator: &Operator, name: &str, count: usize) {
+    let deployments: Api<Deployment> = ns.api();
+    for touch in 0..count {
+        let before = operator.count(name, "reconcile finished");
+        deployments
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"metadata": {"annotations": {"e2e.gantry.dev/touch": touch.to_string()}}})),
+            )
+            .await
+            .expect("touching the Deployment");
+        gantry_e2e::wait_until("another reconcile", DEADLINE, || {
+            let done = operator.count(name, "reconcile finished");
+            async move { Ok::<_, String>((done > before).then_some(())) }
+        })
+        .await
+        .unwrap();
+    }
+}
+
+/// A `gantry-operator` with `--leader-elect` on the Lease `lease` in the
+/// namespace, named `identity`; `extra` arguments after.
+pub fn start_leader_elect(
+    ns: &TestNamespace,
+    identity: &str,
+    lease: &str,
+    extra: &[&str],
+) -> OperatorProcess {
+    let mut args = vec![
+        "--namespace",
+        &ns.name,
+        "--log-level",
+        "info,gantry_operator=debug",
+        "--leader-elect",
+        "--leader-election-namespace",
+        &ns.name,
+        "--leader-election-id",
+        lease,
+    ];
+    args.extend_from_slice(extra);
+    OperatorProcess::start_with_env(identity, &args, None, &[("POD_NAME", identity)])
+}

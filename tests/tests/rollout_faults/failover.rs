@@ -7,7 +7,7 @@
 //! `cargo xtask test` kills the leader mid-step; `--faults` mid-verification
 //! as well.
 
-use crate::operator_support::{DEADLINE, events_about, install_crd};
+use crate::operator_support::{DEADLINE, events_about, install_crd, start_leader_elect};
 use gantry_e2e::faults::full;
 use gantry_e2e::gateway_standin::GatewayStandIn;
 use gantry_e2e::operator::OperatorProcess;
@@ -22,24 +22,7 @@ use serde_json::json;
 const LEASE: &str = "gantry-rollout-failover";
 
 fn start(ns: &TestNamespace, identity: &str, prometheus: &str) -> OperatorProcess {
-    OperatorProcess::start_with_env(
-        identity,
-        &[
-            "--namespace",
-            &ns.name,
-            "--log-level",
-            "info,gantry_operator=debug",
-            "--prometheus-url",
-            prometheus,
-            "--leader-elect",
-            "--leader-election-namespace",
-            &ns.name,
-            "--leader-election-id",
-            LEASE,
-        ],
-        None,
-        &[("POD_NAME", identity)],
-    )
+    start_leader_elect(ns, identity, LEASE, &["--prometheus-url", prometheus])
 }
 
 fn leads(process: &OperatorProcess) -> bool {

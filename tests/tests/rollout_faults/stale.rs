@@ -7,7 +7,9 @@
 //! what matters is what the operator does with the answers, which the test
 //! picks per revision; `operator_rollout.rs` judges against the real one.
 
-use crate::operator_support::{DEADLINE, Operator, deployed, events_about};
+use crate::operator_support::{
+    DEADLINE, Operator, deployed, events_about, poke_reconciles, verifying_none_of,
+};
 use futures::StreamExt;
 use gantry_e2e::receiver::Receiver;
 use gantry_e2e::scripted_prometheus::{Answer, ScriptedPrometheus};
@@ -45,25 +47,6 @@ fn goserver(name: &str, image: &str, hook: Option<&str>, extra: &Value) -> GoSer
         "spec": spec,
     }))
     .unwrap()
-}
-
-/// The revision under verification, once it is none of `not`.
-async fn verifying(api: &Api<GoServer>, name: &str, not: &[&str]) -> String {
-    let gs = wait_for(
-        api,
-        name,
-        "a new revision under verification",
-        DEADLINE,
-        |gs| {
-            gs.status
-                .as_ref()
-                .and_then(|s| s.verification.as_ref())
-                .is_some_and(|v| !not.contains(&v.revision.as_str()))
-        },
-    )
-    .await
-    .unwrap();
-    gs.status.unwrap().verification.unwrap().revision
 }
 
 fn verification_of(gs: &GoServer, revision: &str) -> Option<(VerificationPhase, String)> {
@@ -136,7 +119,7 @@ async fn a_new_revision_is_not_failed_by_the_last_ones_deadline() {
     let mut gs = goserver("late", "late:1", None, &stuck);
     gs.spec.rollout.as_mut().unwrap().progress_deadline_seconds = Some(3);
     api.create(&PostParams::default(), &gs).await.unwrap();
-    let v1 = verifying(&api, "late", &[]).await;
+    let v1 = verifying_none_of(&api, "late", &[]).await;
     wait_for(&api, "late", "v1 failed at its deadline", DEADLINE, |gs| {
         verification_of(gs, &v1).is_some_and(|(phase, _)| phase == VerificationPhase::Failed)
     })
@@ -151,7 +134,7 @@ async fn a_new_revision_is_not_failed_by_the_last_ones_deadline() {
     )
     .await
     .unwrap();
-    let v2 = verifying(&api, "late", &[&v1]).await;
+    let v2 = verifying_none_of(&api, "late", &[&v1]).await;
     wait_for(&api, "late", "v2 verified", DEADLINE, |gs| {
         verification_of(gs, &v2).is_some_and(|(phase, _)| phase == VerificationPhase::Passed)
     })
@@ -198,7 +181,7 @@ async fn a_stale_status_never_undoes_a_told_rollback() {
     )
     .await
     .unwrap();
-    let v1 = verifying(&api, "flaky", &[]).await;
+    let v1 = verifying_none_of(&api, "flaky", &[]).await;
     wait_for(&api, "flaky", "v1 verified", DEADLINE, |gs| {
         gs.status
             .as_ref()
@@ -216,7 +199,7 @@ async fn a_stale_status_never_undoes_a_told_rollback() {
     )
     .await
     .unwrap();
-    let v2 = verifying(&api, "flaky", &[&v1]).await;
+    let v2 = verifying_none_of(&api, "flaky", &[&v1]).await;
     prometheus.answer(&v2, Answer::Value(0.5));
     wait_for(&api, "flaky", "v2 measuring", DEADLINE, |gs| {
         verification_of(gs, &v2).is_some_and(|(phase, _)| phase == VerificationPhase::Measuring)
@@ -239,24 +222,8 @@ async fn a_stale_status_never_undoes_a_told_rollback() {
     })
     .await
     .unwrap();
+    poke_reconciles(&ns, &operator, "flaky", 3).await;
     let deployments: Api<Deployment> = ns.api();
-    for touch in 0..3 {
-        let before = operator.count("flaky", "reconcile finished");
-        deployments
-            .patch(
-                "flaky",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"e2e.gantry.dev/touch": touch.to_string()}}})),
-            )
-            .await
-            .unwrap();
-        wait_until("another reconcile", DEADLINE, || {
-            let done = operator.count("flaky", "reconcile finished");
-            async move { Ok::<_, String>((done > before).then_some(())) }
-        })
-        .await
-        .unwrap();
-    }
     proxy.release(&goservers);
 
     let statuses = history.all();
@@ -329,7 +296,7 @@ async fn a_successor_whose_clock_runs_fast_passes_nothing_early() {
     )
     .await
     .unwrap();
-    let v1 = verifying(&api, "skew", &[]).await;
+    let v1 = verifying_none_of(&api, "skew", &[]).await;
     wait_for(&api, "skew", "the first sample", DEADLINE, |gs| {
         gs.status
             .as_ref()
@@ -406,7 +373,7 @@ async fn a_stale_status_never_repeats_a_told_verification() {
     )
     .await
     .unwrap();
-    let v1 = verifying(&api, "steady", &[]).await;
+    let v1 = verifying_none_of(&api, "steady", &[]).await;
     wait_for(&api, "steady", "v1 measuring", DEADLINE, |gs| {
         verification_of(gs, &v1).is_some_and(|(phase, _)| phase == VerificationPhase::Measuring)
     })
@@ -419,24 +386,7 @@ async fn a_stale_status_never_repeats_a_told_verification() {
     })
     .await
     .unwrap();
-    let deployments: Api<Deployment> = ns.api();
-    for touch in 0..3 {
-        let before = operator.count("steady", "reconcile finished");
-        deployments
-            .patch(
-                "steady",
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"annotations": {"e2e.gantry.dev/touch": touch.to_string()}}})),
-            )
-            .await
-            .unwrap();
-        wait_until("another reconcile", DEADLINE, || {
-            let done = operator.count("steady", "reconcile finished");
-            async move { Ok::<_, String>((done > before).then_some(())) }
-        })
-        .await
-        .unwrap();
-    }
+    poke_reconciles(&ns, &operator, "steady", 3).await;
     proxy.release(&goservers);
     let statuses = history.all();
     for gs in statuses.iter().skip_while(|gs| {
