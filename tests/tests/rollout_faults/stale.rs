@@ -151,6 +151,40 @@ async fn a_new_revision_is_not_failed_by_the_last_ones_deadline() {
     assert!(failed.is_empty(), "v2 was failed on the way: {failed:#?}");
 }
 
+/// An operator behind the watch proxy, judging by a scripted Prometheus
+/// that answers well, with a webhook receiver.
+struct Behind {
+    prometheus: ScriptedPrometheus,
+    proxy: WatchProxy,
+    operator: Operator,
+    receiver: Receiver,
+    hook: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Behind {
+    async fn start(ns: &TestNamespace) -> Self {
+        let prometheus = ScriptedPrometheus::start().await;
+        prometheus.answer_others(Answer::Value(0.0));
+        let url = prometheus.url();
+        let proxy = WatchProxy::start().await;
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = dir.path().join("kubeconfig");
+        proxy.kubeconfig(&kubeconfig);
+        let operator =
+            Operator::start_through(ns, Some(&kubeconfig), &["--prometheus-url", &url], &[]).await;
+        let (receiver, hook) = Receiver::start().await;
+        Self {
+            prometheus,
+            proxy,
+            operator,
+            receiver,
+            hook,
+            _dir: dir,
+        }
+    }
+}
+
 /// Once a rollback is told, a reconcile that runs on the status from
 /// before it (the `GoServer` watch held back) must not act on that view:
 /// it measured again and wrote over the decision, and a flaky metric that
@@ -163,16 +197,14 @@ async fn a_new_revision_is_not_failed_by_the_last_ones_deadline() {
 #[allow(clippy::too_many_lines)] // one story, told in order
 async fn a_stale_status_never_undoes_a_told_rollback() {
     let ns = TestNamespace::new("stale-status").await;
-    let prometheus = ScriptedPrometheus::start().await;
-    prometheus.answer_others(Answer::Value(0.0));
-    let url = prometheus.url();
-    let proxy = WatchProxy::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&kubeconfig);
-    let operator =
-        Operator::start_through(&ns, Some(&kubeconfig), &["--prometheus-url", &url], &[]).await;
-    let (receiver, hook) = Receiver::start().await;
+    let Behind {
+        prometheus,
+        proxy,
+        operator,
+        receiver,
+        hook,
+        _dir,
+    } = Behind::start(&ns).await;
     let api: Api<GoServer> = ns.api();
     let history = History::start(&api, "flaky");
     api.create(
@@ -355,16 +387,14 @@ async fn a_stale_status_never_repeats_a_told_verification() {
         return;
     }
     let ns = TestNamespace::new("stale-verified").await;
-    let prometheus = ScriptedPrometheus::start().await;
-    prometheus.answer_others(Answer::Value(0.0));
-    let url = prometheus.url();
-    let proxy = WatchProxy::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    proxy.kubeconfig(&kubeconfig);
-    let operator =
-        Operator::start_through(&ns, Some(&kubeconfig), &["--prometheus-url", &url], &[]).await;
-    let (receiver, hook) = Receiver::start().await;
+    let Behind {
+        prometheus: _prometheus,
+        proxy,
+        operator,
+        receiver,
+        hook,
+        _dir,
+    } = Behind::start(&ns).await;
     let api: Api<GoServer> = ns.api();
     let history = History::start(&api, "steady");
     api.create(
