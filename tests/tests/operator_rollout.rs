@@ -244,8 +244,13 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
         "{pending:?}"
     );
     operator.kill();
-    receiver.set_failing(false);
     let operator = Operator::start_with(&ns, &args).await;
+    // With --faults the receiver stays down a minute more: the new
+    // operator keeps retrying, backing off, until it answers.
+    if gantry_e2e::faults::full() {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+    receiver.set_failing(false);
     wait_until("v2's rollback delivered", DEADLINE, || {
         let delivered = receiver.delivered();
         let v2 = v2.clone();
