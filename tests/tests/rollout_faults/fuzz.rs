@@ -129,6 +129,29 @@ fn ended(gs: &GoServer) -> Option<&'static str> {
     }
 }
 
+/// How long a rollout of `spec` may take by its own timing: every step's
+/// pause (or the window), the warm-up, the deadline for a verdict and the
+/// drain.
+fn rollout_time(spec: &gantry_operator::crd::GoServerSpec) -> std::time::Duration {
+    use gantry_operator::rollout::duration;
+    let read = |text: &str| duration::parse(text).unwrap_or_default();
+    let Some(rollout) = &spec.rollout else {
+        return std::time::Duration::ZERO;
+    };
+    let steps: std::time::Duration = rollout.steps.iter().map(|s| read(&s.pause)).sum();
+    let verification = rollout
+        .verification
+        .as_ref()
+        .map_or(std::time::Duration::ZERO, |v| {
+            read(&v.warmup) + read(&v.window) + read(&v.deadline)
+        });
+    let gateway = rollout
+        .gateway
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(30), |g| read(&g.drain));
+    steps.max(verification) + verification + gateway
+}
+
 struct Fuzzed {
     ns: TestNamespace,
     api: Api<GoServer>,
@@ -160,7 +183,11 @@ impl Fuzzed {
 
     /// Waits until the rollout ends; the `GoServer` then.
     async fn end(&self, what: &str) -> GoServer {
-        wait_until(what, DEADLINE, || async {
+        // The spec's own timing may be long (a mutation can make a step
+        // last minutes): the wait grows with it.
+        let spec = self.api.get(NAME).await.expect("the GoServer").spec;
+        let timeout = (DEADLINE + 2 * rollout_time(&spec)).min(std::time::Duration::from_secs(600));
+        wait_until(what, timeout, || async {
             let gs = self.api.get(NAME).await.map_err(|e| e.to_string())?;
             match ended(&gs) {
                 Some(_) => Ok(Some(gs)),
