@@ -116,7 +116,10 @@ struct Cli {
     prometheus_token_file: Option<PathBuf>,
 
     /// File holding the key that signs verification webhook calls
-    /// (HMAC-SHA256 in the `X-Gantry-Signature` header).
+    /// (Standard Webhooks `webhook-signature`, HMAC-SHA256 over the id, the
+    /// time and the body; and, for receivers of earlier releases,
+    /// `X-Gantry-Signature` over the body alone). A file starting with
+    /// `whsec_` holds the key in base64.
     #[arg(
         long,
         global = true,
