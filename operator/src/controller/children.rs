@@ -1,0 +1,156 @@
+//! The children in force: the revision to run (the spec's, or a stored
+//! one after a rollback), the canary beside it, and the live objects read
+//! from the caches.
+
+use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use super::context::{Context, namespaced};
+use crate::apply::{self};
+use crate::build::{self, Revision};
+use crate::cache::{self, Cached};
+use crate::crd::GoServer;
+use crate::error::{Error, Result};
+use crate::rollout::{self};
+
+/// The canary to run for `plan`, if any. It runs the spec's revision,
+/// sized by its weight's share of the stable Deployment as it is now (the
+/// HPA's count, when it scales). One that drains keeps the pods it has,
+/// and is never made again: without a canary Deployment to drain, the plan
+/// loses its canary.
+pub(super) async fn canary_run(
+    ctx: &Context,
+    gs: &GoServer,
+    plan: &mut rollout::canary::Plan,
+    spec_revision: &Revision,
+) -> Result<Option<build::CanaryRun>> {
+    let namespace = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    let live_canary: Option<Deployment> = cache::get(
+        &ctx.caches.deployments,
+        &namespace,
+        &build::canary::name(&gs.name_any()),
+    )?;
+    if plan
+        .canary
+        .as_ref()
+        .is_some_and(|c| c.draining && live_canary.is_none())
+    {
+        plan.canary = None;
+    }
+    let Some(canary) = &plan.canary else {
+        return Ok(None);
+    };
+    let revision = if canary.revision == spec_revision.name {
+        spec_revision.clone()
+    } else {
+        stored_revision(ctx, gs, &canary.revision).await?
+    };
+    let replicas = if canary.draining {
+        live_canary
+            .as_ref()
+            .and_then(|d| d.spec.as_ref())
+            .and_then(|s| s.replicas)
+            .unwrap_or(0)
+    } else {
+        build::canary::replicas(stable_replicas(ctx, gs).await?, canary.weight)
+    };
+    Ok(Some(build::CanaryRun {
+        revision,
+        weight: canary.weight,
+        replicas,
+    }))
+}
+
+/// The note of an Event saying which requests the pods got by default
+/// (see [`build::defaulted_requests`]), when this reconcile wrote the
+/// Deployment that carries them: once per template, not per reconcile.
+pub(super) fn defaulted_note(gs: &GoServer, changes: &[apply::Change]) -> Option<String> {
+    let defaulted = build::defaulted_requests(gs);
+    let wrote_deployment = changes.iter().any(|c| {
+        c.action != apply::Action::Deleted && c.child.kind.as_deref() == Some("Deployment")
+    });
+    if defaulted.is_empty() || !wrote_deployment {
+        return None;
+    }
+    let list = defaulted
+        .iter()
+        .map(|(resource, quantity)| format!("{resource} {quantity}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let fields = defaulted
+        .iter()
+        .map(|(resource, _)| format!("spec.resources.requests.{resource}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "autoscaling measures use as a share of the request, and {fields} is not set: \
+         the pods request {list}; set the field to choose"
+    ))
+}
+
+/// Whether `deployment`'s template is that of `revision`.
+pub(super) fn runs(deployment: &Deployment, revision: &str) -> bool {
+    deployment
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(build::REVISION_LABEL))
+        .is_some_and(|r| r == revision)
+}
+
+/// The stable Deployment's replicas as they are now: set by the HPA when
+/// it scales, else by the spec.
+pub(super) async fn stable_replicas(ctx: &Context, gs: &GoServer) -> Result<i32> {
+    let live = cached_deployment(ctx, gs).await?;
+    Ok(live
+        .and_then(|d| d.spec)
+        .and_then(|s| s.replicas)
+        .unwrap_or(gs.spec.replicas))
+}
+
+/// A revision read back from its `ControllerRevision`, to put it back in
+/// force after a rollback or to run beside a canary.
+pub(super) async fn stored_revision(ctx: &Context, gs: &GoServer, name: &str) -> Result<Revision> {
+    let record = namespaced::<ControllerRevision>(ctx, gs)?
+        .get_opt(name)
+        .await
+        .map_err(|e| Error::kube(format!("get ControllerRevision {name}"), e))?
+        .ok_or_else(|| Error::RevisionMissing {
+            name: name.to_owned(),
+        })?;
+    Revision::from_controller_revision(&record)
+}
+
+/// The Deployment of `gs` as the cache has it, or from the apiserver when
+/// the cache does not.
+pub(super) async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Option<Deployment>> {
+    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    if let Some(cached) = cache::get(&ctx.caches.deployments, &ns, &gs.name_any())? {
+        return Ok(Some(cached));
+    }
+    namespaced::<Deployment>(ctx, gs)?
+        .get_opt(&gs.name_any())
+        .await
+        .map_err(|e| Error::kube("get Deployment", e))
+}
+
+/// The child of `gs` named like it, as `store` caches it, when the spec
+/// asks for one (`wanted`). The HPA's and the route's status are all the
+/// `Scaling` and `Routed` conditions read, and a change of either brings
+/// the `GoServer` back here through the watch.
+pub(super) fn cached_child<K>(
+    store: &Store<Cached<K>>,
+    gs: &GoServer,
+    wanted: bool,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
+{
+    if !wanted {
+        return Ok(None);
+    }
+    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    cache::get(store, &ns, &gs.name_any())
+}
