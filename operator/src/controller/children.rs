@@ -3,16 +3,98 @@
 //! from the caches.
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use kube::runtime::reflector::Store;
-use kube::{Resource, ResourceExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 
 use super::context::{Context, namespaced};
-use crate::apply::{self};
+use super::events::publish_changes;
+use crate::apply::{self, Applier, Told};
 use crate::build::{self, Revision};
-use crate::cache::{self, Cached};
+use crate::cache;
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
-use crate::rollout::{self};
+use crate::fault;
+use crate::gateway::HttpRoute;
+use crate::rollout;
+
+/// What the apply step left in force, for the verification and the status.
+pub(super) struct Applied {
+    /// The revision the stable Deployment runs: the spec's, or a stored one
+    /// after a rollback.
+    pub(super) in_force: Revision,
+    /// The canary's revision, while one runs.
+    pub(super) canary_revision: Option<Revision>,
+    /// Whether the canary is draining (at weight 0, on its way out).
+    pub(super) draining: bool,
+    /// The live stable Deployment.
+    pub(super) deployment: Deployment,
+    /// The live canary Deployment, while one runs.
+    pub(super) canary: Option<Deployment>,
+    /// The live route, when the spec has one.
+    pub(super) route: Option<HttpRoute>,
+    /// The Events for the writes made, not yet published.
+    pub(super) told: Vec<Told>,
+    /// The note of a `DefaultedRequests` Event to publish with them.
+    pub(super) defaulted: Option<String>,
+}
+
+/// Build and apply: the revision in force (and the canary, if a step
+/// runs one) made into children and applied where they differ from the
+/// caches.
+pub(super) async fn apply(
+    ctx: &Context,
+    gs: &GoServer,
+    spec_revision: &Revision,
+    now: &Time,
+) -> Result<Applied> {
+    let mut plan = rollout::canary::plan(gs, &spec_revision.name, now);
+    let in_force = if plan.stable == spec_revision.name {
+        spec_revision.clone()
+    } else {
+        stored_revision(ctx, gs, &plan.stable).await?
+    };
+    let canary_run = canary_run(ctx, gs, &mut plan, spec_revision).await?;
+    let canary_revision = canary_run.as_ref().map(|c| c.revision.clone());
+    let children = build::build_with_canary(gs, in_force.clone(), canary_run)?;
+    let applier = Applier {
+        client: &ctx.client,
+        caches: &ctx.caches,
+        written: &ctx.written,
+        gs,
+    };
+    let mut changes = Vec::new();
+    let phase = match &plan.canary {
+        Some(c) if c.draining => "drain",
+        Some(_) => "canary",
+        None if plan.stable != spec_revision.name => "rollback",
+        None => "apply",
+    };
+    let outcome = fault::in_phase(phase, Box::pin(applier.apply(children, &mut changes))).await;
+    let defaulted = defaulted_note(gs, &changes);
+    let told = apply::tell(&changes);
+    // Every write made is told, also when a later one failed.
+    let apply::Applied {
+        deployment,
+        canary,
+        route,
+    } = match outcome {
+        Ok(live) => live,
+        Err(err) => {
+            publish_changes(ctx, gs, told).await;
+            return Err(err);
+        }
+    };
+    Ok(Applied {
+        in_force,
+        canary_revision,
+        draining: plan.canary.as_ref().is_some_and(|c| c.draining),
+        deployment,
+        canary,
+        route,
+        told,
+        defaulted,
+    })
+}
 
 /// The canary to run for `plan`, if any. It runs the spec's revision,
 /// sized by its weight's share of the stable Deployment as it is now (the
@@ -89,17 +171,6 @@ pub(super) fn defaulted_note(gs: &GoServer, changes: &[apply::Change]) -> Option
     ))
 }
 
-/// Whether `deployment`'s template is that of `revision`.
-pub(super) fn runs(deployment: &Deployment, revision: &str) -> bool {
-    deployment
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.as_ref())
-        .and_then(|l| l.get(build::REVISION_LABEL))
-        .is_some_and(|r| r == revision)
-}
-
 /// The stable Deployment's replicas as they are now: set by the HPA when
 /// it scales, else by the spec.
 pub(super) async fn stable_replicas(ctx: &Context, gs: &GoServer) -> Result<i32> {
@@ -134,23 +205,4 @@ pub(super) async fn cached_deployment(ctx: &Context, gs: &GoServer) -> Result<Op
         .get_opt(&gs.name_any())
         .await
         .map_err(|e| Error::kube("get Deployment", e))
-}
-
-/// The child of `gs` named like it, as `store` caches it, when the spec
-/// asks for one (`wanted`). The HPA's and the route's status are all the
-/// `Scaling` and `Routed` conditions read, and a change of either brings
-/// the `GoServer` back here through the watch.
-pub(super) fn cached_child<K>(
-    store: &Store<Cached<K>>,
-    gs: &GoServer,
-    wanted: bool,
-) -> Result<Option<K>>
-where
-    K: Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
-{
-    if !wanted {
-        return Ok(None);
-    }
-    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
-    cache::get(store, &ns, &gs.name_any())
 }

@@ -23,7 +23,7 @@ use crate::rollout::{self};
 /// copy of `gs`; the copy (`gs` itself when there is none) and what came of
 /// each request. Whether a rollback's revision is recorded is read from the
 /// `ControllerRevision` cache.
-pub(super) fn handle_requests<'a>(
+pub(super) fn handle<'a>(
     ctx: &Context,
     gs: &'a GoServer,
     spec_revision: &str,
@@ -63,23 +63,15 @@ pub(super) fn handle_requests<'a>(
 /// annotation, once the status that records it is written. The removal
 /// tests the annotation's value first: a request changed meanwhile stays,
 /// for the next reconcile.
-pub(super) async fn finish_requests(
-    ctx: &Context,
-    gs: &GoServer,
-    handled: Vec<Handled>,
-) -> Result<()> {
+pub(super) async fn finish(ctx: &Context, gs: &GoServer, handled: Vec<Handled>) -> Result<()> {
     if handled.is_empty() {
         return Ok(());
     }
-    fault::in_phase("requests", remove_requests(ctx, gs, handled)).await
+    fault::in_phase("requests", remove(ctx, gs, handled)).await
 }
 
-/// The removal of [`finish_requests`], and its Events.
-pub(super) async fn remove_requests(
-    ctx: &Context,
-    gs: &GoServer,
-    handled: Vec<Handled>,
-) -> Result<()> {
+/// The removal of [`finish`], and its Events.
+pub(super) async fn remove(ctx: &Context, gs: &GoServer, handled: Vec<Handled>) -> Result<()> {
     let mut ops = Vec::new();
     for h in &handled {
         let path = format!(

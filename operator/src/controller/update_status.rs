@@ -4,41 +4,133 @@
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 
 use super::context::{Context, RolloutWritten, namespaced, now, rollout_state};
-use super::events::publish;
+use super::events::{publish, publish_changes, publish_defaulted, publish_dropped};
+use super::{MIN_REQUEUE, RESYNC, Synced, requests};
 use crate::apply::FIELD_MANAGER;
+use crate::cache::{self, Cached};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::fault;
-use crate::gateway::HttpRoute;
-use crate::rollout::{self};
+use crate::gateway::{self, HttpRoute};
+use crate::rollout::{self, outbox};
 use crate::status::{self, Observed};
 
-/// What a status write of [`super::report`] reads: one per write, each seeing the
-/// decision as it stands then.
-pub(super) fn observed<'a>(
-    ctx: &Context,
-    deployment: &'a Deployment,
-    decision: &'a rollout::Decision,
-    hpa: Option<&'a HorizontalPodAutoscaler>,
-    route: Option<&'a HttpRoute>,
+/// What every status write reads of the children besides the Deployment:
+/// the HPA's and the route's status (the `Scaling` and `Routed`
+/// conditions), from the caches. A change of either brings the `GoServer`
+/// back here through the watch.
+pub(super) struct Around {
+    hpa: Option<HorizontalPodAutoscaler>,
+    route: Option<HttpRoute>,
     route_https: bool,
-) -> Observed<'a> {
-    Observed {
-        deployment: Some(deployment),
-        rollout: Some(decision),
-        error: None,
-        hpa,
-        service_monitors: ctx.caches.service_monitors.presence(),
-        routes: ctx.caches.routes.presence(),
-        route,
-        route_https,
+}
+
+impl Around {
+    pub(super) fn read(ctx: &Context, gs: &GoServer) -> Result<Self> {
+        Ok(Self {
+            hpa: cached_child(&ctx.caches.hpas, gs, gs.spec.autoscaling.is_some())?,
+            route: cached_child(&ctx.caches.routes.store, gs, gs.spec.route.is_some())?,
+            route_https: gateway::serves_https(gs, &ctx.caches.gateways.store)?,
+        })
     }
+
+    /// What one status write observes: the Deployment, and the rollout
+    /// decision as it stands then or the error that stopped the reconcile.
+    pub(super) fn observe<'a>(
+        &'a self,
+        ctx: &Context,
+        deployment: Option<&'a Deployment>,
+        rollout: Option<&'a rollout::Decision>,
+        error: Option<&'a Error>,
+    ) -> Observed<'a> {
+        Observed {
+            deployment,
+            rollout,
+            error,
+            hpa: self.hpa.as_ref(),
+            service_monitors: ctx.caches.service_monitors.presence(),
+            routes: ctx.caches.routes.presence(),
+            route: self.route.as_ref(),
+            route_https: self.route_https,
+        }
+    }
+}
+
+/// Writes what a successful [`super::sync`] found, then tells its decisions: the
+/// status first (the decision recorded), the Events and the deliveries
+/// after, and a second status write for the Events recorded.
+pub(super) async fn report(gs: &GoServer, ctx: &Context, synced: Synced) -> Result<Action> {
+    let Synced {
+        deployment,
+        mut decision,
+        told,
+        defaulted,
+        handled,
+    } = synced;
+    let around = Around::read(ctx, gs)?;
+    let receivers = rollout::receivers(gs);
+    ctx.notifier.drop_gone(|object, uid| {
+        ctx.goservers
+            .get(object)
+            .is_some_and(|live| live.uid().as_deref() == Some(uid))
+    });
+    // What this process learnt since its last write (Events recorded,
+    // deliveries answered) goes into this one.
+    let learnt = ctx.notifier.learnt(gs);
+    outbox::settle(&mut decision.outbox, &learnt, &receivers);
+    // A status that carries requests is written only over the version of
+    // the GoServer they were read from: a cached copy older than the live
+    // one (whose requests may be done already) gets a conflict and a retry
+    // on a fresh copy. The same holds for every write that changes the
+    // rollout state (see `Error::StatusConflict`).
+    let requests = !handled.is_empty();
+    // The Events are not waited for before the status: a Deployment that
+    // comes up meanwhile is seen one round trip sooner.
+    let written = {
+        let first = around.observe(ctx, Some(&deployment), Some(&decision), None);
+        let ((), (), written) = tokio::join!(
+            publish_changes(ctx, gs, told),
+            publish_defaulted(ctx, gs, defaulted),
+            write_status(gs, ctx, &first, Some(requests))
+        );
+        written?
+    };
+    ctx.notifier.forget(gs, &learnt);
+    requests::finish(ctx, gs, handled).await?;
+    publish_dropped(ctx, gs, &decision.dropped).await;
+
+    // Told only once recorded: an operator stopped before this point tells
+    // it after its restart, and nothing is told of a decision that was
+    // never recorded.
+    let mut requeue = decision.requeue;
+    if ctx.notifier.record_events(gs, &decision.outbox).await {
+        // The recorded Events leave the outbox now, not at the next write.
+        let mut after = gs.clone();
+        after.status = Some(written.status.clone());
+        after.metadata.resource_version = written.resource_version.clone();
+        let learnt = ctx.notifier.learnt(&after);
+        outbox::settle(&mut decision.outbox, &learnt, &receivers);
+        let second = around.observe(ctx, Some(&deployment), Some(&decision), None);
+        write_status(&after, ctx, &second, Some(false)).await?;
+        ctx.notifier.forget(&after, &learnt);
+    }
+    let now = now();
+    ctx.notifier.deliver(gs, &decision.outbox, &now);
+    if let Some(next) = outbox::next_due(&decision.outbox, &now) {
+        requeue = Some(requeue.map_or(next, |r| r.min(next)));
+    }
+    ctx.clear_failures(gs);
+    info!(outcome = "ok", "reconcile finished");
+    let next = requeue.map_or(RESYNC, |d| d.clamp(MIN_REQUEUE, RESYNC));
+    Ok(Action::requeue(next))
 }
 
 /// What [`write_status`] left in the apiserver.
@@ -207,4 +299,19 @@ pub(super) fn scaling_failure(
     let before = old.and_then(|o| status::condition(o, status::SCALING));
     let told = before.is_some_and(|b| b.status == now.status && b.reason == now.reason);
     (!told).then(|| now.message.clone())
+}
+
+/// The child of `gs` named like it, as `store` caches it, when the spec
+/// asks for one (`wanted`). The HPA's and the route's status are all the
+/// `Scaling` and `Routed` conditions read, and a change of either brings
+/// the `GoServer` back here through the watch.
+fn cached_child<K>(store: &Store<Cached<K>>, gs: &GoServer, wanted: bool) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + serde::Serialize + serde::de::DeserializeOwned,
+{
+    if !wanted {
+        return Ok(None);
+    }
+    let ns = gs.namespace().ok_or(Error::MissingObjectKey("namespace"))?;
+    cache::get(store, &ns, &gs.name_any())
 }
