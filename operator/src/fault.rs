@@ -226,7 +226,7 @@ impl CrashAfterWriteLayer {
 /// for a create, whose name is in the body; the part before the first `.`
 /// for an Event, whose name adds a suffix of its own).
 pub fn what(method: &Method, path: &str, phase: &str) -> String {
-    let labels = crate::client::classify(method, path, None);
+    let labels = crate::audit::classify(method, path, None);
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let rest = match segments.as_slice() {
         ["api", _, rest @ ..] | ["apis", _, _, rest @ ..] => rest,

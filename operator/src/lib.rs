@@ -8,6 +8,7 @@
 //!   caches, the replica handover, pruning; reports each change.
 //! - [`controller`]: fetch, validate, build, apply, report.
 //! - [`client`]: the kube client, with every request counted.
+//! - [`audit`]: requests named like the audit log (method, resource, verb).
 //! - [`clock`]: the time written into status: the apiserver's.
 //! - [`rollout`]: verification of each revision against Prometheus, rollback.
 //! - [`notify`]: telling decisions: their Events and webhook deliveries.
@@ -18,6 +19,7 @@
 //! - [`reference`]: the field reference in docs/, generated from the schema.
 
 pub mod apply;
+pub mod audit;
 pub mod build;
 pub mod cache;
 pub mod client;

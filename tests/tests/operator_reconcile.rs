@@ -1008,7 +1008,7 @@ async fn steady_reconciles_read_from_the_caches() {
     let sent = sent_between(&before, &operator.requests());
     let mutating: BTreeMap<_, _> = sent
         .iter()
-        .filter(|((_, verb), _)| gantry_operator::client::is_mutating(verb))
+        .filter(|((_, verb), _)| gantry_operator::audit::is_mutating(verb))
         .collect();
     assert_eq!(
         mutating,
@@ -1017,7 +1017,7 @@ async fn steady_reconciles_read_from_the_caches() {
     );
     assert!(
         sent.keys()
-            .all(|(kind, verb)| kind == "secrets" || gantry_operator::client::is_mutating(verb)),
+            .all(|(kind, verb)| kind == "secrets" || gantry_operator::audit::is_mutating(verb)),
         "reads other than the Secret check: {sent:?}"
     );
     assert_eq!(

@@ -168,7 +168,7 @@ fn server(args: &Args) -> Result<ExitCode> {
     let date = proc::output("date", Command::new("date").args(["-u", "+%Y-%m-%d"]))?
         .trim()
         .to_owned();
-    let machine = machine();
+    let machine = crate::machine::describe();
     print_table(&results, &date, &machine, &settings, runs);
     println!(
         "\ngantry-server heap allocations per request: {}",
@@ -662,24 +662,6 @@ fn ratio_to_reference(results: &[Measurement], m: &Measurement) -> Option<f64> {
         .find(|g| g.server == REFERENCE && g.route == m.route)
         .filter(|g| g.requests_per_sec > 0.0)
         .map(|g| m.requests_per_sec / g.requests_per_sec)
-}
-
-/// CPU model, core count and kernel, for the published table.
-pub fn machine() -> serde_json::Value {
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".to_owned());
-    let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
-    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map(|k| k.trim().to_owned())
-        .unwrap_or_default();
-    serde_json::json!({ "cpu": cpu, "cores": cores, "kernel": kernel })
 }
 
 fn print_table(

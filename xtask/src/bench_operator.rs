@@ -83,7 +83,7 @@ pub fn measure(cluster: &Cluster, quick: bool) -> Result<Value> {
         serde_json::from_slice(&out.stdout).context("reading bench-operator's report")?;
     let date = proc::output("date", Command::new("date").args(["-u", "+%Y-%m-%d"]))?;
     report["date"] = json!(date.trim());
-    report["machine"] = crate::bench::machine();
+    report["machine"] = crate::machine::describe();
     report["quick"] = json!(quick);
     Ok(report)
 }

@@ -11,6 +11,7 @@ mod demo;
 mod deps;
 mod gateway_types;
 mod image;
+mod machine;
 mod pki;
 mod previews;
 mod proc;

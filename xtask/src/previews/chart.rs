@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use super::format;
-use super::page::escape;
+use super::format::escape;
 
 /// Grafana's classic palette, in the order it hands colours to series.
 pub const PALETTE: [&str; 10] = [

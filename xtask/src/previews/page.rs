@@ -19,7 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::Value;
 
 use super::chart::{Chart, Marker, PALETTE, Points, Series};
-use super::format;
+use super::format::{self, escape};
 
 /// The page's width; Grafana's grid scales to it.
 pub const WIDTH: u32 = 1600;
@@ -688,21 +688,6 @@ fn sample(pair: &Value) -> Result<(f64, Option<f64>)> {
         .parse()
         .context("a sample value that is no number")?;
     Ok((time, value.is_finite().then_some(value)))
-}
-
-/// Text for HTML and SVG.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
