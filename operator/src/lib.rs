@@ -15,6 +15,7 @@
 //! - [`status`]: conditions and counters from the observed Deployment.
 //! - [`telemetry`]: JSON logs with the reconcile's object and id.
 //! - [`metrics`], [`http`]: Prometheus metrics, `/healthz`, `/readyz`.
+//! - [`options`]: how the operator runs ([`RunOptions`]).
 //! - [`leader`]: Lease-based leader election, so only one replica writes.
 //! - [`reference`]: the field reference in docs/, generated from the schema.
 
@@ -34,12 +35,13 @@ pub mod leader;
 pub mod metrics;
 pub mod notify;
 pub mod optional;
+pub mod options;
 pub mod reference;
 pub mod rollout;
+mod signal;
 pub mod status;
 pub mod telemetry;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,38 +49,10 @@ use kube::config::Config;
 use tracing::{info, warn};
 
 pub use error::{Error, Result};
+pub use options::{LeaderElection, RunOptions};
 
 use crate::http::{AppState, Health};
 use crate::metrics::Metrics;
-
-/// How `run` should behave.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Watch only this namespace.
-    pub namespace: Option<String>,
-    /// Serve `/healthz`, `/readyz` and `/metrics` here; `None`: not at all.
-    pub http_address: Option<String>,
-    /// Write only while holding this Lease; `None`: always write.
-    pub leader_election: Option<LeaderElection>,
-    /// Names this replica in the Events it records (the pod's name).
-    pub instance: Option<String>,
-    /// `GoServers` reconciled at once; 0 means no limit.
-    pub concurrency: u16,
-    /// The default Prometheus of rollout verification.
-    pub prometheus_url: Option<String>,
-    /// A bearer token file sent to `prometheus_url` (and nowhere else).
-    pub prometheus_token_file: Option<PathBuf>,
-    /// The key file that signs verification webhook calls.
-    pub webhook_signing_key_file: Option<PathBuf>,
-}
-
-/// Which Lease decides the leader, and who this process is.
-#[derive(Debug, Clone)]
-pub struct LeaderElection {
-    pub namespace: String,
-    pub name: String,
-    pub identity: String,
-}
 
 /// Runs the operator until SIGINT or SIGTERM.
 ///
@@ -101,17 +75,9 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
         )
         .await?;
     }
-    let settings = controller::Settings {
-        namespace: options.namespace,
-        instance: options.instance,
-        concurrency: options.concurrency,
-        prometheus_url: options.prometheus_url,
-        prometheus_token_file: options.prometheus_token_file,
-        webhook_signing_key_file: options.webhook_signing_key_file,
-    };
-    let Some(election) = options.leader_election else {
+    let Some(election) = options.leader_election.as_ref() else {
         metrics.set_leader(true);
-        controller::run(client, settings, metrics, health).await;
+        controller::watches::run(client, &options, metrics, health).await;
         return Ok(());
     };
     let elector = leader::Elector::new(
@@ -133,7 +99,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     );
     let leadership = tokio::select! {
         leadership = elector.acquire() => leadership,
-        () = shutdown_signal() => {
+        () = signal::shutdown() => {
             info!("stopped while standing by");
             return Ok(());
         }
@@ -141,7 +107,7 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
     info!(identity = elector.identity(), "leading");
     metrics.set_leader(true);
     let outcome = tokio::select! {
-        () = controller::run(client, settings, Arc::clone(&metrics), health) => Ok(()),
+        () = controller::watches::run(client, &options, Arc::clone(&metrics), health) => Ok(()),
         lost = leadership.keep() => Err(lost),
     };
     metrics.set_leader(false);
@@ -167,20 +133,3 @@ pub async fn run(config: Config, options: RunOptions) -> Result<()> {
 
 /// How long releasing the leader Lease may take on the way out.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Resolves on SIGINT or SIGTERM. If a handler cannot be installed the
-/// default disposition (terminate) stays, so waiting forever is right.
-pub(crate) async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        Ok(()) = tokio::signal::ctrl_c() => {}
-        () = term => {}
-    }
-}

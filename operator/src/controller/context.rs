@@ -4,7 +4,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::channel::mpsc;
@@ -20,6 +19,7 @@ use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
+use crate::options::RunOptions;
 use crate::rollout::prometheus::Prometheus;
 
 /// State shared by every reconcile.
@@ -60,20 +60,20 @@ impl Context {
         metrics: Arc<Metrics>,
         caches: Caches,
         goservers: Store<GoServer>,
-        settings: &Settings,
+        options: &RunOptions,
         wake: mpsc::UnboundedSender<ObjectRef<GoServer>>,
     ) -> Self {
         let reporter = Reporter {
             controller: crate::notify::CONTROLLER.to_owned(),
-            instance: settings.instance.clone(),
+            instance: options.instance.clone(),
         };
         let recorder = Recorder::new(client.clone(), reporter);
         Self {
             notifier: Notifier::new(
                 client.clone(),
                 recorder.clone(),
-                settings.instance.clone(),
-                settings.webhook_signing_key_file.clone(),
+                options.instance.clone(),
+                options.webhook_signing_key_file.clone(),
                 Arc::clone(&metrics),
                 wake,
             ),
@@ -84,8 +84,8 @@ impl Context {
             goservers,
             written: Written::default(),
             prometheus: Prometheus::new(
-                settings.prometheus_url.clone(),
-                settings.prometheus_token_file.clone(),
+                options.prometheus_url.clone(),
+                options.prometheus_token_file.clone(),
             ),
             failures: Mutex::new(HashMap::new()),
             rollout_written: Mutex::new(HashMap::new()),
@@ -210,22 +210,6 @@ pub(super) fn rollout_state(status: Option<&GoServerStatus>) -> String {
         &s.outbox,
     ))
     .unwrap_or_default()
-}
-
-/// What the controller needs besides the client.
-pub struct Settings {
-    /// Watch only this namespace; `None`: all namespaces.
-    pub namespace: Option<String>,
-    /// Names this replica in Events (the pod name).
-    pub instance: Option<String>,
-    /// `GoServers` reconciled at once; 0 means no limit.
-    pub concurrency: u16,
-    /// The Prometheus a verification asks when its spec names none.
-    pub prometheus_url: Option<String>,
-    /// A bearer token for `prometheus_url` only.
-    pub prometheus_token_file: Option<PathBuf>,
-    /// The key that signs webhook calls.
-    pub webhook_signing_key_file: Option<PathBuf>,
 }
 
 pub(super) fn namespaced<K>(ctx: &Context, gs: &GoServer) -> Result<Api<K>>

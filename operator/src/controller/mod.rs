@@ -28,43 +28,32 @@ mod events;
 mod requests;
 mod update_status;
 mod verify;
-mod watches;
+pub mod watches;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::apply::Told;
 use crate::build;
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
-use crate::rollout::{self, request::Handled};
 use children::cached_deployment;
 use context::now;
 use events::publish_error;
-use update_status::{Around, write_status};
+use update_status::{Around, MIN_REQUEUE, Synced, write_status};
 
-pub use context::{Context, Settings};
-pub use watches::run;
+pub use context::Context;
 
-/// How long reconciles in flight may take to finish after SIGTERM.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// A `GoServer` is reconciled at least this often, even without events.
-const RESYNC: Duration = Duration::from_secs(600);
 /// How often a `GoServer` waiting for a missing Secret looks again: Secrets
 /// are not watched, so their creation is no event for the operator.
 const MISSING_REFERENCE_RECHECK: Duration = Duration::from_secs(60);
 /// Backoff bounds of transient errors.
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// The soonest a verification asks to be looked at again.
-const MIN_REQUEUE: Duration = Duration::from_millis(200);
 
 /// Brings the children of one `GoServer` in line with its spec.
 pub async fn reconcile(gs: Arc<GoServer>, ctx: Arc<Context>) -> Result<Action> {
@@ -172,18 +161,6 @@ async fn sync(gs: &GoServer, ctx: &Context) -> Result<Synced> {
         defaulted,
         handled,
     })
-}
-
-/// What [`sync`] did and saw.
-struct Synced {
-    pub(super) deployment: Deployment,
-    pub(super) decision: rollout::Decision,
-    /// The Events for the writes made, not yet published.
-    pub(super) told: Vec<Told>,
-    /// The note of a `DefaultedRequests` Event to publish with them.
-    pub(super) defaulted: Option<String>,
-    /// Requests by annotation, applied to the status to write.
-    pub(super) handled: Vec<Handled>,
 }
 
 /// Tells the controller when to look at a failed `GoServer` again.

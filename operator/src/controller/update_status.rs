@@ -1,6 +1,8 @@
 //! The status write: computed from what was observed, written only when
 //! it differs, guarded when it changes the rollout state.
 
+use std::time::Duration;
+
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Patch, PatchParams};
@@ -13,15 +15,33 @@ use tracing::info;
 
 use super::context::{Context, RolloutWritten, namespaced, now, rollout_state};
 use super::events::{publish, publish_changes, publish_defaulted, publish_dropped};
-use super::{MIN_REQUEUE, RESYNC, Synced, requests};
-use crate::apply::FIELD_MANAGER;
+use super::requests;
+use crate::apply::{FIELD_MANAGER, Told};
 use crate::cache::{self, Cached};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
 use crate::fault;
 use crate::gateway::{self, HttpRoute};
+use crate::rollout::request::Handled;
 use crate::rollout::{self, outbox};
 use crate::status::{self, Observed};
+
+/// A `GoServer` is reconciled at least this often, even without events.
+pub(super) const RESYNC: Duration = Duration::from_secs(600);
+/// The soonest a verification asks to be looked at again.
+pub(super) const MIN_REQUEUE: Duration = Duration::from_millis(200);
+
+/// What [`super::sync`] did and saw, for [`report`] to write and tell.
+pub(super) struct Synced {
+    pub(super) deployment: Deployment,
+    pub(super) decision: rollout::Decision,
+    /// The Events for the writes made, not yet published.
+    pub(super) told: Vec<Told>,
+    /// The note of a `DefaultedRequests` Event to publish with them.
+    pub(super) defaulted: Option<String>,
+    /// Requests by annotation, applied to the status to write.
+    pub(super) handled: Vec<Handled>,
+}
 
 /// What every status write reads of the children besides the Deployment:
 /// the HPA's and the route's status (the `Scaling` and `Routed`

@@ -2,6 +2,7 @@
 //! mapped back to its `GoServer`, and the run until a signal.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::{StreamExt, TryStreamExt};
@@ -16,8 +17,8 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Client, Resource};
 use tracing::{debug, info, warn};
 
-use super::context::{Context, Settings};
-use super::{SHUTDOWN_GRACE, error_policy, reconcile};
+use super::context::Context;
+use super::{error_policy, reconcile};
 use crate::build::{self, ServiceMonitor};
 use crate::cache::{self, Caches};
 use crate::crd::GoServer;
@@ -25,12 +26,16 @@ use crate::error::Error;
 use crate::gateway::{Gateway, HttpRoute};
 use crate::http::Health;
 use crate::metrics::Metrics;
+use crate::options::RunOptions;
+
+/// How long reconciles in flight may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs the controller until SIGINT or SIGTERM. `health` turns ready once
 /// the `GoServer` watch and every child cache have listed everything;
 /// reconciles are counted in `metrics`.
-pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, health: Arc<Health>) {
-    let namespace = settings.namespace.as_deref();
+pub async fn run(client: Client, options: &RunOptions, metrics: Arc<Metrics>, health: Arc<Health>) {
+    let namespace = options.namespace.as_deref();
     info!(
         namespace = namespace.unwrap_or("*"),
         "gantry-operator starting"
@@ -39,9 +44,8 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     let (store, goservers) = cache::goservers(&client, namespace);
     metrics.export_goservers(store.clone());
     let attached = store.clone();
-    let controller = Controller::for_stream(goservers, store.clone()).with_config(
-        kube::runtime::controller::Config::default().concurrency(settings.concurrency),
-    );
+    let controller = Controller::for_stream(goservers, store.clone())
+        .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     // A delivery answered wakes its GoServer, whose next status write
     // records it.
     let (wake, woken) = mpsc::unbounded();
@@ -50,7 +54,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         metrics,
         caches.clone(),
         store.clone(),
-        &settings,
+        options,
         wake,
     ));
     tokio::spawn(async move {
@@ -104,7 +108,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
         ]))
         .reconcile_on(woken)
         .trigger_backoff(cache::NoTriggerBackoff)
-        .graceful_shutdown_on(crate::shutdown_signal())
+        .graceful_shutdown_on(crate::signal::shutdown())
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
@@ -122,7 +126,7 @@ pub async fn run(client: Client, settings: Settings, metrics: Arc<Metrics>, heal
     // the kubelet's SIGKILL. They get a grace period, then are dropped:
     // nothing a reconcile writes depends on it finishing.
     let overdue = async {
-        crate::shutdown_signal().await;
+        crate::signal::shutdown().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
