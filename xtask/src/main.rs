@@ -7,6 +7,7 @@ mod bench;
 mod bench_operator;
 mod cluster;
 mod crds;
+mod cycles;
 mod demo;
 mod deps;
 mod gateway_types;
@@ -53,6 +54,9 @@ enum Command {
     /// PNG previews of the Grafana dashboards in docs/previews/, rendered
     /// from real data of a test Prometheus.
     Previews(previews::Args),
+    /// List the loops of modules that use each other, in every crate of the
+    /// workspace (`cargo xtask test` fails on any).
+    Loops,
 }
 
 fn main() -> ExitCode {
@@ -66,6 +70,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(&args),
         Command::Image(args) => image::run(&args),
         Command::Previews(args) => previews::run(&args),
+        Command::Loops => cycles::run(),
     };
     match result {
         Ok(code) => code,

@@ -10,7 +10,7 @@ use std::process::{Command, ExitCode};
 use crate::cluster::Cluster;
 use crate::image::{self, Buildah, Target};
 use crate::workspace::cargo;
-use crate::{deps, proc, toolchain, workspace};
+use crate::{cycles, deps, proc, toolchain, workspace};
 
 #[derive(clap::Args)]
 // Independent command-line switches, not a state.
@@ -231,6 +231,23 @@ fn lint(tally: &mut Tally) {
             .args(["--", "-D", "warnings"]),
     ) {
         tally.step_failed("cargo clippy", &format!("{err:#}"));
+    }
+    eprintln!("=== module loops");
+    match cycles::check(&workspace::root()) {
+        Ok(loops) if loops.is_empty() => {}
+        Ok(loops) => {
+            for description in &loops {
+                eprintln!("{description}");
+            }
+            tally.step_failed(
+                "module loops",
+                &format!(
+                    "{} problem(s) with loops of modules using each other (modules import downward only; `cargo xtask loops` lists them)",
+                    loops.len()
+                ),
+            );
+        }
+        Err(err) => tally.step_failed("module loops", &format!("{err:#}")),
     }
 }
 
