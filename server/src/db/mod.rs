@@ -15,12 +15,14 @@
 //! Start-up connects with [`retry_with_backoff`]: 1, 2, 4, 8, 16 s between
 //! attempts, a WARN line for each, and a clear error after the last.
 
+mod common;
 mod postgres;
 mod sqlite;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::time::Duration;
+
+pub use common::{Error, UserRecord};
 
 /// Delay before retry number `retry` (0-based): 1, 2, 4, 8, 16 s, then 30 s.
 pub fn backoff_delay(retry: u32) -> Duration {
@@ -60,33 +62,6 @@ where
     }
 }
 
-/// What can go wrong talking to either database.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Postgres(#[from] sqlx::Error),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("migration {version} was changed after it was applied")]
-    MigrationChanged { version: i64 },
-    #[error("migration {version} was left partly applied")]
-    MigrationDirty { version: i64 },
-    #[error("cannot create the database directory {}", dir.display())]
-    CreateDir {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("no database connection came free within {0:?}")]
-    PoolTimedOut(Duration),
-    #[error("the database is closed")]
-    Closed,
-    #[error("a database task failed")]
-    Task(#[source] tokio::task::JoinError),
-}
-
 /// A connected, migrated database.
 #[derive(Clone, Debug)]
 pub struct Db(Backend);
@@ -96,12 +71,6 @@ enum Backend {
     Sqlite(sqlite::Sqlite),
     Postgres(postgres::Postgres),
 }
-
-/// The migrations of both backends, embedded at build time.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// How long a request waits for a pooled connection before it fails.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Db {
     /// Connects and applies the migrations. For `SQLite` the file and its
@@ -178,15 +147,6 @@ impl Db {
     }
 }
 
-/// A row of `users`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserRecord {
-    pub id: String,
-    pub name: String,
-    pub email: String,
-    pub created_at: String,
-}
-
 /// Whether `err` is a unique-constraint violation (a duplicate email).
 pub fn is_unique_violation(err: &Error) -> bool {
     match err {
@@ -201,6 +161,7 @@ pub fn is_unique_violation(err: &Error) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::common::MIGRATOR;
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
 

@@ -3,7 +3,7 @@
 use sqlx::postgres::{PgPoolOptions, PgRow};
 use sqlx::{PgPool, Row};
 
-use super::{ACQUIRE_TIMEOUT, Error, MIGRATOR, UserRecord};
+use super::common::{ACQUIRE_TIMEOUT, Error, MIGRATOR, UserRecord};
 
 #[derive(Clone, Debug)]
 pub(super) struct Postgres {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{ACQUIRE_TIMEOUT, Error, MIGRATOR, UserRecord};
+use super::common::{ACQUIRE_TIMEOUT, Error, MIGRATOR, UserRecord};
 
 /// Connections of a file database: as many as gin-full's pool in the
 /// benchmark, and more than a pod serves reads at once.
