@@ -43,18 +43,17 @@ use tracing::{debug, info};
 
 use crate::build::revision::{CONFIG_MAP_ANNOTATION, REVISION_NUMBER_LABEL};
 use crate::build::{self, CanaryChildren, Children, REVISION_LABEL, Revision, short_hash};
+use crate::cache::optional::{OptionalKind, Presence};
 use crate::cache::{self, Cached, Caches};
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
 use crate::gateway::HttpRoute;
-use crate::optional::{OptionalKind, Presence};
 use crate::status;
 
 /// `ControllerRevisions` kept when `rollout.revisionHistoryLimit` is unset.
 pub const DEFAULT_REVISION_HISTORY: usize = 10;
 
-/// Field manager of every write the operator makes.
-pub const FIELD_MANAGER: &str = "gantry";
+pub use crate::build::FIELD_MANAGER;
 /// Annotation holding the hash of the desired object last applied.
 pub const APPLIED_HASH_ANNOTATION: &str = "gantry.dev/applied-hash";
 /// Field manager that keeps `spec.replicas` when autoscaling takes over.

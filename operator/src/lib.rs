@@ -34,7 +34,6 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod notify;
-pub mod optional;
 pub mod options;
 pub mod reference;
 pub mod rollout;

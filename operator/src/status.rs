@@ -11,12 +11,12 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::build::{self, ServiceMonitor};
+use crate::cache::optional::{self, Presence};
 use crate::crd::{
     CanaryPhase, CanaryStatus, GoServer, GoServerStatus, VerificationPhase, VerificationStatus,
 };
 use crate::error::Error;
 use crate::gateway::HttpRoute;
-use crate::optional::{self, Presence};
 use crate::rollout::{self, Decision};
 
 pub const READY: &str = "Ready";

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 
-use super::{INSTANCE_LABEL, Owner, Revision, config, deployment, service};
+use super::meta::{INSTANCE_LABEL, Owner};
+use super::revision::Revision;
+use super::{config, deployment, service};
 use crate::crd::GoServer;
 
 /// What a canary's objects add to the `GoServer`'s name.

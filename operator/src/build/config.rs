@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 
-use super::{Owner, non_empty, short_hash};
+use super::meta::{Owner, non_empty, short_hash};
 
 /// Name of the `ConfigMap` holding `data` for the `GoServer` `name`.
 pub fn config_map_name(name: &str, data: &BTreeMap<String, String>) -> String {

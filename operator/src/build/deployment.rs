@@ -24,10 +24,9 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use super::config::config_map_name;
+use super::meta::{Owner, labels, non_empty, non_empty_vec, selector_labels, short_hash};
 use super::revision::{self, Revision};
-use super::{
-    Owner, config_map_name, labels, non_empty, non_empty_vec, selector_labels, short_hash,
-};
 use crate::crd::{GoServer, Probe as GsProbe, RolloutSpec};
 use crate::error::{Error, Result};
 

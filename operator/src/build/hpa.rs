@@ -7,7 +7,7 @@ use k8s_openapi::api::autoscaling::v2::{
     MetricTarget, ResourceMetricSource,
 };
 
-use super::Owner;
+use super::meta::Owner;
 use crate::crd::{AutoscalingSpec, GoServer};
 
 /// CPU target when the spec names none, as the HPA itself would assume.

@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::{
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 
-use super::Owner;
+use super::meta::Owner;
 use crate::crd::{GoServer, IngressSpec as GsIngressSpec, IssuerKind, TlsSpec};
 
 pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<Ingress> {

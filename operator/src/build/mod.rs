@@ -12,6 +12,7 @@ mod config;
 mod deployment;
 mod hpa;
 mod ingress;
+pub mod meta;
 pub mod revision;
 mod route;
 mod service;
@@ -23,9 +24,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::{Resource, ResourceExt};
-use sha2::{Digest, Sha256};
+use kube::ResourceExt;
 
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
@@ -35,17 +34,13 @@ pub use canary::{CanaryChildren, CanaryRun};
 pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
 pub use hpa::{DEFAULT_REQUESTS, defaulted_requests};
+pub use meta::{
+    COMPONENT_LABEL, FIELD_MANAGER, INSTANCE_LABEL, MANAGED_BY, MANAGED_BY_LABEL, NAME_LABEL,
+    labels, selector_labels, selector_string,
+};
+pub(crate) use meta::{Owner, short_hash};
 pub use revision::{REVISION_LABEL, Revision, RevisionData};
 pub use service_monitor::ServiceMonitor;
-
-/// Label keys Gantry sets on every child.
-pub const NAME_LABEL: &str = "app.kubernetes.io/name";
-pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
-/// Value of `app.kubernetes.io/managed-by`; the operator watches children
-/// by this label.
-pub const MANAGED_BY: &str = "gantry";
 
 /// Every child a `GoServer` asks for. Optional children are `None` when the
 /// spec does not want them, and are then deleted if they exist.
@@ -68,74 +63,6 @@ pub struct Children {
     /// The canary of a new revision, while one runs; its children are
     /// deleted when there is none.
     pub canary: Option<CanaryChildren>,
-}
-
-/// Labels that select the server's pods. Never change them for an existing
-/// `GoServer`: a Deployment's selector is immutable.
-pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (NAME_LABEL.to_owned(), name.to_owned()),
-        (INSTANCE_LABEL.to_owned(), name.to_owned()),
-    ])
-}
-
-/// Labels on every child and pod.
-pub fn labels(name: &str) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(name);
-    labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
-    labels.insert(COMPONENT_LABEL.to_owned(), "server".to_owned());
-    labels
-}
-
-/// The pod selector in the string form of the scale subresource.
-pub fn selector_string(name: &str) -> String {
-    selector_labels(name)
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// Name, namespace and owner reference every child shares.
-pub(crate) struct Owner<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    reference: OwnerReference,
-}
-
-impl<'a> Owner<'a> {
-    pub fn of(gs: &'a GoServer) -> Result<Self> {
-        let name = gs
-            .metadata
-            .name
-            .as_deref()
-            .ok_or(Error::MissingObjectKey("name"))?;
-        let namespace = gs
-            .metadata
-            .namespace
-            .as_deref()
-            .ok_or(Error::MissingObjectKey("namespace"))?;
-        let reference = gs
-            .controller_owner_ref(&())
-            .ok_or(Error::MissingObjectKey("uid"))?;
-        Ok(Self {
-            name,
-            namespace,
-            reference,
-        })
-    }
-
-    /// Metadata of a child called `name`, labelled and owned by the `GoServer`.
-    pub fn meta(&self, name: &str, annotations: BTreeMap<String, String>) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name.to_owned()),
-            namespace: Some(self.namespace.to_owned()),
-            labels: Some(labels(self.name)),
-            annotations: non_empty(annotations),
-            owner_references: Some(vec![self.reference.clone()]),
-            ..ObjectMeta::default()
-        }
-    }
 }
 
 /// Checks what the schema cannot: combinations that would make the apiserver
@@ -229,7 +156,7 @@ pub fn controller_revision(
 /// a wildcard), else the Ingress's host, if either has one. A route's
 /// scheme is its Gateway listener's, which only the Gateway knows:
 /// `route_https` says whether a listener the route attaches to speaks
-/// HTTPS (see [`crate::gateway::serves_https`]).
+/// HTTPS (see [`crate::gateway::listeners::serves_https`]).
 pub fn url(gs: &GoServer, route_https: bool) -> Option<String> {
     if let Some(route) = &gs.spec.route
         && let Some(host) = route.hostnames.first().filter(|h| !h.starts_with("*."))
@@ -245,25 +172,6 @@ pub fn url(gs: &GoServer, route_https: bool) -> Option<String> {
         "http"
     };
     Some(format!("{scheme}://{host}{}", ingress.path))
-}
-
-/// First `len` hex digits of the SHA-256 of `bytes`.
-pub(crate) fn short_hash(bytes: &[u8], len: usize) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    Sha256::digest(bytes)
-        .iter()
-        .flat_map(|byte| [HEX[usize::from(byte >> 4)], HEX[usize::from(byte & 0xf)]])
-        .take(len)
-        .map(char::from)
-        .collect()
-}
-
-fn non_empty<K, V>(map: BTreeMap<K, V>) -> Option<BTreeMap<K, V>> {
-    if map.is_empty() { None } else { Some(map) }
-}
-
-fn non_empty_vec<T>(items: Vec<T>) -> Option<Vec<T>> {
-    if items.is_empty() { None } else { Some(items) }
 }
 
 /// Name of a `GoServer`, for log lines and events.

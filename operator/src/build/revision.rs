@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{EnvVar, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use serde::{Deserialize, Serialize};
 
-use super::{Owner, short_hash};
+use super::meta::{Owner, short_hash};
 use crate::error::{Error, Result};
 
 /// Pod label naming the revision a pod belongs to. Never part of a

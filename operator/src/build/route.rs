@@ -1,7 +1,7 @@
 //! The optional Gateway API `HTTPRoute`, named like the `GoServer`: one
 //! rule sending the spec's path on its hostnames to the Service.
 
-use super::Owner;
+use super::meta::Owner;
 use crate::crd::{GoServer, ParentRef, RouteSpec, RouteTimeouts};
 use crate::gateway::HttpRoute;
 use crate::gateway::httproute::{
@@ -49,7 +49,7 @@ pub(super) fn build(
                     )
                     .collect(),
             ),
-            hostnames: super::non_empty_vec(hostnames),
+            hostnames: super::meta::non_empty_vec(hostnames),
             rules: Some(vec![HttpRouteRules {
                 matches: Some(vec![HttpRouteRulesMatches {
                     path: Some(HttpRouteRulesMatchesPath {

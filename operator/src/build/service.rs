@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use super::{Owner, selector_labels};
+use super::meta::{Owner, selector_labels};
 use crate::crd::{GoServer, ServiceSpec as GsServiceSpec};
 
 pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Service {

@@ -14,7 +14,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
-use super::{Owner, REVISION_LABEL, labels, selector_labels};
+use super::meta::{Owner, labels, selector_labels};
+use super::revision::REVISION_LABEL;
 use crate::crd::{GoServer, MonitoringSpec};
 
 /// The `spec` of a `monitoring.coreos.com/v1` `ServiceMonitor`, as far as

@@ -16,7 +16,8 @@ use tracing::info;
 use super::context::{Context, RolloutWritten, namespaced, now, rollout_state};
 use super::events::{publish, publish_changes, publish_defaulted, publish_dropped};
 use super::requests;
-use crate::apply::{FIELD_MANAGER, Told};
+use crate::apply::Told;
+use crate::build::FIELD_MANAGER;
 use crate::cache::{self, Cached};
 use crate::crd::{GoServer, GoServerStatus};
 use crate::error::{Error, Result};
@@ -58,7 +59,7 @@ impl Around {
         Ok(Self {
             hpa: cached_child(&ctx.caches.hpas, gs, gs.spec.autoscaling.is_some())?,
             route: cached_child(&ctx.caches.routes.store, gs, gs.spec.route.is_some())?,
-            route_https: gateway::serves_https(gs, &ctx.caches.gateways.store)?,
+            route_https: gateway::listeners::serves_https(gs, &ctx.caches.gateways.store)?,
         })
     }
 

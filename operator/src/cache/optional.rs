@@ -20,7 +20,8 @@ use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use crate::cache::{self, Cached, CachedKind, ChildStream};
+use super::feed;
+use super::store::{self, Cached, CachedKind, ChildStream};
 
 /// How often discovery is asked whether the kind is served.
 pub const POLL: Duration = Duration::from_secs(10);
@@ -74,7 +75,7 @@ where
     /// A cache of gantry's `K` children in `namespace` (all when `None`),
     /// empty until the kind is served, and the streams that drive it.
     pub fn new(client: &Client, namespace: Option<&str>) -> (Self, OptionalStreams<K>) {
-        let cache = cache::cached::<K>(client, namespace, cache::drop_managed_fields);
+        let cache = feed::cached::<K>(client, namespace, feed::drop_managed_fields);
         Self::of(client, cache)
     }
 
@@ -86,7 +87,7 @@ where
         namespace: Option<&str>,
         trim: fn(&mut K),
     ) -> (Self, OptionalStreams<K>) {
-        Self::of(client, cache::cached_unowned::<K>(client, namespace, trim))
+        Self::of(client, feed::cached_unowned::<K>(client, namespace, trim))
     }
 
     fn of(
@@ -164,7 +165,7 @@ where
                     info!(%api_version, %plural, "optional kind not served");
                 }
                 tell.send_replace(now);
-                if now == Served::Yes && !cache::ready(&store).await {
+                if now == Served::Yes && !store::ready(&store).await {
                     return None;
                 }
                 return Some(((), (client, tell, store)));

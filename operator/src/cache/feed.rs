@@ -1,33 +1,13 @@
-//! The controller's caches of the children it owns.
-//!
-//! One watch per child kind (filtered by the `app.kubernetes.io/managed-by`
-//! label) feeds a reflector store and, through the same stream, triggers the
-//! reconcile of the owning `GoServer`. Because the store is written before
-//! the event reaches the controller, a reconcile triggered by a child event
-//! always sees that child at least as new as the event. The applier compares
-//! desired children with these stores and asks the apiserver only when an
-//! object is not cached (see [`crate::apply`]).
-//!
-//! `GoServers` are cached the same way ([`goservers`]), for the controller.
-//!
-//! Cached objects drop `managedFields` (the bulk of a stored object) except
-//! the one entry the replica handover reads: gantry's own apply entry on
-//! Deployments. `ControllerRevisions` are cached as metadata only: their
-//! data (a whole pod template) is read once, on a rollback.
+//! How a cache is fed: a watch per kind, compacted into [`Cached`]
+//! objects, retried with a capped doubling backoff; the `GoServer` watch.
 
-use std::borrow::Cow;
 use std::fmt::Debug;
-use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::Ingress;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::serde::Serialize;
 use k8s_openapi::serde::de::DeserializeOwned;
 use kube::core::PartialObjectMeta;
@@ -36,281 +16,10 @@ use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use crate::apply::FIELD_MANAGER;
-use crate::build::{MANAGED_BY, MANAGED_BY_LABEL, ServiceMonitor};
+use super::store::{Cached, CachedKind, ChildStream};
+use crate::build::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::crd::GoServer;
-use crate::error::{Error, Result};
-use crate::gateway::{self, Gateway, HttpRoute};
-use crate::optional::{OptionalKind, OptionalStreams};
-
-/// Read handles of every child store.
-#[derive(Clone)]
-pub struct Caches {
-    pub deployments: Store<Cached<Deployment>>,
-    pub services: Store<Cached<Service>>,
-    pub config_maps: Store<Cached<ConfigMap>>,
-    pub ingresses: Store<Cached<Ingress>>,
-    pub hpas: Store<Cached<HorizontalPodAutoscaler>>,
-    pub revisions: Store<PartialObjectMeta<ControllerRevision>>,
-    /// Not waited for: the cluster may not serve the kind.
-    pub service_monitors: OptionalKind<ServiceMonitor>,
-    /// Not waited for: the cluster may not serve the kind.
-    pub routes: OptionalKind<HttpRoute>,
-    /// Every Gateway, not only gantry's (it makes none): their listeners
-    /// give a route's scheme. Not waited for.
-    pub gateways: OptionalKind<Gateway>,
-}
-
-/// A child event stream that writes its store as it goes, ready for
-/// `Controller::watches_stream`.
-pub type ChildStream<K> = std::pin::Pin<Box<dyn Stream<Item = Result<K, watcher::Error>> + Send>>;
-
-/// The watch streams that fill [`Caches`]; each must be handed to the
-/// controller, which drives it.
-pub struct Streams {
-    pub deployments: ChildStream<Cached<Deployment>>,
-    pub services: ChildStream<Cached<Service>>,
-    pub config_maps: ChildStream<Cached<ConfigMap>>,
-    pub ingresses: ChildStream<Cached<Ingress>>,
-    pub hpas: ChildStream<Cached<HorizontalPodAutoscaler>>,
-    pub revisions: ChildStream<PartialObjectMeta<ControllerRevision>>,
-    pub service_monitors: OptionalStreams<ServiceMonitor>,
-    pub routes: OptionalStreams<HttpRoute>,
-    pub gateways: OptionalStreams<Gateway>,
-}
-
-impl Caches {
-    /// Stores for every child kind in `namespace` (all namespaces when
-    /// `None`), and the streams that fill them.
-    pub fn new(client: &Client, namespace: Option<&str>) -> (Self, Streams) {
-        let (deployments, deployment_stream) = cached(client, namespace, keep_own_apply_entry);
-        let (services, service_stream) = cached(client, namespace, drop_managed_fields);
-        let (config_maps, config_map_stream) = cached(client, namespace, drop_managed_fields);
-        let (ingresses, ingress_stream) = cached(client, namespace, drop_managed_fields);
-        let (hpas, hpa_stream) = cached(client, namespace, drop_managed_fields);
-        let (revisions, revision_stream) = metadata_only(client, namespace);
-        let (service_monitors, service_monitor_streams) = OptionalKind::new(client, namespace);
-        let (routes, route_streams) = OptionalKind::new(client, namespace);
-        // In the watched namespaces only, like everything else: with one
-        // watched namespace, the operator sees nothing outside it, so a
-        // Gateway elsewhere counts as HTTP.
-        let (gateways, gateway_streams) = OptionalKind::unowned(client, namespace, gateway::trim);
-        (
-            Self {
-                deployments,
-                services,
-                config_maps,
-                ingresses,
-                hpas,
-                revisions,
-                service_monitors,
-                routes,
-                gateways,
-            },
-            Streams {
-                deployments: deployment_stream,
-                services: service_stream,
-                config_maps: config_map_stream,
-                ingresses: ingress_stream,
-                hpas: hpa_stream,
-                revisions: revision_stream,
-                service_monitors: service_monitor_streams,
-                routes: route_streams,
-                gateways: gateway_streams,
-            },
-        )
-    }
-
-    /// Waits until every store has listed its objects once. Optional
-    /// kinds are not waited for (see [`crate::optional`]).
-    ///
-    /// kube-runtime's readiness sits behind a one-shot channel that wakes
-    /// only the last task to poll it; asking again in a loop finds the value
-    /// once anyone has seen it. Returns `false` if a store's writer is gone
-    /// (the controller stopped) before it became ready.
-    pub async fn wait_until_ready(&self) -> bool {
-        let Self {
-            deployments,
-            services,
-            config_maps,
-            ingresses,
-            hpas,
-            revisions,
-            service_monitors: _,
-            routes: _,
-            gateways: _,
-        } = self;
-        ready(deployments).await
-            && ready(services).await
-            && ready(config_maps).await
-            && ready(ingresses).await
-            && ready(hpas).await
-            && ready(revisions).await
-    }
-}
-
-/// Waits for one store (see [`Caches::wait_until_ready`]).
-pub async fn ready<K>(store: &Store<K>) -> bool
-where
-    K: reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    // Every reconcile asks; once the store is ready that is one poll, with
-    // no timer.
-    if let Some(ready) = store.wait_until_ready().now_or_never() {
-        return ready.is_ok();
-    }
-    loop {
-        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
-            Ok(Ok(())) => return true,
-            Ok(Err(_)) => return false,
-            Err(_) => {}
-        }
-    }
-}
-
-/// The cached entry called `name` in `namespace`, for its metadata.
-pub fn lookup<C>(store: &Store<C>, namespace: &str, name: &str) -> Option<Arc<C>>
-where
-    C: Resource<DynamicType = ()> + Clone + 'static,
-{
-    store.get(&ObjectRef::new(name).within(namespace))
-}
-
-/// The cached `K` called `name` in `namespace`, if the store has it.
-pub fn get<K>(store: &Store<Cached<K>>, namespace: &str, name: &str) -> Result<Option<K>>
-where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
-{
-    lookup(store, namespace, name)
-        .map(|cached| cached.decode())
-        .transpose()
-}
-
-/// A cached child: its metadata, and the rest of the object as compact JSON,
-/// decoded when read. A Deployment takes about 3 KiB this way and about
-/// 17 KiB as a k8s-openapi struct (whose many optional fields each take
-/// room when empty), and a reconcile reads a handful of children: the
-/// decoding costs microseconds, the structs would cost most of the
-/// operator's memory at a thousand `GoServers`.
-pub struct Cached<K> {
-    metadata: ObjectMeta,
-    rest: Arc<str>,
-    kind: PhantomData<fn() -> K>,
-}
-
-impl<K> Clone for Cached<K> {
-    fn clone(&self) -> Self {
-        Self {
-            metadata: self.metadata.clone(),
-            rest: Arc::clone(&self.rest),
-            kind: PhantomData,
-        }
-    }
-}
-
-impl<K> Debug for Cached<K> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cached")
-            .field("metadata", &self.metadata)
-            .field("bytes", &self.rest.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<K> Cached<K>
-where
-    K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
-{
-    /// Keeps `object` as its metadata and the JSON of everything else.
-    pub fn new(mut object: K) -> Result<Self> {
-        let metadata = std::mem::take(object.meta_mut());
-        let rest = serde_json::to_string(&object).map_err(|source| Error::Serialize {
-            kind: static_kind::<K>(),
-            source,
-        })?;
-        Ok(Self {
-            metadata,
-            rest: rest.into(),
-            kind: PhantomData,
-        })
-    }
-
-    /// The object as it was cached.
-    pub fn decode(&self) -> Result<K> {
-        let mut object: K =
-            serde_json::from_str(&self.rest).map_err(|source| Error::Serialize {
-                kind: static_kind::<K>(),
-                source,
-            })?;
-        *object.meta_mut() = self.metadata.clone();
-        Ok(object)
-    }
-}
-
-/// The kind of `K` as `&'static str`, for error variants. Every kind
-/// k8s-openapi and kube's derive know is a static string.
-pub(crate) fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()) {
-        Cow::Borrowed(kind) => kind,
-        Cow::Owned(_) => "object",
-    }
-}
-
-impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
-    type DynamicType = ();
-    type Scope = K::Scope;
-
-    fn kind(dt: &()) -> Cow<'_, str> {
-        K::kind(dt)
-    }
-
-    fn group(dt: &()) -> Cow<'_, str> {
-        K::group(dt)
-    }
-
-    fn version(dt: &()) -> Cow<'_, str> {
-        K::version(dt)
-    }
-
-    fn plural(dt: &()) -> Cow<'_, str> {
-        K::plural(dt)
-    }
-
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
-
-/// A namespaced kind the caches hold as [`Cached`]: what its watch, its
-/// store and its compact form need.
-pub trait CachedKind:
-    Resource<DynamicType = (), Scope = NamespaceResourceScope>
-    + Clone
-    + Debug
-    + Serialize
-    + DeserializeOwned
-    + Send
-    + Sync
-    + 'static
-{
-}
-
-impl<K> CachedKind for K where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + Serialize
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static
-{
-}
+use crate::error::Result;
 
 /// A store of gantry's `K` children kept as [`Cached`], and the stream
 /// that fills it.
@@ -341,7 +50,7 @@ where
     cached_with(client, namespace, every, trim)
 }
 
-fn cached_with<K>(
+pub(super) fn cached_with<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
@@ -360,7 +69,7 @@ where
 
 /// The metadata of every `K` (an `Api` of `PartialObjectMeta` lists and
 /// watches metadata only), and the stream that fills it.
-fn metadata_only<K>(
+pub(super) fn metadata_only<K>(
     client: &Client,
     namespace: Option<&str>,
 ) -> (
@@ -385,7 +94,7 @@ where
 
 /// A store filled by `events`, and the stream of the objects they touch
 /// (deleted ones too, so a deleted child triggers its owner).
-fn reflected<C>(
+pub(super) fn reflected<C>(
     events: impl Stream<Item = Result<watcher::Event<C>, watcher::Error>> + Send + 'static,
 ) -> (Store<C>, ChildStream<C>)
 where
@@ -407,7 +116,7 @@ where
 /// finished rollout or a spec change made meanwhile went unseen (found by
 /// the control-plane restart test). An object deleted while the watch was
 /// down is in no event at all; comparing the lists tells its owner.
-fn touched_after_relists<C>(
+pub(super) fn touched_after_relists<C>(
     events: impl Stream<Item = Result<watcher::Event<C>, watcher::Error>> + Send + 'static,
     store: Store<C>,
 ) -> ChildStream<C>
@@ -447,7 +156,7 @@ where
         .boxed()
 }
 
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+pub(super) fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
 {
@@ -467,12 +176,14 @@ where
 /// control-plane restart test saw a spec change go unseen for longer than
 /// its 90 s deadline. Five seconds caps what a restart costs; a watch that
 /// keeps failing still retries no more than every five seconds.
-fn watch_backoff() -> ResetTimerBackoff<Doubling> {
+pub(super) fn watch_backoff() -> ResetTimerBackoff<Doubling> {
     ResetTimerBackoff::new(Doubling::default(), WATCH_RETRY_RESET)
 }
 
 const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
+
 const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+
 const WATCH_RETRY_RESET: Duration = Duration::from_secs(10);
 
 /// Delays that double from [`WATCH_RETRY_FIRST`] up to [`WATCH_RETRY_MAX`].
@@ -529,7 +240,7 @@ impl Backoff for NoTriggerBackoff {
 }
 
 /// Watches gantry's children only.
-fn children() -> watcher::Config {
+pub(super) fn children() -> watcher::Config {
     watcher::Config::default()
         .labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"))
         .page_size(LIST_PAGE_SIZE)
@@ -544,7 +255,9 @@ const LIST_PAGE_SIZE: u32 = 100;
 /// A watch event with its object turned into [`Cached`]. An object that
 /// cannot be serialized (none can fail) ends the watch with an error,
 /// which the backoff restarts.
-fn compact<K>(event: watcher::Event<K>) -> Result<watcher::Event<Cached<K>>, watcher::Error>
+pub(super) fn compact<K>(
+    event: watcher::Event<K>,
+) -> Result<watcher::Event<Cached<K>>, watcher::Error>
 where
     K: Resource<DynamicType = ()> + Serialize + DeserializeOwned,
 {
@@ -585,7 +298,7 @@ pub fn goservers(
 /// Annotation in which client-side `kubectl apply` keeps the whole object.
 const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-fn trim_goserver(gs: &mut GoServer) {
+pub(super) fn trim_goserver(gs: &mut GoServer) {
     drop_managed_fields(gs);
     if let Some(annotations) = gs.metadata.annotations.as_mut() {
         annotations.remove(LAST_APPLIED_ANNOTATION);
@@ -600,7 +313,7 @@ pub(crate) fn drop_managed_fields<K: Resource>(object: &mut K) {
 /// whether gantry still owns it (see the replica handover in
 /// [`crate::apply`]). The whole entry lists every field of the pod
 /// template, about 19 KiB per Deployment once decoded.
-fn keep_own_apply_entry(deployment: &mut Deployment) {
+pub(super) fn keep_own_apply_entry(deployment: &mut Deployment) {
     let fields = deployment.managed_fields_mut();
     fields.retain(|entry| {
         entry.manager.as_deref() == Some(FIELD_MANAGER)
@@ -620,9 +333,9 @@ fn keep_own_apply_entry(deployment: &mut Deployment) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service};
+    use serde_json::json;
 
     fn config_map(name: &str, version: &str) -> ConfigMap {
         serde_json::from_value(json!({
@@ -682,27 +395,6 @@ mod tests {
         assert_eq!(first, [250, 500, 1000, 2000, 4000, 5000, 5000]);
         delays.reset();
         assert_eq!(delays.next(), Some(Duration::from_millis(250)));
-    }
-
-    #[test]
-    fn a_cached_object_decodes_to_what_was_cached() {
-        let deployment: Deployment = serde_json::from_value(json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "7",
-                "labels": {"app.kubernetes.io/name": "web"},
-                "ownerReferences": [{"apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer", "name": "web", "uid": "g-1", "controller": true}]},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "server", "image": "web:1"}]}}},
-            "status": {"readyReplicas": 1},
-        }))
-        .unwrap();
-        let cached = Cached::new(deployment.clone()).unwrap();
-        assert_eq!(cached.meta(), &deployment.metadata);
-        assert_eq!(cached.resource_version().as_deref(), Some("7"));
-        assert_eq!(cached.decode().unwrap(), deployment);
-        assert_eq!(Cached::<Deployment>::kind(&()), "Deployment");
-        assert_eq!(Cached::<Deployment>::plural(&()), "deployments");
     }
 
     #[test]
