@@ -79,28 +79,7 @@ pub fn run() -> Result<ExitCode> {
 /// modules. Each is to be broken by moving what its modules share into a
 /// module below them. A loop that is not one of these fails the check, and
 /// so does an entry no loop matches any more: the list only shrinks.
-const KNOWN: &[(&str, &[&str])] = &[(
-    "operator/src/lib.rs",
-    &[
-        "apply",
-        "build",
-        "build::canary",
-        "build::config",
-        "build::deployment",
-        "build::hpa",
-        "build::ingress",
-        "build::revision",
-        "build::route",
-        "build::service",
-        "build::service_monitor",
-        "cache",
-        "gateway",
-        "optional",
-        "rollout",
-        "rollout::canary",
-        "status",
-    ],
-)];
+const KNOWN: &[(&str, &[&str])] = &[("operator/src/lib.rs", &["rollout", "rollout::canary"])];
 
 /// Every loop of every crate under `workspace` that is not a known one,
 /// and every known one that is gone, described; empty when all is well.
