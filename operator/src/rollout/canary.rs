@@ -28,12 +28,14 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::{
-    DEFAULT_INTERVAL, DEFAULT_WARMUP, Decision, Observation, Overdue, Sample, Timing, add,
-    analysis_in_force, at_deadline, begin, count_all, due_samples, duration, fail, judge, no_data,
-    note, open, pass, record_values, until, verification,
+use super::decision::{Decision, Observation, Sample, add, note, record_values, until};
+pub use super::decision::{Observed, Routing};
+use super::spec::{DEFAULT_INTERVAL, DEFAULT_WARMUP, Timing, in_force, verification};
+use super::window::at_deadline;
+use super::window::{
+    Overdue, analysis_in_force, begin, count_all, due_samples, fail, no_data, open, pass,
 };
-use crate::build::Revision;
+use super::{duration, judge};
 use crate::crd::{
     CanaryPhase, CanaryStatus, CanaryStep, GatewayWait, GoServer, RolloutStrategy, StepVerdict,
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
@@ -60,37 +62,6 @@ pub struct CanaryPlan {
     /// At weight 0 and keeping its pods until its drain is over: it is
     /// neither created again nor resized.
     pub draining: bool,
-}
-
-/// What the controller saw of the canary's Deployment.
-pub struct Observed<'a> {
-    /// The revision it runs.
-    pub revision: &'a Revision,
-    /// Every replica of it is updated and available.
-    pub complete: bool,
-    /// It gave up on its progress deadline.
-    pub deadline_exceeded: bool,
-    /// It is only kept to drain (the plan said so): no step of it is judged.
-    pub draining: bool,
-}
-
-/// What the controller saw of the route.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Routing {
-    /// The canary backend's weight in the live route; `None` without one.
-    pub canary_weight: Option<i32>,
-    /// Whether every parent Gateway accepted the route's current
-    /// generation, or which did not and why.
-    pub accepted: Result<(), String>,
-}
-
-impl Default for Routing {
-    fn default() -> Self {
-        Self {
-            canary_weight: None,
-            accepted: Ok(()),
-        }
-    }
 }
 
 /// What the route of `gs` carries for its canary and whether its Gateways
@@ -219,7 +190,7 @@ fn drain_plan(c: &CanaryStatus) -> CanaryPlan {
 /// promoted, until the stable Deployment has taken its revision, and,
 /// at weight 0, while it drains.
 pub fn plan(gs: &GoServer, spec_revision: &str, now: &Time) -> Plan {
-    let stable = super::in_force(gs, spec_revision);
+    let stable = in_force(gs, spec_revision);
     let status = gs.status.as_ref();
     let recorded = status.and_then(|s| s.canary.as_ref());
     let drained_out = recorded.filter(|c| leaving(c, now)).map(drain_plan);

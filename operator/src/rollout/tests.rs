@@ -1,13 +1,19 @@
 //! The verification state machine, step by step, with time as data.
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use pretty_assertions::assert_eq;
 use serde_json::json;
 
+use super::prometheus::QueryError;
+use super::spec::queries;
 use super::*;
-use crate::build::RevisionData;
 use crate::build::tests::goserver;
-use crate::crd::{GoServerStatus, Notification};
+use crate::build::{Revision, RevisionData};
+use crate::crd::{Analysis, GoServerStatus, Notification};
 
 pub(super) fn at(seconds: i64) -> Time {
     Time(Timestamp::from_second(seconds).unwrap())
