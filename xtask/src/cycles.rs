@@ -51,78 +51,22 @@ pub fn roots(workspace: &Path) -> Vec<PathBuf> {
     roots
 }
 
-/// `cargo xtask loops`: prints every loop, known ones too; fails when the
-/// check of `cargo xtask test` would.
+/// `cargo xtask loops`: prints every loop; fails when there is one.
 pub fn run() -> Result<ExitCode> {
-    let workspace = crate::workspace::root();
-    let loops = all(&workspace)?;
+    let loops = check(&crate::workspace::root())?;
     for description in &loops {
         println!("{description}");
     }
-    let problems = check(&workspace)?;
-    for problem in &problems {
-        println!("problem: {}", problem.lines().next().unwrap_or_default());
-    }
-    println!(
-        "{} module loop(s); {} problem(s) (a loop not known, or a known one gone)",
-        loops.len(),
-        problems.len()
-    );
-    Ok(if problems.is_empty() {
+    println!("{} module loop(s)", loops.len());
+    Ok(if loops.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-/// The loops that were there when this check came, by crate root and
-/// modules. Each is to be broken by moving what its modules share into a
-/// module below them. A loop that is not one of these fails the check, and
-/// so does an entry no loop matches any more: the list only shrinks.
-const KNOWN: &[(&str, &[&str])] = &[("operator/src/lib.rs", &["rollout", "rollout::canary"])];
-
-/// Every loop of every crate under `workspace` that is not a known one,
-/// and every known one that is gone, described; empty when all is well.
+/// Every loop of every crate under `workspace`, described; empty when none.
 pub fn check(workspace: &Path) -> Result<Vec<String>> {
-    let mut problems = Vec::new();
-    let mut matched = vec![false; KNOWN.len()];
-    for root in roots(workspace) {
-        let graph = read_crate(&root)?;
-        let name = relative(&root, workspace);
-        for component in loops_of(&graph) {
-            let known = KNOWN.iter().position(|(crate_root, modules)| {
-                *crate_root == name
-                    && modules
-                        .iter()
-                        .copied()
-                        .eq(component.iter().map(String::as_str))
-            });
-            match known {
-                Some(index) => matched[index] = true,
-                None => problems.push(describe(&root, &graph, &component, workspace)),
-            }
-        }
-    }
-    for ((crate_root, modules), matched) in KNOWN.iter().zip(matched) {
-        if !matched {
-            problems.push(format!(
-                "{crate_root}: the known loop of {} is gone or changed; take it out of KNOWN in xtask/src/cycles.rs (or write what is left of it)",
-                modules.join(", ")
-            ));
-        }
-    }
-    Ok(problems)
-}
-
-fn relative(path: &Path, workspace: &Path) -> String {
-    path.strip_prefix(workspace)
-        .unwrap_or(path)
-        .display()
-        .to_string()
-}
-
-/// Every loop of every crate under `workspace`, known or not, described.
-pub fn all(workspace: &Path) -> Result<Vec<String>> {
     let mut loops = Vec::new();
     for root in roots(workspace) {
         let graph = read_crate(&root)?;
@@ -131,6 +75,13 @@ pub fn all(workspace: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(loops)
+}
+
+fn relative(path: &Path, workspace: &Path) -> String {
+    path.strip_prefix(workspace)
+        .unwrap_or(path)
+        .display()
+        .to_string()
 }
 
 /// Reads the crate whose root file is `root` (its `lib.rs` or `main.rs`).

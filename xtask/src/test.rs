@@ -242,7 +242,7 @@ fn lint(tally: &mut Tally) {
             tally.step_failed(
                 "module loops",
                 &format!(
-                    "{} problem(s) with loops of modules using each other (modules import downward only; `cargo xtask loops` lists them)",
+                    "{} loop(s) of modules using each other (modules import downward only; `cargo xtask loops` lists them)",
                     loops.len()
                 ),
             );
