@@ -1,0 +1,125 @@
+//! The name-conflict guard: a child of the name that another owner
+//! controls is never taken over.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use super::applier::Applier;
+use crate::build::{self};
+use crate::cache::{self};
+use crate::crd::GoServer;
+use crate::error::{Error, Result};
+
+impl Applier<'_> {
+    /// Stops before the first write when the cached `GoServer` may not be
+    /// the live one. The sign is a child of its name that another object
+    /// controls. Either the `GoServer` was deleted and created again under
+    /// the same name while its watch lagged (the stale-state test found
+    /// that writing then hands the new object's children to the old one,
+    /// and the garbage collector deletes them), or the child is an earlier
+    /// object's, waiting for the garbage collector, and is adopted. One GET
+    /// of the `GoServer`, asked only then, tells the two apart.
+    pub(super) async fn check_current(&self, name: &str, with_canary: bool) -> Result<()> {
+        let namespace = self.namespace()?;
+        let uid = self.gs.uid();
+        let own = uid.as_deref();
+        let caches = self.caches;
+        let canary = build::canary::name(name);
+        let mut claims: Vec<(&'static str, &str, Option<OwnerReference>)> = vec![
+            (
+                "Deployment",
+                name,
+                foreign(&caches.deployments, namespace, name, own),
+            ),
+            (
+                "Service",
+                name,
+                foreign(&caches.services, namespace, name, own),
+            ),
+            (
+                "Ingress",
+                name,
+                foreign(&caches.ingresses, namespace, name, own),
+            ),
+            (
+                "HorizontalPodAutoscaler",
+                name,
+                foreign(&caches.hpas, namespace, name, own),
+            ),
+        ];
+        if with_canary {
+            claims.push((
+                "Deployment",
+                &canary,
+                foreign(&caches.deployments, namespace, &canary, own),
+            ));
+            claims.push((
+                "Service",
+                &canary,
+                foreign(&caches.services, namespace, &canary, own),
+            ));
+        }
+        // Another GoServer's child under a name this one needs: one's
+        // canary is named like the other (`web-canary`). Whichever came
+        // second waits, saying so.
+        if let Some((kind, child, Some(owner))) = claims.iter().find(|(_, _, owner)| {
+            owner
+                .as_ref()
+                .is_some_and(|o| o.kind == GoServer::kind(&()) && o.name != name)
+        }) {
+            return Err(Error::NameConflict {
+                kind,
+                name: (*child).to_owned(),
+                owner: owner.name.clone(),
+            });
+        }
+        if claims.iter().all(|(_, _, owner)| owner.is_none()) {
+            return Ok(());
+        }
+        let live = self
+            .api::<GoServer>()?
+            .get_opt(name)
+            .await
+            .map_err(|e| Error::kube(format!("get GoServer {name}"), e))?;
+        let live = match &live {
+            None => "none".to_owned(),
+            Some(live) if live.uid() != uid => {
+                format!("uid {}", live.uid().unwrap_or_default())
+            }
+            Some(live) if live.metadata.deletion_timestamp.is_some() => {
+                "it being deleted".to_owned()
+            }
+            Some(_) => return Ok(()),
+        };
+        Err(Error::Outdated {
+            name: name.to_owned(),
+            uid: uid.unwrap_or_default(),
+            live,
+        })
+    }
+}
+
+/// The controller of the cached child `name` of `store`, when it is not
+/// the `GoServer` with `uid`.
+fn foreign<C: Resource<DynamicType = ()> + Clone + 'static>(
+    store: &Store<C>,
+    namespace: &str,
+    name: &str,
+    uid: Option<&str>,
+) -> Option<OwnerReference> {
+    cache::lookup(store, namespace, name)?
+        .owner_references()
+        .iter()
+        .find(|r| r.controller == Some(true) && Some(r.uid.as_str()) != uid)
+        .cloned()
+}
+
+/// Whether the `GoServer` with `uid` is the controller among `owners`.
+pub fn owned_by(owners: &[OwnerReference], uid: Option<&str>) -> bool {
+    uid.is_some_and(|uid| {
+        owners
+            .iter()
+            .any(|r| r.controller == Some(true) && r.uid == uid)
+    })
+}
