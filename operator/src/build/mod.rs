@@ -3,7 +3,7 @@
 //! Nothing here talks to the apiserver. [`build`] turns a `GoServer` into the
 //! typed objects it asks for, so every decision about the shape of a child
 //! is unit-tested by comparing the serialized object with a literal JSON
-//! document. The apply step in `controller.rs` destructures [`Children`]
+//! document. The apply step ([`crate::apply`]) destructures [`Children`]
 //! without `..`: a new child kind does not compile until it is applied and
 //! pruned there.
 
