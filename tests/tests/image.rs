@@ -39,9 +39,12 @@ use serde_json::Value;
 /// `dist` profile on distroless `static` (1.6 MB). Measured 2026-12-03,
 /// with the canary: server 9.72 MB, operator 20.98 MB. The ServiceMonitor
 /// and Gateway API children had added 1.3 MB to the operator before, most
-/// of it the serde code of the generated `HTTPRoute` types.
+/// of it the serde code of the generated `HTTPRoute` types. Measured
+/// 2026-12-07: operator 22.29 MB, 1.3 MB more, after the rollout-trust
+/// work (the outbox and its retried, signed deliveries, the apiserver's
+/// clock, named write points).
 const SERVER_BUDGET: u64 = 11_000_000;
-const OPERATOR_BUDGET: u64 = 22_000_000;
+const OPERATOR_BUDGET: u64 = 23_500_000;
 
 const NONROOT: &str = "65532:65532";
 

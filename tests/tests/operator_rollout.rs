@@ -207,9 +207,10 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     wait_deployed(&ns, "shop", &v1).await;
     // The leader's /metrics says so, in the series the GoServerRolledBack
     // alert reads (the one series the alert-rules test cannot provoke).
-    let metrics = operator.metrics();
+    // (Read from the operator's own cache: waited for, as it may get the
+    // status a moment after the test.)
     let namespace = &ns.name;
-    for line in [
+    let lines = [
         format!(
             r#"gantry_goserver_failed_revision_info{{namespace="{namespace}",name="shop",revision="{v2}"}} 1"#
         ),
@@ -219,8 +220,15 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
         format!(
             r#"gantry_goserver_revision_info{{namespace="{namespace}",name="shop",revision="{v1}",image="shop:1"}} 1"#
         ),
-    ] {
-        assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    ];
+    if let Err(err) = wait_until("the rollback's series", DEADLINE, || {
+        let metrics = operator.metrics();
+        let all = lines.iter().all(|line| metrics.contains(line));
+        async move { Ok::<_, String>(all.then_some(())) }
+    })
+    .await
+    {
+        panic!("{err}: {lines:?} not all in\n{}", operator.metrics());
     }
 
     // The decision is kept in the outbox while the receiver fails, and
@@ -368,7 +376,11 @@ async fn a_bad_release_is_rolled_back_to_the_last_verified_one() {
     })
     .await
     .unwrap();
-    let delivered = receiver.delivered();
+    // Each decision is delivered on its own, retried on its own backoff:
+    // the calls arrive in any order. Their ids (UUID v7) sort as the
+    // decisions were made.
+    let mut delivered = receiver.delivered();
+    delivered.sort_by_key(gantry_e2e::receiver::Call::id);
     let decisions: Vec<(String, String)> = delivered
         .iter()
         .map(gantry_e2e::receiver::Call::decision)
@@ -509,8 +521,16 @@ async fn no_data_and_a_missing_prometheus_are_not_failures() {
         r#"gantry_goserver_verification_overdue{{namespace="{}",name="quiet",revision="{v2}"}} 1"#,
         ns.name
     );
-    let metrics = operator.metrics();
-    assert!(metrics.contains(&line), "{line} missing from\n{metrics}");
+    // The gauge is read from the operator's own GoServer cache, which may
+    // get the status a moment after the test does.
+    if let Err(err) = wait_until("the overdue gauge", DEADLINE, || {
+        let found = operator.metrics().contains(&line);
+        async move { Ok::<_, String>(found.then_some(())) }
+    })
+    .await
+    {
+        panic!("{err}: {line} missing from\n{}", operator.metrics());
+    }
 
     // The typo: Verified=False, Degraded, Prometheus' own words; fixed,
     // it is measured at once.

@@ -1,7 +1,6 @@
 //! The autoscaling part of the spec: the HPA's bounds, targets and
 //! behavior.
 
-
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use kube::KubeSchema;
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,5 @@
 //! The patterns the schema checks strings against.
 
-
-
 /// A DNS-1123 subdomain, optionally behind a leading `*.` wildcard label.
 pub(super) const HOST_PATTERN: &str =
     r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";

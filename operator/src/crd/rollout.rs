@@ -1,7 +1,6 @@
 //! The rollout part of the spec: strategy, canary steps, the Gateway
 //! wait, verification against Prometheus, receivers of decisions.
 
-
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::KubeSchema;
 use schemars::JsonSchema;

@@ -1,7 +1,6 @@
 //! The status of a `GoServer`: conditions, revisions, the verification
 //! and canary in progress, history, the outbox of decisions.
 
-
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
