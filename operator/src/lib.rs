@@ -1,5 +1,5 @@
 //! gantry-operator: keeps the children of every `GoServer` in the shape its
-//! spec asks for.
+//! spec asks for. docs/architecture.md draws the flow through these modules.
 //!
 //! - [`crd`]: the resource types, the one source of the CRD schema.
 //! - [`build`]: pure functions from a `GoServer` to its desired children.
