@@ -19,12 +19,21 @@ use crate::status;
 /// `ControllerRevisions` kept when `rollout.revisionHistoryLimit` is unset.
 pub const DEFAULT_REVISION_HISTORY: usize = 10;
 
+/// A `ControllerRevision` of the `GoServer`, as the cache has it.
+pub(super) struct Recorded {
+    pub(super) name: String,
+    /// Its number: the newest is the highest.
+    pub(super) number: i64,
+    /// The config its revision ran with.
+    pub(super) config_map: Option<String>,
+}
+
 impl Applier<'_> {
     /// The `ControllerRevisions` of this `GoServer` in the cache, newest first.
-    pub(super) fn revisions(&self) -> Vec<(String, i64, Option<String>)> {
+    pub(super) fn revisions(&self) -> Vec<Recorded> {
         let uid = self.gs.uid();
         let namespace = self.gs.namespace();
-        let mut owned: Vec<(String, i64, Option<String>)> = self
+        let mut owned: Vec<Recorded> = self
             .caches
             .revisions
             .state()
@@ -39,10 +48,14 @@ impl Applier<'_> {
                     .and_then(|n| n.parse().ok())
                     .unwrap_or(0);
                 let config_map = r.annotations().get(CONFIG_MAP_ANNOTATION).cloned();
-                (r.name_any(), number, config_map)
+                Recorded {
+                    name: r.name_any(),
+                    number,
+                    config_map,
+                }
             })
             .collect();
-        owned.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        owned.sort_by(|a, b| b.number.cmp(&a.number).then_with(|| a.name.cmp(&b.name)));
         owned
     }
 
@@ -55,11 +68,11 @@ impl Applier<'_> {
         changes: &mut Vec<Change>,
     ) -> Result<()> {
         let existing = self.revisions();
-        if existing.iter().any(|(name, ..)| *name == revision.name) {
+        if existing.iter().any(|r| r.name == revision.name) {
             return Ok(());
         }
         let api = self.api::<ControllerRevision>()?;
-        let number = existing.first().map_or(1, |(_, n, _)| n.saturating_add(1));
+        let number = existing.first().map_or(1, |r| r.number.saturating_add(1));
         let record = build::controller_revision(self.gs, revision, number)?;
         let params = PostParams {
             field_manager: Some(FIELD_MANAGER.to_owned()),
@@ -107,7 +120,15 @@ impl Applier<'_> {
             .as_ref()
             .and_then(|s| s.last_good_revision.clone());
         let mut referenced = config_maps.to_vec();
-        for (i, (name, _, used)) in self.revisions().into_iter().enumerate() {
+        for (
+            i,
+            Recorded {
+                name,
+                config_map: used,
+                ..
+            },
+        ) in self.revisions().into_iter().enumerate()
+        {
             let protected = name == in_force.name
                 || Some(&name) == last_good.as_ref()
                 || Some(name.as_str()) == canary;

@@ -25,7 +25,7 @@ use crate::fault;
 use crate::gateway::{self, HttpRoute};
 use crate::rollout::request::Handled;
 use crate::rollout::{self, outbox};
-use crate::status::{self, Observed};
+use crate::status::{self, Inputs};
 
 /// A `GoServer` is reconciled at least this often, even without events.
 pub(super) const RESYNC: Duration = Duration::from_secs(600);
@@ -71,8 +71,8 @@ impl Around {
         deployment: Option<&'a Deployment>,
         rollout: Option<&'a rollout::Decision>,
         error: Option<&'a Error>,
-    ) -> Observed<'a> {
-        Observed {
+    ) -> Inputs<'a> {
+        Inputs {
             deployment,
             rollout,
             error,
@@ -173,7 +173,7 @@ pub(super) struct StatusWritten {
 pub(super) async fn write_status(
     gs: &GoServer,
     ctx: &Context,
-    observed: &Observed<'_>,
+    observed: &Inputs<'_>,
     guard: Option<bool>,
 ) -> Result<StatusWritten> {
     let new = status::compute(gs, observed, &now());

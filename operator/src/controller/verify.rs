@@ -27,7 +27,7 @@ pub(super) async fn decide(
     } = applied;
     let runs_in_force = runs(deployment, &in_force.name);
     let canary_observed = match (&applied.canary, &applied.canary_revision) {
-        (Some(live), Some(revision)) => Some(rollout::canary::Observed {
+        (Some(live), Some(revision)) => Some(rollout::canary::CanaryFacts {
             revision,
             complete: runs(live, &revision.name) && status::rollout_complete(live),
             deadline_exceeded: runs(live, &revision.name) && status::deadline_exceeded(live),

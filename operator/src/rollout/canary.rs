@@ -28,8 +28,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
+pub use super::decision::{CanaryFacts, Routing};
 use super::decision::{Decision, Observation, Sample, add, note, record_values, until};
-pub use super::decision::{Observed, Routing};
 use super::spec::{DEFAULT_INTERVAL, DEFAULT_WARMUP, Timing, in_force, verification};
 use super::window::at_deadline;
 use super::window::{
@@ -41,7 +41,7 @@ use crate::crd::{
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 use crate::gateway::HttpRoute;
-use judge::Verdict;
+use judge::Standing;
 
 /// Which revision each Deployment runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -329,7 +329,7 @@ fn soonest(decision: &mut Decision, after: Duration) {
 pub(super) fn judge(
     gs: &GoServer,
     observed: &Observation<'_>,
-    canary: &Observed<'_>,
+    canary: &CanaryFacts<'_>,
     samples: Option<&[Sample]>,
 ) -> Decision {
     let revision = canary.revision.name.clone();
@@ -428,7 +428,7 @@ impl Step<'_> {
         routing.accepted.clone()
     }
 
-    fn advance(&mut self, canary: &Observed<'_>, samples: Option<&[Sample]>) {
+    fn advance(&mut self, canary: &CanaryFacts<'_>, samples: Option<&[Sample]>) {
         let now = self.observed.now;
         if self.v.phase == VerificationPhase::Pending {
             let set = self
@@ -497,8 +497,8 @@ impl Step<'_> {
         record_values(self.decision, &self.v.revision, &self.v.metrics);
         self.decision.requeue = Some(interval);
 
-        match judge::verdict(&analysis, &self.v.metrics, now.0 >= step_end.0) {
-            Verdict::Failed { message, .. } => self.abort(&message),
+        match judge::standing(&analysis, &self.v.metrics, now.0 >= step_end.0) {
+            Standing::Failed { message, .. } => self.abort(&message),
             verdict => {
                 // A step is never passed on a provider error: it holds
                 // until Prometheus answers again (or its deadline).
@@ -507,19 +507,19 @@ impl Step<'_> {
                     self.v.message = format!("{name}: held: {}", self.v.message);
                 } else {
                     match verdict {
-                        Verdict::Measuring => {
+                        Standing::Measuring => {
                             let message = format!("{name}: measuring until {}", step_end.0);
                             note(self.v, "Measuring", message);
                         }
-                        Verdict::NoData { metric } => {
+                        Standing::NoData { metric } => {
                             let message = format!("{name}: {}", no_data(&analysis, &metric));
                             note(self.v, "NoData", message);
                         }
-                        Verdict::Passed => {
+                        Standing::Passed => {
                             self.passed();
                             return;
                         }
-                        Verdict::Failed { .. } => {}
+                        Standing::Failed { .. } => {}
                     }
                 }
                 if now.0 >= overdue.0 {

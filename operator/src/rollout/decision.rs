@@ -36,7 +36,7 @@ pub struct Observation<'a> {
     /// The Deployment gave up on its progress deadline.
     pub deadline_exceeded: bool,
     /// The canary's Deployment, while one runs.
-    pub canary: Option<Observed<'a>>,
+    pub canary: Option<CanaryFacts<'a>>,
     /// Whether the route's Gateways took its current weights.
     pub routing: Routing,
     /// The id of a decision made in this look: a fresh one every look, so
@@ -158,7 +158,7 @@ impl Decision {
 
     /// Adds a decision to tell, dropping the oldest one when the outbox is
     /// full.
-    pub(super) fn tell(&mut self, notification: Notification) {
+    pub(super) fn queue(&mut self, notification: Notification) {
         self.outbox.push(notification);
         let over = self.outbox.len().saturating_sub(outbox::LIMIT);
         self.dropped.extend(self.outbox.drain(..over));
@@ -229,7 +229,7 @@ pub(super) fn until(now: &Time, then: &Time) -> Duration {
 }
 
 /// What the controller saw of the canary's Deployment.
-pub struct Observed<'a> {
+pub struct CanaryFacts<'a> {
     /// The revision it runs.
     pub revision: &'a Revision,
     /// Every replica of it is updated and available.

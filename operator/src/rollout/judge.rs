@@ -47,7 +47,7 @@ pub fn count(status: &mut MetricStatus, outcome: Outcome, value: Option<f64>) {
 
 /// Where a revision stands after its latest measurement.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
+pub enum Standing {
     /// A metric failed more often than `failureLimit` allows.
     Failed { metric: String, message: String },
     /// The window is over and every metric has enough valid samples.
@@ -61,36 +61,36 @@ pub enum Verdict {
 /// The verdict on `metrics` (the counts, in `analysis.metrics` order) for
 /// a revision whose window is over (`window_over`) or not. A failure needs
 /// no window: one measurement past the limit fails at once.
-pub fn verdict(spec: &Analysis, metrics: &[MetricStatus], window_over: bool) -> Verdict {
+pub fn standing(spec: &Analysis, metrics: &[MetricStatus], window_over: bool) -> Standing {
     let limit = spec.failure_limit.max(0);
     for (metric, counts) in spec.metrics.iter().zip(metrics) {
         if counts.failed > limit {
-            return Verdict::Failed {
+            return Standing::Failed {
                 metric: metric.name.clone(),
                 message: failure_message(metric, counts, limit),
             };
         }
     }
     if !window_over {
-        return Verdict::Measuring;
+        return Standing::Measuring;
     }
     let min_samples = spec.min_samples.max(1);
     for (metric, counts) in spec.metrics.iter().zip(metrics) {
         // A valid sample is one that had data (or whose lack of data the
         // metric counts as a pass or a fail): inconclusive ones are not.
         if counts.passed.saturating_add(counts.failed) < min_samples {
-            return Verdict::NoData {
+            return Standing::NoData {
                 metric: metric.name.clone(),
             };
         }
     }
     // Fewer counts than metrics would mean a metric never measured.
     if metrics.len() < spec.metrics.len() {
-        return Verdict::NoData {
+        return Standing::NoData {
             metric: spec.metrics[metrics.len()].name.clone(),
         };
     }
-    Verdict::Passed
+    Standing::Passed
 }
 
 /// A measured value for people: four significant digits, no trailing
@@ -222,11 +222,11 @@ mod tests {
                 counts("error-rate", e.0, e.1, e.2),
                 counts("latency", l.0, l.1, l.2),
             ];
-            let got = match verdict(&s, &metrics, over) {
-                Verdict::Failed { .. } => "Failed",
-                Verdict::Passed => "Passed",
-                Verdict::NoData { .. } => "NoData",
-                Verdict::Measuring => "Measuring",
+            let got = match standing(&s, &metrics, over) {
+                Standing::Failed { .. } => "Failed",
+                Standing::Passed => "Passed",
+                Standing::NoData { .. } => "NoData",
+                Standing::Measuring => "Measuring",
             };
             assert_eq!(
                 got, expected,
@@ -243,15 +243,15 @@ mod tests {
                 counts("latency", 5, 0, 0),
             ]
         };
-        assert_eq!(verdict(&spec(3, 0), &metrics(0), true), Verdict::Passed);
+        assert_eq!(standing(&spec(3, 0), &metrics(0), true), Standing::Passed);
         assert!(matches!(
-            verdict(&spec(3, 0), &metrics(1), false),
-            Verdict::Failed { .. }
+            standing(&spec(3, 0), &metrics(1), false),
+            Standing::Failed { .. }
         ));
-        assert_eq!(verdict(&spec(3, 2), &metrics(2), true), Verdict::Passed);
+        assert_eq!(standing(&spec(3, 2), &metrics(2), true), Standing::Passed);
         assert!(matches!(
-            verdict(&spec(3, 2), &metrics(3), true),
-            Verdict::Failed { .. }
+            standing(&spec(3, 2), &metrics(3), true),
+            Standing::Failed { .. }
         ));
     }
 
@@ -261,15 +261,15 @@ mod tests {
         // such a run successful; here it is NoData.
         let metrics = [counts("error-rate", 0, 0, 0), counts("latency", 0, 0, 0)];
         assert_eq!(
-            verdict(&spec(1, 1), &metrics, true),
-            Verdict::NoData {
+            standing(&spec(1, 1), &metrics, true),
+            Standing::NoData {
                 metric: "error-rate".to_owned()
             }
         );
         // A metric never measured at all counts as no data, too.
         assert!(matches!(
-            verdict(&spec(1, 1), &metrics[..1], true),
-            Verdict::NoData { .. }
+            standing(&spec(1, 1), &metrics[..1], true),
+            Standing::NoData { .. }
         ));
     }
 
@@ -278,8 +278,8 @@ mod tests {
         let s = spec(3, 1);
         let mut error_rate = counts("error-rate", 1, 2, 0);
         error_rate.last_value = Some(0.25);
-        let Verdict::Failed { metric, message } =
-            verdict(&s, &[error_rate, counts("latency", 1, 0, 0)], false)
+        let Standing::Failed { metric, message } =
+            standing(&s, &[error_rate, counts("latency", 1, 0, 0)], false)
         else {
             panic!("expected a failure");
         };

@@ -47,7 +47,7 @@ pub use decision::{
     Sample,
 };
 use decision::{add, note, record_values};
-use judge::Verdict;
+use judge::Standing;
 pub use spec::{DueQuery, in_force, query_timeout, receivers, spec};
 use spec::{Timing, verification};
 use window::{
@@ -208,18 +208,18 @@ fn advance(
     let trouble = count_all(&analysis, v, samples, held);
     decision.requeue = Some(timing.interval);
 
-    match judge::verdict(&analysis, &v.metrics, now.0 >= window_end.0) {
-        Verdict::Failed { message, .. } => fail(gs, observed, v, decision, &message),
+    match judge::standing(&analysis, &v.metrics, now.0 >= window_end.0) {
+        Standing::Failed { message, .. } => fail(gs, observed, v, decision, &message),
         verdict => {
             if !trouble.note(v) {
                 match verdict {
-                    Verdict::Measuring => {
+                    Standing::Measuring => {
                         note(v, "Measuring", format!("measuring until {}", window_end.0));
                     }
-                    Verdict::NoData { metric } => {
+                    Standing::NoData { metric } => {
                         note(v, "NoData", no_data(&analysis, &metric));
                     }
-                    Verdict::Passed if now.0 < post_end.0 => {
+                    Standing::Passed if now.0 < post_end.0 => {
                         v.phase = VerificationPhase::PostVerification;
                         note(
                             v,
@@ -227,8 +227,8 @@ fn advance(
                             format!("passed; measuring on until {}", post_end.0),
                         );
                     }
-                    Verdict::Passed => pass(gs, observed, v, decision, None),
-                    Verdict::Failed { .. } => {}
+                    Standing::Passed => pass(gs, observed, v, decision, None),
+                    Standing::Failed { .. } => {}
                 }
             }
             if open(v) && v.phase != VerificationPhase::PostVerification && now.0 >= overdue.0 {

@@ -594,7 +594,7 @@ fn a_query_prometheus_refuses_is_told_apart_from_an_outage() {
     gs = with_status(gs, &d);
     let status = crate::status::compute(
         &gs,
-        &crate::status::Observed {
+        &crate::status::Inputs {
             deployment: None,
             rollout: Some(&d),
             error: None,

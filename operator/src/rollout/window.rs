@@ -289,7 +289,7 @@ pub(super) fn pass(
     set_verdict(decision, &v.revision, HistoryVerdict::Passed);
     decision.requeue = None;
     let told = notification(gs, observed, v, DecisionKind::Verified, previous, message);
-    decision.tell(told);
+    decision.queue(told);
 }
 
 pub(super) fn fail(
@@ -329,5 +329,5 @@ pub(super) fn fail(
         )
     };
     let told = notification(gs, observed, v, event, good, message);
-    decision.tell(told);
+    decision.queue(told);
 }

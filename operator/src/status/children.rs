@@ -3,7 +3,7 @@
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 
-use super::draft::{MONITORED, ROUTED, SCALING, Verdict};
+use super::draft::{Draft, MONITORED, ROUTED, SCALING};
 use crate::build::ServiceMonitor;
 use crate::cache::optional::{self, Presence};
 use crate::gateway::HttpRoute;
@@ -12,7 +12,7 @@ use crate::gateway::HttpRoute;
 /// `AbleToScale` and `ScalingActive` conditions. It never holds `Ready`:
 /// the pods serve whether or not they can be scaled, and a cluster without
 /// a metrics API would otherwise never see a `GoServer` Ready.
-pub(super) fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Verdict {
+pub(super) fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Draft {
     let conditions = hpa
         .and_then(|h| h.status.as_ref())
         .and_then(|s| s.conditions.as_deref())
@@ -23,7 +23,7 @@ pub(super) fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Verdict {
         .filter_map(find)
         .find(|c| c.status == "False");
     if let Some(c) = failing {
-        return Verdict::new(
+        return Draft::new(
             SCALING,
             "False",
             c.reason.as_deref().unwrap_or(&c.type_),
@@ -35,19 +35,19 @@ pub(super) fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Verdict {
         );
     }
     match (hpa, find("AbleToScale"), find("ScalingActive")) {
-        (None, _, _) => Verdict::new(
+        (None, _, _) => Draft::new(
             SCALING,
             "Unknown",
             "AutoscalerMissing",
             "the HorizontalPodAutoscaler does not exist yet",
         ),
-        (Some(_), Some(_), Some(_)) => Verdict::new(
+        (Some(_), Some(_), Some(_)) => Draft::new(
             SCALING,
             "True",
             "ScalingActive",
             "the HorizontalPodAutoscaler can scale the Deployment",
         ),
-        (Some(_), _, _) => Verdict::new(
+        (Some(_), _, _) => Draft::new(
             SCALING,
             "Unknown",
             "AutoscalerPending",
@@ -59,16 +59,16 @@ pub(super) fn scaling(hpa: Option<&HorizontalPodAutoscaler>) -> Verdict {
 /// Whether Prometheus is told where to scrape: the `ServiceMonitor` exists,
 /// or why it does not. Like `Scaling`, it never holds `Ready`: the pods
 /// serve whether or not anything scrapes them.
-pub(super) fn monitored(name: &str, path: &str, presence: Presence) -> Verdict {
+pub(super) fn monitored(name: &str, path: &str, presence: Presence) -> Draft {
     let (api_version, plural) = optional::api_resource::<ServiceMonitor>();
     match presence {
-        Presence::Ready => Verdict::new(
+        Presence::Ready => Draft::new(
             MONITORED,
             "True",
             "ServiceMonitorApplied",
             format!("the ServiceMonitor {name} scrapes {path} on the Service's http port"),
         ),
-        Presence::Missing => Verdict::new(
+        Presence::Missing => Draft::new(
             MONITORED,
             "False",
             "ServiceMonitorCRDMissing",
@@ -78,7 +78,7 @@ pub(super) fn monitored(name: &str, path: &str, presence: Presence) -> Verdict {
                  are, without a restart"
             ),
         ),
-        Presence::Pending => Verdict::new(
+        Presence::Pending => Draft::new(
             MONITORED,
             "Unknown",
             "ServiceMonitorPending",
@@ -100,13 +100,13 @@ pub(super) fn gateway_api_missing() -> String {
 /// Whether the route's Gateways accepted it, from the `HTTPRoute`'s status,
 /// which each Gateway's controller writes for the parents it manages. It
 /// never holds `Ready`: the Service serves whatever a Gateway does.
-pub(super) fn routed(presence: Presence, route: Option<&HttpRoute>) -> Verdict {
+pub(super) fn routed(presence: Presence, route: Option<&HttpRoute>) -> Draft {
     match (presence, route) {
         (Presence::Missing, _) => {
-            return Verdict::new(ROUTED, "False", GATEWAY_API_MISSING, gateway_api_missing());
+            return Draft::new(ROUTED, "False", GATEWAY_API_MISSING, gateway_api_missing());
         }
         (Presence::Pending, _) | (Presence::Ready, None) => {
-            return Verdict::new(
+            return Draft::new(
                 ROUTED,
                 "Unknown",
                 "RoutePending",
@@ -139,7 +139,7 @@ pub(super) fn routed(presence: Presence, route: Option<&HttpRoute>) -> Verdict {
                 .iter()
                 .find(|c| c.type_ == type_ && c.status == "False")
             {
-                return Verdict::new(
+                return Draft::new(
                     ROUTED,
                     "False",
                     &c.reason,
@@ -162,14 +162,14 @@ pub(super) fn routed(presence: Presence, route: Option<&HttpRoute>) -> Verdict {
         .map(gateway)
         .collect();
     if accepted.is_empty() {
-        Verdict::new(
+        Draft::new(
             ROUTED,
             "Unknown",
             "NotYetAccepted",
             "no Gateway has accepted the HTTPRoute yet: is a Gateway controller running for its parents?",
         )
     } else {
-        Verdict::new(
+        Draft::new(
             ROUTED,
             "True",
             "Accepted",

@@ -5,31 +5,25 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use crate::crd::GoServerStatus;
 
+/// The condition types a `GoServer` reports.
 pub const READY: &str = "Ready";
-
 pub const AVAILABLE: &str = "Available";
-
 pub const PROGRESSING: &str = "Progressing";
-
 pub const DEGRADED: &str = "Degraded";
-
 pub const VERIFIED: &str = "Verified";
-
 pub const SCALING: &str = "Scaling";
-
 pub const MONITORED: &str = "Monitored";
-
 pub const ROUTED: &str = "Routed";
 
 /// One condition before its transition time is known.
-pub(super) struct Verdict {
+pub(super) struct Draft {
     pub(super) type_: &'static str,
     pub(super) status: &'static str,
     pub(super) reason: String,
     pub(super) message: String,
 }
 
-impl Verdict {
+impl Draft {
     pub(super) fn new(
         type_: &'static str,
         status: &'static str,

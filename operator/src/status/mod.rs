@@ -10,12 +10,12 @@
 //! `Degraded`), `verification.rs` (`Verified`), `children.rs` (`Scaling`,
 //! `Monitored`, `Routed`); below them `deployment.rs` (the Deployment's
 //! rollout facts), `draft.rs` (condition types and drafts) and
-//! `observed.rs` (what the controller hands in).
+//! `inputs.rs` (what the controller hands in).
 
 mod children;
 mod deployment;
 mod draft;
-mod observed;
+mod inputs;
 mod verification;
 mod workload;
 
@@ -32,10 +32,10 @@ pub use deployment::{deadline_exceeded, rollout_complete};
 pub use draft::{
     AVAILABLE, DEGRADED, MONITORED, PROGRESSING, READY, ROUTED, SCALING, VERIFIED, condition,
 };
-pub use observed::Observed;
+pub use inputs::Inputs;
 
 /// The status `gs` should have.
-pub fn compute(gs: &GoServer, observed: &Observed<'_>, now: &Time) -> GoServerStatus {
+pub fn compute(gs: &GoServer, observed: &Inputs<'_>, now: &Time) -> GoServerStatus {
     let old = gs.status.clone().unwrap_or_default();
     let generation = gs.metadata.generation;
     let name = gs.metadata.name.as_deref().unwrap_or_default();

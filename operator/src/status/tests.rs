@@ -50,7 +50,7 @@ fn finished_rollout_is_ready() {
     );
     let dep = done();
     let rollout = decision("hello-abc");
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: Some(&rollout),
         error: None,
@@ -93,7 +93,7 @@ fn unchanged_conditions_keep_their_transition_time() {
     let mut gs = goserver(json!({"image": "h"}));
     let dep = done();
     let rollout = decision("hello-abc");
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: Some(&rollout),
         error: None,
@@ -116,7 +116,7 @@ fn rollout_in_progress() {
         json!({"observedGeneration": 2, "replicas": 3, "readyReplicas": 2, "updatedReplicas": 1}),
     );
     let rollout = decision("hello-new");
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: Some(&rollout),
         error: None,
@@ -147,7 +147,7 @@ fn permanent_error_is_degraded() {
     let err = Error::SecretNotFound {
         name: "db".to_owned(),
     };
-    let observed = Observed {
+    let observed = Inputs {
         deployment: None,
         rollout: None,
         error: Some(&err),
@@ -173,7 +173,7 @@ fn stalled_rollout_is_degraded() {
         "observedGeneration": 2, "replicas": 2, "updatedReplicas": 1,
         "conditions": [{"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}],
     }));
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: None,
         error: None,
@@ -209,7 +209,7 @@ fn a_deadline_of_an_older_generation_is_not_the_new_ones() {
     assert!(deadline_exceeded(&stalled(2)));
     let gs = goserver(json!({"image": "h"}));
     let dep = stalled(1);
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: None,
         error: None,
@@ -241,7 +241,7 @@ fn an_autoscaler_that_cannot_scale_is_reported_without_holding_ready() {
         .unwrap()
     };
     let scaling_of = |hpa: Option<&HorizontalPodAutoscaler>| {
-        let observed = Observed {
+        let observed = Inputs {
             deployment: Some(&dep),
             rollout: Some(&rollout),
             error: None,
@@ -280,7 +280,7 @@ fn an_autoscaler_that_cannot_scale_is_reported_without_holding_ready() {
 
     // No Scaling condition without autoscaling.
     let plain = goserver(json!({"image": "h"}));
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: Some(&rollout),
         error: None,
@@ -308,7 +308,7 @@ fn a_route_reports_its_gateways_and_a_missing_gateway_api_degrades() {
         .unwrap()
     };
     let status_with = |routes, route: Option<&HttpRoute>| {
-        let observed = Observed {
+        let observed = Inputs {
             deployment: Some(&dep),
             rollout: Some(&rollout),
             error: None,
@@ -381,7 +381,7 @@ fn a_route_reports_its_gateways_and_a_missing_gateway_api_degrades() {
 
     // No route asked for: neither condition says anything of it.
     let plain = goserver(json!({"image": "h"}));
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: Some(&rollout),
         error: None,
@@ -402,7 +402,7 @@ fn a_wanted_service_monitor_is_reported_without_holding_ready() {
     let dep = done();
     let rollout = decision("hello-abc");
     let monitored = |presence| {
-        let observed = Observed {
+        let observed = Inputs {
             deployment: Some(&dep),
             rollout: Some(&rollout),
             error: None,
@@ -438,7 +438,7 @@ fn a_wanted_service_monitor_is_reported_without_holding_ready() {
 
     // Nothing to report when no monitor is wanted.
     let off = goserver(json!({"image": "h", "monitoring": {"serviceMonitor": false}}));
-    let observed = Observed {
+    let observed = Inputs {
         deployment: Some(&dep),
         rollout: Some(&rollout),
         error: None,

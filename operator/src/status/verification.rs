@@ -1,7 +1,7 @@
 //! `Verified`, and what a verification or an aborted canary adds to
 //! `Degraded`.
 
-use super::draft::{DEGRADED, VERIFIED, Verdict};
+use super::draft::{DEGRADED, Draft, VERIFIED};
 use crate::crd::{CanaryPhase, CanaryStatus, GoServer, VerificationPhase, VerificationStatus};
 use crate::rollout::{self};
 
@@ -12,14 +12,14 @@ pub(super) fn canary_aborted(
     failed_revision: Option<&str>,
     verification: Option<&VerificationStatus>,
     canary: Option<&CanaryStatus>,
-) -> Option<Verdict> {
+) -> Option<Draft> {
     let canary = canary.filter(|c| c.phase == CanaryPhase::Aborted)?;
     let v = verification
         .filter(|v| v.revision == canary.revision && v.phase == VerificationPhase::Failed)?;
     if failed_revision.is_some() {
         return None;
     }
-    Some(Verdict::new(
+    Some(Draft::new(
         DEGRADED,
         "True",
         "CanaryFailed",
@@ -41,7 +41,7 @@ pub(super) fn verification_verdicts(
     revision: Option<&str>,
     failed_revision: Option<&str>,
     verification: Option<&VerificationStatus>,
-) -> (Option<Verdict>, Option<Verdict>) {
+) -> (Option<Draft>, Option<Draft>) {
     let verification_set = gs
         .spec
         .rollout
@@ -62,7 +62,7 @@ pub(super) fn verification_verdicts(
     } else {
         format!("revision {}: {}", v.revision, v.message)
     };
-    let verified = Verdict::new(VERIFIED, status, &v.reason, message);
+    let verified = Draft::new(VERIFIED, status, &v.reason, message);
     let degraded = match failed_revision {
         Some(failed) => {
             let in_force = revision.unwrap_or("the last verified revision");
@@ -79,17 +79,17 @@ pub(super) fn verification_verdicts(
                     "revision {failed} failed verification ({why}); {in_force} is back in force"
                 )
             };
-            Some(Verdict::new(DEGRADED, "True", "RolledBack", message))
+            Some(Draft::new(DEGRADED, "True", "RolledBack", message))
         }
         None if v.phase == VerificationPhase::Failed && revision == Some(v.revision.as_str()) => {
-            Some(Verdict::new(
+            Some(Draft::new(
                 DEGRADED,
                 "True",
                 "VerificationFailed",
                 format!("revision {} failed verification: {}", v.revision, v.message),
             ))
         }
-        None if v.reason == rollout::INVALID_QUERY => Some(Verdict::new(
+        None if v.reason == rollout::INVALID_QUERY => Some(Draft::new(
             DEGRADED,
             "True",
             rollout::INVALID_QUERY,
@@ -104,7 +104,7 @@ pub(super) fn verification_verdicts(
                 .as_ref()
                 .map(|t| t.0.to_string())
                 .unwrap_or_default();
-            Some(Verdict::new(
+            Some(Draft::new(
                 DEGRADED,
                 "True",
                 "VerificationOverdue",

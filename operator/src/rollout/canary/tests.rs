@@ -95,7 +95,7 @@ fn look_at(
             .canary
             .as_ref()
             .zip(canary_revision.as_ref())
-            .map(|(c, revision)| Observed {
+            .map(|(c, revision)| CanaryFacts {
                 revision,
                 complete: world.canary_ready,
                 deadline_exceeded: false,

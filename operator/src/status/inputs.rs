@@ -9,7 +9,7 @@ use crate::gateway::HttpRoute;
 use crate::rollout::Decision;
 
 /// Inputs of a status besides the `GoServer` itself.
-pub struct Observed<'a> {
+pub struct Inputs<'a> {
     /// The Deployment as the apiserver has it now, if it exists.
     pub deployment: Option<&'a Deployment>,
     /// The rollout state decided this reconcile; `None` when the reconcile
