@@ -1,30 +1,9 @@
-//! How log lines are made and written.
-//!
-//! [`JsonLines`] formats a JSON line with the fields tracing-subscriber's
-//! JSON format gives (`timestamp`, `level`, the event's fields, `target`,
-//! and `spans`, the fields of every enclosing span with its `name`). It
-//! differs in one respect: tracing-subscriber renders a span's fields to a
-//! JSON object once, when the span opens, and then parses that text back
-//! for every line logged inside the span; here the rendered object is
-//! copied into the line as it is, and [`JsonSpanFields`] renders that
-//! object directly rather than through a `serde_json` map. The lines are
-//! the same (a unit test compares the two formats); the timestamp's date
-//! and time of day are formatted once a second.
-//!
-//! [`LogWriter`] collects the lines in memory and a thread of its own writes
-//! them to standard output, [`FLUSH_INTERVAL`] after the first line of a
-//! batch: the thread serving requests never waits for a write, and a busy
-//! server makes one `write` per batch instead of one per line. A line
-//! reaches standard output within about [`FLUSH_INTERVAL`]; a process killed
-//! outright (SIGKILL) loses at most that much of its log. When the batch
-//! grows past [`MAX_PENDING`] (standard output is not keeping up) the thread
-//! that logs writes it itself, so memory stays bounded and nothing is
-//! dropped.
+//! Log lines as JSON: the event format and the span fields; see the
+//! [parent module](super).
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
-use std::io::{self, Write as _};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::io;
 use std::time::Duration;
 
 use tracing::field::{Field, Visit};
@@ -33,16 +12,10 @@ use tracing::{Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::access_log::{self, RequestFields};
-
-/// How long the first line of a batch waits before the batch is written.
-pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Past this many bytes waiting, the logging thread writes them itself.
-pub const MAX_PENDING: usize = 1 << 20;
 
 /// The JSON event format; see the module documentation.
 #[derive(Debug, Default)]
@@ -395,105 +368,12 @@ impl<W: fmt::Write + ?Sized> fmt::Write for Escaped<'_, W> {
     }
 }
 
-/// Standard output, written in batches by a thread of its own; see the
-/// module documentation. Cloning shares the one buffer and thread.
-#[derive(Clone, Debug)]
-pub struct LogWriter(Arc<Shared>);
-
-#[derive(Debug, Default)]
-struct Shared {
-    pending: Mutex<Vec<u8>>,
-    /// Wakes the writing thread when a line arrives in an empty buffer.
-    arrived: Condvar,
-    /// Held while a batch is taken and written, so batches reach standard
-    /// output in the order they were taken. It keeps the buffer of the
-    /// batch written last, emptied, to take the next batch's place: a new
-    /// one would grow again, copying, to a batch's size every batch.
-    output: Mutex<Vec<u8>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves its data whole, so a panic elsewhere
-    // while one was held does not make it unusable.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl LogWriter {
-    /// Starts the thread that writes to standard output.
-    pub fn stdout() -> io::Result<Self> {
-        let shared = Arc::new(Shared::default());
-        let writer = Arc::clone(&shared);
-        std::thread::Builder::new()
-            .name("log-writer".to_owned())
-            .spawn(move || {
-                loop {
-                    {
-                        let mut pending = lock(&writer.pending);
-                        while pending.is_empty() {
-                            pending = writer
-                                .arrived
-                                .wait(pending)
-                                .unwrap_or_else(PoisonError::into_inner);
-                        }
-                    }
-                    std::thread::sleep(FLUSH_INTERVAL);
-                    write_pending(&writer);
-                }
-            })?;
-        Ok(Self(shared))
-    }
-
-    /// Writes every line logged so far; for the end of the process.
-    pub fn flush(&self) {
-        write_pending(&self.0);
-    }
-}
-
-fn write_pending(shared: &Shared) {
-    let mut batch = lock(&shared.output);
-    std::mem::swap(&mut *batch, &mut *lock(&shared.pending));
-    if !batch.is_empty() {
-        // Nowhere to report a failed write of the log: it is dropped, as
-        // tracing-subscriber drops it.
-        let mut stdout = io::stdout().lock();
-        let _ = stdout.write_all(&batch).and_then(|()| stdout.flush());
-    }
-    batch.clear();
-}
-
-/// What one log line is written through.
-#[derive(Debug)]
-pub struct LineWriter<'a>(&'a Shared);
-
-impl io::Write for LineWriter<'_> {
-    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let mut pending = lock(&self.0.pending);
-        let was_empty = pending.is_empty();
-        pending.extend_from_slice(line);
-        if pending.len() > MAX_PENDING {
-            drop(pending);
-            write_pending(self.0);
-        } else if was_empty {
-            self.0.arrived.notify_one();
-        }
-        Ok(line.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> MakeWriter<'a> for LogWriter {
-    type Writer = LineWriter<'a>;
-
-    fn make_writer(&'a self) -> LineWriter<'a> {
-        LineWriter(&self.0)
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
     use super::*;
 
     #[test]
