@@ -6,8 +6,8 @@
 //! killed on drop. Its health and metrics port is on a free loopback port,
 //! so operators of tests running in parallel never contend for one.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -226,32 +226,27 @@ impl Drop for OperatorProcess {
 }
 
 /// `GET path` on a loopback `address`: the status code and the body, or why
-/// there was no answer. HTTP/1.0 keeps the exchange to one read.
+/// there was no answer.
 pub fn http_get(address: SocketAddr, path: &str) -> Result<(u16, String), String> {
     assert!(
         address.ip().is_loopback(),
         "the tests only dial loopback, not {address}"
     );
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))
-        .map_err(|e| format!("connecting: {e}"))?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .map_err(|e| e.to_string())?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n")
-        .map_err(|e| format!("writing the request: {e}"))?;
-    let mut response = String::new();
-    stream
-        .read_to_string(&mut response)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(format!("http://{address}{path}"))
+        .call()
+        .map_err(|e| format!("GET {path}: {e}"))?;
+    let code = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .read_to_string()
         .map_err(|e| format!("reading the response: {e}"))?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| format!("no HTTP response: {response}"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| format!("no status code: {head}"))?;
-    Ok((code, body.to_owned()))
+    Ok((code, body))
 }
 
 /// Polls `GET path` on a loopback `address` until it answers 200, for at

@@ -25,10 +25,8 @@
 //! `cpuUsPerRequest`: what a request costs, whatever the load generator
 //! could reach. `--quick` makes one short run, for CI.
 
-use std::fmt::Write as _;
 use std::fs;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -477,7 +475,7 @@ impl Drop for Running {
     }
 }
 
-/// A minimal HTTP/1.1 exchange over a fresh connection: status and body.
+/// One HTTP/1.1 exchange on loopback: status and body, whatever the status.
 fn http(
     addr: SocketAddr,
     method: &str,
@@ -485,29 +483,24 @@ fn http(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(2)))
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (name, value) in headers {
-        let _ = write!(request, "{name}: {value}\r\n");
+        request = request.header(*name, *value);
     }
-    request.push_str("\r\n");
-    request.push_str(body);
-    stream.write_all(request.as_bytes())?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status line")?;
+    let mut response = agent.run(request.body(body.to_owned())?)?;
+    let status = response.status().as_u16();
     let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+        .body_mut()
+        .read_to_string()
+        .context("reading the body")?;
     Ok((status, body))
 }
 

@@ -542,14 +542,13 @@ fn nodes_manifest(count: u16) -> String {
 
 /// A plain-HTTP GET on loopback that succeeds on a 200 answer.
 fn http_get_ok(host: &str, port: u16, path: &str) -> Result<bool> {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect((host, port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer)?;
-    let status = answer.lines().next().unwrap_or_default().to_owned();
-    if status.split_whitespace().nth(1) == Some("200") {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let status = agent.get(format!("http://{host}:{port}{path}")).call()?.status();
+    if status == 200 {
         Ok(true)
     } else {
         bail!("answered {status}")
