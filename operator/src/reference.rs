@@ -86,8 +86,8 @@ apiserver accepted but that cannot be turned into valid children) sets
 missing Secret is also looked for again every minute. The Secret check asks
 for metadata only and needs `get` on Secrets; without that permission it is
 skipped and the pods report a missing Secret themselves. Errors talking to the
-apiserver are retried with exponential backoff (1 s, doubling, at most
-5 min). Every child created, updated or deleted, and every error, is
+apiserver are retried with exponential backoff (1 s, doubling to 150 s,
+each delay stretched by a random part of up to as much again). Every child created, updated or deleted, and every error, is
 recorded as a Kubernetes Event on the GoServer: the children one reconcile
 creates in one Event (`Created ControllerRevision web-1a2b3c4d5e, ConfigMap
 web-config-6f7a8b9c0d, Deployment web, Service web`), each update and

@@ -1,5 +1,5 @@
 //! How a cache is fed: a watch per kind, compacted into [`Cached`]
-//! objects, retried with a capped doubling backoff; the `GoServer` watch.
+//! objects, retried with a capped, jittered doubling backoff; the `GoServer` watch.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -13,6 +13,7 @@ use k8s_openapi::serde::de::DeserializeOwned;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
@@ -166,8 +167,10 @@ where
     }
 }
 
-/// The delays between a watch's retries: 250 ms doubling to 5 s, back to
-/// 250 ms once 10 s pass without an error.
+/// The delays between a watch's retries: 125 ms doubling to 2.5 s, each
+/// stretched by a random part of up to as much again (so at most 5 s, and
+/// watches refused together do not retry together); back to the start once
+/// 10 s pass without an error.
 ///
 /// kube's default (800 ms doubling to 30 s, with jitter, reset only after
 /// 120 s without an error) climbs to its ceiling during the few seconds an
@@ -175,45 +178,27 @@ where
 /// operator blind for up to a minute after the apiserver is back: the
 /// control-plane restart test saw a spec change go unseen for longer than
 /// its 90 s deadline. Five seconds caps what a restart costs; a watch that
-/// keeps failing still retries no more than every five seconds.
-pub(super) fn watch_backoff() -> ResetTimerBackoff<Doubling> {
-    ResetTimerBackoff::new(Doubling::default(), WATCH_RETRY_RESET)
+/// keeps failing still retries no more than every 2.5 to 5 seconds.
+pub(super) fn watch_backoff() -> ResetTimerBackoff<ExponentialBackoff> {
+    ResetTimerBackoff::new(watch_delays(), WATCH_RETRY_RESET)
 }
 
-const WATCH_RETRY_FIRST: Duration = Duration::from_millis(250);
+/// The doubling, jittered part of [`watch_backoff`].
+fn watch_delays() -> ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(WATCH_RETRY_FIRST)
+        .with_max_delay(WATCH_RETRY_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into()
+}
 
-const WATCH_RETRY_MAX: Duration = Duration::from_secs(5);
+const WATCH_RETRY_FIRST: Duration = Duration::from_millis(125);
+
+const WATCH_RETRY_MAX: Duration = Duration::from_millis(2500);
 
 const WATCH_RETRY_RESET: Duration = Duration::from_secs(10);
-
-/// Delays that double from [`WATCH_RETRY_FIRST`] up to [`WATCH_RETRY_MAX`].
-pub struct Doubling {
-    next: Duration,
-}
-
-impl Default for Doubling {
-    fn default() -> Self {
-        Self {
-            next: WATCH_RETRY_FIRST,
-        }
-    }
-}
-
-impl Iterator for Doubling {
-    type Item = Duration;
-
-    fn next(&mut self) -> Option<Duration> {
-        let delay = self.next;
-        self.next = (delay * 2).min(WATCH_RETRY_MAX);
-        Some(delay)
-    }
-}
-
-impl Backoff for Doubling {
-    fn reset(&mut self) {
-        self.next = WATCH_RETRY_FIRST;
-    }
-}
 
 /// The controller's backoff for its merged trigger streams: none, since
 /// every watch already backs off on its own ([`watch_backoff`]).
@@ -385,17 +370,24 @@ mod tests {
     }
 
     #[test]
-    fn watch_retries_double_to_five_seconds_and_start_over() {
-        let mut delays = Doubling::default();
-        let first: Vec<u64> = delays
-            .by_ref()
-            .take(7)
-            .map(|d| u64::try_from(d.as_millis()).unwrap())
-            .collect();
-        assert_eq!(first, [250, 500, 1000, 2000, 4000, 5000, 5000]);
-        delays.reset();
-        assert_eq!(delays.next(), Some(Duration::from_millis(250)));
+    fn watch_retries_double_with_jitter_to_at_most_five_seconds_and_start_over() {
+        let mut delays = watch_delays();
+        for round in 0..3 {
+            for base in [125, 250, 500, 1000, 2000, 2500, 2500, 2500] {
+                let delay = delays.next().unwrap();
+                let (low, high) = (
+                    Duration::from_millis(base),
+                    Duration::from_millis(2 * base),
+                );
+                assert!(
+                    delay >= low && delay < high,
+                    "round {round}: {delay:?} is not in [{low:?}, {high:?})"
+                );
+            }
+            delays.reset();
+        }
     }
+
 
     #[test]
     fn only_gantrys_apply_entry_is_kept() {

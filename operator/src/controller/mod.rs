@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use backon::BackoffBuilder as _;
 use kube::ResourceExt;
 use kube::runtime::controller::Action;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -51,9 +52,10 @@ pub use context::Context;
 /// How often a `GoServer` waiting for a missing Secret looks again: Secrets
 /// are not watched, so their creation is no event for the operator.
 const MISSING_REFERENCE_RECHECK: Duration = Duration::from_secs(60);
-/// Backoff bounds of transient errors.
+/// Backoff bounds of transient errors, before jitter (which adds up to as
+/// much again).
 const BACKOFF_BASE: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(300);
+const BACKOFF_MAX: Duration = Duration::from_secs(150);
 
 /// Brings the children of one `GoServer` in line with its spec.
 pub async fn reconcile(gs: Arc<GoServer>, ctx: Arc<Context>) -> Result<Action> {
@@ -177,10 +179,21 @@ pub fn error_policy(gs: Arc<GoServer>, err: &Error, ctx: Arc<Context>) -> Action
     }
 }
 
-/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, ... 5 min.
+/// Delay before retry number `failures` (1-based): 1 s, 2 s, 4 s, ...
+/// 150 s, each stretched by a random part of up to as much again, so that
+/// GoServers failing together (an apiserver away) do not retry together,
+/// and no retry waits 5 min or longer.
 pub fn backoff(failures: u32) -> Duration {
-    let exponent = failures.saturating_sub(1).min(16);
-    BACKOFF_BASE.saturating_mul(1 << exponent).min(BACKOFF_MAX)
+    let retry = failures.saturating_sub(1).min(16) as usize;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(BACKOFF_BASE)
+        .with_max_delay(BACKOFF_MAX)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+        .nth(retry)
+        .unwrap_or(BACKOFF_MAX)
 }
 
 #[cfg(test)]
@@ -188,12 +201,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap() {
-        assert_eq!(backoff(1), Duration::from_secs(1));
-        assert_eq!(backoff(2), Duration::from_secs(2));
-        assert_eq!(backoff(5), Duration::from_secs(16));
-        assert_eq!(backoff(9), Duration::from_secs(256));
-        assert_eq!(backoff(10), BACKOFF_MAX);
-        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        for (failures, base) in [(1, 1), (2, 2), (5, 16), (9, 150), (10, 150), (u32::MAX, 150)] {
+            for _ in 0..20 {
+                let delay = backoff(failures);
+                let (low, high) = (Duration::from_secs(base), Duration::from_secs(2 * base));
+                assert!(
+                    delay >= low && delay < high,
+                    "failure {failures}: {delay:?} is not in [{low:?}, {high:?})"
+                );
+            }
+        }
     }
 }
