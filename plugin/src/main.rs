@@ -7,7 +7,7 @@
 //! `patch` on `goservers`, which anyone who edits GoServers has.
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -16,7 +16,8 @@ use gantry_operator::rollout::request::{PROMOTE, RETRY, ROLLBACK_TO};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config};
+use kube::runtime::wait::await_condition;
+use kube::{Api, Client, Config, ResourceExt};
 use kubectl_gantry::{
     history, history_table, promote_target, retry_target, rollback_target, status_text,
 };
@@ -220,29 +221,27 @@ impl Object {
             .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .with_context(|| format!("annotating GoServer {name}"))?;
-        let deadline = Instant::now() + Duration::from_secs(wait.timeout);
-        loop {
-            let gs = get(&self.api, name).await?;
-            let pending = gs
-                .metadata
-                .annotations
-                .as_ref()
-                .is_some_and(|a| a.contains_key(annotation));
-            if !pending {
-                if done(&gs) {
-                    return Ok(Outcome::Done);
-                }
-                let why = self
-                    .refusal(annotation)
-                    .await
-                    .unwrap_or_else(|| "the operator did not do it".to_owned());
-                return Ok(Outcome::Refused(why));
-            }
-            if Instant::now() >= deadline {
-                return Ok(Outcome::Pending);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let handled =
+            |gs: Option<&GoServer>| gs.is_none_or(|gs| !gs.annotations().contains_key(annotation));
+        let watched = tokio::time::timeout(
+            Duration::from_secs(wait.timeout),
+            Box::pin(await_condition(self.api.clone(), name, handled)),
+        )
+        .await;
+        let Ok(seen) = watched else {
+            return Ok(Outcome::Pending);
+        };
+        let gs = seen
+            .with_context(|| format!("watching GoServer {name}"))?
+            .with_context(|| format!("GoServer {name} was deleted"))?;
+        if done(&gs) {
+            return Ok(Outcome::Done);
         }
+        let why = self
+            .refusal(annotation)
+            .await
+            .unwrap_or_else(|| "the operator did not do it".to_owned());
+        Ok(Outcome::Refused(why))
     }
 
     /// The message of the newest `RequestRefused` Event about `annotation`

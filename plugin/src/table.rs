@@ -1,5 +1,11 @@
-//! Columns aligned the way kubectl aligns them: each as wide as its widest
-//! cell, three spaces apart, no trailing spaces.
+//! Columns aligned the way kubectl aligns them: kubectl writes its tables
+//! through Go's elastic tabstops (`text/tabwriter`, padding 3), and this is
+//! the same algorithm (the `tabwriter` crate): each column as wide as its
+//! widest cell, three spaces apart; no trailing spaces.
+
+use std::io::Write as _;
+
+use tabwriter::TabWriter;
 
 /// A table of text cells.
 #[derive(Debug, Default)]
@@ -37,28 +43,26 @@ impl Table {
     }
 
     /// The table with every line indented by `indent` spaces.
+    // The writes go to memory and the cells are Rust strings: neither the
+    // writes nor the UTF-8 check can fail.
+    #[allow(clippy::expect_used)]
     pub fn indented(&self, indent: usize) -> String {
         let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
-        let widths: Vec<usize> = (0..columns)
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .filter_map(|r| r.get(c))
-                    .map(|cell| cell.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let mut out = String::new();
+        let mut writer = TabWriter::new(Vec::new()).minwidth(0).padding(3);
         for row in &self.rows {
-            let mut line = " ".repeat(indent);
-            for (c, cell) in row.iter().enumerate() {
-                line.push_str(cell);
-                if c + 1 < row.len() {
-                    let pad = widths[c] - cell.chars().count() + 3;
-                    line.push_str(&" ".repeat(pad));
-                }
-            }
+            // A tab ends every cell but the last, as kubectl's printers do.
+            // Short rows get empty cells: a row with fewer cells would end
+            // the block of lines a column is aligned over. Tabs inside a
+            // cell would start columns of their own.
+            let mut cells: Vec<String> = row.iter().map(|c| c.replace('\t', " ")).collect();
+            cells.resize(columns, String::new());
+            writeln!(writer, "{}", cells.join("\t")).expect("writing to memory");
+        }
+        let aligned = writer.into_inner().expect("writing to memory");
+        let aligned = String::from_utf8(aligned).expect("the cells are UTF-8");
+        let mut out = String::new();
+        for line in aligned.lines() {
+            out.push_str(&" ".repeat(indent));
             out.push_str(line.trim_end());
             out.push('\n');
         }
@@ -77,5 +81,17 @@ mod tests {
         t.row(["b", ""]);
         assert_eq!(t.render(), "NAME          STATUS\na-long-name   True\nb\n");
         assert_eq!(t.indented(2).lines().next(), Some("  NAME          STATUS"));
+    }
+
+    #[test]
+    fn short_rows_keep_the_columns_of_the_whole_table() {
+        let mut t = Table::plain();
+        t.row(["revision", "web-1", "Passed"]);
+        t.row(["conditions"]);
+        t.row(["a", "b", "c"]);
+        assert_eq!(
+            t.render(),
+            "revision     web-1   Passed\nconditions\na            b       c\n"
+        );
     }
 }
