@@ -547,7 +547,10 @@ fn http_get_ok(host: &str, port: u16, path: &str) -> Result<bool> {
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
         .into();
-    let status = agent.get(format!("http://{host}:{port}{path}")).call()?.status();
+    let status = agent
+        .get(format!("http://{host}:{port}{path}"))
+        .call()?
+        .status();
     if status == 200 {
         Ok(true)
     } else {

@@ -375,10 +375,7 @@ mod tests {
         for round in 0..3 {
             for base in [125, 250, 500, 1000, 2000, 2500, 2500, 2500] {
                 let delay = delays.next().unwrap();
-                let (low, high) = (
-                    Duration::from_millis(base),
-                    Duration::from_millis(2 * base),
-                );
+                let (low, high) = (Duration::from_millis(base), Duration::from_millis(2 * base));
                 assert!(
                     delay >= low && delay < high,
                     "round {round}: {delay:?} is not in [{low:?}, {high:?})"
@@ -387,7 +384,6 @@ mod tests {
             delays.reset();
         }
     }
-
 
     #[test]
     fn only_gantrys_apply_entry_is_kept() {

@@ -202,7 +202,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        for (failures, base) in [(1, 1), (2, 2), (5, 16), (9, 150), (10, 150), (u32::MAX, 150)] {
+        for (failures, base) in [
+            (1, 1),
+            (2, 2),
+            (5, 16),
+            (9, 150),
+            (10, 150),
+            (u32::MAX, 150),
+        ] {
             for _ in 0..20 {
                 let delay = backoff(failures);
                 let (low, high) = (Duration::from_secs(base), Duration::from_secs(2 * base));

@@ -27,4 +27,4 @@ mod format;
 mod writer;
 
 pub use format::{JsonLines, JsonSpanFields};
-pub use writer::{LineWriter, LogWriter, FLUSH_INTERVAL, MAX_PENDING};
+pub use writer::{FLUSH_INTERVAL, LineWriter, LogWriter, MAX_PENDING};
