@@ -16,8 +16,9 @@
 # them fresh.
 #
 # The binaries are built with the `dist` profile (fat LTO, one codegen unit,
-# no symbols) and linked statically against glibc (`crt-static`; musl and
-# other Rust targets are not what the build image carries). Static glibc
+# no symbols; `--build-arg PROFILE=` names another) and linked statically
+# against glibc (`crt-static`; musl and other Rust targets are not what the
+# build image carries). Static glibc
 # resolves host names itself: since glibc 2.34 the `files` and `dns` lookups
 # that /etc/nsswitch.conf names are part of the C library, not modules it
 # loads, so a PostgreSQL host name in DATABASE_URL resolves without any
@@ -27,8 +28,13 @@
 
 ARG RUST_IMAGE=docker.io/library/rust:1.95-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/static-debian12:nonroot
+# The cargo profile of the binaries: `dist` ships. `cargo xtask test` builds
+# with `image-test` (no LTO, quicker to build), and the images say which in
+# the label `dev.gantry.profile`.
+ARG PROFILE=dist
 
 FROM ${RUST_IMAGE} AS build
+ARG PROFILE
 # The target is named so that `crt-static` applies to the binaries only, not
 # to build scripts and procedural macros, which cargo builds for the host.
 # The getrandom crate finds glibc's getrandom() with dlsym, which a static
@@ -45,12 +51,14 @@ WORKDIR /src
 COPY . /src
 RUN --mount=type=cache,id=gantry-cargo-registry,sharing=locked,target=/usr/local/cargo/registry \
     --mount=type=cache,id=gantry-target,sharing=locked,target=/src/target \
-    cargo build --profile dist --locked --package gantry-server --package gantry-operator && \
+    cargo build --profile "${PROFILE}" --locked --package gantry-server --package gantry-operator && \
     mkdir -p /out && \
-    cp target/x86_64-unknown-linux-gnu/dist/gantry-server \
-       target/x86_64-unknown-linux-gnu/dist/gantry-operator /out/
+    cp "target/x86_64-unknown-linux-gnu/${PROFILE}/gantry-server" \
+       "target/x86_64-unknown-linux-gnu/${PROFILE}/gantry-operator" /out/
 
 FROM ${RUNTIME_IMAGE} AS gantry-server
+ARG PROFILE
+LABEL dev.gantry.profile="${PROFILE}"
 WORKDIR /app
 # The pods the operator makes have a read-only root filesystem and a
 # writable /tmp: the embedded SQLite database lives there, for as long as
@@ -62,6 +70,8 @@ EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/gantry-server"]
 
 FROM ${RUNTIME_IMAGE} AS gantry-operator
+ARG PROFILE
+LABEL dev.gantry.profile="${PROFILE}"
 COPY --from=build /out/gantry-operator /usr/local/bin/gantry-operator
 USER 65532:65532
 EXPOSE 8080

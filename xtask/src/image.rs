@@ -110,15 +110,30 @@ impl Target {
         }
     }
 
-    /// The local name of the built image.
-    pub fn image(self) -> String {
-        format!("localhost/{}:{}", self.binary(), env!("CARGO_PKG_VERSION"))
+    /// The local name of the image built with cargo profile `profile`:
+    /// tagged with the version for [`SHIPPED`], and with the version and
+    /// the profile for any other, so that an image built for the tests is
+    /// never taken for one to push.
+    pub fn image(self, profile: &str) -> String {
+        let version = env!("CARGO_PKG_VERSION");
+        if profile == SHIPPED {
+            format!("localhost/{}:{version}", self.binary())
+        } else {
+            format!("localhost/{}:{version}-{profile}", self.binary())
+        }
     }
 }
 
+/// The cargo profile of the images that ship (fat LTO, one codegen unit).
+pub const SHIPPED: &str = "dist";
+
+/// The cargo profile `cargo xtask test` builds its images with by default:
+/// no LTO, many codegen units, a fraction of the build time.
+pub const UNDER_TEST: &str = "image-test";
+
 pub fn run(args: &Args) -> Result<ExitCode> {
     let buildah = Buildah::new(&args.storage_driver);
-    for image in build(&buildah, &args.targets, false)? {
+    for image in build(&buildah, &args.targets, SHIPPED, false)? {
         println!("{image}");
     }
     eprintln!(
@@ -127,7 +142,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
          the build cache: cargo's registry and target directory in buildah's cache mounts \
          (/var/tmp/buildah-cache*)",
         driver = args.storage_driver,
-        server = Target::Server.image(),
+        server = Target::Server.image(SHIPPED),
         version = env!("CARGO_PKG_VERSION"),
     );
     Ok(ExitCode::SUCCESS)
@@ -185,10 +200,16 @@ impl Buildah {
     }
 }
 
-/// Builds `targets` (and, first, any stand-in base image that is missing),
-/// returning the images' names. `quiet` sends buildah's output to log
-/// files under target/gantry/images instead of the terminal.
-pub fn build(buildah: &Buildah, targets: &[Target], quiet: bool) -> Result<Vec<String>> {
+/// Builds `targets` with the binaries of cargo profile `profile` (and,
+/// first, any stand-in base image that is missing), returning the images'
+/// names. `quiet` sends buildah's output to log files under
+/// target/gantry/images instead of the terminal.
+pub fn build(
+    buildah: &Buildah,
+    targets: &[Target],
+    profile: &str,
+    quiet: bool,
+) -> Result<Vec<String>> {
     deps::ensure(PACKAGES)?;
     let root = workspace::root();
     let dockerfile = fs::read_to_string(root.join("Dockerfile")).context("reading Dockerfile")?;
@@ -199,8 +220,11 @@ pub fn build(buildah: &Buildah, targets: &[Target], quiet: bool) -> Result<Vec<S
 
     let mut built = Vec::new();
     for &target in targets {
-        let image = target.image();
-        eprintln!("building {image} (Dockerfile target {})", target.binary());
+        let image = target.image(profile);
+        eprintln!(
+            "building {image} (Dockerfile target {}, profile {profile})",
+            target.binary()
+        );
         let started = Instant::now();
         let previous = buildah.image_id(&image);
         let mut cmd = buildah.command();
@@ -215,6 +239,8 @@ pub fn build(buildah: &Buildah, targets: &[Target], quiet: bool) -> Result<Vec<S
             "--layers=false",
             "--force-rm",
             "--pull=never",
+            "--build-arg",
+            &format!("PROFILE={profile}"),
             "--target",
             target.binary(),
             "--tag",

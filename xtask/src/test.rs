@@ -32,6 +32,11 @@ pub struct Args {
     /// instead of the sample the default run draws.
     #[arg(long)]
     faults: bool,
+    /// Build the images with the profile that ships (`dist`: fat LTO, some
+    /// minutes more) instead of `image-test`, so that the image tests check
+    /// the shipped images and their size budgets.
+    #[arg(long)]
+    dist_images: bool,
     /// Only run tests whose name contains this filter (passed to the test
     /// binaries).
     filter: Option<String>,
@@ -180,7 +185,12 @@ pub fn run(args: &Args) -> ExitCode {
 
     if !args.skip_e2e {
         let images = if with_images {
-            images(&mut tally, &args.storage_driver)
+            let profile = if args.dist_images {
+                image::SHIPPED
+            } else {
+                image::UNDER_TEST
+            };
+            images(&mut tally, &args.storage_driver, profile)
         } else {
             None
         };
@@ -314,11 +324,12 @@ struct Images {
     operator: String,
 }
 
-fn images(tally: &mut Tally, storage_driver: &str) -> Option<Images> {
-    eprintln!("\n=== images");
+fn images(tally: &mut Tally, storage_driver: &str, profile: &str) -> Option<Images> {
+    eprintln!("\n=== images (profile {profile})");
     let built = image::build(
         &Buildah::new(storage_driver),
         &[Target::Server, Target::Operator],
+        profile,
         true,
     );
     match built {
