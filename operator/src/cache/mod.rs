@@ -18,6 +18,7 @@
 pub mod feed;
 pub mod optional;
 pub mod store;
+pub mod triggers;
 
 use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
