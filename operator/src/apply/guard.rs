@@ -2,12 +2,11 @@
 //! controls is never taken over.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
 use super::applier::Applier;
 use crate::build::{self};
-use crate::cache::{self};
+use crate::cache::Named;
 use crate::crd::GoServer;
 use crate::error::{Error, Result};
 
@@ -24,57 +23,26 @@ impl Applier<'_> {
         let namespace = self.namespace()?;
         let uid = self.gs.uid();
         let own = uid.as_deref();
-        let caches = self.caches;
         let canary = build::canary::name(name);
-        let mut claims: Vec<(&'static str, &str, Option<OwnerReference>)> = vec![
-            (
-                "Deployment",
-                name,
-                foreign(&caches.deployments, namespace, name, own),
-            ),
-            (
-                "Service",
-                name,
-                foreign(&caches.services, namespace, name, own),
-            ),
-            (
-                "Ingress",
-                name,
-                foreign(&caches.ingresses, namespace, name, own),
-            ),
-            (
-                "HorizontalPodAutoscaler",
-                name,
-                foreign(&caches.hpas, namespace, name, own),
-            ),
-        ];
+        let mut names = vec![(Named::Primary, name)];
         if with_canary {
-            claims.push((
-                "Deployment",
-                &canary,
-                foreign(&caches.deployments, namespace, &canary, own),
-            ));
-            claims.push((
-                "Service",
-                &canary,
-                foreign(&caches.services, namespace, &canary, own),
-            ));
+            names.push((Named::Canary, canary.as_str()));
         }
+        let claims = self.caches.claims(namespace, &names, own);
         // Another GoServer's child under a name this one needs: one's
         // canary is named like the other (`web-canary`). Whichever came
         // second waits, saying so.
-        if let Some((kind, child, Some(owner))) = claims.iter().find(|(_, _, owner)| {
-            owner
-                .as_ref()
-                .is_some_and(|o| o.kind == GoServer::kind(&()) && o.name != name)
+        if let Some((claim, owner)) = claims.iter().find_map(|claim| {
+            let owner = claim.foreign.as_ref()?;
+            (owner.kind == GoServer::kind(&()) && owner.name != name).then_some((claim, owner))
         }) {
             return Err(Error::NameConflict {
-                kind,
-                name: (*child).to_owned(),
+                kind: claim.kind,
+                name: claim.name.clone(),
                 owner: owner.name.clone(),
             });
         }
-        if claims.iter().all(|(_, _, owner)| owner.is_none()) {
+        if claims.iter().all(|claim| claim.foreign.is_none()) {
             return Ok(());
         }
         let live = self
@@ -98,21 +66,6 @@ impl Applier<'_> {
             live,
         })
     }
-}
-
-/// The controller of the cached child `name` of `store`, when it is not
-/// the `GoServer` with `uid`.
-fn foreign<C: Resource<DynamicType = ()> + Clone + 'static>(
-    store: &Store<C>,
-    namespace: &str,
-    name: &str,
-    uid: Option<&str>,
-) -> Option<OwnerReference> {
-    cache::lookup(store, namespace, name)?
-        .owner_references()
-        .iter()
-        .find(|r| r.controller == Some(true) && Some(r.uid.as_str()) != uid)
-        .cloned()
 }
 
 /// Whether the `GoServer` with `uid` is the controller among `owners`.

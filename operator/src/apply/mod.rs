@@ -45,12 +45,12 @@ mod written;
 use std::fmt::Debug;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::Ingress;
 use kube::ResourceExt;
+use kube::runtime::reflector::Store;
 
 use crate::build::{self, CanaryChildren, Children, Revision};
+use crate::cache::Cached;
 use crate::cache::optional::{OptionalKind, Presence};
 use crate::error::Result;
 use crate::gateway::HttpRoute;
@@ -124,34 +124,8 @@ impl Applier<'_> {
         let (live, service, ingress, hpa, monitor, route, live_canary) = tokio::join!(
             self.apply_deployment(&deployment, autoscaled, deployment_changes),
             self.apply_child(&self.caches.services, &service, service_changes),
-            async {
-                match ingress {
-                    Some(ingress) => self
-                        .apply_child(&self.caches.ingresses, &ingress, ingress_changes)
-                        .await
-                        .map(drop),
-                    None => {
-                        self.prune::<Ingress, _>(&self.caches.ingresses, &name, ingress_changes)
-                            .await
-                    }
-                }
-            },
-            async {
-                match hpa {
-                    Some(hpa) => self
-                        .apply_child(&self.caches.hpas, &hpa, hpa_changes)
-                        .await
-                        .map(drop),
-                    None => {
-                        self.prune::<HorizontalPodAutoscaler, _>(
-                            &self.caches.hpas,
-                            &name,
-                            hpa_changes,
-                        )
-                        .await
-                    }
-                }
-            },
+            self.apply_or_prune(&self.caches.ingresses, ingress, &name, ingress_changes),
+            self.apply_or_prune(&self.caches.hpas, hpa, &name, hpa_changes),
             self.apply_optional(
                 &self.caches.service_monitors,
                 service_monitor,
@@ -271,13 +245,23 @@ impl Applier<'_> {
         if kind.presence() != Presence::Ready {
             return Ok(None);
         }
+        self.apply_or_prune(&kind.store, desired, name, changes)
+            .await
+    }
+
+    /// Applies `desired`, or deletes the child `name` of `store` when the
+    /// spec wants none. The live child, when there is one.
+    async fn apply_or_prune<K: Child>(
+        &self,
+        store: &Store<Cached<K>>,
+        desired: Option<K>,
+        name: &str,
+        changes: &mut Vec<Change>,
+    ) -> Result<Option<K>> {
         match desired {
-            Some(desired) => self
-                .apply_child(&kind.store, &desired, changes)
-                .await
-                .map(Some),
+            Some(desired) => self.apply_child(store, &desired, changes).await.map(Some),
             None => self
-                .prune::<K, _>(&kind.store, name, changes)
+                .prune::<K, _>(store, name, changes)
                 .await
                 .map(|()| None),
         }

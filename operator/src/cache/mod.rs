@@ -16,6 +16,7 @@
 //! data (a whole pod template) is read once, on a rollback.
 
 pub mod feed;
+pub mod kinds;
 pub mod optional;
 pub mod store;
 pub mod triggers;
@@ -24,117 +25,44 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::networking::v1::Ingress;
-use kube::Client;
-use kube::core::PartialObjectMeta;
-use kube::runtime::reflector::Store;
 
 use crate::build::ServiceMonitor;
 use crate::gateway::{self, Gateway, HttpRoute};
-use feed::{cached, drop_managed_fields, keep_own_apply_entry, metadata_only};
-use optional::{OptionalKind, OptionalStreams};
+use feed::{drop_managed_fields, keep_own_apply_entry};
+use kinds::child_kinds;
 
 pub use feed::{NoTriggerBackoff, goservers};
+pub use kinds::{Claim, Named};
 pub(crate) use store::static_kind;
 pub use store::{Cached, CachedKind, ChildStream, get, lookup, ready};
 
-/// Read handles of every child store.
-#[derive(Clone)]
-pub struct Caches {
-    pub deployments: Store<Cached<Deployment>>,
-    pub services: Store<Cached<Service>>,
-    pub config_maps: Store<Cached<ConfigMap>>,
-    pub ingresses: Store<Cached<Ingress>>,
-    pub hpas: Store<Cached<HorizontalPodAutoscaler>>,
-    pub revisions: Store<PartialObjectMeta<ControllerRevision>>,
+// The kinds the operator watches, each written down once: the field of
+// `Caches`, how its watch fills the store (see `kinds`), which `GoServers`
+// an event of it is for (see `triggers`), and which of a `GoServer`'s names
+// its children take, for the name-conflict guard (`apply/guard.rs`).
+child_kinds! {
+    deployments: Deployment = Owned(keep_own_apply_entry),
+        events for triggers::owner, names [Primary, Canary];
+    services: Service = Owned(drop_managed_fields),
+        events for triggers::owner, names [Primary, Canary];
+    config_maps: ConfigMap = Owned(drop_managed_fields),
+        events for triggers::owner, names [];
+    ingresses: Ingress = Owned(drop_managed_fields),
+        events for triggers::owner, names [Primary];
+    hpas: HorizontalPodAutoscaler = Owned(drop_managed_fields),
+        events for triggers::owner, names [Primary];
+    revisions: ControllerRevision = MetadataOnly(),
+        events for triggers::owner, names [];
     /// Not waited for: the cluster may not serve the kind.
-    pub service_monitors: OptionalKind<ServiceMonitor>,
+    service_monitors: ServiceMonitor = Optional(),
+        events for triggers::owner, names [];
     /// Not waited for: the cluster may not serve the kind.
-    pub routes: OptionalKind<HttpRoute>,
+    routes: HttpRoute = Optional(),
+        events for triggers::owner, names [];
     /// Every Gateway, not only gantry's (it makes none): their listeners
-    /// give a route's scheme. Not waited for.
-    pub gateways: OptionalKind<Gateway>,
-}
-
-/// The watch streams that fill [`Caches`]; each must be handed to the
-/// controller, which drives it.
-pub struct Streams {
-    pub deployments: ChildStream<Cached<Deployment>>,
-    pub services: ChildStream<Cached<Service>>,
-    pub config_maps: ChildStream<Cached<ConfigMap>>,
-    pub ingresses: ChildStream<Cached<Ingress>>,
-    pub hpas: ChildStream<Cached<HorizontalPodAutoscaler>>,
-    pub revisions: ChildStream<PartialObjectMeta<ControllerRevision>>,
-    pub service_monitors: OptionalStreams<ServiceMonitor>,
-    pub routes: OptionalStreams<HttpRoute>,
-    pub gateways: OptionalStreams<Gateway>,
-}
-
-impl Caches {
-    /// Stores for every child kind in `namespace` (all namespaces when
-    /// `None`), and the streams that fill them.
-    pub fn new(client: &Client, namespace: Option<&str>) -> (Self, Streams) {
-        let (deployments, deployment_stream) = cached(client, namespace, keep_own_apply_entry);
-        let (services, service_stream) = cached(client, namespace, drop_managed_fields);
-        let (config_maps, config_map_stream) = cached(client, namespace, drop_managed_fields);
-        let (ingresses, ingress_stream) = cached(client, namespace, drop_managed_fields);
-        let (hpas, hpa_stream) = cached(client, namespace, drop_managed_fields);
-        let (revisions, revision_stream) = metadata_only(client, namespace);
-        let (service_monitors, service_monitor_streams) = OptionalKind::new(client, namespace);
-        let (routes, route_streams) = OptionalKind::new(client, namespace);
-        // In the watched namespaces only, like everything else: with one
-        // watched namespace, the operator sees nothing outside it, so a
-        // Gateway elsewhere counts as HTTP.
-        let (gateways, gateway_streams) = OptionalKind::unowned(client, namespace, gateway::trim);
-        (
-            Self {
-                deployments,
-                services,
-                config_maps,
-                ingresses,
-                hpas,
-                revisions,
-                service_monitors,
-                routes,
-                gateways,
-            },
-            Streams {
-                deployments: deployment_stream,
-                services: service_stream,
-                config_maps: config_map_stream,
-                ingresses: ingress_stream,
-                hpas: hpa_stream,
-                revisions: revision_stream,
-                service_monitors: service_monitor_streams,
-                routes: route_streams,
-                gateways: gateway_streams,
-            },
-        )
-    }
-
-    /// Waits until every store has listed its objects once. Optional
-    /// kinds are not waited for (see [`crate::optional`]).
-    ///
-    /// kube-runtime's readiness sits behind a one-shot channel that wakes
-    /// only the last task to poll it; asking again in a loop finds the value
-    /// once anyone has seen it. Returns `false` if a store's writer is gone
-    /// (the controller stopped) before it became ready.
-    pub async fn wait_until_ready(&self) -> bool {
-        let Self {
-            deployments,
-            services,
-            config_maps,
-            ingresses,
-            hpas,
-            revisions,
-            service_monitors: _,
-            routes: _,
-            gateways: _,
-        } = self;
-        ready(deployments).await
-            && ready(services).await
-            && ready(config_maps).await
-            && ready(ingresses).await
-            && ready(hpas).await
-            && ready(revisions).await
-    }
+    /// give a route's scheme. Not waited for. In the watched namespaces
+    /// only, like everything else: with one watched namespace, the operator
+    /// sees nothing outside it, so a Gateway elsewhere counts as HTTP.
+    gateways: Gateway = OptionalUnowned(gateway::trim),
+        events for triggers::routes_through, names [];
 }

@@ -10,6 +10,23 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use crate::build;
 use crate::crd::GoServer;
 
+/// The `GoServer` an event of one of gantry's children is for (see
+/// [`goserver_of`]), as the table of kinds in [`crate::cache`] takes it.
+pub fn owner<K>(_: &Store<GoServer>, child: PartialObjectMeta<K>) -> Option<ObjectRef<GoServer>> {
+    goserver_of(child)
+}
+
+/// The `GoServers` whose route names the Gateway of an event as a parent
+/// (see [`routes_on`]), as the table of kinds in [`crate::cache`] takes it.
+// By value: the signature the table's mappers share.
+#[allow(clippy::needless_pass_by_value)]
+pub fn routes_through<K: Resource>(
+    goservers: &Store<GoServer>,
+    gateway: PartialObjectMeta<K>,
+) -> Vec<ObjectRef<GoServer>> {
+    routes_on(goservers, &gateway)
+}
+
 /// The `GoServers` whose route names `gateway` as a parent.
 pub(crate) fn routes_on<C: Resource>(
     goservers: &Store<GoServer>,

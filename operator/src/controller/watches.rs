@@ -1,26 +1,20 @@
-//! The controller's wiring: the `GoServer` watch, a watch per child kind
-//! mapped back to its `GoServer`, and the run until a signal.
+//! The controller's wiring: the `GoServer` watch, a watch per kind of the
+//! table in [`crate::cache`] mapped back to its `GoServers`, and the run
+//! until a signal.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::channel::mpsc;
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
-use k8s_openapi::api::networking::v1::Ingress;
-use kube::runtime::controller::Controller;
 use kube::Client;
+use kube::runtime::controller::Controller;
 use tracing::{debug, info, warn};
 
 use super::context::Context;
 use super::{error_policy, reconcile};
-use crate::build::ServiceMonitor;
-use crate::cache::triggers::{goserver_of, routes_on, trigger};
 use crate::cache::{self, Caches};
 use crate::error::Error;
-use crate::gateway::{Gateway, HttpRoute};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::options::RunOptions;
@@ -40,7 +34,7 @@ pub async fn run(client: Client, options: &RunOptions, metrics: Arc<Metrics>, he
     let (caches, streams) = Caches::new(&client, namespace);
     let (store, goservers) = cache::goservers(&client, namespace);
     metrics.export_goservers(store.clone());
-    let attached = store.clone();
+    let watched = store.clone();
     let controller = Controller::for_stream(goservers, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(options.concurrency));
     // A delivery answered wakes its GoServer, whose next status write
@@ -60,49 +54,8 @@ pub async fn run(client: Client, options: &RunOptions, metrics: Arc<Metrics>, he
             info!("watches synced, ready");
         }
     });
-    let cache::Streams {
-        deployments,
-        services,
-        config_maps,
-        ingresses,
-        hpas,
-        revisions,
-        service_monitors,
-        routes,
-        gateways,
-    } = streams;
-    let running = controller
-        .watches_stream(deployments.map_ok(trigger::<_, Deployment>), goserver_of)
-        .watches_stream(services.map_ok(trigger::<_, Service>), goserver_of)
-        .watches_stream(config_maps.map_ok(trigger::<_, ConfigMap>), goserver_of)
-        .watches_stream(ingresses.map_ok(trigger::<_, Ingress>), goserver_of)
-        .watches_stream(
-            hpas.map_ok(trigger::<_, HorizontalPodAutoscaler>),
-            goserver_of,
-        )
-        .watches_stream(
-            revisions.map_ok(trigger::<_, ControllerRevision>),
-            goserver_of,
-        )
-        .watches_stream(
-            service_monitors
-                .children
-                .map_ok(trigger::<_, ServiceMonitor>),
-            goserver_of,
-        )
-        .watches_stream(routes.children.map_ok(trigger::<_, HttpRoute>), goserver_of)
-        // A Gateway's listeners give the scheme of the routes on it.
-        .watches_stream(
-            gateways.children.map_ok(trigger::<_, Gateway>),
-            move |gateway| routes_on(&attached, &gateway),
-        )
-        // An optional kind installed or removed: every GoServer learns
-        // whether it can have its child.
-        .reconcile_all_on(futures::stream::select_all([
-            service_monitors.changes,
-            routes.changes,
-            gateways.changes,
-        ]))
+    let running = streams
+        .watched_by(controller, &watched)
         .reconcile_on(woken)
         .trigger_backoff(cache::NoTriggerBackoff)
         .graceful_shutdown_on(crate::signal::shutdown())
