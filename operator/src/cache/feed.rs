@@ -1,7 +1,6 @@
 //! How a cache is fed: a watch per kind, compacted into [`Cached`]
 //! objects, retried with a capped, jittered doubling backoff; the `GoServer` watch.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use kube::runtime::watcher::ExponentialBackoff;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 
-use super::store::{Cached, CachedKind, ChildStream};
+use super::store::{Cached, CachedKind, ChildStream, MetadataKind};
 use crate::build::{FIELD_MANAGER, MANAGED_BY, MANAGED_BY_LABEL};
 use crate::crd::GoServer;
 use crate::error::Result;
@@ -78,13 +77,7 @@ pub(super) fn metadata_only<K>(
     ChildStream<PartialObjectMeta<K>>,
 )
 where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
+    K: MetadataKind,
 {
     reflected(
         watcher(api(client, namespace), children())

@@ -9,20 +9,17 @@
 //! them to list, the controller's watches and the guard's claims, so that a
 //! kind is written down once.
 
-use std::fmt::Debug;
 use std::marker::PhantomData;
 
 use futures::stream::BoxStream;
-use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use k8s_openapi::serde::de::DeserializeOwned;
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 
 use super::feed;
 use super::optional::{OptionalKind, OptionalStreams};
-use super::store::{self, Cached, CachedKind, ChildStream};
+use super::store::{self, Cached, CachedKind, ChildStream, MetadataKind};
 
 /// How a kind's watch fills its store, and what a reconcile reads of it.
 pub trait Feed {
@@ -50,6 +47,16 @@ pub struct Fed<C> {
     pub changes: Option<BoxStream<'static, ()>>,
 }
 
+impl<C> Fed<C> {
+    /// The events of a kind the cluster always serves.
+    fn listed(children: ChildStream<C>) -> Self {
+        Self {
+            children,
+            changes: None,
+        }
+    }
+}
+
 /// Gantry's children of the kind, kept as [`Cached`], as `trim` leaves
 /// them.
 pub struct Owned<K>(fn(&mut K));
@@ -67,13 +74,7 @@ impl<K: CachedKind> Feed for Owned<K> {
 
     fn start(self, client: &Client, namespace: Option<&str>) -> (Self::Store, Fed<Self::Object>) {
         let (store, children) = feed::cached(client, namespace, self.0);
-        (
-            store,
-            Fed {
-                children,
-                changes: None,
-            },
-        )
+        (store, Fed::listed(children))
     }
 
     fn objects(store: &Self::Store) -> &Store<Self::Object> {
@@ -96,29 +97,14 @@ impl<K> Default for MetadataOnly<K> {
     }
 }
 
-impl<K> Feed for MetadataOnly<K>
-where
-    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
-        + Clone
-        + Debug
-        + DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
+impl<K: MetadataKind> Feed for MetadataOnly<K> {
     type Store = Store<PartialObjectMeta<K>>;
     type Object = PartialObjectMeta<K>;
     const WAITED: bool = true;
 
     fn start(self, client: &Client, namespace: Option<&str>) -> (Self::Store, Fed<Self::Object>) {
         let (store, children) = feed::metadata_only(client, namespace);
-        (
-            store,
-            Fed {
-                children,
-                changes: None,
-            },
-        )
+        (store, Fed::listed(children))
     }
 
     fn objects(store: &Self::Store) -> &Store<Self::Object> {

@@ -159,13 +159,11 @@ impl<K: Resource<DynamicType = ()>> Resource for Cached<K> {
     }
 }
 
-/// A namespaced kind the caches hold as [`Cached`]: what its watch, its
-/// store and its compact form need.
-pub trait CachedKind:
+/// A namespaced kind the caches hold as metadata only.
+pub trait MetadataKind:
     Resource<DynamicType = (), Scope = NamespaceResourceScope>
     + Clone
     + Debug
-    + Serialize
     + DeserializeOwned
     + Send
     + Sync
@@ -173,17 +171,22 @@ pub trait CachedKind:
 {
 }
 
-impl<K> CachedKind for K where
+impl<K> MetadataKind for K where
     K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
         + Clone
         + Debug
-        + Serialize
         + DeserializeOwned
         + Send
         + Sync
         + 'static
 {
 }
+
+/// A namespaced kind the caches hold as [`Cached`]: what its watch, its
+/// store and its compact form need.
+pub trait CachedKind: MetadataKind + Serialize {}
+
+impl<K: MetadataKind + Serialize> CachedKind for K {}
 
 #[cfg(test)]
 mod tests {
