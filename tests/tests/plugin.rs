@@ -1,7 +1,8 @@
 //! `kubectl gantry` end to end: the plugin binary as a user runs it, against
 //! the operator as a real process. Promote, rollback, retry and a refused
 //! rollback, each seen in the GoServer, its Deployment, its Events and the
-//! annotation the operator removes; status and history as tables and JSON.
+//! annotation the operator removes; status and history as tables and JSON;
+//! requests made with only the verbs the docs name.
 //!
 //! The verification asks a Prometheus that is not there (a closed loopback
 //! port): a revision then stays under verification, measured on, until a
@@ -16,6 +17,8 @@ use std::sync::OnceLock;
 use gantry_e2e::operator::build_binary;
 use gantry_e2e::{TestNamespace, wait_for};
 use gantry_operator::crd::{GoServer, Verdict, VerificationPhase};
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use operator_support::{DEADLINE, Operator, events_about, wait_deployed};
@@ -231,4 +234,120 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     let out = gantry(&ns, &["retry", "web"]);
     assert!(!out.status.success());
     assert!(annotations(&api.get("web").await.unwrap()).is_empty());
+}
+
+/// A copy of the test's kubeconfig whose user acts as the ServiceAccount
+/// `name` of `ns` (impersonation, as `kubectl --as` does).
+fn kubeconfig_as(ns: &TestNamespace, name: &str) -> tempfile::NamedTempFile {
+    let mut config = kube::config::Kubeconfig::read().expect("the test's kubeconfig");
+    for user in &mut config.auth_infos {
+        if let Some(auth) = user.auth_info.as_mut() {
+            auth.impersonate = Some(format!("system:serviceaccount:{}:{name}", ns.name));
+        }
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    // JSON is YAML: kubectl and kube read it alike.
+    serde_json::to_writer(file.as_file(), &config).unwrap();
+    file
+}
+
+/// Runs `kubectl-gantry ARGS -n NS` with `kubeconfig`.
+fn gantry_with(kubeconfig: &tempfile::NamedTempFile, ns: &TestNamespace, args: &[&str]) -> Output {
+    let out = Command::new(plugin())
+        .args(args)
+        .args(["-n", &ns.name])
+        .env("KUBECONFIG", kubeconfig.path())
+        .output()
+        .expect("running kubectl-gantry");
+    eprintln!(
+        "kubectl gantry {} (restricted): {}\n{}{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// A ServiceAccount `name` bound to a Role of `rules`.
+async fn account(ns: &TestNamespace, name: &str, rules: &Value) {
+    let pp = PostParams::default();
+    let meta = json!({"name": name});
+    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": meta})).unwrap();
+    ns.api::<ServiceAccount>().create(&pp, &sa).await.unwrap();
+    let role: Role = serde_json::from_value(json!({"metadata": meta, "rules": rules})).unwrap();
+    ns.api::<Role>().create(&pp, &role).await.unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": ns.name}],
+    }))
+    .unwrap();
+    ns.api::<RoleBinding>().create(&pp, &binding).await.unwrap();
+}
+
+/// docs/rollout.md: a request needs `patch`, `get`, `list` and `watch` on
+/// `goservers`, and `list` on Events for a refusal's reason; with those
+/// alone, the plugin does its work, and without `list` and `watch` (the
+/// wait is a watch) it cannot wait. An earlier version of the docs left
+/// out `list`; this test found it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_needs_only_the_verbs_the_docs_name() {
+    let ns = TestNamespace::new("plugin-rbac").await;
+    let _operator = Operator::start(&ns).await;
+    let goservers = json!({"apiGroups": ["gantry.dev"], "resources": ["goservers"]});
+    let with = |verbs: &[&str]| {
+        let mut rule = goservers.clone();
+        rule["verbs"] = json!(verbs);
+        json!([rule, {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]}])
+    };
+    account(&ns, "requester", &with(&["get", "list", "watch", "patch"])).await;
+    account(&ns, "no-watch", &with(&["get", "patch"])).await;
+    let requester = kubeconfig_as(&ns, "requester");
+    let no_watch = kubeconfig_as(&ns, "no-watch");
+    let api: Api<GoServer> = ns.api();
+    api.create(&PostParams::default(), &goserver("web:1"))
+        .await
+        .unwrap();
+    let v1 = measuring(&api, None).await;
+
+    // Without `list` and `watch`, the request is set but cannot be waited
+    // for.
+    let out = gantry_with(
+        &no_watch,
+        &ns,
+        &["rollback", "web", "--to", "web-0000000000"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("forbidden") || stderr.contains("403"),
+        "{stderr}"
+    );
+    // The operator handles it anyway (refused: never recorded), and
+    // removes the annotation.
+    wait_for(&api, "web", "the refused request handled", DEADLINE, |gs| {
+        annotations(gs).is_empty()
+    })
+    .await
+    .unwrap();
+
+    // With the documented verbs: a refusal, with the reason from its Event.
+    let out = gantry_with(
+        &requester,
+        &ns,
+        &["rollback", "web", "--to", "web-0000000000"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refused") && stderr.contains("not recorded"),
+        "{stderr}"
+    );
+    // And a request that succeeds.
+    let out = gantry_with(&requester, &ns, &["promote", "web"]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim(), format!("promoted {v1}"));
+    let status = api.get("web").await.unwrap().status.unwrap();
+    assert_eq!(status.last_good_revision.as_deref(), Some(v1.as_str()));
 }
