@@ -1,13 +1,18 @@
 //! The process: read the configuration, set up logging, serve until
 //! SIGTERM. The binary's `main` is [`main`]; it is here, not in the binary,
 //! so that a build with another global allocator (the allocation-counting
-//! example the benchmark uses) runs exactly the same server.
+//! example the benchmark uses) runs exactly the same server. [`run`] is
+//! that process around any server, for tests that need it to fail in ways
+//! the real one cannot be made to.
 
+use std::future::Future;
 use std::process::ExitCode;
 
 use crate::config::Config;
+use crate::context::Tracing;
 use crate::error::error_chain;
-use crate::{server, telemetry};
+use crate::server::{self, ServeError};
+use crate::telemetry;
 
 /// Exit status: 0 after a clean drain, 2 for an invalid configuration, 1
 /// for any other failure.
@@ -19,6 +24,21 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    run(config, |config, tracing| async move {
+        let listener = server::bind(&config).await?;
+        server::serve(config, listener, tracing).await
+    })
+}
+
+/// Sets up logging for `config`, runs `serve` on a new async runtime with
+/// the tracer for request spans, and returns the exit status: 0 when
+/// `serve` returns `Ok`, 1 for an error or a runtime or logging that
+/// cannot start.
+pub fn run<S, F>(config: Config, serve: S) -> ExitCode
+where
+    S: FnOnce(Config, Tracing) -> F,
+    F: Future<Output = Result<(), ServeError>>,
+{
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(err) => {
@@ -45,10 +65,7 @@ pub fn main() -> ExitCode {
         otlp = config.otlp_endpoint.is_some(),
         "starting"
     );
-    let result = runtime.block_on(async {
-        let listener = server::bind(&config).await?;
-        server::serve(config, listener, telemetry.tracing()).await
-    });
+    let result = runtime.block_on(serve(config, telemetry.tracing()));
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
