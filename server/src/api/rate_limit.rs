@@ -14,7 +14,8 @@
 //! it kept; one request at a time does it, the others go on. A sweep's
 //! cost is thus spread over at least as many requests as it visited
 //! buckets, and between two looks the map grows by at most the requests
-//! in between: with idle clients it never holds more than
+//! in between: while fewer than [`CHECKS_PER_LOOK`] buckets are still in
+//! use at each sweep, it never holds more than
 //! `MAX_CLIENTS + CHECKS_PER_LOOK` buckets.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
