@@ -15,7 +15,11 @@
 //!
 //! When the response is ready the layer logs `request finished` (INFO) with
 //! the status and latency, or `request failed` (ERROR) with the logged
-//! cause for a 5xx.
+//! cause for a 5xx. A request dropped before its response was ready (the
+//! client closed the connection, or the shutdown's grace period ended and
+//! the server let it go) logs `request cancelled` (INFO) with status 499,
+//! as nginx logs a client that went away, and its latency so far: without
+//! it such a request left no line at all.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -151,12 +155,15 @@ where
         } else {
             Span::none()
         };
-        let start = Instant::now();
+        let unanswered = Unanswered {
+            start: Instant::now(),
+            answered: false,
+        };
         // Inside the span, as the layers below would be polled: the text
         // format shows their events under it. (Their `call`s log nothing
         // in this server, so the JSON format's fields need not be set yet.)
         let inner = span.in_scope(|| self.inner.call(req));
-        fields.scope(Logged { inner, start }.instrument(span))
+        fields.scope(Logged { inner, unanswered }.instrument(span))
     }
 }
 
@@ -165,7 +172,34 @@ pin_project_lite::pin_project! {
     pub struct Logged<F> {
         #[pin]
         inner: F,
-        start: Instant,
+        // After `inner`, so dropped after it: the layers below have let
+        // the request go (the metrics counted it) before its line is logged.
+        unanswered: Unanswered,
+    }
+}
+
+/// A request whose response is not ready yet: dropped so, it logs
+/// `request cancelled`. Dropped inside the request's task-local fields
+/// and span (tokio and tracing drop the futures they wrap inside them), so
+/// the line carries the request's fields like any other.
+#[derive(Debug)]
+struct Unanswered {
+    start: Instant,
+    answered: bool,
+}
+
+impl Unanswered {
+    fn latency_ms(&self) -> f64 {
+        self.start.elapsed().as_secs_f64() * 1000.0
+    }
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if !self.answered {
+            let latency_ms = self.latency_ms();
+            tracing::info!(status = 499, latency_ms, "request cancelled");
+        }
     }
 }
 
@@ -178,8 +212,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
+        this.unanswered.answered = true;
         if let Ok(response) = &result {
-            log_response(response, this.start.elapsed().as_secs_f64() * 1000.0);
+            log_response(response, this.unanswered.latency_ms());
         }
         Poll::Ready(result)
     }

@@ -7,8 +7,10 @@
 //!    span, `traceparent` returned; `x-request-id` kept or set (to the trace
 //!    id), and returned
 //! 2. access log: the request's fields (method, route, trace id, request id) on
-//!    every line logged while it is served, one line per response
-//! 3. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge
+//!    every line logged while it is served, one line per response, or
+//!    status 499 for a request dropped before its response
+//! 3. metrics: `http_requests_total`, `http_request_duration_seconds`, in-flight gauge,
+//!    `http_requests_cancelled_total`
 //! 4. problem bodies: any bare error response becomes `application/problem+json`
 //! 5. header size guard: 431 for oversize headers
 //! 6. panic guard: a panicking handler becomes a 500 problem

@@ -1,4 +1,5 @@
-//! Prometheus metrics: request count, latency histogram, in-flight gauge.
+//! Prometheus metrics: request count, latency histogram, in-flight gauge,
+//! and the count of requests cancelled before their response.
 //!
 //! Labels are low-cardinality by construction: the route is the *matched
 //! pattern* (`/api/v1/users/{id}`), never the raw path, unmatched requests
@@ -29,7 +30,7 @@ struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct DurationLabels {
+struct RouteLabels {
     method: &'static str,
     route: &'static str,
 }
@@ -38,8 +39,9 @@ struct DurationLabels {
 pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
-    duration: Family<DurationLabels, Histogram>,
+    duration: Family<RouteLabels, Histogram>,
     in_flight: Gauge,
+    cancelled: Family<RouteLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -60,7 +62,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         // prometheus-client appends `_total` to counters.
         registry.register("http_requests", "HTTP requests served", requests.clone());
-        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+        let duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             ])
@@ -75,6 +77,15 @@ impl Metrics {
             "http_requests_in_flight",
             "Requests being served",
             in_flight.clone(),
+        );
+        // Apart from `http_requests_total`, which counts responses: a
+        // cancelled request has none, and its status in the access log
+        // (499) is not one a client saw.
+        let cancelled = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "http_requests_cancelled",
+            "HTTP requests dropped before their response was ready: the client closed the connection, or the shutdown grace period ended",
+            cancelled.clone(),
         );
         // The revision is not repeated here: the scrape adds it from the
         // pod label `gantry.dev/revision`.
@@ -95,6 +106,7 @@ impl Metrics {
             requests,
             duration,
             in_flight,
+            cancelled,
         }
     }
 
@@ -221,26 +233,27 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// Decrements the gauge even when the request future is dropped mid-way.
-struct InFlight(Gauge);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
 /// Middleware: counts and times every request.
 #[derive(Clone, Debug)]
 pub struct Track(pub Arc<Metrics>);
 
-/// What [`Track`] carries from a request to its response.
+/// What [`Track`] carries from a request to its response. Dropped, it
+/// takes the request off the in-flight gauge, and counts it as cancelled
+/// when no response came: the request future was dropped mid-way.
 pub struct Started {
     metrics: Arc<Metrics>,
-    method: &'static str,
-    route: &'static str,
+    labels: RouteLabels,
     start: Instant,
-    _in_flight: InFlight,
+    answered: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.metrics.in_flight.dec();
+        if !self.answered {
+            self.metrics.cancelled.get_or_create(&self.labels).inc();
+        }
+    }
 }
 
 impl Around for Track {
@@ -251,30 +264,32 @@ impl Around for Track {
         metrics.in_flight.inc();
         ControlFlow::Continue(Started {
             metrics: Arc::clone(metrics),
-            method: method_label(req.method()),
-            route: route_label(req.extensions().get::<MatchedPath>(), req.uri().path()),
+            labels: RouteLabels {
+                method: method_label(req.method()),
+                route: route_label(req.extensions().get::<MatchedPath>(), req.uri().path()),
+            },
             start: Instant::now(),
-            _in_flight: InFlight(metrics.in_flight.clone()),
+            answered: false,
         })
     }
 
-    fn after(started: Started, response: Response) -> Response {
+    fn after(mut started: Started, response: Response) -> Response {
+        started.answered = true;
         let Started {
             metrics,
-            method,
-            route,
+            labels,
             start,
-            _in_flight,
-        } = started;
+            ..
+        } = &started;
         metrics
             .duration
-            .get_or_create(&DurationLabels { method, route })
+            .get_or_create(labels)
             .observe(start.elapsed().as_secs_f64());
         metrics
             .requests
             .get_or_create(&RequestLabels {
-                method,
-                route,
+                method: labels.method,
+                route: labels.route,
                 status: response.status().as_u16(),
             })
             .inc();

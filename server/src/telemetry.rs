@@ -10,6 +10,14 @@
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, the tracer's provider also exports
 //! those spans over OTLP/HTTP; the exporter reads the standard `OTEL_*`
 //! variables itself.
+//!
+//! A panic is logged like any other error, as an ERROR line `panic`
+//! (inside the request's span when a request panics, so with its trace
+//! id), instead of as bare text on stderr; and since the process may end
+//! right after it, the hook writes the log out at once rather than leave
+//! the line to the log writer's next batch. Lines logged before the end of
+//! the process are written when [`Telemetry`] is dropped, however that
+//! comes about: a return, an error, a panic unwinding past it.
 
 use std::io::IsTerminal;
 
@@ -28,7 +36,7 @@ use crate::log_output::{JsonLines, JsonSpanFields, LogWriter};
 const TRACER_NAME: &str = "gantry-server";
 
 /// Keeps the trace exporter and the log writer alive;
-/// [`Telemetry::shutdown`] flushes both.
+/// [`Telemetry::shutdown`] flushes both, and dropping it flushes the log.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
@@ -65,12 +73,21 @@ impl Telemetry {
         Tracing::new(self.provider.tracer(TRACER_NAME), self.exports)
     }
 
-    /// Flushes spans not yet exported and log lines not yet written.
-    /// Blocking: call it outside the runtime.
+    /// Flushes spans not yet exported and (as dropping does) log lines not
+    /// yet written. Blocking: call it outside the runtime.
     pub fn shutdown(self) {
         if let Err(err) = self.provider.shutdown() {
             eprintln!("gantry-server: trace export shutdown: {err}");
         }
+    }
+}
+
+/// Only the log: the tracer provider may still be shared by the router of
+/// a test that took [`Telemetry::tracing`] from a default `Telemetry`, and
+/// its spans must keep their ids. It shuts itself down when the last
+/// tracer goes.
+impl Drop for Telemetry {
+    fn drop(&mut self) {
         if let Some(log) = &self.log {
             log.flush();
         }
@@ -108,7 +125,8 @@ fn level_filter(level: LogLevel) -> LevelFilter {
     }
 }
 
-/// Installs the global subscriber described by `config`.
+/// Installs the global subscriber described by `config`, and the panic
+/// hook that logs panics through it.
 pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
     let level = level_filter(config.log_level);
     // The libraries' own debug output is noise for someone debugging this server.
@@ -148,13 +166,25 @@ pub fn init(config: &Config) -> Result<Telemetry, TelemetryError> {
         }
         None => Telemetry::default(),
     };
-    telemetry.log = Some(log);
     Registry::default()
         .with(fmt)
         .with(filter)
         .try_init()
         .map_err(TelemetryError::AlreadyInstalled)?;
+    log_panics(log.clone());
+    telemetry.log = Some(log);
     Ok(telemetry)
+}
+
+/// Replaces the panic hook (which printed to stderr) with one that logs
+/// the panic and writes the log out; see the module documentation. A
+/// panic is rare enough that writing on the panicking thread costs
+/// nothing that matters.
+fn log_panics(log: LogWriter) {
+    std::panic::set_hook(Box::new(move |info| {
+        tracing::error!(panic = %info, "panic");
+        log.flush();
+    }));
 }
 
 #[cfg(test)]

@@ -514,24 +514,7 @@ async fn sigterm_drains_in_flight_requests() -> TestResult {
             tokio::spawn(async move { client.get(url).send().await })
         })
         .collect();
-    // Wait until every slow request is being served (the gauge counts this scrape too).
-    loop {
-        let text = client
-            .get(server.url("/metrics"))
-            .send()
-            .await?
-            .text()
-            .await?;
-        let in_flight: f64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("http_requests_in_flight "))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0.0);
-        if in_flight >= 9.0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_in_flight(8).await?;
     server.terminate()?;
     // Readiness turns off while the listener still accepts (the delay).
     let mut saw_not_ready = false;

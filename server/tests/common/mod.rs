@@ -217,6 +217,31 @@ impl Server {
         }
     }
 
+    /// The value of one sample on `/metrics`, named as exposed with its
+    /// labels (`http_requests_in_flight`,
+    /// `http_requests_total{method="GET",route="/",status="200"}`), if it
+    /// is there.
+    pub async fn metric(&self, sample: &str) -> TestResult<Option<f64>> {
+        let text = reqwest::get(self.url("/metrics")).await?.text().await?;
+        Ok(text
+            .lines()
+            .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok()))
+    }
+
+    /// Waits until `requests` are being served; the gauge counts the scrape
+    /// that reads it too, so that is one more.
+    pub async fn wait_in_flight(&self, requests: u32) -> TestResult {
+        let deadline = Instant::now() + PATIENCE;
+        while self.metric("http_requests_in_flight").await? < Some(f64::from(requests + 1)) {
+            if Instant::now() > deadline {
+                return Err(format!("{requests} requests were never in flight").into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     /// Waits until `/readyz` answers 200 (the database is up).
     pub async fn ready(&self) -> TestResult {
         let client = reqwest::Client::new();
