@@ -27,6 +27,7 @@
 //!   by step beside the stable one.
 
 pub mod canary;
+pub mod compare;
 mod decision;
 pub mod duration;
 pub mod http;

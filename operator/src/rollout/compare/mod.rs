@@ -1,0 +1,5 @@
+//! The comparative judge: a revision's samples against its baseline's.
+//!
+//! `stats` holds the statistics, pinned to reference implementations.
+
+pub mod stats;
