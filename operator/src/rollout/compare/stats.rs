@@ -143,14 +143,13 @@ pub fn hodges_lehmann(x: &[f64], y: &[f64], confidence: f64) -> Option<Shift> {
             exact: false,
         });
     }
-    let (lowest, highest) = (min(x) - max(y), max(x) - min(y));
     let z = normal().inverse_cdf(1.0 - alpha / 2.0);
     // R estimates without the continuity correction, and corrects the
     // interval's ends.
     Some(Shift {
-        estimate: crossing(x, y, 0.0, false, lowest, highest),
-        low: crossing(x, y, z, true, lowest, highest),
-        high: crossing(x, y, -z, true, lowest, highest),
+        estimate: crossing(x, y, 0.0, false),
+        low: crossing(x, y, z, true),
+        high: crossing(x, y, -z, true),
         exact: false,
     })
 }
@@ -161,14 +160,6 @@ fn usable(x: &[f64], y: &[f64]) -> bool {
 
 fn normal() -> Normal {
     Normal::standard()
-}
-
-fn min(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::INFINITY, f64::min)
-}
-
-fn max(values: &[f64]) -> f64 {
-    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
 }
 
 /// The median of sorted `values` (the mean of the middle two for an even
@@ -183,35 +174,55 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// The shift `d` at which the standardized rank statistic of `x - d`
-/// against `y`, less `zq`, changes sign (R's `wdiff` and `root`). The
-/// statistic falls as `d` grows; at `lowest` every `x - d` is at least
-/// the largest `y`, at `highest` at most the smallest.
-fn crossing(x: &[f64], y: &[f64], zq: f64, corrected: bool, lowest: f64, highest: f64) -> f64 {
+/// against `y`, less `zq`, changes sign (R's `wdiff` and `root`).
+///
+/// The statistic is a step function of `d` that falls as `d` grows and
+/// steps only where `x - d` meets a `y` value, at a pairwise difference.
+/// So the sign changes at a pairwise difference, or, where the statistic
+/// is exactly zero between two of them, anywhere between them (then the
+/// middle is taken). The search runs over the sorted differences, judging
+/// each gap between two by its middle, and returns the difference itself:
+/// a bisection on the real line converges next to it instead (`1e-63`
+/// where the answer is 0, which a margin of zero then took for a shift;
+/// found by the judge benchmark).
+fn crossing(x: &[f64], y: &[f64], zq: f64, corrected: bool) -> f64 {
+    let mut points: Vec<f64> = x.iter().flat_map(|a| y.iter().map(move |b| a - b)).collect();
+    points.sort_by(f64::total_cmp);
+    points.dedup();
     let f = |d: f64| standardized(x, y, d, corrected) - zq;
+    let lowest = points[0];
+    let highest = points[points.len() - 1];
+    // Below the lowest difference every x - d tops every y, above the
+    // highest it is below every y: R returns the end itself when the sign
+    // does not change inside.
     if f(lowest) <= 0.0 {
         return lowest;
     }
     if f(highest) >= 0.0 {
         return highest;
     }
-    let (mut below, mut above) = (lowest, highest);
-    // f(below) > 0 > f(above); halve until the two meet in f64.
-    for _ in 0..200 {
-        let middle = f64::midpoint(below, above);
-        if middle <= below || middle >= above {
-            break;
-        }
-        let value = f(middle);
-        if value == 0.0 {
-            return middle;
-        }
-        if value > 0.0 {
-            below = middle;
+    // gaps[k] lies between points[k] and points[k + 1]; find the first gap
+    // whose value is at most zero.
+    let gap = |k: usize| f(f64::midpoint(points[k], points[k + 1]));
+    let gaps = points.len() - 1;
+    let (mut low, mut high) = (0, gaps);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if gap(middle) <= 0.0 {
+            high = middle;
         } else {
-            above = middle;
+            low = middle + 1;
         }
     }
-    f64::midpoint(below, above)
+    if low == gaps {
+        return highest;
+    }
+    if gap(low) == 0.0 {
+        // Zero across the gap: its middle.
+        f64::midpoint(points[low], points[low + 1])
+    } else {
+        points[low]
+    }
 }
 
 /// R's `wdiff(d, 0)` for a two-sided interval: the rank statistic of
