@@ -1,4 +1,5 @@
-//! `cargo xtask bench server|operator`: side-by-side benchmarks.
+//! `cargo xtask bench server|operator|judge`: side-by-side benchmarks
+//! (`judge`: see `bench_judge.rs`).
 //!
 //! `bench server` builds five servers with the same two routes (`GET /` and
 //! `GET /api/v1/users/{id}`) and loads each in turn, on loopback, with one
@@ -39,7 +40,7 @@ use crate::{proc, workspace};
 #[derive(clap::Args)]
 pub struct Args {
     /// What to measure.
-    #[arg(value_parser = ["server", "operator"])]
+    #[arg(value_parser = ["server", "operator", "judge"])]
     target: String,
     /// A shorter run, for a quick look rather than a published figure.
     #[arg(long)]
@@ -53,6 +54,7 @@ pub fn run(args: &Args) -> Result<ExitCode> {
     match args.target.as_str() {
         "server" => server(args),
         "operator" => crate::bench_operator::run(args.quick, args.json.as_deref()),
+        "judge" => crate::bench_judge::run(args.quick, args.json.as_deref()),
         other => bail!("`cargo xtask bench {other}` is not available yet"),
     }
 }

@@ -4,6 +4,7 @@
 
 mod api_fuzz;
 mod bench;
+mod bench_judge;
 mod bench_operator;
 mod cluster;
 mod crds;

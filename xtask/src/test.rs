@@ -182,6 +182,19 @@ pub fn run(args: &Args) -> ExitCode {
             Err(err) => tally.step_failed("bench server --quick", &format!("{err:#}")),
         }
     }
+    if filter.is_empty()
+        || filter
+            .iter()
+            .any(|f| f.contains("bench") || f.contains("judge"))
+    {
+        // The judges' accuracy on generated releases, quick and without
+        // thresholds: one test, passed when the benchmark ran.
+        eprintln!("\n=== cargo xtask bench judge --quick");
+        match crate::bench_judge::run(true, None) {
+            Ok(_) => tally.passed += 1,
+            Err(err) => tally.step_failed("bench judge --quick", &format!("{err:#}")),
+        }
+    }
 
     if !args.skip_e2e {
         let images = if with_images {

@@ -186,7 +186,10 @@ fn median(sorted: &[f64]) -> f64 {
 /// where the answer is 0, which a margin of zero then took for a shift;
 /// found by the judge benchmark).
 fn crossing(x: &[f64], y: &[f64], zq: f64, corrected: bool) -> f64 {
-    let mut points: Vec<f64> = x.iter().flat_map(|a| y.iter().map(move |b| a - b)).collect();
+    let mut points: Vec<f64> = x
+        .iter()
+        .flat_map(|a| y.iter().map(move |b| a - b))
+        .collect();
     points.sort_by(f64::total_cmp);
     points.dedup();
     let f = |d: f64| standardized(x, y, d, corrected) - zq;
