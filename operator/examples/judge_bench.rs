@@ -31,6 +31,9 @@ const CANARY_SHARE: f64 = 0.1;
 /// The allowed change of the comparative judge, fixed for the benchmark.
 const ALLOWED: f64 = 0.10;
 const CONFIDENCE: f64 = 0.98;
+/// The comparative judge is also run at these confidences, to show what
+/// the choice trades.
+const OTHER_CONFIDENCES: [f64; 3] = [0.90, 0.95, 0.995];
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Effect {
@@ -233,12 +236,13 @@ fn fixed(analysis: &Analysis, revision: &Window) -> (bool, usize) {
     (false, SAMPLES)
 }
 
-/// The comparative judge's verdict, once the window is over.
-fn comparative(release: &Release) -> (bool, usize) {
+/// The comparative judge's verdict at `confidence`, once the window is
+/// over.
+fn comparative(release: &Release, confidence: f64) -> (bool, usize) {
     let comparison = Comparison {
         bad: Bad::Increase,
         allowed: Allowance::Relative(ALLOWED),
-        confidence: CONFIDENCE,
+        confidence,
         min_samples: SAMPLES / 2,
     };
     let latency = compare::classify(&comparison, &release.revision.p95, &release.baseline.p95);
@@ -380,8 +384,21 @@ fn main() -> Result<()> {
     // Calibrated on releases of their own, as a team would on history.
     let calibration = (args.releases * 2).max(1_000);
     let (p95_ratio, error_points) = calibrate(&mut rng, calibration, 0.001);
-    let mut fixed_tally: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut comparative_tally: BTreeMap<String, Tally> = BTreeMap::new();
+    // The judges, in the order of the table: fixed bounds, the
+    // comparative judge at its default confidence, then at the others.
+    let confidences: Vec<f64> = std::iter::once(CONFIDENCE)
+        .chain(OTHER_CONFIDENCES)
+        .collect();
+    let names: Vec<String> = std::iter::once("fixed".to_owned())
+        .chain(confidences.iter().map(|c| {
+            if (c - CONFIDENCE).abs() < f64::EPSILON {
+                "comparative".to_owned()
+            } else {
+                format!("comparative at {}", c * 100.0)
+            }
+        }))
+        .collect();
+    let mut tallies: Vec<BTreeMap<String, Tally>> = names.iter().map(|_| BTreeMap::new()).collect();
     for effect in std::iter::once(Effect::None).chain(EFFECTS) {
         for _ in 0..args.releases {
             let r = release(&mut rng, effect);
@@ -389,14 +406,11 @@ fn main() -> Result<()> {
                 p95_ratio * median(&r.baseline.p95),
                 median(&r.baseline.errors).max(1e-4) + error_points,
             )?;
-            fixed_tally
-                .entry(effect.name())
-                .or_default()
-                .add(fixed(&bounds, &r.revision));
-            comparative_tally
-                .entry(effect.name())
-                .or_default()
-                .add(comparative(&r));
+            let verdicts = std::iter::once(fixed(&bounds, &r.revision))
+                .chain(confidences.iter().map(|c| comparative(&r, *c)));
+            for (tally, verdict) in tallies.iter_mut().zip(verdicts) {
+                tally.entry(effect.name()).or_default().add(verdict);
+            }
         }
     }
     let report = |tally: &BTreeMap<String, Tally>| -> Value {
@@ -423,6 +437,11 @@ fn main() -> Result<()> {
             "medianSecondsToRollback": quantile(&mut to_verdict, 0.5) * INTERVAL_S,
         })
     };
+    let judges: serde_json::Map<String, Value> = names
+        .iter()
+        .zip(&tallies)
+        .map(|(name, tally)| (name.clone(), report(tally)))
+        .collect();
     let document = json!({
         "seed": args.seed,
         "releasesPerClass": args.releases,
@@ -431,30 +450,9 @@ fn main() -> Result<()> {
         "allowedChange": ALLOWED,
         "confidence": CONFIDENCE,
         "fixedBounds": {"p95OverBaselineMedian": p95_ratio, "errorPointsOverBaselineMedian": error_points},
-        "fixed": report(&fixed_tally),
-        "comparative": report(&comparative_tally),
+        "judges": judges,
     });
-    println!("{:<24} {:>12} {:>12}", "", "fixed", "comparative");
-    for key in [
-        "falseRollbacksPer1000",
-        "recallLarge",
-        "precisionAt9To1",
-        "medianSecondsToRollback",
-    ] {
-        println!(
-            "{key:<24} {:>12.4} {:>12.4}",
-            document["fixed"][key].as_f64().unwrap_or(f64::NAN),
-            document["comparative"][key].as_f64().unwrap_or(f64::NAN)
-        );
-    }
-    for effect in EFFECTS {
-        let name = effect.name();
-        println!(
-            "recall {name:<17} {:>12.4} {:>12.4}",
-            fixed_tally[&name].share(),
-            comparative_tally[&name].share()
-        );
-    }
+    print_table(&names, &judges, &tallies);
     let text = serde_json::to_string_pretty(&document)?;
     match &args.out {
         Some(path) => {
@@ -463,4 +461,37 @@ fn main() -> Result<()> {
         None => println!("{text}"),
     }
     Ok(())
+}
+
+/// The figures of every judge side by side, one column each.
+fn print_table(
+    names: &[String],
+    judges: &serde_json::Map<String, Value>,
+    tallies: &[BTreeMap<String, Tally>],
+) {
+    print!("{:<26}", "");
+    for name in names {
+        print!(" {name:>18}");
+    }
+    println!();
+    for key in [
+        "falseRollbacksPer1000",
+        "recallLarge",
+        "precisionAt9To1",
+        "medianSecondsToRollback",
+    ] {
+        print!("{key:<26}");
+        for name in names {
+            print!(" {:>18.4}", judges[name][key].as_f64().unwrap_or(f64::NAN));
+        }
+        println!();
+    }
+    for effect in EFFECTS {
+        let effect = effect.name();
+        print!("recall {effect:<19}");
+        for tally in tallies {
+            print!(" {:>18.4}", tally[&effect].share());
+        }
+        println!();
+    }
 }
