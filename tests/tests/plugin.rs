@@ -31,14 +31,25 @@ fn plugin() -> &'static PathBuf {
 
 /// Runs `kubectl-gantry ARGS -n NS` with the test's kubeconfig.
 fn gantry(ns: &TestNamespace, args: &[&str]) -> Output {
-    let out = Command::new(plugin())
-        .args(args)
-        .args(["-n", &ns.name])
-        .output()
-        .expect("running kubectl-gantry");
+    run_plugin(ns, args, None)
+}
+
+/// Runs `kubectl-gantry ARGS -n NS`, with `kubeconfig` when given.
+fn run_plugin(ns: &TestNamespace, args: &[&str], kubeconfig: Option<&std::path::Path>) -> Output {
+    let mut cmd = Command::new(plugin());
+    cmd.args(args).args(["-n", &ns.name]);
+    if let Some(kubeconfig) = kubeconfig {
+        cmd.env("KUBECONFIG", kubeconfig);
+    }
+    let out = cmd.output().expect("running kubectl-gantry");
     eprintln!(
-        "kubectl gantry {}: {}\n{}{}",
+        "kubectl gantry {}{}: {}\n{}{}",
         args.join(" "),
+        if kubeconfig.is_some() {
+            " (restricted)"
+        } else {
+            ""
+        },
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -253,20 +264,7 @@ fn kubeconfig_as(ns: &TestNamespace, name: &str) -> tempfile::NamedTempFile {
 
 /// Runs `kubectl-gantry ARGS -n NS` with `kubeconfig`.
 fn gantry_with(kubeconfig: &tempfile::NamedTempFile, ns: &TestNamespace, args: &[&str]) -> Output {
-    let out = Command::new(plugin())
-        .args(args)
-        .args(["-n", &ns.name])
-        .env("KUBECONFIG", kubeconfig.path())
-        .output()
-        .expect("running kubectl-gantry");
-    eprintln!(
-        "kubectl gantry {} (restricted): {}\n{}{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
+    run_plugin(ns, args, Some(kubeconfig.path()))
 }
 
 /// A ServiceAccount `name` bound to a Role of `rules`.
