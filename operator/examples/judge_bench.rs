@@ -185,6 +185,8 @@ impl Traffic {
 struct Release {
     baseline: Window,
     revision: Window,
+    /// Whether the baseline ran beside the revision as a canary's does.
+    canary: bool,
 }
 
 fn release(rng: &mut Rng, effect: Effect) -> Release {
@@ -205,7 +207,11 @@ fn release(rng: &mut Rng, effect: Effect) -> Release {
         Effect::Errors(points) => (1.0, points),
     };
     let revision = traffic.window(rng, load, drift * slower, extra);
-    Release { baseline, revision }
+    Release {
+        baseline,
+        revision,
+        canary: traffic.canary,
+    }
 }
 
 /// The fixed-bound judge's verdict: a rollback, and after how many
@@ -410,6 +416,11 @@ fn main() -> Result<()> {
                 .chain(confidences.iter().map(|c| comparative(&r, *c)));
             for (tally, verdict) in tallies.iter_mut().zip(verdicts) {
                 tally.entry(effect.name()).or_default().add(verdict);
+                let mode = if r.canary { "canary" } else { "rollingUpdate" };
+                tally
+                    .entry(format!("{} {mode}", effect.name()))
+                    .or_default()
+                    .add(verdict);
             }
         }
     }
@@ -422,6 +433,18 @@ fn main() -> Result<()> {
             .collect();
         #[allow(clippy::cast_precision_loss)]
         let recall_large = large.iter().map(|t| t.share()).sum::<f64>() / large.len() as f64;
+        // The same, and the false rollbacks, for each kind of baseline.
+        let by_mode = |mode: &str| {
+            let large: Vec<&Tally> = EFFECTS
+                .iter()
+                .filter(|e| e.large())
+                .map(|e| &tally[&format!("{} {mode}", e.name())])
+                .collect();
+            #[allow(clippy::cast_precision_loss)]
+            let recall = large.iter().map(|t| t.share()).sum::<f64>() / large.len() as f64;
+            let good = &tally[&format!("{} {mode}", Effect::None.name())];
+            json!({"recallLarge": recall, "falseRollbacksPer1000": good.share() * 1000.0, "goodReleases": good.judged})
+        };
         let false_rate = good.share();
         // Per 10 releases, 9 good and 1 bad (of the large regressions).
         let precision = recall_large / (recall_large + 9.0 * false_rate);
@@ -433,6 +456,7 @@ fn main() -> Result<()> {
             "falseRollbacksPer1000": false_rate * 1000.0,
             "recall": EFFECTS.iter().map(|e| (e.name(), json!(tally[&e.name()].share()))).collect::<serde_json::Map<_, _>>(),
             "recallLarge": recall_large,
+            "byBaseline": {"canary": by_mode("canary"), "rollingUpdate": by_mode("rollingUpdate")},
             "precisionAt9To1": precision,
             "medianSecondsToRollback": quantile(&mut to_verdict, 0.5) * INTERVAL_S,
         })
