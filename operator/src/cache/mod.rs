@@ -66,3 +66,39 @@ child_kinds! {
     gateways: Gateway = OptionalUnowned(gateway::trim),
         events for triggers::routes_through, names [];
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::{Client, Config};
+
+    use super::*;
+
+    /// The caches of a client that is never asked: a watch starts only
+    /// when the controller polls its stream.
+    fn caches() -> Caches {
+        let config = Config::new("http://127.0.0.1:1".parse().unwrap());
+        Caches::new(&Client::try_from(config).unwrap(), Some("shop")).0
+    }
+
+    #[tokio::test]
+    async fn the_guard_claims_the_names_each_kind_of_the_table_takes() {
+        let names = [(Named::Primary, "web"), (Named::Canary, "web-canary")];
+        let claims = caches().claims("shop", &names, Some("u-1"));
+        let claimed: Vec<(&str, &str)> = claims.iter().map(|c| (c.kind, c.name.as_str())).collect();
+        // Every kind's own name first, then the canary's: the guard names
+        // the first conflict it finds.
+        assert_eq!(
+            claimed,
+            [
+                ("Deployment", "web"),
+                ("Service", "web"),
+                ("Ingress", "web"),
+                ("HorizontalPodAutoscaler", "web"),
+                ("Deployment", "web-canary"),
+                ("Service", "web-canary"),
+            ]
+        );
+        // Nothing cached: nobody else controls any of them.
+        assert!(claims.iter().all(|c| c.foreign.is_none()));
+    }
+}
