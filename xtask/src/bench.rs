@@ -216,28 +216,22 @@ fn server(args: &Args) -> Result<ExitCode> {
 fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
     let profile = if quick { "release" } else { "dist" };
     eprintln!("building the servers (profile {profile})");
-    if quick {
-        // With the operator, as `cargo xtask test`'s operator benchmark
-        // builds it next (see `workspace::build_quick_benches`).
-        workspace::build_quick_benches()?;
-    } else {
-        proc::run(
-            &format!("cargo build --profile {profile}"),
-            workspace::cargo().args([
-                "build",
-                "--profile",
-                profile,
-                "-p",
-                "gantry-server",
-                "--bin",
-                "gantry-server",
-                "--example",
-                "axum_hello",
-                "--example",
-                "counting_allocations",
-            ]),
-        )?;
-    }
+    proc::run(
+        &format!("cargo build --profile {profile}"),
+        workspace::cargo().args([
+            "build",
+            "--profile",
+            profile,
+            "-p",
+            "gantry-server",
+            "--bin",
+            "gantry-server",
+            "--example",
+            "axum_hello",
+            "--example",
+            "counting_allocations",
+        ]),
+    )?;
     for peer in ["nethttp", "gin", "ginfull"] {
         proc::run(
             &format!("go build bench/{peer}"),

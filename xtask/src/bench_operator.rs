@@ -44,14 +44,7 @@ pub fn run(quick: bool, json_file: Option<&Path>) -> Result<ExitCode> {
 /// and returns its report with the date and the machine added.
 pub fn measure(cluster: &Cluster, quick: bool) -> Result<Value> {
     let (latency, goservers, churn) = if quick { QUICK } else { FULL };
-    let operator = if quick {
-        // The build the quick server benchmark made (see
-        // `workspace::build_quick_benches`): nothing to compile after it.
-        workspace::build_quick_benches()?;
-        workspace::operator_binary(true)?
-    } else {
-        workspace::build_operator(true)?
-    };
+    let operator = workspace::build_operator(true)?;
     let log = cluster.dir().join("logs").join("bench-operator.log");
     let bin_dir = toolchain::bin_dir()?;
     eprintln!(

@@ -89,40 +89,6 @@ pub fn build_operator(release: bool) -> Result<PathBuf> {
         cmd.arg("--release");
     }
     crate::proc::run("cargo build -p gantry-operator", &mut cmd)?;
-    operator_binary(release)
-}
-
-/// The release build the quick benchmarks of `cargo xtask test` share: the
-/// server's binaries and the operator's, in one cargo invocation, so that
-/// the crates both use are compiled once, with one resolution of their
-/// features. Built apart (as `bench server` and `bench operator` do when
-/// run alone), they resolve features differently and the operator's build
-/// compiled most of them again: 4.6 min of a clean clone's run. The
-/// published figures come from the benchmarks run alone.
-pub fn build_quick_benches() -> Result<()> {
-    crate::proc::run(
-        "cargo build --release (server and operator)",
-        cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "gantry-server",
-            "-p",
-            "gantry-operator",
-            "--bin",
-            "gantry-server",
-            "--bin",
-            "gantry-operator",
-            "--example",
-            "axum_hello",
-            "--example",
-            "counting_allocations",
-        ]),
-    )
-}
-
-/// The operator binary cargo built (debug, or `release`).
-pub fn operator_binary(release: bool) -> Result<PathBuf> {
     let target =
         non_empty_env("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from);
     let binary = target
