@@ -122,12 +122,7 @@ fn finite(values: &[f64]) -> Vec<f64> {
 }
 
 fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => Some(sorted[n / 2]),
-        _ => Some(f64::midpoint(sorted[n / 2 - 1], sorted[n / 2])),
-    }
+    (!sorted.is_empty()).then(|| stats::median(sorted))
 }
 
 /// One metric's part in the score.

@@ -146,10 +146,12 @@ pub fn hodges_lehmann(x: &[f64], y: &[f64], confidence: f64) -> Option<Shift> {
     let z = normal().inverse_cdf(1.0 - alpha / 2.0);
     // R estimates without the continuity correction, and corrects the
     // interval's ends.
+    let mut points = differences(x, y);
+    points.dedup();
     Some(Shift {
-        estimate: crossing(x, y, 0.0, false),
-        low: crossing(x, y, z, true),
-        high: crossing(x, y, -z, true),
+        estimate: crossing(x, y, &points, 0.0, false),
+        low: crossing(x, y, &points, z, true),
+        high: crossing(x, y, &points, -z, true),
         exact: false,
     })
 }
@@ -162,9 +164,19 @@ fn normal() -> Normal {
     Normal::standard()
 }
 
+/// Every `a - b` of `a` in `x` and `b` in `y`, sorted.
+fn differences(x: &[f64], y: &[f64]) -> Vec<f64> {
+    let mut differences: Vec<f64> = x
+        .iter()
+        .flat_map(|a| y.iter().map(move |b| a - b))
+        .collect();
+    differences.sort_by(f64::total_cmp);
+    differences
+}
+
 /// The median of sorted `values` (the mean of the middle two for an even
 /// count).
-fn median(sorted: &[f64]) -> f64 {
+pub(super) fn median(sorted: &[f64]) -> f64 {
     let n = sorted.len();
     if n % 2 == 1 {
         sorted[n / 2]
@@ -174,7 +186,8 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 /// The shift `d` at which the standardized rank statistic of `x - d`
-/// against `y`, less `zq`, changes sign (R's `wdiff` and `root`).
+/// against `y`, less `zq`, changes sign (R's `wdiff` and `root`);
+/// `points` are the distinct pairwise differences, sorted.
 ///
 /// The statistic is a step function of `d` that falls as `d` grows and
 /// steps only where `x - d` meets a `y` value, at a pairwise difference.
@@ -185,13 +198,7 @@ fn median(sorted: &[f64]) -> f64 {
 /// a bisection on the real line converges next to it instead (`1e-63`
 /// where the answer is 0, which a margin of zero then took for a shift;
 /// found by the judge benchmark).
-fn crossing(x: &[f64], y: &[f64], zq: f64, corrected: bool) -> f64 {
-    let mut points: Vec<f64> = x
-        .iter()
-        .flat_map(|a| y.iter().map(move |b| a - b))
-        .collect();
-    points.sort_by(f64::total_cmp);
-    points.dedup();
+fn crossing(x: &[f64], y: &[f64], points: &[f64], zq: f64, corrected: bool) -> f64 {
     let f = |d: f64| standardized(x, y, d, corrected) - zq;
     let lowest = points[0];
     let highest = points[points.len() - 1];
