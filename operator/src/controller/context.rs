@@ -206,6 +206,7 @@ pub(super) fn rollout_state(status: Option<&GoServerStatus>) -> String {
         &s.last_good_revision,
         &s.failed_revision,
         &s.verification,
+        &s.baseline,
         &s.canary,
         &s.outbox,
     ))

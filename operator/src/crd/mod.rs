@@ -37,14 +37,15 @@ pub use network::{
     RoutePathType, RouteSpec, RouteTimeouts, ServiceSpec, ServiceType, TlsSpec,
 };
 pub use rollout::{
-    CanaryStep, DeadlineAction, GatewayWait, MetricSpec, NoDataPolicy, PrometheusSpec,
-    ReceiverFormat, ReceiverSpec, RolloutSpec, RolloutStrategy, TrafficGuard, VerificationSpec,
-    WebhookSpec,
+    BadChange, CanaryStep, ComparisonSpec, DeadlineAction, GatewayWait, MetricComparison,
+    MetricSpec, NoDataPolicy, PrometheusSpec, ReceiverFormat, ReceiverSpec, RolloutSpec,
+    RolloutStrategy, TrafficGuard, VerificationSpec, WebhookSpec,
 };
 pub use status::{
-    Analysis, Announcement, CanaryPhase, CanaryStatus, DecisionKind, Delivery, GoServerStatus,
-    HistoryEntry, MetricStatus, MetricValue, Notification, StepVerdict, Verdict, VerificationPhase,
-    VerificationStatus,
+    Analysis, Announcement, Baseline, BaselineMetric, CanaryPhase, CanaryStatus, ComparisonClass,
+    ComparisonOutcome, ComparisonStatus, DecisionKind, Delivery, GoServerStatus, HistoryEntry,
+    MetricComparisonStatus, MetricStatus, MetricValue, Notification, StepVerdict, Verdict,
+    VerificationPhase, VerificationStatus,
 };
 pub use workload::{ConfigSpec, EnvVar, ImagePullPolicy, Probe, Probes, SecretEnvVar, SecretRef};
 

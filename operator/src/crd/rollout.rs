@@ -12,6 +12,7 @@ use super::patterns::{DURATION_PATTERN, METRIC_NAME_PATTERN};
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq, Default)]
 #[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'Canary' || (has(self.steps) && size(self.steps) > 0)").message("the Canary strategy needs at least one step").field_path(".steps"))]
 #[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'Canary' || !has(self.verification) || !has(self.verification.postVerification)").message("postVerification is not supported with the Canary strategy: every step is already judged on live traffic, the last one before the promotion").field_path(".verification.postVerification"))]
+#[x_kube(validation = Rule::new("!has(self.strategy) || self.strategy != 'Canary' || !has(self.verification) || self.verification.metrics.all(m, !has(m.compare))").message("compare is not supported with the Canary strategy yet: a canary's baseline (fresh pods of the stable revision beside it) is not built; under RollingUpdate a revision is compared with the last verified one").field_path(".verification.metrics"))]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutSpec {
     /// `RollingUpdate` (default): the Deployment replaces its pods, and the
@@ -185,6 +186,10 @@ pub struct VerificationSpec {
     /// counts as verified).
     #[serde(default)]
     pub on_deadline: DeadlineAction,
+    /// How metrics with `compare` are judged together against the last
+    /// verified revision: the test's confidence and the score's thresholds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonSpec>,
     /// Told of every decision (`Verified`, `Failed`, `RolledBack`) by a
     /// POST. The same as a receiver named `webhook` in `receivers`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -227,6 +232,102 @@ fn default_failure_limit() -> i32 {
 
 fn default_true() -> bool {
     true
+}
+
+/// How the metrics that have `compare` are judged against the baseline
+/// (the last verified revision's samples). Once the window is over and
+/// every bound held, each such metric is High, Low, Pass or `NoData`; the
+/// weighted share of the metrics with data that pass is the score, 0 to
+/// 100. At or above `pass` the revision passes; below `marginal`, or a
+/// critical metric High or Low, it fails; in between it is held (reason
+/// `Marginal`) for a person to promote or roll back, until `deadline`
+/// takes `onDeadline`.
+#[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
+#[x_kube(validation = Rule::new("self.marginal <= self.pass").message("marginal must not exceed pass").field_path(".marginal"))]
+#[serde(rename_all = "camelCase")]
+pub struct ComparisonSpec {
+    /// The two-sided confidence of each metric's test (default 0.98, as
+    /// Kayenta's): a change counts only when the lower end of the interval
+    /// of the shift lies past the allowed change.
+    #[serde(default = "default_confidence")]
+    #[schemars(range(min = 0.5, max = 0.9999))]
+    pub confidence: f64,
+    /// The lowest score that passes (default 95).
+    #[serde(default = "default_pass_score")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub pass: f64,
+    /// The lowest score held for a person rather than failed (default 75).
+    #[serde(default = "default_marginal_score")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub marginal: f64,
+}
+
+impl Default for ComparisonSpec {
+    fn default() -> Self {
+        Self {
+            confidence: default_confidence(),
+            pass: default_pass_score(),
+            marginal: default_marginal_score(),
+        }
+    }
+}
+
+fn default_confidence() -> f64 {
+    0.98
+}
+
+fn default_pass_score() -> f64 {
+    95.0
+}
+
+fn default_marginal_score() -> f64 {
+    75.0
+}
+
+/// One metric judged against the baseline: its samples over the window
+/// (one per `interval`, so the query should look back one `interval`)
+/// against the last verified revision's.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricComparison {
+    /// The change that is bad: `Increase` (default, a latency or an error
+    /// ratio), `Decrease` (a throughput) or `Either`.
+    #[serde(default)]
+    pub bad: BadChange,
+    /// How far the revision may move from the baseline before it counts:
+    /// a share of the baseline's median (`10%`, the default) or an amount
+    /// in the metric's unit (`0.01`, one point of a ratio).
+    #[serde(default = "default_allowed")]
+    #[schemars(length(min = 1, max = 16), regex(pattern = r"^[0-9]+(\.[0-9]+)?%?$"))]
+    pub allowed: String,
+    /// A High or Low of a critical metric fails the revision whatever the
+    /// score.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub critical: bool,
+    /// The metric's share of the score, relative to the others' (default 1).
+    #[serde(default = "default_weight")]
+    #[schemars(range(min = 0.0, max = 100.0))]
+    pub weight: f64,
+}
+
+fn default_allowed() -> String {
+    "10%".to_owned()
+}
+
+fn default_weight() -> f64 {
+    1.0
+}
+
+/// Which change of a compared metric is bad.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BadChange {
+    /// Higher than the baseline.
+    #[default]
+    Increase,
+    /// Lower than the baseline.
+    Decrease,
+    /// Either way.
+    Either,
 }
 
 /// Where Prometheus answers.
@@ -310,7 +411,7 @@ pub struct TrafficGuard {
 
 /// One `PromQL` measurement with its bounds.
 #[derive(Serialize, Deserialize, KubeSchema, Clone, Debug, PartialEq)]
-#[x_kube(validation = Rule::new("has(self.min) || has(self.max)").message("a metric needs min or max"))]
+#[x_kube(validation = Rule::new("has(self.min) || has(self.max) || has(self.compare)").message("a metric needs min, max or compare"))]
 #[x_kube(validation = Rule::new("!has(self.min) || !has(self.max) || self.min <= self.max").message("min must not exceed max").field_path(".min"))]
 #[serde(rename_all = "camelCase")]
 pub struct MetricSpec {
@@ -333,6 +434,10 @@ pub struct MetricSpec {
     /// Count a sample only when the revision served enough requests in it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic: Option<TrafficGuard>,
+    /// Judge the metric against the last verified revision as well, once
+    /// the window is over (see `comparison`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compare: Option<MetricComparison>,
 }
 
 /// What a measurement without data counts as.

@@ -5,7 +5,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::rollout::{DeadlineAction, MetricSpec, VerificationSpec};
+use super::rollout::{ComparisonSpec, DeadlineAction, MetricSpec, VerificationSpec};
 
 /// Observed state, written by the operator only.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq, Default)]
@@ -55,6 +55,12 @@ pub struct GoServerStatus {
     /// Progress of the verification of the newest revision.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<VerificationStatus>,
+    /// The samples of the last verified revision's window, for the metrics
+    /// that have `compare`: the baseline the next revision is judged
+    /// against. Kept here, not asked of Prometheus again, so a TSDB that
+    /// lost that range loses no baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
     /// Revisions deployed, newest first, at most 10.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<HistoryEntry>,
@@ -180,6 +186,9 @@ pub struct VerificationStatus {
     /// When the verification went past its deadline without a verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overdue_at: Option<Time>,
+    /// The comparison with the baseline, made once when the window is over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonStatus>,
     /// Written by earlier operators: a decision not told yet. It is read
     /// once, into `status.outbox`, and never written again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -207,6 +216,9 @@ pub struct Analysis {
     pub deadline: String,
     /// `onDeadline` as the spec had it.
     pub on_deadline: DeadlineAction,
+    /// `comparison` as the spec had it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonSpec>,
     /// `metrics` as the spec had them.
     pub metrics: Vec<MetricSpec>,
 }
@@ -223,6 +235,7 @@ impl Analysis {
             failure_limit: spec.failure_limit,
             deadline: spec.deadline.clone(),
             on_deadline: spec.on_deadline,
+            comparison: spec.comparison.clone(),
             metrics: spec.metrics.clone(),
         }
     }
@@ -334,6 +347,106 @@ pub struct MetricStatus {
     /// The last value measured; absent when there was no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_value: Option<f64>,
+    /// For a metric with `compare`: the valid values of the window, in the
+    /// order measured (at most 120).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub samples: Vec<f64>,
+    /// For a metric with `compare`: how it compared with the baseline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<MetricComparisonStatus>,
+}
+
+/// One metric of a revision against the baseline.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricComparisonStatus {
+    /// `High`, `Low`, `Pass` or `NoData` (too few samples on a side).
+    pub class: ComparisonClass,
+    /// The median of the revision's samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_median: Option<f64>,
+    /// The median of the baseline's samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_median: Option<f64>,
+    /// The shift of the revision over the baseline (Hodges-Lehmann) as a
+    /// share of the baseline's median: `0.31` is 31 % higher.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_change: Option<f64>,
+    /// The shift in the metric's unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift: Option<f64>,
+    /// The low end of the shift's interval at the spec's confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_low: Option<f64>,
+    /// The high end of the shift's interval at the spec's confidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shift_high: Option<f64>,
+    /// The Mann-Whitney p-value of a change in the bad direction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p: Option<f64>,
+}
+
+/// The class of one compared metric.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComparisonClass {
+    High,
+    Low,
+    Pass,
+    NoData,
+}
+
+/// The comparison of a revision with its baseline.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComparisonStatus {
+    /// The revision compared with; absent when there was none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_revision: Option<String>,
+    /// `Pass`, `Marginal` (held for a person), `Fail`, or `NoBaseline`
+    /// (nothing to compare with: judged by its bounds alone).
+    pub outcome: ComparisonOutcome,
+    /// The weighted share of the compared metrics with data that passed,
+    /// 0 to 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Each compared metric's class, relative change and p, in one line.
+    pub message: String,
+    /// When it was made.
+    pub compared_at: Time,
+}
+
+/// What a comparison says of the revision.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ComparisonOutcome {
+    Pass,
+    Marginal,
+    Fail,
+    NoBaseline,
+}
+
+/// The last verified revision's samples.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Baseline {
+    /// The revision they are of: `lastGoodRevision` when they are in use.
+    pub revision: String,
+    /// When it was first fully available (its warm-up and window count
+    /// from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Time>,
+    /// When it was verified.
+    pub to: Time,
+    /// Each compared metric's samples.
+    pub metrics: Vec<BaselineMetric>,
+}
+
+/// One metric's samples in a baseline.
+#[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+pub struct BaselineMetric {
+    /// The metric's name in the spec.
+    pub name: String,
+    /// Its valid values over the window, in the order measured.
+    pub samples: Vec<f64>,
 }
 
 /// One revision in the history.

@@ -11,8 +11,8 @@ use super::prometheus::QueryError;
 use super::spec::{DueQuery, receivers};
 use crate::build::Revision;
 use crate::crd::{
-    CanaryStatus, DecisionKind, GoServer, HistoryEntry, MetricStatus, MetricValue, Notification,
-    Verdict as HistoryVerdict, VerificationStatus,
+    Baseline, CanaryStatus, DecisionKind, GoServer, HistoryEntry, MetricStatus, MetricValue,
+    Notification, Verdict as HistoryVerdict, VerificationStatus,
 };
 
 /// History entries kept in status.
@@ -20,6 +20,10 @@ pub const HISTORY_LIMIT: usize = 10;
 
 /// The reason of a verification whose query Prometheus refuses.
 pub const INVALID_QUERY: &str = "InvalidQuery";
+
+/// The reason of a verification held for a person: its comparison with
+/// the baseline scored between the marginal and the pass threshold.
+pub const MARGINAL: &str = "Marginal";
 
 /// The reason of a verification held off by Prometheus being away.
 pub const PROMETHEUS_UNAVAILABLE: &str = "PrometheusUnavailable";
@@ -71,6 +75,8 @@ pub struct Decision {
     pub last_good_revision: Option<String>,
     pub failed_revision: Option<String>,
     pub verification: Option<VerificationStatus>,
+    /// The last verified revision's samples, to compare the next one with.
+    pub baseline: Option<Baseline>,
     pub history: Vec<HistoryEntry>,
     pub canary: Option<CanaryStatus>,
     /// Decisions still to be told, with the one made now, if any.
@@ -134,6 +140,7 @@ impl Decision {
                 .failed_revision
                 .filter(|failed| failed == observed.spec_revision),
             verification,
+            baseline: old.baseline,
             history: old.history,
             canary: old.canary,
             outbox,

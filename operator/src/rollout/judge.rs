@@ -96,7 +96,7 @@ pub fn standing(spec: &Analysis, metrics: &[MetricStatus], window_over: bool) ->
 /// A measured value for people: four significant digits, no trailing
 /// zeros (`0.228183749549044` is `0.2282`, `1234567.0` stays `1234567`).
 /// Bounds are shown as written in the spec.
-fn significant(v: f64) -> String {
+pub(crate) fn significant(v: f64) -> String {
     if v == 0.0 || !v.is_finite() {
         return format!("{v}");
     }
@@ -169,6 +169,7 @@ mod tests {
             failed,
             inconclusive,
             last_value: Some(0.5),
+            ..MetricStatus::default()
         }
     }
 

@@ -44,16 +44,16 @@ use crate::crd::{
     GoServer, Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 pub use decision::{
-    Decision, Due, HISTORY_LIMIT, INVALID_QUERY, Measurement, Observation, PROMETHEUS_UNAVAILABLE,
-    Sample,
+    Decision, Due, HISTORY_LIMIT, INVALID_QUERY, MARGINAL, Measurement, Observation,
+    PROMETHEUS_UNAVAILABLE, Sample,
 };
 use decision::{add, note, record_values};
 use judge::Standing;
 pub use spec::{DueQuery, in_force, query_timeout, receivers, spec};
 use spec::{Timing, verification};
 use window::{
-    Overdue, analysis_in_force, at_deadline, begin, count_all, due_samples, fail, no_data, open,
-    pass,
+    Compared, Overdue, analysis_in_force, at_deadline, begin, compared, count_all, due_samples,
+    fail, no_data, open, pass,
 };
 
 /// Moves the verification of the revision in force along.
@@ -220,15 +220,19 @@ fn advance(
                     Standing::NoData { metric } => {
                         note(v, "NoData", no_data(&analysis, &metric));
                     }
-                    Standing::Passed if now.0 < post_end.0 => {
-                        v.phase = VerificationPhase::PostVerification;
-                        note(
-                            v,
-                            "Measuring",
-                            format!("passed; measuring on until {}", post_end.0),
-                        );
-                    }
-                    Standing::Passed => pass(gs, observed, v, decision, None),
+                    Standing::Passed => match compared(observed, &analysis, v, decision) {
+                        Compared::Fail(message) => fail(gs, observed, v, decision, &message),
+                        Compared::Hold(message) => note(v, MARGINAL, message),
+                        Compared::Pass if now.0 < post_end.0 => {
+                            v.phase = VerificationPhase::PostVerification;
+                            note(
+                                v,
+                                "Measuring",
+                                format!("passed; measuring on until {}", post_end.0),
+                            );
+                        }
+                        Compared::Pass => pass(gs, observed, v, decision, None),
+                    },
                     Standing::Failed { .. } => {}
                 }
             }

@@ -114,7 +114,7 @@ pub fn apply(gs: &mut GoServer, requests: Vec<Request>, facts: &Facts<'_>) -> Ve
             } else {
                 match request.kind {
                     Kind::RollbackTo => rollback_to(status, &request.revision, facts),
-                    Kind::Promote => promote(status, &request.revision),
+                    Kind::Promote => promote(status, &request.revision, facts.now),
                     Kind::Retry => retry(status, &request.revision, facts),
                 }
             };
@@ -174,7 +174,7 @@ fn rollback_to(
     ))
 }
 
-fn promote(status: &mut GoServerStatus, target: &str) -> Result<String, String> {
+fn promote(status: &mut GoServerStatus, target: &str, now: &Time) -> Result<String, String> {
     let Some(v) = status
         .verification
         .as_mut()
@@ -199,6 +199,9 @@ fn promote(status: &mut GoServerStatus, target: &str) -> Result<String, String> 
     v.phase = VerificationPhase::Passed;
     "Promoted".clone_into(&mut v.reason);
     "promoted by request: the rest of the verification was skipped".clone_into(&mut v.message);
+    // Its samples so far are the next revision's baseline, as a verified
+    // revision's are.
+    status.baseline = super::compare::baseline::left_by(v, now);
     status.last_good_revision = Some(target.to_owned());
     if let Some(entry) = status.history.iter_mut().find(|h| h.revision == target) {
         entry.verdict = Verdict::Passed;

@@ -51,6 +51,7 @@ fn with_status(mut gs: GoServer, decision: &Decision) -> GoServer {
         last_good_revision: decision.last_good_revision.clone(),
         failed_revision: decision.failed_revision.clone(),
         verification: decision.verification.clone(),
+        baseline: decision.baseline.clone(),
         history: decision.history.clone(),
         outbox: decision.outbox.clone(),
         ..GoServerStatus::default()
@@ -796,3 +797,5 @@ fn a_verification_begun_by_an_earlier_operator_carries_on() {
         "recorded from now on"
     );
 }
+
+mod compare;

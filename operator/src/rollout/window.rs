@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::compare;
 use super::decision::note;
 use super::decision::{
     Decision, Due, INVALID_QUERY, Observation, PROMETHEUS_UNAVAILABLE, Sample, add, notification,
@@ -14,8 +15,8 @@ use super::decision::{
 use super::judge::{Outcome, count, outcome};
 use super::spec::{Timing, auto_rollback, queries};
 use crate::crd::{
-    Analysis, DeadlineAction, DecisionKind, GoServer, MetricStatus, Verdict as HistoryVerdict,
-    VerificationPhase, VerificationSpec, VerificationStatus,
+    Analysis, ComparisonOutcome, DeadlineAction, DecisionKind, GoServer, MetricStatus,
+    Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 
 /// A new verification of `revision`, judged by what `spec` asks for now.
@@ -256,10 +257,61 @@ pub(super) fn count_all(
                 *value
             }
         };
-        count(counts, outcome(metric, value), value);
+        let outcome = outcome(metric, value);
+        count(counts, outcome, value);
+        if outcome != Outcome::Inconclusive {
+            compare::baseline::keep(metric, counts, value);
+        }
     }
     v.metrics = counts;
     trouble
+}
+
+/// What the comparison with the baseline says of a revision whose every
+/// bound held over its window.
+pub(super) enum Compared {
+    /// Passed, or nothing to compare.
+    Pass,
+    /// Marginal: held for a person, for this reason.
+    Hold(String),
+    /// Failed, for this reason.
+    Fail(String),
+}
+
+/// The comparison of `v` with the baseline, made once (the first time
+/// every bound held over the whole window) and kept in `v.comparison`;
+/// later looks read it from there, so a revision is tested once, not at
+/// every interval.
+pub(super) fn compared(
+    observed: &Observation<'_>,
+    analysis: &Analysis,
+    v: &mut VerificationStatus,
+    decision: &Decision,
+) -> Compared {
+    if !compare::baseline::compares(analysis) {
+        return Compared::Pass;
+    }
+    let outcome = if let Some(done) = &v.comparison {
+        done.outcome
+    } else {
+        let baseline = compare::baseline::usable(
+            decision.baseline.as_ref(),
+            decision.last_good_revision.as_deref(),
+        );
+        compare::baseline::compare(analysis, v, baseline, observed.now)
+    };
+    let message = v
+        .comparison
+        .as_ref()
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    match outcome {
+        ComparisonOutcome::Pass | ComparisonOutcome::NoBaseline => Compared::Pass,
+        ComparisonOutcome::Marginal => Compared::Hold(format!(
+            "{message}; held for a person: `kubectl gantry promote` or `rollback`"
+        )),
+        ComparisonOutcome::Fail => Compared::Fail(message),
+    }
 }
 
 /// Passes `v`; `how` says why when it is not the metrics' verdict.
@@ -285,6 +337,7 @@ pub(super) fn pass(
             message
         }
     };
+    decision.baseline = compare::baseline::left_by(v, observed.now);
     let previous = decision.last_good_revision.replace(v.revision.clone());
     set_verdict(decision, &v.revision, HistoryVerdict::Passed);
     decision.requeue = None;

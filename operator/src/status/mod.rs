@@ -41,27 +41,18 @@ pub fn compute(gs: &GoServer, observed: &Inputs<'_>, now: &Time) -> GoServerStat
     let name = gs.metadata.name.as_deref().unwrap_or_default();
     let rollout = observed.deployment.map(Rollout::of);
     // On an early error the rollout state stays as stored.
-    let (revision, last_good_revision, failed_revision, verification, history, canary, outbox) =
-        match observed.rollout {
-            Some(d) => (
-                Some(d.revision.clone()),
-                d.last_good_revision.clone(),
-                d.failed_revision.clone(),
-                d.verification.clone(),
-                d.history.clone(),
-                d.canary.clone(),
-                d.outbox.clone(),
-            ),
-            None => (
-                old.revision.clone(),
-                old.last_good_revision.clone(),
-                old.failed_revision.clone(),
-                old.verification.clone(),
-                old.history.clone(),
-                old.canary.clone(),
-                old.outbox.clone(),
-            ),
-        };
+    let RolloutState {
+        revision,
+        last_good_revision,
+        failed_revision,
+        verification,
+        baseline,
+        history,
+        canary,
+        outbox,
+    } = observed
+        .rollout
+        .map_or_else(|| RolloutState::stored(&old), RolloutState::decided);
     let (verified, rollout_degraded) = verification_verdicts(
         gs,
         revision.as_deref(),
@@ -131,9 +122,51 @@ pub fn compute(gs: &GoServer, observed: &Inputs<'_>, now: &Time) -> GoServerStat
         last_good_revision,
         failed_revision,
         verification,
+        baseline,
         history,
         canary,
         outbox,
+    }
+}
+
+/// The rollout part of the status: the decision's, or on an early error
+/// the stored one.
+struct RolloutState {
+    revision: Option<String>,
+    last_good_revision: Option<String>,
+    failed_revision: Option<String>,
+    verification: Option<crate::crd::VerificationStatus>,
+    baseline: Option<crate::crd::Baseline>,
+    history: Vec<crate::crd::HistoryEntry>,
+    canary: Option<crate::crd::CanaryStatus>,
+    outbox: Vec<crate::crd::Notification>,
+}
+
+impl RolloutState {
+    fn decided(d: &crate::rollout::Decision) -> Self {
+        Self {
+            revision: Some(d.revision.clone()),
+            last_good_revision: d.last_good_revision.clone(),
+            failed_revision: d.failed_revision.clone(),
+            verification: d.verification.clone(),
+            baseline: d.baseline.clone(),
+            history: d.history.clone(),
+            canary: d.canary.clone(),
+            outbox: d.outbox.clone(),
+        }
+    }
+
+    fn stored(old: &GoServerStatus) -> Self {
+        Self {
+            revision: old.revision.clone(),
+            last_good_revision: old.last_good_revision.clone(),
+            failed_revision: old.failed_revision.clone(),
+            verification: old.verification.clone(),
+            baseline: old.baseline.clone(),
+            history: old.history.clone(),
+            canary: old.canary.clone(),
+            outbox: old.outbox.clone(),
+        }
     }
 }
 
