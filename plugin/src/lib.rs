@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use gantry_operator::crd::{
-    CanaryStatus, GoServer, GoServerStatus, HistoryEntry, Verdict, VerificationPhase,
+    CanaryStatus, ComparisonClass, ComparisonOutcome, ComparisonStatus, GoServer, GoServerStatus,
+    HistoryEntry, Verdict, VerificationPhase, VerificationStatus,
 };
 use serde::Serialize;
 
@@ -32,6 +33,11 @@ pub struct MetricChange {
     /// not zero.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub change: Option<f64>,
+    /// For a compared metric, the judge's class against the revision it
+    /// was compared with (`comparedWith`); `change` is then the judge's
+    /// shift of the medians, not a difference of last values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<String>,
 }
 
 /// One row of `kubectl gantry history`.
@@ -67,7 +73,12 @@ pub fn history(status: &GoServerStatus) -> Vec<HistoryRow> {
                 deployed_at: entry.deployed_at.0.to_string(),
                 verdict: entry.verdict.as_str().to_owned(),
                 in_force: status.revision.as_deref() == Some(entry.revision.as_str()),
-                compared_with: previous.map(|p| p.revision.clone()),
+                // The judge's baseline when it compared; else the next
+                // older verified revision.
+                compared_with: entry
+                    .compared_with
+                    .clone()
+                    .or_else(|| previous.map(|p| p.revision.clone())),
                 metrics: changes(entry, previous),
             }
         })
@@ -82,8 +93,9 @@ fn changes(entry: &HistoryEntry, previous: Option<&HistoryEntry>) -> Vec<MetricC
             let before = previous
                 .and_then(|p| p.metrics.iter().find(|pm| pm.name == m.name))
                 .and_then(|pm| pm.value);
-            let change = match (m.value, before) {
-                (Some(now), Some(then)) if then != 0.0 => Some((now - then) / then),
+            let change = match (m.relative_change, m.value, before) {
+                (Some(judged), _, _) => Some(judged),
+                (None, Some(now), Some(then)) if then != 0.0 => Some((now - then) / then),
                 _ => None,
             };
             MetricChange {
@@ -91,6 +103,7 @@ fn changes(entry: &HistoryEntry, previous: Option<&HistoryEntry>) -> Vec<MetricC
                 value: m.value,
                 previous: before,
                 change,
+                class: m.class.map(|c| class_name(c).to_owned()),
             }
         })
         .collect()
@@ -127,13 +140,17 @@ pub fn history_table(rows: &[HistoryRow]) -> Table {
     table
 }
 
-/// `0.012 (+68.0%)`, `0.012 (was 0)`, `0.012`, or `no data`.
+/// `0.012 (+68.0%)`, judged `0.012 (+68.0% High)`, `0.012 (was 0)`, `0.012`, or
+/// `no data`.
 fn metric_cell(m: &MetricChange) -> String {
     let Some(value) = m.value else {
         return "no data".to_owned();
     };
     match (m.change, m.previous) {
-        (Some(change), _) => format!("{} ({:+.1}%)", number(value), change * 100.0),
+        (Some(change), _) => match &m.class {
+            Some(class) => format!("{} ({:+.1}% {class})", number(value), change * 100.0),
+            None => format!("{} ({:+.1}%)", number(value), change * 100.0),
+        },
         (None, Some(previous)) => format!("{} (was {})", number(value), number(previous)),
         (None, None) => number(value),
     }
@@ -147,6 +164,24 @@ pub fn number(value: f64) -> String {
         "0".to_owned()
     } else {
         text.to_owned()
+    }
+}
+
+fn class_name(class: ComparisonClass) -> &'static str {
+    match class {
+        ComparisonClass::High => "High",
+        ComparisonClass::Low => "Low",
+        ComparisonClass::Pass => "Pass",
+        ComparisonClass::NoData => "NoData",
+    }
+}
+
+/// A p-value: four decimals, and below that only how small it is.
+fn p_value(p: f64) -> String {
+    if p < 0.0001 {
+        "<0.0001".to_owned()
+    } else {
+        number(p)
     }
 }
 
@@ -239,6 +274,52 @@ pub fn status_text(gs: &GoServer) -> String {
             }
             out.push_str(&metrics.indented(2));
         }
+        if let Some(c) = &v.comparison {
+            out.push_str(&comparison(v, c));
+        }
+    }
+    out
+}
+
+/// The comparison with the baseline: its outcome and score, then each
+/// compared metric's medians, relative change and p.
+fn comparison(v: &VerificationStatus, c: &ComparisonStatus) -> String {
+    let outcome = match c.outcome {
+        ComparisonOutcome::Pass => "Pass",
+        ComparisonOutcome::Marginal => "Marginal",
+        ComparisonOutcome::Fail => "Fail",
+        ComparisonOutcome::NoBaseline => "NoBaseline",
+    };
+    let score = c
+        .score
+        .map_or_else(String::new, |s| format!(", score {}", number(s)));
+    let mut out = format!(
+        "\nCompared with {}: {outcome}{score}\n",
+        c.baseline_revision.as_deref().unwrap_or("no baseline")
+    );
+    let mut table = Table::new(["METRIC", "CLASS", "REVISION", "BASELINE", "CHANGE", "P"]);
+    let mut rows = 0;
+    for m in &v.metrics {
+        let Some(mc) = &m.comparison else { continue };
+        let class = class_name(mc.class);
+        let or_dash = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), number);
+        let change = match (mc.relative_change, mc.shift) {
+            (Some(r), _) => format!("{:+.1}%", r * 100.0),
+            (None, Some(s)) => format!("{s:+}"),
+            (None, None) => "-".to_owned(),
+        };
+        table.row([
+            m.name.clone(),
+            class.to_owned(),
+            or_dash(mc.revision_median),
+            or_dash(mc.baseline_median),
+            change,
+            mc.p.map_or_else(|| "-".to_owned(), p_value),
+        ]);
+        rows += 1;
+    }
+    if rows > 0 {
+        out.push_str(&table.indented(2));
     }
     out
 }
@@ -339,7 +420,10 @@ mod tests {
             metrics: vec![MetricValue {
                 name: "error-rate".to_owned(),
                 value,
+                relative_change: None,
+                class: None,
             }],
+            compared_with: None,
         }
     }
 
@@ -389,6 +473,30 @@ mod tests {
     }
 
     #[test]
+    fn a_judged_revision_shows_the_judges_figures() {
+        let mut judged = entry("v3", Verdict::RolledBack, Some(0.5));
+        judged.compared_with = Some("v1".to_owned());
+        judged.metrics[0].relative_change = Some(0.312);
+        judged.metrics[0].class = Some(ComparisonClass::High);
+        let s = status(
+            "v2",
+            Some("v2"),
+            vec![
+                judged,
+                entry("v2", Verdict::Passed, Some(0.01)),
+                entry("v1", Verdict::Passed, Some(0.02)),
+            ],
+        );
+        let rows = history(&s);
+        // The baseline the judge used, not the next older verified one.
+        assert_eq!(rows[0].compared_with.as_deref(), Some("v1"));
+        assert_eq!(rows[0].metrics[0].class.as_deref(), Some("High"));
+        let table = history_table(&rows).render();
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[1].ends_with("0.5 (+31.2% High)"), "{table}");
+    }
+
+    #[test]
     fn rollback_goes_to_the_last_good_revision_or_the_newest_older_good_one() {
         let rolled = status(
             "v3",
@@ -418,7 +526,7 @@ mod tests {
     fn promote_and_retry_name_the_revision_they_act_on() {
         let mut s = status("v2", Some("v1"), Vec::new());
         assert!(promote_target(&s).is_err());
-        s.verification = Some(gantry_operator::crd::VerificationStatus {
+        s.verification = Some(VerificationStatus {
             revision: "v2".to_owned(),
             phase: VerificationPhase::Measuring,
             ..Default::default()
@@ -452,6 +560,41 @@ mod tests {
             line.split_whitespace().collect::<Vec<_>>().join(" "),
             "Canary: v2: Progressing, step 2 of 2 at 50% (1 passed)"
         );
+    }
+
+    #[test]
+    fn status_shows_each_compared_metric_against_the_baseline() {
+        let mut gs: GoServer = serde_json::from_value(serde_json::json!({
+            "apiVersion": "gantry.dev/v1alpha1", "kind": "GoServer",
+            "metadata": {"name": "shop", "namespace": "web"},
+            "spec": {"image": "shop:3"},
+        }))
+        .unwrap();
+        let mut s = status("v1", Some("v1"), Vec::new());
+        s.verification = serde_json::from_value(serde_json::json!({
+            "revision": "v3", "phase": "Failed", "reason": "Failed", "message": "m",
+            "metrics": [
+                {"name": "latency", "passed": 10, "failed": 0, "inconclusive": 0,
+                 "comparison": {"class": "High", "revisionMedian": 0.026, "baselineMedian": 0.02,
+                                "relativeChange": 0.312, "p": 0.000_01}},
+                {"name": "errors", "passed": 10, "failed": 0, "inconclusive": 0},
+            ],
+            "comparison": {"baselineRevision": "v2", "outcome": "Fail", "score": 0.0,
+                           "message": "m", "comparedAt": "2026-12-03T10:00:00Z"},
+        }))
+        .unwrap();
+        gs.status = Some(s);
+        let text = status_text(&gs);
+        let words = |l: &str| l.split_whitespace().collect::<Vec<_>>().join(" ");
+        let lines: Vec<String> = text.lines().map(words).collect();
+        let at = lines
+            .iter()
+            .position(|l| l == "Compared with v2: Fail, score 0")
+            .unwrap_or_else(|| panic!("{text}"));
+        assert_eq!(lines[at + 1], "METRIC CLASS REVISION BASELINE CHANGE P");
+        assert_eq!(lines[at + 2], "latency High 0.026 0.02 +31.2% <0.0001");
+        // A metric compared with nothing gets no row.
+        assert_eq!(lines.len(), at + 3, "{text}");
     }
 
     #[test]

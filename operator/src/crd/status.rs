@@ -464,6 +464,9 @@ pub struct HistoryEntry {
     /// The last value of each metric.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricValue>,
+    /// The revision it was compared with, for metrics with `compare`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compared_with: Option<String>,
 }
 
 /// What became of a revision.
@@ -494,4 +497,11 @@ pub struct MetricValue {
     /// Its last value; absent when there was no data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<f64>,
+    /// For a compared metric: its shift against `comparedWith`, as a share
+    /// of that revision's median.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative_change: Option<f64>,
+    /// For a compared metric: its class against `comparedWith`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class: Option<ComparisonClass>,
 }

@@ -494,7 +494,7 @@ impl Step<'_> {
             return;
         };
         let trouble = count_all(&analysis, self.v, samples, held);
-        record_values(self.decision, &self.v.revision, &self.v.metrics);
+        record_values(self.decision, self.v);
         self.decision.requeue = Some(interval);
 
         match judge::standing(&analysis, &self.v.metrics, now.0 >= step_end.0) {

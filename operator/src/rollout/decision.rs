@@ -11,8 +11,8 @@ use super::prometheus::QueryError;
 use super::spec::{DueQuery, receivers};
 use crate::build::Revision;
 use crate::crd::{
-    Baseline, CanaryStatus, DecisionKind, GoServer, HistoryEntry, MetricStatus, MetricValue,
-    Notification, Verdict as HistoryVerdict, VerificationStatus,
+    Baseline, CanaryStatus, DecisionKind, GoServer, HistoryEntry, MetricValue, Notification,
+    Verdict as HistoryVerdict, VerificationStatus,
 };
 
 /// History entries kept in status.
@@ -158,6 +158,7 @@ impl Decision {
                 deployed_at: now.clone(),
                 verdict,
                 metrics: Vec::new(),
+                compared_with: None,
             },
         );
         self.history.truncate(HISTORY_LIMIT);
@@ -211,15 +212,26 @@ pub(super) fn set_verdict(decision: &mut Decision, revision: &str, verdict: Hist
     }
 }
 
-pub(super) fn record_values(decision: &mut Decision, revision: &str, metrics: &[MetricStatus]) {
-    if let Some(entry) = decision.history.iter_mut().find(|h| h.revision == revision) {
-        entry.metrics = metrics
+pub(super) fn record_values(decision: &mut Decision, v: &VerificationStatus) {
+    if let Some(entry) = decision
+        .history
+        .iter_mut()
+        .find(|h| h.revision == v.revision)
+    {
+        entry.metrics = v
+            .metrics
             .iter()
             .map(|m| MetricValue {
                 name: m.name.clone(),
                 value: m.last_value,
+                relative_change: m.comparison.as_ref().and_then(|c| c.relative_change),
+                class: m.comparison.as_ref().map(|c| c.class),
             })
             .collect();
+        entry.compared_with = v
+            .comparison
+            .as_ref()
+            .and_then(|c| c.baseline_revision.clone());
     }
 }
 

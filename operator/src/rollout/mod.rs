@@ -251,7 +251,7 @@ fn advance(
             }
         }
     }
-    record_values(decision, &v.revision, &v.metrics);
+    record_values(decision, v);
 }
 
 #[cfg(test)]

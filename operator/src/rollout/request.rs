@@ -271,6 +271,7 @@ mod tests {
             deployed_at: at(deployed),
             verdict,
             metrics: Vec::new(),
+            compared_with: None,
         }
     }
 
