@@ -785,3 +785,161 @@ async fn scaling_changes_nothing_and_a_new_revision_restarts_verification() {
     assert_eq!(status.history[1].revision, v1);
     assert_eq!(format!("{:?}", status.history[1].verdict), "Unverified");
 }
+
+/// The mean latency of one revision over one interval: every sample covers
+/// its own interval, none overlaps the next.
+const MEAN_LATENCY: &str = r#"sum(rate(http_request_duration_seconds_sum{namespace="${namespace}",revision="${revision}"}[${interval}])) / sum(rate(http_request_duration_seconds_count{namespace="${namespace}",revision="${revision}"}[${interval}]))"#;
+
+/// The comparative judge through a real Prometheus: v1 is verified by its
+/// bounds (nothing to compare with) and leaves its samples as the
+/// baseline; v2, as fast as v1, passes against it; v3, 30 % slower but far
+/// under any bound one would set, is judged High against v2 and rolled
+/// back. Latency comes from real gantry-server processes sleeping in
+/// `/debug/sleep`.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one story, three revisions
+async fn a_revision_slower_than_the_last_verified_one_is_rolled_back() {
+    let ns = TestNamespace::new("op-compare").await;
+    let prometheus = Prometheus::start();
+    let args = ["--prometheus-url".to_owned(), prometheus.url()];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let _operator = Operator::start_with(&ns, &args).await;
+    let (receiver, hook) = Receiver::start().await;
+    let mut revisions = Revisions::new(&prometheus, &ns.name);
+    let api: Api<GoServer> = ns.api();
+    // Six samples of 3 s a revision; the error ratio keeps its bound.
+    let spec = json!({
+        "warmup": "3s", "interval": "3s", "window": "18s",
+        "minSamples": 5, "failureLimit": 0,
+        "webhook": {"url": hook},
+        "metrics": [
+            {"name": "latency", "query": MEAN_LATENCY, "max": 1.0,
+             "compare": {"bad": "Increase", "allowed": "10%"}},
+            {"name": "error-rate", "query": ERROR_RATE, "max": 0.05},
+        ],
+    });
+    api.create(&PostParams::default(), &goserver("judged", "shop:1", &spec))
+        .await
+        .unwrap();
+
+    let comparison = |gs: &GoServer, revision: &str| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.verification.as_ref())
+            .filter(|v| v.revision == revision)
+            .and_then(|v| v.comparison.clone())
+    };
+    // The pods of a revision, answering after `sleep_ms`, under traffic.
+    let mut serve = |revision: &str, sleep_ms: u32| {
+        let address = revisions.start(revision);
+        Traffic::start(address, &[(&format!("/debug/sleep?ms={sleep_ms}"), 1)], 10)
+    };
+
+    let v1 = next_revision(&api, "judged", None).await;
+    let traffic = serve(&v1, 20);
+    let gs = wait_for(&api, "judged", "v1 Verified", Duration::from_secs(120), |gs| {
+        has(gs, "Verified", "True", "Passed")
+    })
+    .await
+    .unwrap();
+    let c = comparison(&gs, &v1).unwrap();
+    assert_eq!(format!("{:?}", c.outcome), "NoBaseline", "{c:?}");
+    let baseline = gs.status.as_ref().unwrap().baseline.clone().unwrap();
+    assert_eq!(baseline.revision, v1);
+    assert_eq!(baseline.metrics[0].name, "latency");
+    assert!(baseline.metrics[0].samples.len() >= 5, "{baseline:?}");
+
+    // v2 sleeps as long: the same latency, judged Pass.
+    api.patch(
+        "judged",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "shop:2"}})),
+    )
+    .await
+    .unwrap();
+    let v2 = next_revision(&api, "judged", Some(&v1)).await;
+    drop(traffic);
+    let traffic = serve(&v2, 20);
+    let gs = wait_for(&api, "judged", "v2 Verified", Duration::from_secs(120), |gs| {
+        gs.status
+            .as_ref()
+            .is_some_and(|s| s.last_good_revision.as_deref() == Some(v2.as_str()))
+    })
+    .await
+    .unwrap();
+    let c = comparison(&gs, &v2).unwrap();
+    assert_eq!(format!("{:?}", c.outcome), "Pass", "{c:?}");
+    assert_eq!(c.baseline_revision.as_deref(), Some(v1.as_str()));
+    let latency = gs.status.as_ref().unwrap().verification.as_ref().unwrap().metrics[0]
+        .comparison
+        .clone()
+        .unwrap();
+    assert_eq!(format!("{:?}", latency.class), "Pass", "{latency:?}");
+
+    // v3 sleeps 26 ms instead of 20: 30 % slower, judged High against v2.
+    api.patch(
+        "judged",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"image": "shop:3"}})),
+    )
+    .await
+    .unwrap();
+    let v3 = next_revision(&api, "judged", Some(&v2)).await;
+    drop(traffic);
+    let traffic = serve(&v3, 26);
+    let gs = rolled_back(&api, "judged", &v3).await;
+    let status = gs.status.clone().unwrap();
+    assert_eq!(status.revision.as_deref(), Some(v2.as_str()));
+    let v = status.verification.as_ref().unwrap();
+    let c = v.comparison.clone().unwrap();
+    assert_eq!(format!("{:?}", c.outcome), "Fail", "{c:?}");
+    assert_eq!(c.baseline_revision.as_deref(), Some(v2.as_str()));
+    let latency = v.metrics[0].comparison.clone().unwrap();
+    assert_eq!(format!("{:?}", latency.class), "High", "{latency:?}");
+    let relative = latency.relative_change.unwrap();
+    assert!((0.15..0.5).contains(&relative), "{latency:?}");
+    // The bounds alone would have passed it.
+    assert_eq!(v.metrics[0].failed, 0);
+    // The history, the Event and the webhook say why, with the figures.
+    assert_eq!(
+        status.history[0].compared_with.as_deref(),
+        Some(v2.as_str())
+    );
+    let degraded = condition(&gs, "Degraded").unwrap();
+    println!("v3 judged: {}", degraded.message);
+    assert!(
+        degraded.message.contains("latency High"),
+        "{}",
+        degraded.message
+    );
+    wait_until("v3's rollback delivered", DEADLINE, || {
+        let delivered = receiver.delivered();
+        let v3 = v3.clone();
+        async move {
+            Ok::<_, String>(
+                delivered
+                    .into_iter()
+                    .find(|c| c.decision() == ("RolledBack".to_owned(), v3.clone())),
+            )
+        }
+    })
+    .await
+    .map(|call| {
+        let message = call.body["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&format!("against {v2}")), "{message}");
+        assert_eq!(
+            call.body["measurements"][0]["comparison"]["class"], "High",
+            "{}",
+            call.body
+        );
+    })
+    .unwrap();
+    drop(traffic);
+    let events = events_about(&ns, "judged", "RolledBack").await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.note.as_deref().is_some_and(|n| n.contains("latency High"))),
+        "{events:?}"
+    );
+}
