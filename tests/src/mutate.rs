@@ -277,6 +277,8 @@ fn string_sample(schema: &Value) -> String {
             "1m30s"
         }
         "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$" => "fuzz-label",
+        // An allowed change of a compared metric.
+        "^[0-9]+(\\.[0-9]+)?%?$" => "12.5%",
         "^[-._a-zA-Z][-._a-zA-Z0-9]*$" => "FUZZ_NAME",
         "^[-._a-zA-Z0-9]+$" => "fuzz.key",
         "^[a-z0-9]([-_a-z0-9]*[a-z0-9])?$" => "fuzz_metric",

@@ -296,6 +296,51 @@ fn cases() -> Vec<Case> {
             },
             field: "spec.rollout.verification.onDeadline",
         },
+        Case {
+            what: "compare with the Canary strategy",
+            patch: |s| {
+                s["route"] = json!({"parentRefs": [{"name": "public"}]});
+                s["rollout"] = json!({
+                    "strategy": "Canary", "steps": [{"weight": 10, "pause": "1m"}],
+                    "verification": {"metrics": [{"name": "m", "query": "up", "compare": {}}]},
+                });
+            },
+            field: "spec.rollout.verification.metrics",
+        },
+        Case {
+            what: "an allowed change that is no share and no number",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"metrics": [{"name": "m", "query": "up", "compare": {"allowed": "+10 percent"}}]}});
+            },
+            field: "spec.rollout.verification.metrics[0].compare.allowed",
+        },
+        Case {
+            what: "an unknown bad direction",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {"metrics": [{"name": "m", "query": "up", "compare": {"bad": "Up"}}]}});
+            },
+            field: "spec.rollout.verification.metrics[0].compare.bad",
+        },
+        Case {
+            what: "a marginal score above the pass score",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {
+                    "comparison": {"pass": 50, "marginal": 80},
+                    "metrics": [{"name": "m", "query": "up", "compare": {}}],
+                }});
+            },
+            field: "spec.rollout.verification.comparison.marginal",
+        },
+        Case {
+            what: "a confidence of 1",
+            patch: |s| {
+                s["rollout"] = json!({"verification": {
+                    "comparison": {"confidence": 1.0},
+                    "metrics": [{"name": "m", "query": "up", "compare": {}}],
+                }});
+            },
+            field: "spec.rollout.verification.comparison.confidence",
+        },
     ]
 }
 
