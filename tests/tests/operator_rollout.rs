@@ -837,9 +837,13 @@ async fn a_revision_slower_than_the_last_verified_one_is_rolled_back() {
 
     let v1 = next_revision(&api, "judged", None).await;
     let traffic = serve(&v1, 20);
-    let gs = wait_for(&api, "judged", "v1 Verified", Duration::from_secs(120), |gs| {
-        has(gs, "Verified", "True", "Passed")
-    })
+    let gs = wait_for(
+        &api,
+        "judged",
+        "v1 Verified",
+        Duration::from_secs(120),
+        |gs| has(gs, "Verified", "True", "Passed"),
+    )
     .await
     .unwrap();
     let c = comparison(&gs, &v1).unwrap();
@@ -860,17 +864,30 @@ async fn a_revision_slower_than_the_last_verified_one_is_rolled_back() {
     let v2 = next_revision(&api, "judged", Some(&v1)).await;
     drop(traffic);
     let traffic = serve(&v2, 20);
-    let gs = wait_for(&api, "judged", "v2 Verified", Duration::from_secs(120), |gs| {
-        gs.status
-            .as_ref()
-            .is_some_and(|s| s.last_good_revision.as_deref() == Some(v2.as_str()))
-    })
+    let gs = wait_for(
+        &api,
+        "judged",
+        "v2 Verified",
+        Duration::from_secs(120),
+        |gs| {
+            gs.status
+                .as_ref()
+                .is_some_and(|s| s.last_good_revision.as_deref() == Some(v2.as_str()))
+        },
+    )
     .await
     .unwrap();
     let c = comparison(&gs, &v2).unwrap();
     assert_eq!(format!("{:?}", c.outcome), "Pass", "{c:?}");
     assert_eq!(c.baseline_revision.as_deref(), Some(v1.as_str()));
-    let latency = gs.status.as_ref().unwrap().verification.as_ref().unwrap().metrics[0]
+    let latency = gs
+        .status
+        .as_ref()
+        .unwrap()
+        .verification
+        .as_ref()
+        .unwrap()
+        .metrics[0]
         .comparison
         .clone()
         .unwrap();
@@ -937,9 +954,10 @@ async fn a_revision_slower_than_the_last_verified_one_is_rolled_back() {
     drop(traffic);
     let events = events_about(&ns, "judged", "RolledBack").await;
     assert!(
-        events
-            .iter()
-            .any(|e| e.note.as_deref().is_some_and(|n| n.contains("latency High"))),
+        events.iter().any(|e| e
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("latency High"))),
         "{events:?}"
     );
 }

@@ -72,16 +72,16 @@ pub(super) async fn measure(
     let url = spec.prometheus.as_ref().map(|p| p.url.as_str());
     let timeout = rollout::query_timeout(spec);
     let samples = futures::future::join_all(due.queries.iter().map(|q| async move {
-        let (value, traffic) = tokio::join!(ctx.prometheus.query(url, &q.query, timeout), async {
-            match &q.traffic {
-                Some(traffic) => Some(ctx.prometheus.query(url, traffic, timeout).await),
-                None => None,
-            }
-        });
+        let (value, traffic, baseline) = tokio::join!(
+            ctx.prometheus.query(url, &q.query, timeout),
+            optional(ctx, url, q.traffic.as_deref(), timeout),
+            optional(ctx, url, q.baseline.as_deref(), timeout),
+        );
         rollout::Sample {
             metric: q.metric.clone(),
             value,
             traffic,
+            baseline,
         }
     }))
     .await;
@@ -94,6 +94,19 @@ pub(super) async fn measure(
         }
     }
     samples
+}
+
+/// `query`'s measurement, when there is a query.
+async fn optional(
+    ctx: &Context,
+    url: Option<&str>,
+    query: Option<&str>,
+    timeout: std::time::Duration,
+) -> Option<rollout::Measurement> {
+    match query {
+        Some(query) => Some(ctx.prometheus.query(url, query, timeout).await),
+        None => None,
+    }
 }
 
 /// Whether `deployment`'s template is that of `revision`.

@@ -351,6 +351,10 @@ pub struct MetricStatus {
     /// order measured (at most 120).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub samples: Vec<f64>,
+    /// For a metric with `compare` of a canary: the baseline's values,
+    /// measured beside the canary's (at most 120).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub baseline_samples: Vec<f64>,
     /// For a metric with `compare`: how it compared with the baseline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comparison: Option<MetricComparisonStatus>,

@@ -29,13 +29,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
 pub use super::decision::{CanaryFacts, Routing};
-use super::decision::{Decision, Observation, Sample, add, note, record_values, until};
+use super::decision::{Decision, MARGINAL, Observation, Sample, add, note, record_values, until};
 use super::spec::{DEFAULT_INTERVAL, DEFAULT_WARMUP, Timing, in_force, verification};
 use super::window::at_deadline;
 use super::window::{
-    Overdue, analysis_in_force, begin, count_all, due_samples, fail, no_data, open, pass,
+    Compared, Overdue, analysis_in_force, begin, compared, count_all, due_samples, fail, no_data,
+    open, pass,
 };
-use super::{duration, judge};
+use super::{compare, duration, judge};
 use crate::crd::{
     CanaryPhase, CanaryStatus, CanaryStep, GatewayWait, GoServer, RolloutStrategy, StepVerdict,
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
@@ -481,6 +482,9 @@ impl Step<'_> {
         let first = add(&started, warmup);
         let step_end = add(&started, pause);
         let overdue = add(&step_end, timing.deadline);
+        // The baseline beside the canary runs the stable revision.
+        let baseline =
+            compare::baseline::compares(&analysis).then_some(self.observed.in_force.name.as_str());
         let Some((samples, held)) = due_samples(
             self.gs,
             self.observed,
@@ -488,6 +492,7 @@ impl Step<'_> {
             &analysis,
             &first,
             &step_end,
+            baseline,
             samples,
             self.decision,
         ) else {
@@ -516,8 +521,24 @@ impl Step<'_> {
                             note(self.v, "NoData", message);
                         }
                         Standing::Passed => {
-                            self.passed();
-                            return;
+                            // Against the baseline measured beside it.
+                            let stable = self.observed.in_force.name.clone();
+                            let now = self.observed.now;
+                            match compared(self.observed, &analysis, self.v, |v| {
+                                compare::baseline::beside(v, &stable, now)
+                            }) {
+                                Compared::Pass => {
+                                    self.passed();
+                                    return;
+                                }
+                                Compared::Fail(message) => {
+                                    self.abort(&message);
+                                    return;
+                                }
+                                Compared::Hold(message) => {
+                                    note(self.v, MARGINAL, format!("{name}: {message}"));
+                                }
+                            }
                         }
                         Standing::Failed { .. } => {}
                     }
@@ -563,6 +584,7 @@ impl Step<'_> {
             self.v.last_measured_at = None;
             self.v.overdue_at = None;
             self.v.metrics.clear();
+            self.v.comparison = None;
             let message = format!("{passed} passed; next: {}", self.name());
             note(self.v, "StepPassed", message);
         } else {

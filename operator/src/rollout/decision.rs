@@ -59,6 +59,8 @@ pub struct Sample {
     pub metric: String,
     pub value: Measurement,
     pub traffic: Option<Measurement>,
+    /// For a compared metric of a canary: its baseline's value.
+    pub baseline: Option<Measurement>,
 }
 
 /// The queries a due measurement runs, filled in for the revision.

@@ -201,6 +201,7 @@ fn advance(
         &analysis,
         &first,
         &window_end,
+        None,
         samples,
         decision,
     ) else {
@@ -220,7 +221,13 @@ fn advance(
                     Standing::NoData { metric } => {
                         note(v, "NoData", no_data(&analysis, &metric));
                     }
-                    Standing::Passed => match compared(observed, &analysis, v, decision) {
+                    Standing::Passed => match compared(observed, &analysis, v, |_| {
+                        compare::baseline::usable(
+                            decision.baseline.as_ref(),
+                            decision.last_good_revision.as_deref(),
+                        )
+                        .cloned()
+                    }) {
                         Compared::Fail(message) => fail(gs, observed, v, decision, &message),
                         Compared::Hold(message) => note(v, MARGINAL, message),
                         Compared::Pass if now.0 < post_end.0 => {

@@ -48,7 +48,14 @@ pub struct DueQuery {
     pub metric: String,
     pub query: String,
     pub traffic: Option<String>,
+    /// For a compared metric of a canary: the same query for its baseline
+    /// (the stable revision's pods of the `baseline` track).
+    pub baseline: Option<String>,
 }
+
+/// The track of a canary's baseline pods: their `gantry.dev/track` label,
+/// and `${track}` in their queries (empty for every other pod).
+pub const BASELINE_TRACK: &str = "baseline";
 
 /// The verification's timing, from the analysis in force.
 pub(super) struct Timing {
@@ -113,12 +120,26 @@ pub(super) fn variables(
         ("revision", revision.to_owned()),
         ("interval", analysis.interval.clone()),
         ("window", analysis.window.clone()),
+        ("track", String::new()),
     ])
 }
 
-/// The queries of every metric of `analysis`, with the variables filled in.
-pub fn queries(gs: &GoServer, revision: &str, analysis: &Analysis) -> Vec<DueQuery> {
-    let variables = variables(gs, revision, analysis);
+/// The queries of every metric of `analysis`, with the variables filled
+/// in, and for each compared metric its query for the baseline running
+/// `baseline` (a canary's), when there is one.
+pub fn queries(
+    gs: &GoServer,
+    revision: &str,
+    baseline: Option<&str>,
+    analysis: &Analysis,
+) -> Vec<DueQuery> {
+    let filled = variables(gs, revision, analysis);
+    let baseline_variables = baseline.map(|stable| {
+        let mut v = variables(gs, stable, analysis);
+        v.insert("track", BASELINE_TRACK.to_owned());
+        v
+    });
+    let variables = filled;
     analysis
         .metrics
         .iter()
@@ -129,6 +150,10 @@ pub fn queries(gs: &GoServer, revision: &str, analysis: &Analysis) -> Vec<DueQue
                 .traffic
                 .as_ref()
                 .map(|t| prometheus::fill(&t.query, &variables)),
+            baseline: baseline_variables
+                .as_ref()
+                .filter(|_| m.compare.is_some())
+                .map(|v| prometheus::fill(&m.query, v)),
         })
         .collect()
 }

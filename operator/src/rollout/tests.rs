@@ -68,6 +68,7 @@ pub(super) fn samples(due: &Due, values: &[Measurement]) -> Vec<Sample> {
             metric: query.metric.clone(),
             value: value.clone(),
             traffic: None,
+            baseline: None,
         })
         .collect()
 }
@@ -432,11 +433,12 @@ fn queries_are_filled_in() {
     let gs = verified(json!({}));
     let analysis = Analysis::of(spec(&gs).unwrap());
     assert_eq!(
-        queries(&gs, "hello-0123456789", &analysis),
+        queries(&gs, "hello-0123456789", None, &analysis),
         vec![DueQuery {
             metric: "error-rate".to_owned(),
             query: "q{revision=\"hello-0123456789\"}".to_owned(),
             traffic: None,
+            baseline: None,
         }]
     );
 }
@@ -718,6 +720,7 @@ fn a_sample_without_enough_traffic_is_inconclusive() {
         metric: "error-rate".to_owned(),
         value: Ok(Some(value)),
         traffic: Some(Ok(requests)),
+        baseline: None,
     };
     for requests in [Some(2.0), None] {
         let d = progress(&gs, &observed, Some(&[sample(0.5, requests)]));
@@ -762,11 +765,13 @@ fn past_the_window_only_metrics_short_of_samples_are_measured() {
                 metric: "error-rate".to_owned(),
                 value: Ok(Some(0.9)),
                 traffic: None,
+                baseline: None,
             },
             Sample {
                 metric: "latency".to_owned(),
                 value: Ok(None),
                 traffic: None,
+                baseline: None,
             },
         ]),
     );

@@ -15,7 +15,7 @@ use super::decision::{
 use super::judge::{Outcome, count, outcome};
 use super::spec::{Timing, auto_rollback, queries};
 use crate::crd::{
-    Analysis, ComparisonOutcome, DeadlineAction, DecisionKind, GoServer, MetricStatus,
+    Analysis, Baseline, ComparisonOutcome, DeadlineAction, DecisionKind, GoServer, MetricStatus,
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 
@@ -84,6 +84,7 @@ pub(super) fn due_samples<'s>(
     analysis: &Analysis,
     first: &Time,
     window_end: &Time,
+    baseline: Option<&str>,
     samples: Option<&'s [Sample]>,
     decision: &mut Decision,
 ) -> Option<(&'s [Sample], bool)> {
@@ -99,7 +100,7 @@ pub(super) fn due_samples<'s>(
     }
     let held = held_past(v, window_end);
     let Some(samples) = samples else {
-        let queries = queries(gs, &v.revision, analysis)
+        let queries = queries(gs, &v.revision, baseline, analysis)
             .into_iter()
             .zip(&analysis.metrics)
             .filter(|(_, metric)| !frozen(analysis, v, &metric.name, held))
@@ -260,7 +261,11 @@ pub(super) fn count_all(
         let outcome = outcome(metric, value);
         count(counts, outcome, value);
         if outcome != Outcome::Inconclusive {
-            compare::baseline::keep(metric, counts, value);
+            let baseline = match &sample.baseline {
+                Some(Ok(value)) => *value,
+                _ => None,
+            };
+            compare::baseline::keep(metric, counts, value, baseline);
         }
     }
     v.metrics = counts;
@@ -278,15 +283,15 @@ pub(super) enum Compared {
     Fail(String),
 }
 
-/// The comparison of `v` with the baseline, made once (the first time
-/// every bound held over the whole window) and kept in `v.comparison`;
-/// later looks read it from there, so a revision is tested once, not at
-/// every interval.
+/// The comparison of `v` with `baseline`, made once (the first time every
+/// bound held over the whole window) and kept in `v.comparison`; later
+/// looks read it from there, so a revision is tested once, not at every
+/// interval. `baseline` is asked for only when the comparison is made.
 pub(super) fn compared(
     observed: &Observation<'_>,
     analysis: &Analysis,
     v: &mut VerificationStatus,
-    decision: &Decision,
+    baseline: impl FnOnce(&VerificationStatus) -> Option<Baseline>,
 ) -> Compared {
     if !compare::baseline::compares(analysis) {
         return Compared::Pass;
@@ -294,11 +299,8 @@ pub(super) fn compared(
     let outcome = if let Some(done) = &v.comparison {
         done.outcome
     } else {
-        let baseline = compare::baseline::usable(
-            decision.baseline.as_ref(),
-            decision.last_good_revision.as_deref(),
-        );
-        compare::baseline::compare(analysis, v, baseline, observed.now)
+        let baseline = baseline(v);
+        compare::baseline::compare(analysis, v, baseline.as_ref(), observed.now)
     };
     let message = v
         .comparison

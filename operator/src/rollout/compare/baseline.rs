@@ -31,16 +31,47 @@ pub fn compares(analysis: &Analysis) -> bool {
 }
 
 /// Keeps `value`, a counted measurement of `metric`, among the samples of
-/// `status` while the comparison is still to be made.
-pub fn keep(metric: &MetricSpec, status: &mut MetricStatus, value: Option<f64>) {
+/// `status` while the comparison is still to be made, and `baseline`, the
+/// value of a canary's baseline measured with it.
+pub fn keep(
+    metric: &MetricSpec,
+    status: &mut MetricStatus,
+    value: Option<f64>,
+    baseline: Option<f64>,
+) {
     if metric.compare.is_none() || status.comparison.is_some() {
         return;
     }
-    if let Some(value) = value.filter(|v| v.is_finite())
-        && status.samples.len() < MAX_SAMPLES
-    {
-        status.samples.push(value);
-    }
+    let push = |samples: &mut Vec<f64>, value: Option<f64>| {
+        if let Some(value) = value.filter(|v| v.is_finite())
+            && samples.len() < MAX_SAMPLES
+        {
+            samples.push(value);
+        }
+    };
+    push(&mut status.samples, value);
+    push(&mut status.baseline_samples, baseline);
+}
+
+/// The baseline measured beside a canary: the samples its compared metrics
+/// took of the baseline's pods (running `stable`); none when none was
+/// taken.
+pub fn beside(v: &VerificationStatus, stable: &str, now: &Time) -> Option<Baseline> {
+    let metrics: Vec<BaselineMetric> = v
+        .metrics
+        .iter()
+        .filter(|m| !m.baseline_samples.is_empty())
+        .map(|m| BaselineMetric {
+            name: m.name.clone(),
+            samples: m.baseline_samples.clone(),
+        })
+        .collect();
+    (!metrics.is_empty()).then(|| Baseline {
+        revision: stable.to_owned(),
+        from: v.available_at.clone(),
+        to: now.clone(),
+        metrics,
+    })
 }
 
 /// The allowed change as written: `10%` of the baseline's median, or an
