@@ -26,9 +26,9 @@
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 
 pub use super::decision::{CanaryFacts, Routing};
+pub use routing::routing;
 use super::decision::{Decision, MARGINAL, Observation, Sample, add, note, record_values, until};
 use super::spec::{DEFAULT_INTERVAL, DEFAULT_WARMUP, Timing, in_force, verification};
 use super::window::at_deadline;
@@ -41,7 +41,6 @@ use crate::crd::{
     CanaryPhase, CanaryStatus, CanaryStep, GatewayWait, GoServer, RolloutStrategy, StepVerdict,
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
-use crate::gateway::HttpRoute;
 use judge::Standing;
 
 /// Which revision each Deployment runs.
@@ -63,69 +62,6 @@ pub struct CanaryPlan {
     /// At weight 0 and keeping its pods until its drain is over: it is
     /// neither created again nor resized.
     pub draining: bool,
-}
-
-/// What the route of `gs` carries for its canary and whether its Gateways
-/// took it: every parent the spec names must report `Accepted=True` for
-/// the route's current generation. A Gateway reports for the generation it
-/// has programmed, so a route that a Gateway has not caught up with yet
-/// (the weights just changed) is not accepted.
-pub fn routing(gs: &GoServer, route: Option<&HttpRoute>) -> Routing {
-    let Some(route) = route else {
-        return Routing {
-            canary_weight: None,
-            accepted: Err("the HTTPRoute does not exist yet".to_owned()),
-        };
-    };
-    let canary = crate::build::canary::name(&gs.name_any());
-    let canary_weight = route
-        .spec
-        .rules
-        .iter()
-        .flatten()
-        .flat_map(|rule| rule.backend_refs.iter().flatten())
-        .find(|backend| backend.name == canary)
-        .map(|backend| backend.weight.unwrap_or(1));
-    let generation = route.metadata.generation;
-    let own = gs.namespace().unwrap_or_default();
-    let parents = route
-        .status
-        .as_ref()
-        .map(|s| s.parents.as_slice())
-        .unwrap_or_default();
-    let mut waiting = Vec::new();
-    for wanted in gs.spec.route.iter().flat_map(|r| &r.parent_refs) {
-        let namespace = wanted.namespace.as_deref().unwrap_or(&own);
-        let name = format!("Gateway {namespace}/{}", wanted.name);
-        let report = parents.iter().find(|p| {
-            let r = &p.parent_ref;
-            r.name == wanted.name
-                && r.namespace.as_deref().unwrap_or(&own) == namespace
-                && r.section_name == wanted.section_name
-        });
-        let accepted = report.and_then(|p| p.conditions.iter().find(|c| c.type_ == "Accepted"));
-        match accepted {
-            Some(c)
-                if c.status == "True"
-                    && generation.is_some()
-                    && c.observed_generation >= generation => {}
-            Some(c) if c.status == "False" && c.observed_generation >= generation => {
-                waiting.push(format!("{name} refused it ({}: {})", c.reason, c.message));
-            }
-            _ => waiting.push(format!(
-                "{name} has not accepted generation {} of the route",
-                generation.unwrap_or_default()
-            )),
-        }
-    }
-    Routing {
-        canary_weight,
-        accepted: if waiting.is_empty() {
-            Ok(())
-        } else {
-            Err(waiting.join("; "))
-        },
-    }
 }
 
 /// The steps of a canary, when the spec asks for canaries and can have
@@ -521,23 +457,8 @@ impl Step<'_> {
                             note(self.v, "NoData", message);
                         }
                         Standing::Passed => {
-                            // Against the baseline measured beside it.
-                            let stable = self.observed.in_force.name.clone();
-                            let now = self.observed.now;
-                            match compared(self.observed, &analysis, self.v, |v| {
-                                compare::baseline::beside(v, &stable, now)
-                            }) {
-                                Compared::Pass => {
-                                    self.passed();
-                                    return;
-                                }
-                                Compared::Fail(message) => {
-                                    self.abort(&message);
-                                    return;
-                                }
-                                Compared::Hold(message) => {
-                                    note(self.v, MARGINAL, format!("{name}: {message}"));
-                                }
+                            if self.compared(&analysis, &name) {
+                                return;
                             }
                         }
                         Standing::Failed { .. } => {}
@@ -548,6 +469,24 @@ impl Step<'_> {
                 }
             }
         }
+    }
+
+    /// Every bound held over the step: its comparison with the baseline
+    /// measured beside it decides, or holds it for a person (`false`).
+    fn compared(&mut self, analysis: &crate::crd::Analysis, name: &str) -> bool {
+        let stable = self.observed.in_force.name.clone();
+        let now = self.observed.now;
+        match compared(self.observed, analysis, self.v, |v| {
+            compare::baseline::beside(v, &stable, now)
+        }) {
+            Compared::Pass => self.passed(),
+            Compared::Fail(message) => self.abort(&message),
+            Compared::Hold(message) => {
+                note(self.v, MARGINAL, format!("{name}: {message}"));
+                return false;
+            }
+        }
+        true
     }
 
     /// The deadline's action on a step without a verdict.
@@ -615,5 +554,6 @@ impl Step<'_> {
     }
 }
 
+mod routing;
 #[cfg(test)]
 mod tests;
