@@ -297,7 +297,18 @@ fn cases() -> Vec<Case> {
             field: "spec.rollout.verification.onDeadline",
         },
         Case {
-            what: "compare with the Canary strategy",
+            what: "a compared canary step above 50 percent",
+            patch: |s| {
+                s["route"] = json!({"parentRefs": [{"name": "public"}]});
+                s["rollout"] = json!({
+                    "strategy": "Canary", "steps": [{"weight": 60, "pause": "1m"}],
+                    "verification": {"metrics": [{"name": "m", "query": "up{track=\"${track}\"}", "compare": {}}]},
+                });
+            },
+            field: "spec.rollout.steps",
+        },
+        Case {
+            what: "a compared canary metric that does not select its track",
             patch: |s| {
                 s["route"] = json!({"parentRefs": [{"name": "public"}]});
                 s["rollout"] = json!({

@@ -19,14 +19,23 @@ impl Applier<'_> {
     /// and the garbage collector deletes them), or the child is an earlier
     /// object's, waiting for the garbage collector, and is adopted. One GET
     /// of the `GoServer`, asked only then, tells the two apart.
-    pub(super) async fn check_current(&self, name: &str, with_canary: bool) -> Result<()> {
+    pub(super) async fn check_current(
+        &self,
+        name: &str,
+        with_canary: bool,
+        with_baseline: bool,
+    ) -> Result<()> {
         let namespace = self.namespace()?;
         let uid = self.gs.uid();
         let own = uid.as_deref();
         let canary = build::canary::name(name);
+        let baseline = build::canary::baseline_name(name);
         let mut names = vec![(Named::Primary, name)];
         if with_canary {
             names.push((Named::Canary, canary.as_str()));
+        }
+        if with_baseline {
+            names.push((Named::Baseline, baseline.as_str()));
         }
         let claims = self.caches.claims(namespace, &names, own);
         // Another GoServer's child under a name this one needs: one's

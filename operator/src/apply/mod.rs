@@ -93,7 +93,12 @@ impl Applier<'_> {
             canary,
         } = children;
         let name = self.gs.name_any();
-        self.check_current(&name, canary.is_some()).await?;
+        self.check_current(
+            &name,
+            canary.is_some(),
+            canary.as_ref().is_some_and(|c| c.baseline.is_some()),
+        )
+        .await?;
 
         self.apply_first(&revision, &config_map, canary.as_ref(), changes)
             .await?;
@@ -110,7 +115,7 @@ impl Applier<'_> {
         let canary_config_map = canary
             .as_ref()
             .map(|c| build::config_map_name(&name, &c.revision.data.config));
-        let mut told: [Vec<Change>; 8] = Default::default();
+        let mut told: [Vec<Change>; 10] = Default::default();
         let [
             deployment_changes,
             service_changes,
@@ -120,6 +125,8 @@ impl Applier<'_> {
             route_changes,
             canary_changes,
             canary_service_changes,
+            baseline_changes,
+            baseline_service_changes,
         ] = &mut told;
         let (live, service, ingress, hpa, monitor, route, live_canary) = tokio::join!(
             self.apply_deployment(&deployment, autoscaled, deployment_changes),
@@ -133,7 +140,16 @@ impl Applier<'_> {
                 monitor_changes
             ),
             self.apply_optional(&self.caches.routes, route, &name, route_changes),
-            self.apply_canary(canary, &canary_name, canary_changes, canary_service_changes),
+            self.apply_canary(
+                canary,
+                &canary_name,
+                [
+                    canary_changes,
+                    canary_service_changes,
+                    baseline_changes,
+                    baseline_service_changes
+                ]
+            ),
         );
         changes.extend(told.into_iter().flatten());
         let live = live?;
@@ -199,33 +215,71 @@ impl Applier<'_> {
         canary_config.map(drop)
     }
 
-    /// Applies the canary's Deployment and Service, or deletes them when
-    /// no canary runs. The canary's live Deployment.
+    /// Applies the canary's Deployment and Service, and its baseline's,
+    /// or deletes those the spec wants none of. The canary's live
+    /// Deployment.
     async fn apply_canary(
         &self,
         canary: Option<CanaryChildren>,
         name: &str,
-        deployment_changes: &mut Vec<Change>,
-        service_changes: &mut Vec<Change>,
+        changes: [&mut Vec<Change>; 4],
     ) -> Result<Option<Deployment>> {
-        let Some(canary) = canary else {
-            self.prune::<Deployment, _>(&self.caches.deployments, name, deployment_changes)
-                .await?;
-            return self
-                .prune::<Service, _>(&self.caches.services, name, service_changes)
-                .await
-                .map(|()| None);
+        let [
+            deployment_changes,
+            service_changes,
+            baseline_changes,
+            baseline_service_changes,
+        ] = changes;
+        let baseline_name = build::canary::baseline_name(&self.gs.name_any());
+        let (canary, baseline) = match canary {
+            Some(mut c) => {
+                let baseline = c.baseline.take();
+                (Some(c), baseline)
+            }
+            None => (None, None),
         };
-        let (deployment, service) = tokio::join!(
-            self.apply_child(
+        let (deployment, service) = match baseline {
+            Some(b) => (Some(b.deployment), Some(b.service)),
+            None => (None, None),
+        };
+        let canary_part = async {
+            let Some(canary) = canary else {
+                self.prune::<Deployment, _>(&self.caches.deployments, name, deployment_changes)
+                    .await?;
+                return self
+                    .prune::<Service, _>(&self.caches.services, name, service_changes)
+                    .await
+                    .map(|()| None);
+            };
+            let (deployment, service) = tokio::join!(
+                self.apply_child(
+                    &self.caches.deployments,
+                    &canary.deployment,
+                    deployment_changes
+                ),
+                self.apply_child(&self.caches.services, &canary.service, service_changes),
+            );
+            service?;
+            deployment.map(Some)
+        };
+        let (live, baseline_deployment, baseline_service) = tokio::join!(
+            canary_part,
+            self.apply_or_prune(
                 &self.caches.deployments,
-                &canary.deployment,
-                deployment_changes
+                deployment,
+                &baseline_name,
+                baseline_changes
             ),
-            self.apply_child(&self.caches.services, &canary.service, service_changes),
+            self.apply_or_prune(
+                &self.caches.services,
+                service,
+                &baseline_name,
+                baseline_service_changes
+            ),
         );
-        service?;
-        deployment.map(Some)
+        baseline_deployment?;
+        baseline_service?;
+        live
     }
 
     /// Applies or prunes a child of a kind the cluster may not serve; does

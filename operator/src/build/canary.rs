@@ -1,5 +1,9 @@
 //! The canary of a new revision (`rollout.strategy: Canary`): a second
-//! Deployment and a Service, both `<name>-canary`, beside the stable ones.
+//! Deployment and a Service, both `<name>-canary`, beside the stable ones;
+//! and, when its metrics are compared, its baseline: a Deployment and a
+//! Service `<name>-baseline` running the stable revision at the canary's
+//! size, fresh pods started with the canary (long-running pods are not a
+//! fair baseline), their pods labelled `gantry.dev/track: baseline`.
 //!
 //! The canary's pods carry `app.kubernetes.io/instance: <name>-canary`, so
 //! the stable Service, `status.selector` and the HPA (all of which select
@@ -25,6 +29,23 @@ pub fn name(goserver: &str) -> String {
     format!("{goserver}{SUFFIX}")
 }
 
+/// What a baseline's objects add to the `GoServer`'s name.
+pub const BASELINE_SUFFIX: &str = "-baseline";
+
+/// The label telling a baseline's pods from the stable ones, which run the
+/// same revision.
+pub const TRACK_LABEL: &str = "gantry.dev/track";
+
+/// The baseline's pods' track: their [`TRACK_LABEL`], and `${track}` in
+/// the queries asked of them (empty for every other pod).
+pub const BASELINE_TRACK: &str = "baseline";
+
+/// The name of the baseline's Deployment and Service, and of its pods'
+/// instance label.
+pub fn baseline_name(goserver: &str) -> String {
+    format!("{goserver}{BASELINE_SUFFIX}")
+}
+
 /// The canary to run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CanaryRun {
@@ -34,6 +55,9 @@ pub struct CanaryRun {
     pub weight: i32,
     /// Its pods (see [`replicas`]).
     pub replicas: i32,
+    /// Run a baseline of the stable revision beside it, with as many pods
+    /// and the same share of the traffic.
+    pub baseline: bool,
 }
 
 /// The canary's children.
@@ -45,6 +69,15 @@ pub struct CanaryChildren {
     pub config_map: Option<ConfigMap>,
     pub revision: Revision,
     pub weight: i32,
+    /// The baseline beside it, when its metrics are compared.
+    pub baseline: Option<BaselineChildren>,
+}
+
+/// The baseline's Deployment and Service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BaselineChildren {
+    pub deployment: Deployment,
+    pub service: Service,
 }
 
 /// The canary's size: its weight's share of the stable Deployment's pods,
@@ -58,43 +91,31 @@ pub fn replicas(stable: i32, weight: i32) -> i32 {
     i32::try_from(share).unwrap_or(i32::MAX).max(1)
 }
 
+/// The children of the canary `run` beside the stable revision `stable`
+/// (whose `ConfigMap` is `stable_config_map`).
 pub(super) fn build(
     gs: &GoServer,
     owner: &Owner<'_>,
     run: CanaryRun,
+    stable: &Revision,
     stable_config_map: &str,
 ) -> CanaryChildren {
     let canary = name(owner.name);
-    let relabel = |labels: &mut Option<BTreeMap<String, String>>| {
-        labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert(INSTANCE_LABEL.to_owned(), canary.clone());
-    };
-
-    let mut deployment = deployment::build(gs, owner, &run.revision);
-    deployment.metadata.name = Some(canary.clone());
-    if let Some(spec) = deployment.spec.as_mut() {
-        spec.replicas = Some(run.replicas);
-        relabel(&mut spec.selector.match_labels);
-        relabel(
-            &mut spec
-                .template
-                .metadata
-                .get_or_insert_with(Default::default)
-                .labels,
+    let (deployment, service) = track(gs, owner, &run.revision, &canary, run.replicas, None);
+    let baseline = run.baseline.then(|| {
+        let (deployment, service) = track(
+            gs,
+            owner,
+            stable,
+            &baseline_name(owner.name),
+            run.replicas,
+            Some(BASELINE_TRACK),
         );
-    }
-
-    let mut service = service::build(gs, owner);
-    service.metadata.name = Some(canary.clone());
-    // Only the route sends traffic here: no load balancer, no node port,
-    // and none of the stable Service's annotations (which configure those).
-    service.metadata.annotations = None;
-    if let Some(spec) = service.spec.as_mut() {
-        spec.type_ = Some("ClusterIP".to_owned());
-        relabel(&mut spec.selector);
-    }
-
+        BaselineChildren {
+            deployment,
+            service,
+        }
+    });
     let config_map = config::build(owner, &run.revision.data.config);
     let config_map =
         (config_map.metadata.name.as_deref() != Some(stable_config_map)).then_some(config_map);
@@ -104,7 +125,56 @@ pub(super) fn build(
         config_map,
         revision: run.revision,
         weight: run.weight,
+        baseline,
     }
+}
+
+/// A Deployment and a Service `name` running `revision` beside the stable
+/// ones: their pods' instance label is `name`, so the stable Service,
+/// `status.selector` and the HPA (all of which select `instance: <name of
+/// the GoServer>`) never count them; `track` labels the pods.
+fn track(
+    gs: &GoServer,
+    owner: &Owner<'_>,
+    revision: &Revision,
+    name: &str,
+    replicas: i32,
+    track: Option<&str>,
+) -> (Deployment, Service) {
+    let relabel = |labels: &mut Option<BTreeMap<String, String>>| {
+        labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(INSTANCE_LABEL.to_owned(), name.to_owned());
+    };
+
+    let mut deployment = deployment::build(gs, owner, revision);
+    deployment.metadata.name = Some(name.to_owned());
+    if let Some(spec) = deployment.spec.as_mut() {
+        spec.replicas = Some(replicas);
+        relabel(&mut spec.selector.match_labels);
+        let pod_labels = &mut spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels;
+        relabel(pod_labels);
+        if let Some(track) = track {
+            pod_labels
+                .get_or_insert_with(BTreeMap::new)
+                .insert(TRACK_LABEL.to_owned(), track.to_owned());
+        }
+    }
+
+    let mut service = service::build(gs, owner);
+    service.metadata.name = Some(name.to_owned());
+    // Only the route sends traffic here: no load balancer, no node port,
+    // and none of the stable Service's annotations (which configure those).
+    service.metadata.annotations = None;
+    if let Some(spec) = service.spec.as_mut() {
+        spec.type_ = Some("ClusterIP".to_owned());
+        relabel(&mut spec.selector);
+    }
+    (deployment, service)
 }
 
 #[cfg(test)]
@@ -139,8 +209,10 @@ mod tests {
             revision: revision.clone(),
             weight: 10,
             replicas: 1,
+            baseline: false,
         };
-        let children = build(&gs, &owner, run, "hello-config-stable");
+        let children = build(&gs, &owner, run, &revision, "hello-config-stable");
+        assert_eq!(children.baseline, None);
         let deployment = serde_json::to_value(&children.deployment).unwrap();
         assert_eq!(deployment["metadata"]["name"], "hello-canary");
         assert_eq!(deployment["spec"]["replicas"], 1);
@@ -172,12 +244,54 @@ mod tests {
             &gs,
             &owner,
             CanaryRun {
-                revision,
+                revision: revision.clone(),
                 weight: 10,
                 replicas: 1,
+                baseline: false,
             },
+            &revision,
             &config::config_map_name("hello", &[("A".to_owned(), "2".to_owned())].into()),
         );
         assert_eq!(same.config_map, None);
+    }
+
+    #[test]
+    fn the_baseline_runs_the_stable_revision_on_its_own_track() {
+        let gs = goserver(json!({"image": "hello:2", "replicas": 4}));
+        let owner = Owner::of(&gs).unwrap();
+        let canary = super::super::spec_revision(&gs).unwrap();
+        let stable_gs = goserver(json!({"image": "hello:1", "replicas": 4}));
+        let stable = super::super::spec_revision(&stable_gs).unwrap();
+        let run = CanaryRun {
+            revision: canary.clone(),
+            weight: 25,
+            replicas: 1,
+            baseline: true,
+        };
+        let children = build(&gs, &owner, run, &stable, "hello-config-stable");
+        let baseline = children.baseline.unwrap();
+        let deployment = serde_json::to_value(&baseline.deployment).unwrap();
+        assert_eq!(deployment["metadata"]["name"], "hello-baseline");
+        assert_eq!(deployment["spec"]["replicas"], 1);
+        let pod_labels = &deployment["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(pod_labels["app.kubernetes.io/instance"], "hello-baseline");
+        assert_eq!(pod_labels["gantry.dev/track"], "baseline");
+        assert_eq!(pod_labels["gantry.dev/revision"], json!(stable.name));
+        assert_eq!(
+            deployment["spec"]["template"]["spec"]["containers"][0]["image"],
+            "hello:1"
+        );
+        let service = serde_json::to_value(&baseline.service).unwrap();
+        assert_eq!(service["metadata"]["name"], "hello-baseline");
+        assert_eq!(
+            service["spec"]["selector"],
+            json!({"app.kubernetes.io/name": "hello", "app.kubernetes.io/instance": "hello-baseline"})
+        );
+        // The canary's own pods carry no track.
+        let canary_pods = serde_json::to_value(&children.deployment).unwrap();
+        assert_eq!(
+            canary_pods["spec"]["template"]["metadata"]["labels"].get("gantry.dev/track"),
+            None
+        );
     }
 }

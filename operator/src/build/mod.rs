@@ -30,7 +30,7 @@ use crate::crd::GoServer;
 use crate::error::{Error, Result};
 use crate::gateway::HttpRoute;
 
-pub use canary::{CanaryChildren, CanaryRun};
+pub use canary::{BaselineChildren, CanaryChildren, CanaryRun};
 pub use config::{config_map_name, config_map_prefix};
 pub use deployment::{CONFIG_HASH_ANNOTATION, CONTAINER_NAME};
 pub use hpa::{DEFAULT_REQUESTS, defaulted_requests};
@@ -127,7 +127,8 @@ pub fn build_with_canary(
 ) -> Result<Children> {
     let owner = Owner::of(gs)?;
     let config_map = config::build(&owner, &in_force.data.config);
-    let canary = canary.map(|run| canary::build(gs, &owner, run, &config_map.name_any()));
+    let canary =
+        canary.map(|run| canary::build(gs, &owner, run, &in_force, &config_map.name_any()));
     Ok(Children {
         deployment: deployment::build(gs, &owner, &in_force),
         service: service::build(gs, &owner),
@@ -135,7 +136,11 @@ pub fn build_with_canary(
         ingress: ingress::build(gs, &owner),
         hpa: hpa::build(gs, &owner),
         service_monitor: service_monitor::build(gs, &owner),
-        route: route::build(gs, &owner, canary.as_ref().map(|c| c.weight)),
+        route: route::build(
+            gs,
+            &owner,
+            canary.as_ref().map(|c| (c.weight, c.baseline.is_some())),
+        ),
         revision: in_force,
         canary,
     })

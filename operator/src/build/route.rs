@@ -10,13 +10,14 @@ use crate::gateway::httproute::{
     HttpRouteSpec,
 };
 
-/// With a canary at `canary_weight` percent, the rule has two backends:
-/// the stable Service and the canary's, weighted; without one, the stable
-/// Service alone.
+/// With a canary at `weight` percent, the rule has two backends: the
+/// stable Service and the canary's, weighted; three with its baseline
+/// (`baseline`), which gets as much as the canary: stable `100 - 2w`,
+/// baseline `w`, canary `w`. Without a canary, the stable Service alone.
 pub(super) fn build(
     gs: &GoServer,
     owner: &Owner<'_>,
-    canary_weight: Option<i32>,
+    canary: Option<(i32, bool)>,
 ) -> Option<HttpRoute> {
     let RouteSpec {
         parent_refs,
@@ -58,7 +59,7 @@ pub(super) fn build(
                     }),
                     ..HttpRouteRulesMatches::default()
                 }]),
-                backend_refs: Some(backends(owner.name, service_port, canary_weight)),
+                backend_refs: Some(backends(owner.name, service_port, canary)),
                 timeouts: timeouts.map(
                     |RouteTimeouts {
                          request,
@@ -75,20 +76,28 @@ pub(super) fn build(
     })
 }
 
-fn backends(name: &str, port: i32, canary_weight: Option<i32>) -> Vec<HttpRouteRulesBackendRefs> {
+fn backends(name: &str, port: i32, canary: Option<(i32, bool)>) -> Vec<HttpRouteRulesBackendRefs> {
     let backend = |name: String, weight: Option<i32>| HttpRouteRulesBackendRefs {
         name,
         port: Some(port),
         weight,
         ..HttpRouteRulesBackendRefs::default()
     };
-    match canary_weight {
+    match canary {
         None => vec![backend(name.to_owned(), None)],
-        Some(weight) => {
+        Some((weight, false)) => {
             let weight = weight.clamp(0, 100);
             vec![
                 backend(name.to_owned(), Some(100 - weight)),
                 backend(super::canary::name(name), Some(weight)),
+            ]
+        }
+        Some((weight, true)) => {
+            let weight = weight.clamp(0, 50);
+            vec![
+                backend(name.to_owned(), Some(100 - 2 * weight)),
+                backend(super::canary::name(name), Some(weight)),
+                backend(super::canary::baseline_name(name), Some(weight)),
             ]
         }
     }
@@ -174,7 +183,7 @@ mod tests {
         let gs =
             goserver(json!({"image": "hello:1", "route": {"parentRefs": [{"name": "public"}]}}));
         let owner = Owner::of(&gs).unwrap();
-        let route = serde_json::to_value(build(&gs, &owner, Some(10)).unwrap()).unwrap();
+        let route = serde_json::to_value(build(&gs, &owner, Some((10, false))).unwrap()).unwrap();
         assert_eq!(
             route["spec"]["rules"][0]["backendRefs"],
             json!([
@@ -183,12 +192,22 @@ mod tests {
             ])
         );
         // Aborted: everything back to stable, the canary's backend kept.
-        let route = serde_json::to_value(build(&gs, &owner, Some(0)).unwrap()).unwrap();
+        let route = serde_json::to_value(build(&gs, &owner, Some((0, false))).unwrap()).unwrap();
         assert_eq!(
             route["spec"]["rules"][0]["backendRefs"],
             json!([
                 {"name": "hello", "port": 80, "weight": 100},
                 {"name": "hello-canary", "port": 80, "weight": 0},
+            ])
+        );
+        // With its baseline: the same share each.
+        let route = serde_json::to_value(build(&gs, &owner, Some((20, true))).unwrap()).unwrap();
+        assert_eq!(
+            route["spec"]["rules"][0]["backendRefs"],
+            json!([
+                {"name": "hello", "port": 80, "weight": 60},
+                {"name": "hello-canary", "port": 80, "weight": 20},
+                {"name": "hello-baseline", "port": 80, "weight": 20},
             ])
         );
     }

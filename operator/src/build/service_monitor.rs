@@ -14,6 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
 
+use super::canary::TRACK_LABEL;
 use super::meta::{Owner, labels, selector_labels};
 use super::revision::REVISION_LABEL;
 use crate::crd::{GoServer, MonitoringSpec};
@@ -99,12 +100,19 @@ pub(super) fn build(gs: &GoServer, owner: &Owner<'_>) -> Option<ServiceMonitor> 
                 path: Some(path),
                 interval,
                 // The dashboards, alerts and verification queries group
-                // by `revision`; prometheus-operator would otherwise
-                // drop the pod label.
-                relabelings: vec![Relabeling {
-                    source_labels: vec![pod_label_meta(REVISION_LABEL)],
-                    target_label: Some("revision".to_owned()),
-                }],
+                // by `revision`, and a canary's comparison tells its
+                // baseline's pods by `track`; prometheus-operator would
+                // otherwise drop the pod labels.
+                relabelings: vec![
+                    Relabeling {
+                        source_labels: vec![pod_label_meta(REVISION_LABEL)],
+                        target_label: Some("revision".to_owned()),
+                    },
+                    Relabeling {
+                        source_labels: vec![pod_label_meta(TRACK_LABEL)],
+                        target_label: Some("track".to_owned()),
+                    },
+                ],
             }],
         },
     })
@@ -156,6 +164,9 @@ mod tests {
                         "relabelings": [{
                             "sourceLabels": ["__meta_kubernetes_pod_label_gantry_dev_revision"],
                             "targetLabel": "revision",
+                        }, {
+                            "sourceLabels": ["__meta_kubernetes_pod_label_gantry_dev_track"],
+                            "targetLabel": "track",
                         }],
                     }],
                 },

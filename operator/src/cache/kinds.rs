@@ -184,6 +184,8 @@ pub enum Named {
     Primary,
     /// The canary's name, while a canary runs.
     Canary,
+    /// The name of the canary's baseline, while one runs beside it.
+    Baseline,
 }
 
 /// A name a `GoServer` needs for a child of `kind`, and the controller of

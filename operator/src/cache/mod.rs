@@ -42,9 +42,9 @@ pub use store::{Cached, CachedKind, ChildStream, get, lookup, ready};
 // its children take, for the name-conflict guard (`apply/guard.rs`).
 child_kinds! {
     deployments: Deployment = Owned(keep_own_apply_entry),
-        events for triggers::owner, names [Primary, Canary];
+        events for triggers::owner, names [Primary, Canary, Baseline];
     services: Service = Owned(drop_managed_fields),
-        events for triggers::owner, names [Primary, Canary];
+        events for triggers::owner, names [Primary, Canary, Baseline];
     config_maps: ConfigMap = Owned(drop_managed_fields),
         events for triggers::owner, names [];
     ingresses: Ingress = Owned(drop_managed_fields),
@@ -82,10 +82,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_guard_claims_the_names_each_kind_of_the_table_takes() {
-        let names = [(Named::Primary, "web"), (Named::Canary, "web-canary")];
+        let names = [
+            (Named::Primary, "web"),
+            (Named::Canary, "web-canary"),
+            (Named::Baseline, "web-baseline"),
+        ];
         let claims = caches().claims("shop", &names, Some("u-1"));
         let claimed: Vec<(&str, &str)> = claims.iter().map(|c| (c.kind, c.name.as_str())).collect();
-        // Every kind's own name first, then the canary's: the guard names
+        // Every kind's own name first, then the canary's, then its
+        // baseline's: the guard names
         // the first conflict it finds.
         assert_eq!(
             claimed,
@@ -96,6 +101,8 @@ mod tests {
                 ("HorizontalPodAutoscaler", "web"),
                 ("Deployment", "web-canary"),
                 ("Service", "web-canary"),
+                ("Deployment", "web-baseline"),
+                ("Service", "web-baseline"),
             ]
         );
         // Nothing cached: nobody else controls any of them.

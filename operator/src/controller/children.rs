@@ -138,6 +138,7 @@ pub(super) async fn canary_run(
         build::canary::replicas(stable_replicas(ctx, gs).await?, canary.weight)
     };
     Ok(Some(build::CanaryRun {
+        baseline: rollout::compares_beside(gs, &revision.name),
         revision,
         weight: canary.weight,
         replicas,

@@ -420,7 +420,8 @@ pub struct MetricSpec {
     #[schemars(length(min = 1, max = 63), regex(pattern = METRIC_NAME_PATTERN))]
     pub name: String,
     /// A `PromQL` query returning one value. `${name}`, `${namespace}`,
-    /// `${revision}`, `${interval}` and `${window}` are replaced first.
+    /// `${revision}`, `${interval}`, `${window}` and `${track}` (empty;
+    /// `baseline` in the query of a canary's baseline) are replaced first.
     #[schemars(length(min = 1, max = 4096))]
     pub query: String,
     /// Lowest value that passes.

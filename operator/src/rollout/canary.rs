@@ -28,7 +28,6 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 pub use super::decision::{CanaryFacts, Routing};
-pub use routing::routing;
 use super::decision::{Decision, MARGINAL, Observation, Sample, add, note, record_values, until};
 use super::spec::{DEFAULT_INTERVAL, DEFAULT_WARMUP, Timing, in_force, verification};
 use super::window::at_deadline;
@@ -42,6 +41,7 @@ use crate::crd::{
     Verdict as HistoryVerdict, VerificationPhase, VerificationSpec, VerificationStatus,
 };
 use judge::Standing;
+pub use routing::routing;
 
 /// Which revision each Deployment runs.
 #[derive(Clone, Debug, PartialEq, Eq)]

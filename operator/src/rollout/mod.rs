@@ -49,7 +49,7 @@ pub use decision::{
 };
 use decision::{add, note, record_values};
 use judge::Standing;
-pub use spec::{DueQuery, in_force, query_timeout, receivers, spec};
+pub use spec::{DueQuery, compares_beside, in_force, query_timeout, receivers, spec};
 use spec::{Timing, verification};
 use window::{
     Compared, Overdue, analysis_in_force, at_deadline, begin, compared, count_all, due_samples,

@@ -53,10 +53,6 @@ pub struct DueQuery {
     pub baseline: Option<String>,
 }
 
-/// The track of a canary's baseline pods: their `gantry.dev/track` label,
-/// and `${track}` in their queries (empty for every other pod).
-pub const BASELINE_TRACK: &str = "baseline";
-
 /// The verification's timing, from the analysis in force.
 pub(super) struct Timing {
     pub(super) warmup: Duration,
@@ -79,6 +75,22 @@ impl Timing {
                 .map_or(Duration::ZERO, |p| duration::or(p, Duration::ZERO)),
             deadline: duration::or(&analysis.deadline, DEFAULT_DEADLINE),
         }
+    }
+}
+
+/// Whether the canary of `revision` runs a baseline beside it: the
+/// analysis it is judged by (its verification's record, or the spec's
+/// before that begins) compares a metric.
+pub fn compares_beside(gs: &GoServer, revision: &str) -> bool {
+    let recorded = gs
+        .status
+        .as_ref()
+        .and_then(|s| s.verification.as_ref())
+        .filter(|v| v.revision == revision)
+        .and_then(|v| v.analysis.as_ref());
+    match recorded {
+        Some(analysis) => analysis.metrics.iter().any(|m| m.compare.is_some()),
+        None => verification(gs).is_some_and(|v| v.metrics.iter().any(|m| m.compare.is_some())),
     }
 }
 
@@ -136,7 +148,7 @@ pub fn queries(
     let filled = variables(gs, revision, analysis);
     let baseline_variables = baseline.map(|stable| {
         let mut v = variables(gs, stable, analysis);
-        v.insert("track", BASELINE_TRACK.to_owned());
+        v.insert("track", crate::build::canary::BASELINE_TRACK.to_owned());
         v
     });
     let variables = filled;
