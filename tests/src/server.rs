@@ -279,11 +279,13 @@ async fn get(client: &reqwest::Client, url: &str) -> Result<u16> {
 
 /// The stand-ins of a `GoServer`'s revisions: one gantry-server per
 /// revision, all scraped by one Prometheus with the labels a scrape config
-/// keeping the pod labels gives (`namespace`, `revision`).
+/// keeping the pod labels gives (`namespace`, `revision`, and `track` for a
+/// canary's baseline).
 pub struct Revisions<'a> {
     prometheus: &'a crate::prometheus::Prometheus,
     namespace: String,
-    servers: Vec<(String, ServerProcess)>,
+    /// Each server with its revision and track.
+    servers: Vec<(String, Option<String>, ServerProcess)>,
 }
 
 impl<'a> Revisions<'a> {
@@ -301,29 +303,41 @@ impl<'a> Revisions<'a> {
         let at = self
             .servers
             .iter()
-            .position(|(rev, _)| rev == revision)
+            .position(|(rev, track, _)| rev == revision && track.is_none())
             .unwrap_or_else(|| panic!("no server for {revision}"));
-        let (rev, old) = self.servers.remove(at);
+        let (rev, track, old) = self.servers.remove(at);
         let port = old.address().port().to_string();
         drop(old);
         let server = ServerProcess::start(&rev, &[("PORT", port.as_str())]);
-        self.servers.insert(at, (rev, server));
+        self.servers.insert(at, (rev, track, server));
     }
 
     /// Starts the pods of `revision` and has Prometheus scrape them; their
     /// address.
     pub fn start(&mut self, revision: &str) -> SocketAddr {
-        let server = ServerProcess::start(revision, &[]);
+        self.start_on_track(revision, None)
+    }
+
+    /// [`Revisions::start`], for pods of `track` (a canary's baseline:
+    /// `baseline`), which Prometheus labels so.
+    pub fn start_on_track(&mut self, revision: &str, track: Option<&str>) -> SocketAddr {
+        let label = match track {
+            Some(track) => format!("{revision}-{track}"),
+            None => revision.to_owned(),
+        };
+        let server = ServerProcess::start(&label, &[]);
         let address = server.address();
-        self.servers.push((revision.to_owned(), server));
+        self.servers
+            .push((revision.to_owned(), track.map(str::to_owned), server));
         let targets: Vec<crate::prometheus::Target> = self
             .servers
             .iter()
-            .map(|(rev, s)| {
-                crate::prometheus::Target::new(
-                    s.address(),
-                    &[("namespace", self.namespace.as_str()), ("revision", rev)],
-                )
+            .map(|(rev, track, s)| {
+                let mut labels = vec![("namespace", self.namespace.as_str()), ("revision", rev)];
+                if let Some(track) = track {
+                    labels.push(("track", track));
+                }
+                crate::prometheus::Target::new(s.address(), &labels)
             })
             .collect();
         self.prometheus.set_targets(&targets);

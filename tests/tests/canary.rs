@@ -577,3 +577,124 @@ async fn a_name_taken_by_another_canary_is_a_conflict() {
     let rollout = example.spec.rollout.unwrap();
     assert_eq!(rollout.steps.len(), 2);
 }
+
+/// The mean latency of one revision's pods of one track over one interval
+/// (see `operator_rollout.rs`).
+const MEAN_LATENCY: &str = r#"sum(rate(http_request_duration_seconds_sum{namespace="${namespace}",revision="${revision}",track="${track}"}[${interval}])) / sum(rate(http_request_duration_seconds_count{namespace="${namespace}",revision="${revision}",track="${track}"}[${interval}]))"#;
+
+/// The comparative judge on a canary: beside each canary runs a baseline,
+/// fresh pods of the stable revision (`shop-baseline`, track `baseline`)
+/// with the same share of the route. v2, as fast as its baseline, passes
+/// and is promoted, the baseline going with the canary; v3, 30 % slower
+/// than its baseline (real gantry-server processes sleeping in
+/// `/debug/sleep`), is judged High and aborted.
+#[tokio::test(flavor = "multi_thread")]
+#[allow(clippy::too_many_lines)] // one story, told in order
+async fn a_canary_is_judged_against_a_baseline_started_beside_it() {
+    let ns = TestNamespace::new("canary-judged").await;
+    let prometheus = Prometheus::start();
+    let _operator = start_operator(&ns, &prometheus).await;
+    let _gateway = GatewayStandIn::start(&ns);
+    let mut revisions = Revisions::new(&prometheus, &ns.name);
+    let api: Api<GoServer> = ns.api();
+    let mut gs = goserver("shop", "shop:1", "18s", true);
+    let rollout = gs.spec.rollout.as_mut().unwrap();
+    rollout.steps = serde_json::from_value(json!([{"weight": 20, "pause": "18s"}])).unwrap();
+    let verification = rollout.verification.as_mut().unwrap();
+    verification.warmup = "3s".to_owned();
+    verification.interval = "3s".to_owned();
+    verification.min_samples = 4;
+    verification.metrics = serde_json::from_value(json!([
+        {"name": "latency", "query": MEAN_LATENCY, "compare": {"allowed": "10%"}},
+        {"name": "error-rate", "query": ERROR_RATE, "max": 0.05},
+    ]))
+    .unwrap();
+    api.create(&PostParams::default(), &gs).await.unwrap();
+    let sleep = |ms: u32| format!("/debug/sleep?ms={ms}");
+    let (v1, v1_traffic) = first_revision_verified(&api, &mut revisions, "shop").await;
+
+    // v2: the canary and its baseline (v1 on the baseline track) answer
+    // alike.
+    set_image(&api, "shop", "shop:2").await;
+    let v2 = canary_started(&api, "shop", &v1).await;
+    route_backends(
+        &ns,
+        "shop",
+        &[
+            ("shop", Some(60)),
+            ("shop-canary", Some(20)),
+            ("shop-baseline", Some(20)),
+        ],
+    )
+    .await;
+    let deployments: Api<Deployment> = ns.api();
+    let baseline = deployments.get("shop-baseline").await.unwrap();
+    let spec = baseline.spec.unwrap();
+    assert_eq!(spec.replicas, Some(1), "the canary's size");
+    let labels = spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["gantry.dev/revision"], v1);
+    assert_eq!(labels["gantry.dev/track"], "baseline");
+    let canary_traffic = Traffic::start(revisions.start(&v2), &[(&sleep(20), 1)], 10);
+    let baseline_traffic = Traffic::start(
+        revisions.start_on_track(&v1, Some("baseline")),
+        &[(&sleep(20), 1)],
+        10,
+    );
+    let gs = wait_for(&api, "shop", "v2 promoted", STEP_DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.canary.as_ref())
+            .is_some_and(|c| c.revision == v2 && c.phase == CanaryPhase::Promoted)
+    })
+    .await
+    .unwrap();
+    let canary = gs.status.unwrap().canary.unwrap();
+    let latency = canary.verdicts[0].metrics[0].comparison.clone().unwrap();
+    assert_eq!(format!("{:?}", latency.class), "Pass", "{latency:?}");
+    assert!(canary.verdicts[0].metrics[0].baseline_samples.len() >= 4);
+    // The baseline goes with the canary.
+    wait_for_deletion(&deployments, "shop-baseline", DEADLINE)
+        .await
+        .unwrap();
+    wait_for_deletion(&ns.api::<Service>(), "shop-baseline", DEADLINE)
+        .await
+        .unwrap();
+    drop((v1_traffic, canary_traffic, baseline_traffic));
+
+    // v3 sleeps 26 ms where its baseline (v2 now) sleeps 20: aborted.
+    set_image(&api, "shop", "shop:3").await;
+    let v3 = canary_started(&api, "shop", &v2).await;
+    let _stable_traffic = Traffic::start(revisions.start(&v2), &[("/", 1)], 5);
+    let _canary_traffic = Traffic::start(revisions.start(&v3), &[(&sleep(26), 1)], 10);
+    let _baseline_traffic = Traffic::start(
+        revisions.start_on_track(&v2, Some("baseline")),
+        &[(&sleep(20), 1)],
+        10,
+    );
+    let gs = wait_for(&api, "shop", "v3 aborted", STEP_DEADLINE, |gs| {
+        gs.status
+            .as_ref()
+            .and_then(|s| s.canary.as_ref())
+            .is_some_and(|c| c.revision == v3 && c.phase == CanaryPhase::Aborted)
+    })
+    .await
+    .unwrap();
+    let status = gs.status.unwrap();
+    assert_eq!(status.failed_revision.as_deref(), Some(v3.as_str()));
+    let canary = status.canary.unwrap();
+    let latency = canary.verdicts[0].metrics[0].comparison.clone().unwrap();
+    assert_eq!(format!("{:?}", latency.class), "High", "{latency:?}");
+    let comparison = status.verification.unwrap().comparison.unwrap();
+    assert_eq!(comparison.baseline_revision.as_deref(), Some(v2.as_str()));
+    println!("v3 judged: {}", comparison.message);
+    route_backends(
+        &ns,
+        "shop",
+        &[
+            ("shop", Some(100)),
+            ("shop-canary", Some(0)),
+            ("shop-baseline", Some(0)),
+        ],
+    )
+    .await;
+}

@@ -28,10 +28,8 @@ const CONCURRENT: usize = 8;
 
 /// The seed: examples/full.yaml's GoServer with examples/verified.yaml's
 /// verification, canary steps, a `ServiceMonitor` and an `HTTPRoute`, so
-/// that every part of the spec is present. But `compare`: the schema
-/// refuses it beside the Canary strategy (a canary's baseline is not built
-/// yet), so the seed's metrics leave it out; its rules are in
-/// operator_admission.rs.
+/// that every part of the spec is present (the canary's children built
+/// with their baseline).
 fn seed() -> Value {
     let root = gantry_e2e::operator::root();
     let documents = |file: &str| -> Vec<Value> {
@@ -44,16 +42,6 @@ fn seed() -> Value {
     let mut spec = documents("examples/full.yaml")[0]["spec"].clone();
     spec["rollout"]["verification"] =
         documents("examples/verified.yaml")[0]["spec"]["rollout"]["verification"].clone();
-    for metric in spec["rollout"]["verification"]["metrics"]
-        .as_array_mut()
-        .unwrap()
-    {
-        metric.as_object_mut().unwrap().remove("compare");
-    }
-    spec["rollout"]["verification"]["metrics"]
-        .as_array_mut()
-        .unwrap()
-        .retain(|m| m.get("min").is_some() || m.get("max").is_some());
     spec["monitoring"] = serde_json::json!({
         "serviceMonitor": true,
         "interval": "30s",
@@ -197,6 +185,7 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
             revision: revision.clone(),
             weight: steps[0].weight,
             replicas: build::canary::replicas(gs.spec.replicas, steps[0].weight),
+            baseline: true,
         });
         build::build_with_canary(&gs, revision, canary)
     });
@@ -260,6 +249,16 @@ async fn children_finding(ns: &TestNamespace, m: &Mutation, mut gs: GoServer) ->
             "canary Service",
             dry_run(ns, &canary.service).await.map(|_| ()),
         );
+        if let Some(baseline) = &canary.baseline {
+            strip(
+                "baseline Deployment",
+                dry_run(ns, &baseline.deployment).await.map(|_| ()),
+            );
+            strip(
+                "baseline Service",
+                dry_run(ns, &baseline.service).await.map(|_| ()),
+            );
+        }
     }
     (!refused.is_empty()).then(|| {
         format!(

@@ -173,7 +173,8 @@ pub fn score(metrics: &[Scored<'_>], pass: f64, marginal: f64) -> Score {
         .iter()
         .filter(|m| m.class != Class::NoData)
         .collect();
-    let total: f64 = judged.iter().map(|m| m.weight.max(0.0)).sum();
+    // Folded from +0: a sum of no f64 is -0, which prints as "-0".
+    let total = judged.iter().fold(0.0, |sum, m| sum + m.weight.max(0.0));
     if judged.is_empty() || total <= 0.0 {
         return Score {
             score: None,
@@ -181,11 +182,10 @@ pub fn score(metrics: &[Scored<'_>], pass: f64, marginal: f64) -> Score {
             critical: None,
         };
     }
-    let passed: f64 = judged
+    let passed = judged
         .iter()
         .filter(|m| m.class == Class::Pass)
-        .map(|m| m.weight.max(0.0))
-        .sum();
+        .fold(0.0, |sum, m| sum + m.weight.max(0.0));
     let score = 100.0 * passed / total;
     let outcome = if score >= pass {
         Outcome::Pass
@@ -298,6 +298,12 @@ mod tests {
         assert_eq!(
             (s.outcome, s.critical.as_deref()),
             (Outcome::Fail, Some("latency"))
+        );
+        // No metric passed: a score of +0, not -0 ("score -0" in a message).
+        let s = score(&[m("latency", Class::High, 1.0, false)], 50.0, 10.0);
+        assert!(
+            s.score.is_some_and(|s| s == 0.0 && s.is_sign_positive()),
+            "{s:?}"
         );
         let none = [m("latency", Class::NoData, 1.0, true)];
         assert_eq!(score(&none, 50.0, 10.0).outcome, Outcome::NoData);
