@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, gauge::ConstGauge};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{CanaryPhase, GoServer, GoServerStatus, VerificationPhase};
+use crate::crd::{CanaryPhase, ComparisonClass, GoServer, GoServerStatus, VerificationPhase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -428,6 +428,33 @@ fn encode_verdicts(
         }
     }
     let mut family = encoder.encode_descriptor(
+        "gantry_goserver_revision_comparison",
+        "Per compared metric of a revision in a GoServer's history: its shift against the revision it was compared with (baseline), as a share of that one's median; class High, Low, Pass or NoData",
+        None,
+        MetricType::Gauge,
+    )?;
+    for o in objects {
+        let [namespace, name] = o.labels();
+        for entry in &o.status.history {
+            let Some(baseline) = entry.compared_with.as_deref() else {
+                continue;
+            };
+            for m in &entry.metrics {
+                let Some(class) = m.class else { continue };
+                ConstGauge::new(m.relative_change.unwrap_or(f64::NAN)).encode(
+                    family.encode_family(&[
+                        namespace,
+                        name,
+                        ("revision", entry.revision.as_str()),
+                        ("baseline", baseline),
+                        ("metric", m.name.as_str()),
+                        ("class", class_name(class)),
+                    ])?,
+                )?;
+            }
+        }
+    }
+    let mut family = encoder.encode_descriptor(
         "gantry_goserver_revision_previous",
         "1 per revision in a GoServer's history that has an older one, labelled with the revision deployed before it: what a dashboard compares a revision with",
         None,
@@ -445,6 +472,15 @@ fn encode_verdicts(
         }
     }
     Ok(())
+}
+
+fn class_name(class: ComparisonClass) -> &'static str {
+    match class {
+        ComparisonClass::High => "High",
+        ComparisonClass::Low => "Low",
+        ComparisonClass::Pass => "Pass",
+        ComparisonClass::NoData => "NoData",
+    }
 }
 
 fn encode_verifications(

@@ -293,8 +293,14 @@ async fn second_revision(scene: &Scene) -> (ServerProcess, Traffic) {
 }
 
 /// Panels and annotations that need an event this test does not provoke
-/// (the same rollback as [`AFTER_A_ROLLBACK`]): `(dashboard, name)`.
-const DASHBOARD_AFTER_A_ROLLBACK: [(&str, &str); 1] = [("GoServer", "Rollbacks")];
+/// (the same rollback as [`AFTER_A_ROLLBACK`], and a revision compared
+/// with a baseline, whose series the operator's unit test
+/// `metrics::tests::goserver_series_follow_the_cache` checks): only
+/// checked to be valid queries. `(dashboard, name)`.
+const DASHBOARD_AFTER_A_ROLLBACK: [(&str, &str); 2] = [
+    ("GoServer", "Rollbacks"),
+    ("GoServer", "Each revision against its baseline"),
+];
 
 /// The time range the dashboards are checked over, as a range query like
 /// Grafana's: the whole life of this test's series, so a deploy

@@ -495,6 +495,7 @@ impl Verdict {
 
 /// A metric's last value.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
 pub struct MetricValue {
     /// The metric's name in the spec.
     pub name: String,

@@ -33,6 +33,7 @@ fn goserver(value: serde_json::Value) -> GoServer {
 }
 
 #[test]
+#[allow(clippy::too_many_lines)] // one scene, every family checked against it
 fn goserver_series_follow_the_cache() {
     use kube::runtime::watcher::Event;
     let metrics = Metrics::new();
@@ -58,7 +59,10 @@ fn goserver_series_follow_the_cache() {
             ],
             "history": [
                 {"revision": "web-cccccccccc", "image": "registry.example.com/web:3",
-                 "deployedAt": "2026-01-01T00:00:00Z", "verdict": "RolledBack"},
+                 "deployedAt": "2026-01-01T00:00:00Z", "verdict": "RolledBack",
+                 "comparedWith": "web-bbbbbbbbbb",
+                 "metrics": [{"name": "latency", "value": 0.026, "relativeChange": 0.68, "class": "High"},
+                             {"name": "error-rate", "value": 0.25}]},
                 {"revision": "web-bbbbbbbbbb", "image": "registry.example.com/web:2",
                  "deployedAt": "2025-12-01T00:00:00Z", "verdict": "Passed"},
             ],
@@ -114,9 +118,13 @@ fn goserver_series_follow_the_cache() {
         r#"gantry_goserver_verification_measurements{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate",result="failed"} 3"#,
         r#"gantry_goserver_verification_value{namespace="shop",name="web",revision="web-cccccccccc",metric="error-rate"} 0.25"#,
         r#"gantry_goserver_canary_weight{namespace="shop",name="web",revision="web-cccccccccc",phase="Aborted"} 0"#,
+        // "+68 % latency against web-bbbbbbbbbb"; the metric without a
+        // comparison has no such series.
+        r#"gantry_goserver_revision_comparison{namespace="shop",name="web",revision="web-cccccccccc",baseline="web-bbbbbbbbbb",metric="latency",class="High"} 0.68"#,
     ] {
         assert!(text.contains(line), "{line} missing from\n{text}");
     }
+    assert!(!text.contains(r#"metric="error-rate",class"#), "{text}");
     // The oldest revision has nothing to compare with.
     assert!(
         !text.contains(r#"revision="web-bbbbbbbbbb",previous"#),
