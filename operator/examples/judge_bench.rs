@@ -89,10 +89,22 @@ struct Traffic {
     error_ratio: f64,
 }
 
-/// One window of samples: p95 latency (ms) and 5xx ratio per interval.
+/// One window of samples: p95 latency (ms), mean latency (ms) and 5xx
+/// ratio per interval.
 struct Window {
     p95: Vec<f64>,
+    mean: Vec<f64>,
     errors: Vec<f64>,
+}
+
+/// Which latency of a window a judge compares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Latency {
+    P95,
+    /// What docs/rollout.md and examples/verified.yaml compare: the mean
+    /// (`_sum / _count` of the histogram), steadier than a p95 over a
+    /// canary's few requests.
+    Mean,
 }
 
 struct Rng(fastrand::Rng);
@@ -138,6 +150,7 @@ impl Traffic {
     fn window(&self, rng: &mut Rng, load: f64, slower: f64, extra_errors: f64) -> Window {
         let share = if self.canary { CANARY_SHARE } else { 1.0 };
         let mut p95 = Vec::with_capacity(SAMPLES);
+        let mut mean = Vec::with_capacity(SAMPLES);
         let mut errors = Vec::with_capacity(SAMPLES);
         let mut latencies = Vec::new();
         for _ in 0..SAMPLES {
@@ -163,9 +176,12 @@ impl Traffic {
             }
             if latencies.is_empty() {
                 p95.push(f64::NAN);
+                mean.push(f64::NAN);
                 errors.push(f64::NAN);
                 continue;
             }
+            #[allow(clippy::cast_precision_loss)]
+            mean.push(latencies.iter().sum::<f64>() / latencies.len() as f64);
             #[allow(
                 clippy::cast_possible_truncation,
                 clippy::cast_sign_loss,
@@ -177,7 +193,7 @@ impl Traffic {
             #[allow(clippy::cast_precision_loss)]
             errors.push(f64::from(failed) / latencies.len() as f64);
         }
-        Window { p95, errors }
+        Window { p95, mean, errors }
     }
 }
 
@@ -242,16 +258,20 @@ fn fixed(analysis: &Analysis, revision: &Window) -> (bool, usize) {
     (false, SAMPLES)
 }
 
-/// The comparative judge's verdict at `confidence`, once the window is
-/// over.
-fn comparative(release: &Release, confidence: f64) -> (bool, usize) {
+/// The comparative judge's verdict at `confidence` on `latency` and the
+/// 5xx ratio, once the window is over.
+fn comparative(release: &Release, confidence: f64, latency: Latency) -> (bool, usize) {
     let comparison = Comparison {
         bad: Bad::Increase,
         allowed: Allowance::Relative(ALLOWED),
         confidence,
         min_samples: SAMPLES / 2,
     };
-    let latency = compare::classify(&comparison, &release.revision.p95, &release.baseline.p95);
+    let (revision, baseline) = match latency {
+        Latency::P95 => (&release.revision.p95, &release.baseline.p95),
+        Latency::Mean => (&release.revision.mean, &release.baseline.mean),
+    };
+    let latency = compare::classify(&comparison, revision, baseline);
     let errors = compare::classify(
         &comparison,
         &release.revision.errors,
@@ -395,15 +415,7 @@ fn main() -> Result<()> {
     let confidences: Vec<f64> = std::iter::once(CONFIDENCE)
         .chain(OTHER_CONFIDENCES)
         .collect();
-    let names: Vec<String> = std::iter::once("fixed".to_owned())
-        .chain(confidences.iter().map(|c| {
-            if (c - CONFIDENCE).abs() < f64::EPSILON {
-                "comparative".to_owned()
-            } else {
-                format!("comparative at {}", c * 100.0)
-            }
-        }))
-        .collect();
+    let names = judge_names(&confidences);
     let mut tallies: Vec<BTreeMap<String, Tally>> = names.iter().map(|_| BTreeMap::new()).collect();
     for effect in std::iter::once(Effect::None).chain(EFFECTS) {
         for _ in 0..args.releases {
@@ -413,7 +425,12 @@ fn main() -> Result<()> {
                 median(&r.baseline.errors).max(1e-4) + error_points,
             )?;
             let verdicts = std::iter::once(fixed(&bounds, &r.revision))
-                .chain(confidences.iter().map(|c| comparative(&r, *c)));
+                .chain(
+                    confidences
+                        .iter()
+                        .map(|c| comparative(&r, *c, Latency::P95)),
+                )
+                .chain(std::iter::once(comparative(&r, CONFIDENCE, Latency::Mean)));
             for (tally, verdict) in tallies.iter_mut().zip(verdicts) {
                 tally.entry(effect.name()).or_default().add(verdict);
                 let mode = if r.canary { "canary" } else { "rollingUpdate" };
@@ -485,6 +502,22 @@ fn main() -> Result<()> {
         None => println!("{text}"),
     }
     Ok(())
+}
+
+/// The judges, in the order of the table: fixed bounds, the comparative
+/// judge on p95 latency at its default confidence, then at the others,
+/// then on the mean latency.
+fn judge_names(confidences: &[f64]) -> Vec<String> {
+    std::iter::once("fixed".to_owned())
+        .chain(confidences.iter().map(|c| {
+            if (c - CONFIDENCE).abs() < f64::EPSILON {
+                "comparative".to_owned()
+            } else {
+                format!("comparative at {}", c * 100.0)
+            }
+        }))
+        .chain(std::iter::once("comparative, mean".to_owned()))
+        .collect()
 }
 
 /// The figures of every judge side by side, one column each.
