@@ -307,11 +307,11 @@ fn analysis(p95_max: f64, errors_max: f64) -> Result<Analysis> {
 /// Each release then gets bounds set from its own baseline: the best case
 /// of a team that sets a bound per service from its history, not one
 /// bound for every service.
-fn calibrate(rng: &mut Rng, releases: usize, rate: f64) -> (f64, f64) {
+fn calibrate(mut draw: impl FnMut() -> Release, releases: usize, rate: f64) -> (f64, f64) {
     let mut worst_p95 = Vec::with_capacity(releases);
     let mut worst_errors = Vec::with_capacity(releases);
     for _ in 0..releases {
-        let r = release(rng, Effect::None);
+        let r = draw();
         let base_p95 = median(&r.baseline.p95);
         let base_errors = median(&r.baseline.errors).max(1e-4);
         worst_p95.push(max(&r.revision.p95) / base_p95);
@@ -321,6 +321,122 @@ fn calibrate(rng: &mut Rng, releases: usize, rate: f64) -> (f64, f64) {
         quantile(&mut worst_p95, 1.0 - rate / 2.0),
         quantile(&mut worst_errors, 1.0 - rate / 2.0),
     )
+}
+
+/// The judges run on recorded samples, in the order of their table.
+const RECORDED_JUDGES: [&str; 2] = ["fixed, mean", "comparative, mean"];
+
+/// Samples recorded from a real gantry-server under a steady load, one a
+/// second (`cargo xtask bench judge --record`; docs/judge.md says how).
+const RECORDED: &str = include_str!("judge_recorded.json");
+
+/// The recorded samples, one entry per second.
+struct Recorded {
+    requests: Vec<f64>,
+    p95: Vec<f64>,
+    mean: Vec<f64>,
+    errors: Vec<f64>,
+}
+
+fn recorded() -> Result<Recorded> {
+    let document: Value = serde_json::from_str(RECORDED).context("judge_recorded.json")?;
+    let samples = document["samples"]
+        .as_array()
+        .context("judge_recorded.json has no samples")?;
+    let column = |key: &str| -> Vec<f64> {
+        samples
+            .iter()
+            .map(|s| s[key].as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    let recorded = Recorded {
+        requests: column("requests"),
+        p95: column("p95Ms"),
+        mean: column("meanMs"),
+        errors: column("errorRatio"),
+    };
+    if recorded.requests.len() < 2 * SAMPLES {
+        bail!("judge_recorded.json holds fewer than two windows of samples");
+    }
+    Ok(recorded)
+}
+
+/// A release drawn from the recording: the baseline's window and the
+/// revision's are two windows of it that do not overlap, in either order;
+/// the revision gets `effect` (its latencies times the share; for each
+/// recorded request, one more 5xx with the effect's probability).
+fn recorded_release(rng: &mut Rng, rec: &Recorded, effect: Effect) -> Release {
+    let n = rec.requests.len();
+    let first = rng.0.usize(0..=n - 2 * SAMPLES);
+    let second = rng.0.usize(first + SAMPLES..=n - SAMPLES);
+    let (a, b) = if rng.0.bool() {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    let window = |at: usize, rng: &mut Rng, slower: f64, extra: f64| {
+        let mut errors = Vec::with_capacity(SAMPLES);
+        for i in at..at + SAMPLES {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let requests = rec.requests[i].max(0.0) as u32;
+            let added = (0..requests).filter(|_| rng.0.f64() < extra).count();
+            #[allow(clippy::cast_precision_loss)]
+            let ratio = rec.errors[i] + added as f64 / f64::from(requests.max(1));
+            errors.push(ratio);
+        }
+        Window {
+            p95: rec.p95[at..at + SAMPLES]
+                .iter()
+                .map(|v| v * slower)
+                .collect(),
+            mean: rec.mean[at..at + SAMPLES]
+                .iter()
+                .map(|v| v * slower)
+                .collect(),
+            errors,
+        }
+    };
+    let (slower, extra) = match effect {
+        Effect::None => (1.0, 0.0),
+        Effect::Latency(share) => (1.0 + share, 0.0),
+        Effect::Errors(points) => (1.0, points),
+    };
+    Release {
+        baseline: window(a, rng, 1.0, 0.0),
+        revision: window(b, rng, slower, extra),
+        canary: false,
+    }
+}
+
+/// The judges on recorded samples, both on the mean latency and the 5xx
+/// ratio: fixed bounds (calibrated on recorded A/A releases of their own)
+/// and the comparative judge. Their tallies per effect, in that order.
+fn judge_recorded(rng: &mut Rng, releases: usize) -> Result<Vec<BTreeMap<String, Tally>>> {
+    let rec = recorded()?;
+    let calibration = (releases * 2).max(1_000);
+    let (p95_ratio, error_points) = calibrate(
+        || recorded_release(rng, &rec, Effect::None),
+        calibration,
+        0.001,
+    );
+    let mut tallies: Vec<BTreeMap<String, Tally>> = (0..2).map(|_| BTreeMap::new()).collect();
+    for effect in std::iter::once(Effect::None).chain(EFFECTS) {
+        for _ in 0..releases {
+            let r = recorded_release(rng, &rec, effect);
+            let bounds = analysis(
+                p95_ratio * median(&r.baseline.p95),
+                median(&r.baseline.errors).max(1e-4) + error_points,
+            )?;
+            let verdicts = [
+                fixed(&bounds, &r.revision),
+                comparative(&r, CONFIDENCE, Latency::Mean),
+            ];
+            for (tally, verdict) in tallies.iter_mut().zip(verdicts) {
+                tally.entry(effect.name()).or_default().add(verdict);
+            }
+        }
+    }
+    Ok(tallies)
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -409,7 +525,8 @@ fn main() -> Result<()> {
     let mut rng = Rng(fastrand::Rng::with_seed(args.seed));
     // Calibrated on releases of their own, as a team would on history.
     let calibration = (args.releases * 2).max(1_000);
-    let (p95_ratio, error_points) = calibrate(&mut rng, calibration, 0.001);
+    let (p95_ratio, error_points) =
+        calibrate(|| release(&mut rng, Effect::None), calibration, 0.001);
     // The judges, in the order of the table: fixed bounds, the
     // comparative judge at its default confidence, then at the others.
     let confidences: Vec<f64> = std::iter::once(CONFIDENCE)
@@ -483,6 +600,10 @@ fn main() -> Result<()> {
         .zip(&tallies)
         .map(|(name, tally)| (name.clone(), report(tally)))
         .collect();
+    // On recorded samples: fewer releases (the recording holds a few
+    // hundred windows' worth of positions).
+    let recorded_releases = (args.releases / 2).max(50);
+    let (recorded_report, recorded_tallies) = recorded_section(&mut rng, recorded_releases)?;
     let document = json!({
         "seed": args.seed,
         "releasesPerClass": args.releases,
@@ -492,8 +613,10 @@ fn main() -> Result<()> {
         "confidence": CONFIDENCE,
         "fixedBounds": {"p95OverBaselineMedian": p95_ratio, "errorPointsOverBaselineMedian": error_points},
         "judges": judges,
+        "recorded": recorded_report,
     });
     print_table(&names, &judges, &tallies);
+    print_recorded(&recorded_report, &recorded_tallies);
     let text = serde_json::to_string_pretty(&document)?;
     match &args.out {
         Some(path) => {
@@ -502,6 +625,44 @@ fn main() -> Result<()> {
         None => println!("{text}"),
     }
     Ok(())
+}
+
+/// The judges on `releases` recorded releases of each kind: the report and
+/// the tallies.
+fn recorded_section(
+    rng: &mut Rng,
+    releases: usize,
+) -> Result<(Value, Vec<BTreeMap<String, Tally>>)> {
+    let tallies = judge_recorded(rng, releases)?;
+    let judges: serde_json::Map<String, Value> = RECORDED_JUDGES
+        .iter()
+        .zip(&tallies)
+        .map(|(name, tally)| ((*name).to_owned(), summary(tally)))
+        .collect();
+    let report = json!({
+        "releasesPerClass": releases,
+        "intervalSeconds": 1,
+        "judges": judges,
+    });
+    Ok((report, tallies))
+}
+
+/// False rollbacks, recall and precision of one judge's `tally`.
+fn summary(tally: &BTreeMap<String, Tally>) -> Value {
+    let good = tally[&Effect::None.name()].share();
+    let large: Vec<f64> = EFFECTS
+        .iter()
+        .filter(|e| e.large())
+        .map(|e| tally[&e.name()].share())
+        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let recall_large = large.iter().sum::<f64>() / large.len() as f64;
+    json!({
+        "falseRollbacksPer1000": good * 1000.0,
+        "recall": EFFECTS.iter().map(|e| (e.name(), json!(tally[&e.name()].share()))).collect::<serde_json::Map<_, _>>(),
+        "recallLarge": recall_large,
+        "precisionAt9To1": recall_large / (recall_large + 9.0 * good),
+    })
 }
 
 /// The judges, in the order of the table: fixed bounds, the comparative
@@ -518,6 +679,16 @@ fn judge_names(confidences: &[f64]) -> Vec<String> {
         }))
         .chain(std::iter::once("comparative, mean".to_owned()))
         .collect()
+}
+
+/// The figures of the judges on recorded samples.
+fn print_recorded(report: &Value, tallies: &[BTreeMap<String, Tally>]) {
+    println!(
+        "\non samples recorded from a real gantry-server ({} releases a kind):",
+        report["releasesPerClass"]
+    );
+    let judges = report["judges"].as_object().cloned().unwrap_or_default();
+    print_table(&RECORDED_JUDGES.map(str::to_owned), &judges, tallies);
 }
 
 /// The figures of every judge side by side, one column each.
@@ -537,6 +708,9 @@ fn print_table(
         "precisionAt9To1",
         "medianSecondsToRollback",
     ] {
+        if names.iter().all(|n| judges[n].get(key).is_none()) {
+            continue;
+        }
         print!("{key:<26}");
         for name in names {
             print!(" {:>18.4}", judges[name][key].as_f64().unwrap_or(f64::NAN));

@@ -26,7 +26,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, gauge::ConstGauge};
 use prometheus_client::registry::Registry;
 
-use crate::crd::{CanaryPhase, ComparisonClass, GoServer, GoServerStatus, VerificationPhase};
+use crate::crd::{CanaryPhase, GoServer, GoServerStatus, VerificationPhase};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -448,7 +448,7 @@ fn encode_verdicts(
                         ("revision", entry.revision.as_str()),
                         ("baseline", baseline),
                         ("metric", m.name.as_str()),
-                        ("class", class_name(class)),
+                        ("class", class.as_str()),
                     ])?,
                 )?;
             }
@@ -472,15 +472,6 @@ fn encode_verdicts(
         }
     }
     Ok(())
-}
-
-fn class_name(class: ComparisonClass) -> &'static str {
-    match class {
-        ComparisonClass::High => "High",
-        ComparisonClass::Low => "Low",
-        ComparisonClass::Pass => "Pass",
-        ComparisonClass::NoData => "NoData",
-    }
 }
 
 fn encode_verifications(

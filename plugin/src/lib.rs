@@ -11,8 +11,8 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use gantry_operator::crd::{
-    CanaryStatus, ComparisonClass, ComparisonOutcome, ComparisonStatus, GoServer, GoServerStatus,
-    HistoryEntry, Verdict, VerificationPhase, VerificationStatus,
+    CanaryStatus, ComparisonStatus, GoServer, GoServerStatus, HistoryEntry, Verdict,
+    VerificationPhase, VerificationStatus,
 };
 use serde::Serialize;
 
@@ -103,7 +103,7 @@ fn changes(entry: &HistoryEntry, previous: Option<&HistoryEntry>) -> Vec<MetricC
                 value: m.value,
                 previous: before,
                 change,
-                class: m.class.map(|c| class_name(c).to_owned()),
+                class: m.class.map(|c| c.as_str().to_owned()),
             }
         })
         .collect()
@@ -164,15 +164,6 @@ pub fn number(value: f64) -> String {
         "0".to_owned()
     } else {
         text.to_owned()
-    }
-}
-
-fn class_name(class: ComparisonClass) -> &'static str {
-    match class {
-        ComparisonClass::High => "High",
-        ComparisonClass::Low => "Low",
-        ComparisonClass::Pass => "Pass",
-        ComparisonClass::NoData => "NoData",
     }
 }
 
@@ -284,12 +275,7 @@ pub fn status_text(gs: &GoServer) -> String {
 /// The comparison with the baseline: its outcome and score, then each
 /// compared metric's medians, relative change and p.
 fn comparison(v: &VerificationStatus, c: &ComparisonStatus) -> String {
-    let outcome = match c.outcome {
-        ComparisonOutcome::Pass => "Pass",
-        ComparisonOutcome::Marginal => "Marginal",
-        ComparisonOutcome::Fail => "Fail",
-        ComparisonOutcome::NoBaseline => "NoBaseline",
-    };
+    let outcome = c.outcome.as_str();
     let score = c
         .score
         .map_or_else(String::new, |s| format!(", score {}", number(s)));
@@ -301,7 +287,7 @@ fn comparison(v: &VerificationStatus, c: &ComparisonStatus) -> String {
     let mut rows = 0;
     for m in &v.metrics {
         let Some(mc) = &m.comparison else { continue };
-        let class = class_name(mc.class);
+        let class = mc.class.as_str();
         let or_dash = |x: Option<f64>| x.map_or_else(|| "-".to_owned(), number);
         let change = match (mc.relative_change, mc.shift) {
             (Some(r), _) => format!("{:+.1}%", r * 100.0),
@@ -477,7 +463,7 @@ mod tests {
         let mut judged = entry("v3", Verdict::RolledBack, Some(0.5));
         judged.compared_with = Some("v1".to_owned());
         judged.metrics[0].relative_change = Some(0.312);
-        judged.metrics[0].class = Some(ComparisonClass::High);
+        judged.metrics[0].class = Some(gantry_operator::crd::ComparisonClass::High);
         let s = status(
             "v2",
             Some("v2"),

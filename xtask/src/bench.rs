@@ -48,12 +48,18 @@ pub struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `judge` only: record samples of real gantry-server runs into
+    /// `operator/examples/judge_recorded.json` (which the benchmark reads)
+    /// instead of judging.
+    #[arg(long)]
+    record: bool,
 }
 
 pub fn run(args: &Args) -> Result<ExitCode> {
     match args.target.as_str() {
         "server" => server(args),
         "operator" => crate::bench_operator::run(args.quick, args.json.as_deref()),
+        "judge" if args.record => crate::judge_record::run(),
         "judge" => crate::bench_judge::run(args.quick, args.json.as_deref()),
         other => bail!("`cargo xtask bench {other}` is not available yet"),
     }
@@ -66,6 +72,7 @@ pub fn server_quick() -> Result<()> {
         target: "server".to_owned(),
         quick: true,
         json: None,
+        record: false,
     })
     .map(drop)
 }
@@ -74,7 +81,7 @@ pub fn server_quick() -> Result<()> {
 const CONNECTIONS: u32 = 64;
 /// wrk threads: one, on its own core.
 const THREADS: u32 = 1;
-const TOKEN: &str = "bench-token";
+pub(crate) const TOKEN: &str = "bench-token";
 const PEER_USER_ID: &str = "01890a5d-ac96-774b-bcce-b302099a8057";
 /// The server every ratio is computed against.
 const REFERENCE: &str = "gin-full";
@@ -428,13 +435,13 @@ fn medians(all: &[Measurement], peers: &[Peer]) -> Vec<Measurement> {
 const ROUTES: [&str; 2] = ["/", "/api/v1/users/{id}"];
 
 /// A server under test; stopped (SIGTERM, then SIGKILL) when dropped.
-struct Running {
+pub(crate) struct Running {
     child: Child,
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
 }
 
 impl Running {
-    fn start(name: &str, cmd: &mut Command, port: u16, probe: &str) -> Result<Self> {
+    pub(crate) fn start(name: &str, cmd: &mut Command, port: u16, probe: &str) -> Result<Self> {
         let child = cmd
             .stdin(Stdio::null())
             .spawn()
@@ -478,7 +485,7 @@ impl Drop for Running {
 }
 
 /// One HTTP/1.1 exchange on loopback: status and body, whatever the status.
-fn http(
+pub(crate) fn http(
     addr: SocketAddr,
     method: &str,
     path: &str,
@@ -507,7 +514,7 @@ fn http(
 }
 
 /// Creates the user the benchmark reads from gantry-server; returns its id.
-fn create_user(addr: SocketAddr) -> Result<String> {
+pub(crate) fn create_user(addr: SocketAddr) -> Result<String> {
     let auth = format!("Bearer {TOKEN}");
     let (status, body) = http(
         addr,

@@ -5,7 +5,8 @@
 //! The full run (2,000 releases of each kind, in a release build) prints
 //! the table and writes `--json`. `--quick` judges 100 of each in the
 //! debug build `cargo test` already made, for `cargo xtask test`, without
-//! thresholds.
+//! thresholds. `--record` (see `judge_record.rs`) records the samples of a
+//! real gantry-server the benchmark also judges.
 
 use std::path::Path;
 use std::process::ExitCode;

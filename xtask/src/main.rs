@@ -13,6 +13,7 @@ mod demo;
 mod deps;
 mod gateway_types;
 mod image;
+mod judge_record;
 mod machine;
 mod pki;
 mod previews;

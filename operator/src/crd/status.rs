@@ -399,6 +399,17 @@ pub enum ComparisonClass {
     NoData,
 }
 
+impl ComparisonClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::High => "High",
+            Self::Low => "Low",
+            Self::Pass => "Pass",
+            Self::NoData => "NoData",
+        }
+    }
+}
+
 /// The comparison of a revision with its baseline.
 #[derive(Serialize, Deserialize, JsonSchema, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
@@ -426,6 +437,17 @@ pub enum ComparisonOutcome {
     Marginal,
     Fail,
     NoBaseline,
+}
+
+impl ComparisonOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "Pass",
+            Self::Marginal => "Marginal",
+            Self::Fail => "Fail",
+            Self::NoBaseline => "NoBaseline",
+        }
+    }
 }
 
 /// The last verified revision's samples.

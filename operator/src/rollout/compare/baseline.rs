@@ -57,17 +57,28 @@ pub fn keep(
 /// took of the baseline's pods (running `stable`); none when none was
 /// taken.
 pub fn beside(v: &VerificationStatus, stable: &str, now: &Time) -> Option<Baseline> {
+    collect(v, stable, now, |m| &m.baseline_samples)
+}
+
+/// A baseline of `revision`: the samples `of` each metric of `v` that has
+/// some; none when none has.
+fn collect(
+    v: &VerificationStatus,
+    revision: &str,
+    now: &Time,
+    of: impl Fn(&MetricStatus) -> &Vec<f64>,
+) -> Option<Baseline> {
     let metrics: Vec<BaselineMetric> = v
         .metrics
         .iter()
-        .filter(|m| !m.baseline_samples.is_empty())
+        .filter(|m| !of(m).is_empty())
         .map(|m| BaselineMetric {
             name: m.name.clone(),
-            samples: m.baseline_samples.clone(),
+            samples: of(m).clone(),
         })
         .collect();
     (!metrics.is_empty()).then(|| Baseline {
-        revision: stable.to_owned(),
+        revision: revision.to_owned(),
         from: v.available_at.clone(),
         to: now.clone(),
         metrics,
@@ -231,14 +242,12 @@ fn describe(
     revision_samples: usize,
 ) -> String {
     let class = match judged.class {
-        Class::High => "High",
-        Class::Low => "Low",
-        Class::Pass => "Pass",
         Class::NoData => {
             return format!(
                 "{name} NoData ({revision_samples} samples against {baseline_samples})"
             );
         }
+        _ => shown(judged).class.as_str(),
     };
     let change = match (judged.relative, judged.shift) {
         (Some(r), _) => format!("{:+.1} %", r * 100.0),
@@ -258,21 +267,7 @@ fn describe(
 /// The baseline a passing `v` leaves: its compared metrics' samples;
 /// none when it kept none.
 pub fn left_by(v: &VerificationStatus, now: &Time) -> Option<Baseline> {
-    let metrics: Vec<BaselineMetric> = v
-        .metrics
-        .iter()
-        .filter(|m| !m.samples.is_empty())
-        .map(|m| BaselineMetric {
-            name: m.name.clone(),
-            samples: m.samples.clone(),
-        })
-        .collect();
-    (!metrics.is_empty()).then(|| Baseline {
-        revision: v.revision.clone(),
-        from: v.available_at.clone(),
-        to: now.clone(),
-        metrics,
-    })
+    collect(v, &v.revision, now, |m| &m.samples)
 }
 
 #[cfg(test)]
