@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 
-use crate::bench::{Running, TOKEN, create_user, http};
+use crate::loopback::{Running, TOKEN, create_user, http};
 use crate::{proc, workspace};
 
 /// Seconds recorded, one sample each.

@@ -14,6 +14,7 @@ mod deps;
 mod gateway_types;
 mod image;
 mod judge_record;
+mod loopback;
 mod machine;
 mod pki;
 mod previews;

@@ -3,9 +3,9 @@
 
 use kube::ResourceExt;
 
-use super::Routing;
 use crate::crd::GoServer;
 use crate::gateway::HttpRoute;
+use crate::rollout::decision::Routing;
 
 /// What the route of `gs` carries for its canary and whether its Gateways
 /// took it: every parent the spec names must report `Accepted=True` for
