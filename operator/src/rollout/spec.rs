@@ -88,10 +88,11 @@ pub fn compares_beside(gs: &GoServer, revision: &str) -> bool {
         .and_then(|s| s.verification.as_ref())
         .filter(|v| v.revision == revision)
         .and_then(|v| v.analysis.as_ref());
-    match recorded {
-        Some(analysis) => analysis.metrics.iter().any(|m| m.compare.is_some()),
-        None => verification(gs).is_some_and(|v| v.metrics.iter().any(|m| m.compare.is_some())),
-    }
+    let metrics = match recorded {
+        Some(analysis) => &analysis.metrics,
+        None => verification(gs).map_or(&[][..], |v| v.metrics.as_slice()),
+    };
+    super::compare::baseline::any_compared(metrics)
 }
 
 /// The timeout of one query.

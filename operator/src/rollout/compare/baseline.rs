@@ -27,7 +27,12 @@ pub const MAX_SAMPLES: usize = 120;
 
 /// Whether `analysis` compares any metric with a baseline.
 pub fn compares(analysis: &Analysis) -> bool {
-    analysis.metrics.iter().any(|m| m.compare.is_some())
+    any_compared(&analysis.metrics)
+}
+
+/// Whether any of `metrics` is compared with a baseline.
+pub fn any_compared(metrics: &[MetricSpec]) -> bool {
+    metrics.iter().any(|m| m.compare.is_some())
 }
 
 /// Keeps `value`, a counted measurement of `metric`, among the samples of
