@@ -357,20 +357,22 @@ mod tests {
     }
 
     #[test]
-    fn the_go_peer_keeps_the_same_buckets() {
-        let peer =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/ginfull/main.go");
-        let text = std::fs::read_to_string(&peer).unwrap();
-        let start = text.find("var durationBuckets = []float64{").unwrap();
-        let body = &text[start..];
-        let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
-        let go: Vec<f64> = body
-            .split(',')
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .map(|v| v.parse().unwrap())
-            .collect();
-        assert_eq!(go, DURATION_BUCKETS.to_vec());
+    fn the_go_peers_keep_the_same_buckets() {
+        for peer in ["ginfull", "gintuned"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(format!("../bench/{peer}/main.go"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            let start = text.find("var durationBuckets = []float64{").unwrap();
+            let body = &text[start..];
+            let body = &body[body.find('{').unwrap() + 1..body.find('}').unwrap()];
+            let go: Vec<f64> = body
+                .split(',')
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.parse().unwrap())
+                .collect();
+            assert_eq!(go, DURATION_BUCKETS.to_vec(), "{peer}");
+        }
     }
 
     #[test]

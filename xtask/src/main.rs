@@ -6,6 +6,7 @@ mod api_fuzz;
 mod bench;
 mod bench_judge;
 mod bench_operator;
+mod bench_server;
 mod cluster;
 mod crds;
 mod cycles;

@@ -177,7 +177,7 @@ pub fn run(args: &Args) -> ExitCode {
         // it has no thresholds and counts as one test, passed when every
         // server was built and measured.
         eprintln!("\n=== cargo xtask bench server --quick");
-        match crate::bench::server_quick() {
+        match crate::bench_server::quick() {
             Ok(()) => tally.passed += 1,
             Err(err) => tally.step_failed("bench server --quick", &format!("{err:#}")),
         }
