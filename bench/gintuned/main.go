@@ -11,7 +11,7 @@
 // response (status 499 for a request whose client went away), written in
 // batches by a goroutine of its own; Prometheus metrics with gantry-server's
 // names, labels and buckets; RFC 9457 problem bodies; a 431 guard on header
-// size; panic recovery; a deadline; a body limit; gzip above 32 bytes when
+// size; panic recovery; a deadline; a body limit; gzip above 1 KiB when
 // the client accepts it. On /api: a bearer token compared in constant time,
 // then a per-client token bucket. The user is read from SQLite opened
 // without SQLite's mutex and queried without a cancellable context, as
@@ -895,9 +895,9 @@ func run() int {
 	api := r.Group("/api", bearerAuth(cfg.tokens), limiter.middleware)
 	api.GET("/v1/users/:id", getUser(stmt))
 
-	// gzip above 32 bytes when the client accepts it, as gantry-server's
-	// compression layer does.
-	compress, err := gzhttp.NewWrapper(gzhttp.MinSize(32))
+	// gzip above 1 KiB when the client accepts it, as gantry-server's
+	// compression layer does (and gzhttp by default).
+	compress, err := gzhttp.NewWrapper(gzhttp.MinSize(1024))
 	if err != nil {
 		log.Fatal(err)
 	}

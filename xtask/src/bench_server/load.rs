@@ -325,14 +325,22 @@ pub(super) struct Counted {
     pub(super) lines: u64,
 }
 
-/// Reads the server's counters and counts its log lines for `route` from
-/// `offset` bytes into `log`; the new offset.
+/// How far a server's log has been read, and the access lines counted so
+/// far.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct LogCursor {
+    offset: u64,
+    lines: u64,
+}
+
+/// Reads the server's counters for `route`, and counts its new log lines
+/// for `route` onto `cursor`.
 pub(super) fn counted(
     addr: SocketAddr,
     route: &str,
     log: &Path,
-    offset: u64,
-) -> Result<(Counted, u64)> {
+    cursor: &mut LogCursor,
+) -> Result<Counted> {
     let (status, body) = http(addr, "GET", "/metrics", &[], "")?;
     if status != 200 {
         bail!("GET /metrics: {status}");
@@ -340,8 +348,13 @@ pub(super) fn counted(
     let metric = route_total(&body, route);
     // Lines are written in batches 10 ms after the first of a batch.
     std::thread::sleep(std::time::Duration::from_millis(100));
-    let (lines, end) = access_lines(log, route, offset)?;
-    Ok((Counted { metric, lines }, end))
+    let (lines, end) = access_lines(log, route, cursor.offset)?;
+    cursor.offset = end;
+    cursor.lines += lines;
+    Ok(Counted {
+        metric,
+        lines: cursor.lines,
+    })
 }
 
 /// The sum of `http_requests_total` and `http_requests_cancelled_total` for

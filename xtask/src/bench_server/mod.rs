@@ -36,7 +36,7 @@ use anyhow::{Context, Result, bail};
 use crate::deps::{self, Package};
 use crate::loopback::{Running, TOKEN, create_user};
 use crate::{proc, workspace};
-use load::{Counted, Pinning, Report};
+use load::{Counted, LogCursor, Pinning, Report};
 use report::{About, print_tables, to_json};
 
 /// What `cargo xtask bench server` was asked.
@@ -269,7 +269,7 @@ fn go_build(root: &Path, peer: &str, output: &Path, pgo: &str) -> Result<()> {
 fn measure_peer(run: usize, peer: &Peer, settings: &Settings) -> Result<Vec<Sample>> {
     let started = start_peer(peer, &settings.out, settings.pinning, &[])?;
     let mut out = Vec::new();
-    let mut log_offset = 0;
+    let mut cursor = LogCursor::default();
     for route in ROUTES {
         let path = route.replace("{id}", &started.user_id);
         let url = format!("http://{}{path}", started.server.addr);
@@ -279,11 +279,11 @@ fn measure_peer(run: usize, peer: &Peer, settings: &Settings) -> Result<Vec<Samp
         eprintln!("{} {route}: saturation, {duration} s", peer.name);
         load::wrk(settings.pinning, &url, &script, 1)?;
         let pid = started.server.pid();
-        let (before, offset) = own_count(peer, &started, route, log_offset)?;
+        let before = own_count(peer, &started, route, &mut cursor)?;
         let cpu = load::cpu_ticks(pid)?;
         let saturation = load::wrk(settings.pinning, &url, &script, duration)?;
         let saturation_cpu = load::cpu_ticks(pid)? - cpu;
-        let (after, offset) = own_count(peer, &started, route, offset)?;
+        let after = own_count(peer, &started, route, &mut cursor)?;
         if peer.same_work {
             load::check_accounting(
                 peer.name,
@@ -295,7 +295,6 @@ fn measure_peer(run: usize, peer: &Peer, settings: &Settings) -> Result<Vec<Samp
                 after,
             )?;
         }
-        log_offset = offset;
         let fixed = if peer.same_work {
             let targets = settings.out.join("run/targets.txt");
             fs::write(&targets, load::vegeta_targets(&url))?;
@@ -310,7 +309,7 @@ fn measure_peer(run: usize, peer: &Peer, settings: &Settings) -> Result<Vec<Samp
                 &work,
                 false,
             )?;
-            let (before, offset) = own_count(peer, &started, route, log_offset)?;
+            let before = own_count(peer, &started, route, &mut cursor)?;
             let cpu = load::cpu_ticks(pid)?;
             let report = load::vegeta(
                 settings.pinning,
@@ -321,9 +320,8 @@ fn measure_peer(run: usize, peer: &Peer, settings: &Settings) -> Result<Vec<Samp
                 true,
             )?;
             let cpu = load::cpu_ticks(pid)? - cpu;
-            let (after, offset) = own_count(peer, &started, route, offset)?;
+            let after = own_count(peer, &started, route, &mut cursor)?;
             load::check_accounting(peer.name, route, report.requests, 0, before, after)?;
-            log_offset = offset;
             Some((report, per_request_us(cpu, report.requests, settings)))
         } else {
             None
@@ -352,11 +350,16 @@ fn per_request_us(ticks: u64, requests: u64, settings: &Settings) -> f64 {
 
 /// The server's own count of its work on `route`, when it does the same
 /// work as gantry-server (the others keep no count).
-fn own_count(peer: &Peer, started: &Started, route: &str, offset: u64) -> Result<(Counted, u64)> {
+fn own_count(
+    peer: &Peer,
+    started: &Started,
+    route: &str,
+    cursor: &mut LogCursor,
+) -> Result<Counted> {
     if !peer.same_work {
-        return Ok((Counted::default(), offset));
+        return Ok(Counted::default());
     }
-    load::counted(started.server.addr, route, &started.log, offset)
+    load::counted(started.server.addr, route, &started.log, cursor)
 }
 
 /// A started server, the user it serves and the file its output goes to.
