@@ -64,7 +64,7 @@ const STAGES: &[(&str, &[&str])] = &[
     ),
     (
         "deadline (context.WithTimeout and its timer)",
-        &["context.WithTimeout", "context.WithDeadline"],
+        &["context.WithDeadlineCause"],
     ),
     ("rate limiter", &["main.(*clientLimiter).take"]),
     (
@@ -127,7 +127,15 @@ pub(super) fn profile(root: &Path, out: &Path, pinning: Pinning) -> Result<()> {
     let top = proc::output(
         "go tool pprof",
         Command::new("go")
-            .args(["tool", "pprof", "-top", "-cum", "-nodecount=100000"])
+            .args([
+                "tool",
+                "pprof",
+                "-top",
+                "-cum",
+                "-nodecount=100000",
+                "-nodefraction=0",
+                "-edgefraction=0",
+            ])
             .arg(&program)
             .arg(&profile),
     )?;
