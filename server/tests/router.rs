@@ -350,7 +350,7 @@ async fn responses_are_compressed_when_asked() {
     let body = axum::body::to_bytes(response.into_body(), 1 << 20)
         .await
         .unwrap();
-    assert!(body.len() as u64 <= gantry_server::app::COMPRESS_ABOVE_BYTES);
+    assert!(u64::try_from(body.len()).unwrap() <= app::COMPRESS_ABOVE_BYTES);
     assert!(body.starts_with(b"{\"message\""));
 }
 

@@ -87,6 +87,8 @@ struct Settings {
     pinning: Pinning,
     clock_ticks: f64,
     vegeta: PathBuf,
+    /// gin-tuned built with its PGO profile.
+    pgo: bool,
 }
 
 pub fn run(options: &Options<'_>) -> Result<ExitCode> {
@@ -122,6 +124,7 @@ pub fn run(options: &Options<'_>) -> Result<ExitCode> {
         pinning,
         clock_ticks,
         vegeta,
+        pgo: !options.quick && root.join("bench/gintuned/default.pgo").is_file(),
     };
 
     let mut samples = Vec::new();
@@ -189,7 +192,8 @@ fn build_vegeta(root: &Path, out: &Path) -> Result<PathBuf> {
 /// Builds every server; returns them in table order. Published figures
 /// come from the `dist` profile (LTO, one codegen unit), as the images do;
 /// `--quick` takes the plain release profile, which builds much faster.
-/// gin-tuned is built with `bench/gintuned/default.pgo` (Go's `-pgo=auto`).
+/// gin-tuned is built with `bench/gintuned/default.pgo` (Go's `-pgo=auto`),
+/// except by `--quick`.
 fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
     let profile = if quick { "release" } else { "dist" };
     eprintln!("building the servers (profile {profile})");
@@ -209,8 +213,12 @@ fn build(root: &Path, out: &Path, quick: bool) -> Result<Vec<Peer>> {
             "counting_allocations",
         ]),
     )?;
+    // `--quick` builds gin-tuned without its profile too: a PGO build
+    // compiles every package it imports again (SQLite's C included), and a
+    // quick run publishes nothing.
+    let pgo = if quick { "off" } else { "auto" };
     for peer in ["nethttp", "gin", "ginfull", "gintuned"] {
-        go_build(root, peer, &out.join(peer), "auto")?;
+        go_build(root, peer, &out.join(peer), pgo)?;
     }
     let target = workspace::non_empty_env("CARGO_TARGET_DIR")
         .map_or_else(|| root.join("target"), PathBuf::from);

@@ -72,7 +72,7 @@ impl About {
             duration: settings.duration,
             rate: settings.rate,
             pinned: settings.pinning.pinned,
-            pgo: root.join("bench/gintuned/default.pgo").is_file(),
+            pgo: settings.pgo,
         })
     }
 }
@@ -156,9 +156,11 @@ pub(super) fn print_tables(samples: &[Sample], peers: &[Peer], about: &About) {
         about.runs,
     );
     println!(
-        "\nSaturation: wrk -t1 -c{} -d{}s with the header mix\n",
+        "\nSaturation: wrk -t1 -c{} -d{}s with the header mix; {TUNED} {} PGO, {}\n",
         load::CONNECTIONS,
-        about.duration
+        about.duration,
+        if about.pgo { "with" } else { "without" },
+        GIN_TUNED_GC.map(|(k, v)| format!("{k}={v}")).join(" "),
     );
     println!(
         "| server | route | requests/s | p50 | p99 | CPU µs/request | peak RSS | vs {TUNED} | vs {PLAIN} |"
