@@ -52,7 +52,15 @@ pub fn markdown() -> String {
         .as_array()
         .map(|cols| {
             cols.iter()
-                .map(|c| format!("`{}` ({})", text(&c["name"]), text(&c["jsonPath"])))
+                .map(|c| {
+                    // Columns of a priority above 0 show only with `-o wide`.
+                    let wide = if c["priority"].as_i64().unwrap_or(0) > 0 {
+                        ", with `-o wide`"
+                    } else {
+                        ""
+                    };
+                    format!("`{}` ({}{wide})", text(&c["name"]), text(&c["jsonPath"]))
+                })
                 .collect()
         })
         .unwrap_or_default();

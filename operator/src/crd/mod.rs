@@ -93,6 +93,19 @@ pub use workload::{ConfigSpec, EnvVar, ImagePullPolicy, Probe, Probes, SecretEnv
         description = "Ready and desired replicas"
     ),
     printcolumn(
+        name = "Canary",
+        type_ = "string",
+        json_path = ".status.canarySummary",
+        description = "While a canary runs: its step and traffic weight"
+    ),
+    printcolumn(
+        name = "Image",
+        type_ = "string",
+        json_path = ".spec.image",
+        description = "The image the spec asks for",
+        priority = "1"
+    ),
+    printcolumn(
         name = "URL",
         type_ = "string",
         json_path = ".status.url",

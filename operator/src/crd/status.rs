@@ -33,6 +33,11 @@ pub struct GoServerStatus {
     /// `ready/desired`, as shown by `kubectl get gs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_summary: Option<String>,
+    /// While a canary runs (`Progressing` or `Promoting`): its step and
+    /// weight, such as `step 2/4, 25%`, as shown by `kubectl get gs`;
+    /// absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_summary: Option<String>,
     /// Label selector of the pods, for the scale subresource.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<String>,

@@ -116,6 +116,7 @@ pub fn compute(gs: &GoServer, observed: &Inputs<'_>, now: &Time) -> GoServerStat
         replica_summary: rollout
             .as_ref()
             .map(|r| format!("{}/{}", r.ready, r.desired)),
+        canary_summary: canary_summary(gs, canary.as_ref()),
         selector: Some(build::selector_string(name)),
         url: build::url(gs, observed.route_https),
         revision,
@@ -127,6 +128,23 @@ pub fn compute(gs: &GoServer, observed: &Inputs<'_>, now: &Time) -> GoServerStat
         canary,
         outbox,
     }
+}
+
+/// `step 2/4, 25%` while a canary runs, for `kubectl get gs`; None once it
+/// is promoted or aborted, or without one.
+fn canary_summary(gs: &GoServer, canary: Option<&crate::crd::CanaryStatus>) -> Option<String> {
+    let canary = canary.filter(|c| {
+        matches!(
+            c.phase,
+            crate::crd::CanaryPhase::Progressing | crate::crd::CanaryPhase::Promoting
+        )
+    })?;
+    let steps = gs.spec.rollout.as_ref().map_or(0, |r| r.steps.len());
+    Some(format!(
+        "step {}/{steps}, {}%",
+        canary.step.saturating_add(1),
+        canary.weight
+    ))
 }
 
 /// The rollout part of the status: the decision's, or on an early error

@@ -450,3 +450,33 @@ fn a_wanted_service_monitor_is_reported_without_holding_ready() {
     };
     assert!(condition(&compute(&off, &observed, &time(1)), MONITORED).is_none());
 }
+
+#[test]
+fn a_running_canary_is_summarised_for_kubectl_get() {
+    let gs = goserver(json!({
+        "image": "hello:2",
+        "route": {"parentRefs": [{"name": "public"}]},
+        "rollout": {
+            "strategy": "Canary",
+            "steps": [{"weight": 10, "pause": "30s"}, {"weight": 50, "pause": "30s"}],
+        },
+    }));
+    let canary = |phase: &str, step: i32, weight: i32| -> crate::crd::CanaryStatus {
+        serde_json::from_value(json!({
+            "revision": "hello-new", "phase": phase, "step": step, "weight": weight,
+        }))
+        .unwrap()
+    };
+    assert_eq!(
+        canary_summary(&gs, Some(&canary("Progressing", 1, 50))).as_deref(),
+        Some("step 2/2, 50%")
+    );
+    assert_eq!(
+        canary_summary(&gs, Some(&canary("Promoting", 1, 50))).as_deref(),
+        Some("step 2/2, 50%")
+    );
+    // Done or aborted: the column is empty again.
+    assert_eq!(canary_summary(&gs, Some(&canary("Promoted", 1, 0))), None);
+    assert_eq!(canary_summary(&gs, Some(&canary("Aborted", 0, 0))), None);
+    assert_eq!(canary_summary(&gs, None), None);
+}
