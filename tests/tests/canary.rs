@@ -294,6 +294,10 @@ async fn a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted() {
     .await
     .unwrap();
     let status = gs.status.clone().unwrap();
+    assert_eq!(
+        status.canary_summary, None,
+        "an aborted canary leaves the column"
+    );
     let canary = status.canary.unwrap();
     assert_eq!((canary.step, canary.weight), (0, 0));
     assert_eq!(canary.verdicts[0].verdict, Verdict::Failed);
@@ -395,6 +399,11 @@ async fn a_step_holds_without_prometheus_and_survives_an_operator_kill() {
     assert_eq!(
         (canary.phase, canary.step, canary.weight),
         (CanaryPhase::Progressing, 0, 10)
+    );
+    // What `kubectl get gs` shows in its Canary column.
+    assert_eq!(
+        held.status.as_ref().unwrap().canary_summary.as_deref(),
+        Some("step 1/2, 10%")
     );
     assert!(canary.verdicts.is_empty());
     route_backends(
