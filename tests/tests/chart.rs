@@ -301,10 +301,103 @@ fn prometheus_rule_carries_the_rules_file() {
     );
     assert_eq!(rule["metadata"]["namespace"], "gantry-system");
     assert_eq!(rule["metadata"]["labels"]["release"], "monitoring");
+
+    // Another base for the runbooks: every alert's runbook_url moves to it,
+    // keeping its anchor; nothing else changes.
+    let elsewhere = render(
+        "gantry",
+        "gantry-system",
+        &[
+            "metrics.prometheusRule.enabled=true",
+            "metrics.prometheusRule.runbookBaseUrl=https://wiki.example.com/ops/gantry-runbooks/",
+        ],
+    );
+    let moved = elsewhere
+        .split("\n---")
+        .find(|doc| doc.contains("\nkind: PrometheusRule\n"))
+        .expect("a PrometheusRule");
+    let moved: Value = serde_norway::from_str(moved).expect("the PrometheusRule is YAML");
+    let alerts = |v: &Value| -> Vec<Value> {
+        v["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|g| g["rules"].as_array().unwrap().clone())
+            .filter(|r| r.get("alert").is_some())
+            .collect()
+    };
+    let (before, after) = (alerts(&file), alerts(&moved["spec"]));
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        let anchor = b["annotations"]["runbook_url"]
+            .as_str()
+            .unwrap()
+            .split_once('#')
+            .unwrap()
+            .1;
+        assert_eq!(
+            a["annotations"]["runbook_url"].as_str().unwrap(),
+            format!("https://wiki.example.com/ops/gantry-runbooks#{anchor}")
+        );
+        assert_eq!(a["expr"], b["expr"]);
+        assert_eq!(a["annotations"]["summary"], b["annotations"]["summary"]);
+    }
     for label in STANDARD_LABELS {
         assert!(
             rule["metadata"]["labels"].get(label).is_some(),
             "{label} missing: {document}"
+        );
+    }
+}
+
+/// Every alert links its runbook: a section of docs/runbooks.md named
+/// after it, saying what it means, how to confirm it and what to do; and
+/// every section there is an alert's.
+#[test]
+fn every_alert_has_a_runbook() {
+    let file: Value = serde_norway::from_str(
+        &std::fs::read_to_string(root().join("deploy/monitoring/rules.yaml"))
+            .expect("reading deploy/monitoring/rules.yaml"),
+    )
+    .expect("rules.yaml is YAML");
+    let runbooks =
+        std::fs::read_to_string(root().join("docs/runbooks.md")).expect("reading docs/runbooks.md");
+    let sections: Vec<(&str, &str)> = runbooks
+        .split("\n## ")
+        .skip(1)
+        .map(|section| section.split_once('\n').unwrap_or((section, "")))
+        .collect();
+    let mut alerts = Vec::new();
+    for group in file["groups"].as_array().unwrap() {
+        for rule in group["rules"].as_array().unwrap() {
+            let Some(alert) = rule["alert"].as_str() else {
+                continue;
+            };
+            alerts.push(alert.to_owned());
+            assert_eq!(
+                rule["annotations"]["runbook_url"].as_str(),
+                Some(format!("https://gantry.dev/docs/runbooks#{}", alert.to_lowercase()).as_str()),
+                "{alert}'s runbook_url"
+            );
+            let body = sections
+                .iter()
+                .find(|(title, _)| *title == alert)
+                .unwrap_or_else(|| panic!("docs/runbooks.md has no section ## {alert}"))
+                .1;
+            for part in [
+                "**What it means.**",
+                "**How to confirm.**",
+                "**What to do.**",
+            ] {
+                assert!(body.contains(part), "{alert}'s runbook lacks {part}");
+            }
+        }
+    }
+    assert!(!alerts.is_empty());
+    for (title, _) in &sections {
+        assert!(
+            alerts.iter().any(|a| a == title),
+            "docs/runbooks.md has a section for {title}, which is no alert"
         );
     }
 }
@@ -331,6 +424,10 @@ fn values_schema_and_guards_refuse_bad_values() {
         (
             "networkPolicy.enabled=true",
             "networkPolicy.enabled needs networkPolicy.metricsFrom",
+        ),
+        (
+            "metrics.prometheusRule.runbookBaseUrl=runbooks.md",
+            "'/metrics/prometheusRule/runbookBaseUrl'",
         ),
     ] {
         let out = tool("helm", &["template", "t", &chart, "--set", set], None);
