@@ -350,6 +350,61 @@ fn prometheus_rule_carries_the_rules_file() {
     }
 }
 
+/// Extra arguments, environment and volumes for the operator, and a
+/// `global` key as an umbrella chart passes one.
+const EXTRAS: &[&str] = &[
+    "extraArgs[0]=--concurrency=16",
+    "extraEnv[0].name=SSL_CERT_FILE",
+    "extraEnv[0].value=/etc/gantry/ca/ca.crt",
+    "extraVolumes[0].name=private-ca",
+    "extraVolumes[0].configMap.name=private-ca",
+    "extraVolumeMounts[0].name=private-ca",
+    "extraVolumeMounts[0].mountPath=/etc/gantry/ca",
+    "extraVolumeMounts[0].readOnly=true",
+    "verification.prometheusTokenSecret=prometheus-token",
+    "global.imageRegistry=registry.example.com",
+];
+
+/// The extras land after the chart's own arguments, environment, volumes
+/// and mounts, which they leave in place.
+#[test]
+fn extra_args_env_and_volumes_reach_the_operator() {
+    let rendered = render("gantry", "gantry-system", EXTRAS);
+    let document = rendered
+        .split("\n---")
+        .find(|doc| doc.contains("\nkind: Deployment\n"))
+        .expect("a Deployment");
+    let deployment: Value = serde_norway::from_str(document).expect("the Deployment is YAML");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args.first(), Some(&"run"));
+    assert_eq!(args.last(), Some(&"--concurrency=16"), "{args:?}");
+    assert!(args.contains(&"--leader-elect"), "{args:?}");
+    let env = container["env"].as_array().unwrap();
+    assert_eq!(env[0]["name"], "POD_NAME");
+    assert!(
+        env.iter()
+            .any(|e| e["name"] == "SSL_CERT_FILE" && e["value"] == "/etc/gantry/ca/ca.crt"),
+        "{env:?}"
+    );
+    let mounts = container["volumeMounts"].as_array().unwrap();
+    let volumes = pod["volumes"].as_array().unwrap();
+    for name in ["prometheus-token", "private-ca"] {
+        assert!(mounts.iter().any(|m| m["name"] == name), "{mounts:?}");
+        assert!(volumes.iter().any(|v| v["name"] == name), "{volumes:?}");
+    }
+    assert_eq!(
+        volumes.iter().find(|v| v["name"] == "private-ca").unwrap()["configMap"]["name"],
+        "private-ca"
+    );
+}
+
 /// Every alert links its runbook: a section of docs/runbooks.md named
 /// after it, saying what it means, how to confirm it and what to do; and
 /// every section there is an alert's.
@@ -424,6 +479,11 @@ fn values_schema_and_guards_refuse_bad_values() {
         (
             "networkPolicy.enabled=true",
             "networkPolicy.enabled needs networkPolicy.metricsFrom",
+        ),
+        ("extraArgs[0]=", "'/extraArgs/0': minLength"),
+        (
+            "extraVolumeMounts[0].name=ca",
+            "missing property 'mountPath'",
         ),
         (
             "metrics.prometheusRule.runbookBaseUrl=runbooks.md",
@@ -673,6 +733,7 @@ async fn apiserver_accepts_the_rendered_chart() {
             "networkPolicy.enabled=true",
             "networkPolicy.metricsFrom[0].podSelector.matchLabels.app=prometheus",
         ][..],
+        EXTRAS,
     ] {
         let rendered = render("gantry", &ns.name, set);
         // Server-side dry run: every object is validated and admitted
