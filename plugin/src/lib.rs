@@ -5,6 +5,7 @@
 //! Everything here is pure, from a `GoServer` to rows and targets; the
 //! binary fetches, patches and prints.
 
+pub mod settled;
 pub mod table;
 
 use std::fmt::Write as _;

@@ -18,6 +18,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Config, ResourceExt};
+use kubectl_gantry::settled::settled;
 use kubectl_gantry::{
     history, history_table, promote_target, retry_target, rollback_target, status_text,
 };
@@ -75,6 +76,16 @@ enum Command {
         name: String,
         #[command(flatten)]
         wait: Wait,
+    },
+    /// Wait until the spec's revision is settled, for a CI gate: exit 0
+    /// once verified and ready (ready, without verification), 1 when it
+    /// was rolled back, failed or refused, 3 when held for a person
+    /// (marginal, or no verdict by the deadline), 2 on timeout.
+    Wait {
+        name: String,
+        /// How long to wait.
+        #[arg(long, default_value = "600", value_name = "SECONDS")]
+        timeout: u64,
     },
 }
 
@@ -147,7 +158,38 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Rollback { name, to, wait } => on(name).rollback(to, &wait).await,
         Command::Promote { name, wait } => on(name).promote(&wait).await,
         Command::Retry { name, wait } => on(name).retry(&wait).await,
+        Command::Wait { name, timeout } => wait_settled(&api, &name, timeout).await,
     }
+}
+
+/// `kubectl gantry wait`: watches the GoServer (not a poll) until
+/// [`settled`] says how its spec's revision ended.
+async fn wait_settled(api: &Api<GoServer>, name: &str, timeout: u64) -> Result<ExitCode> {
+    get(api, name).await?;
+    let done = |gs: Option<&GoServer>| gs.is_none_or(|gs| settled(gs).is_some());
+    let watched = tokio::time::timeout(
+        Duration::from_secs(timeout),
+        Box::pin(await_condition(api.clone(), name, done)),
+    )
+    .await;
+    let Ok(seen) = watched else {
+        let gs = get(api, name).await?;
+        eprintln!(
+            "{name}: not settled after {timeout} s: {}",
+            kubectl_gantry::settled::pending(&gs)
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let gs = seen
+        .with_context(|| format!("watching GoServer {name}"))?
+        .with_context(|| format!("GoServer {name} was deleted"))?;
+    let outcome = settled(&gs).context("settled")?;
+    if outcome.exit_code() == 0 {
+        println!("{}", outcome.describe(name));
+    } else {
+        eprintln!("{}", outcome.describe(name));
+    }
+    Ok(ExitCode::from(outcome.exit_code()))
 }
 
 /// The GoServer a request is made on.

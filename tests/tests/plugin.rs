@@ -120,11 +120,29 @@ async fn promote_rollback_and_retry_through_the_plugin() {
         .await
         .unwrap();
 
-    // v1 is measured on and on (no Prometheus): promoted by hand.
+    // v1 is measured on and on (no Prometheus): a CI gate waiting on it
+    // times out (exit 2) saying where it stands.
     let v1 = measuring(&api, None).await;
+    let out = gantry(&ns, &["wait", "web", "--timeout", "3"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not settled after 3 s") && stderr.contains("Verified Unknown"),
+        "{stderr}"
+    );
+
+    // Promoted by hand: the gate passes (exit 0) once it is ready too.
     let out = gantry(&ns, &["promote", "web"]);
     assert!(out.status.success());
     assert_eq!(stdout(&out).trim(), format!("promoted {v1}"));
+    let out = gantry(&ns, &["wait", "web", "--timeout", "120"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out).trim(), format!("web: {v1} verified and ready"));
     let gs = api.get("web").await.unwrap();
     let status = gs.status.clone().unwrap();
     assert_eq!(status.last_good_revision.as_deref(), Some(v1.as_str()));
@@ -166,6 +184,14 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     );
     assert!(annotations(&gs).is_empty());
     assert_eq!(events_about(&ns, "web", "RollbackRequested").await.len(), 1);
+    // The gate on a rolled-back revision fails (exit 1) and says so.
+    let out = gantry(&ns, &["wait", "web", "--timeout", "60"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("web: {v2} was rolled back")),
+        "{stderr}"
+    );
 
     // The history shows both, newest first, in JSON and as a table.
     let out = gantry(&ns, &["history", "web", "-o", "json"]);
