@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Result, bail};
 use gantry_operator::crd::{
-    CanaryStatus, ComparisonStatus, GoServer, GoServerStatus, HistoryEntry, Verdict,
+    CanaryPhase, CanaryStatus, ComparisonStatus, GoServer, GoServerStatus, HistoryEntry, Verdict,
     VerificationPhase, VerificationStatus,
 };
 use serde::Serialize;
@@ -389,6 +389,37 @@ pub fn retry_target(status: &GoServerStatus) -> Result<String> {
     }
 }
 
+/// What `abort` ends and where it goes back to: the revision under
+/// verification (or in a canary) and the last good revision. Refused when
+/// nothing is in progress, or there is nothing verified to go back to (a
+/// GoServer's first revision).
+pub fn abort_target(status: &GoServerStatus) -> Result<(String, String)> {
+    let current = status
+        .verification
+        .as_ref()
+        .filter(|v| {
+            matches!(
+                v.phase,
+                VerificationPhase::Pending | VerificationPhase::Measuring
+            )
+        })
+        .map(|v| v.revision.clone())
+        .or_else(|| {
+            status
+                .canary
+                .as_ref()
+                .filter(|c| matches!(c.phase, CanaryPhase::Progressing | CanaryPhase::Promoting))
+                .map(|c| c.revision.clone())
+        });
+    let Some(current) = current else {
+        bail!("no rollout is in progress; nothing to abort (`rollback` goes back by hand)");
+    };
+    match status.last_good_revision.as_deref() {
+        Some(good) if good != current => Ok((current, good.to_owned())),
+        _ => bail!("{current} has no verified revision before it to go back to"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use gantry_operator::crd::MetricValue;
@@ -590,5 +621,48 @@ mod tests {
         assert_eq!(number(0.012_345), "0.0123");
         assert_eq!(number(12.5), "12.5");
         assert_eq!(number(-0.000_01), "0");
+    }
+}
+
+#[cfg(test)]
+mod abort_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn status(value: serde_json::Value) -> GoServerStatus {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn abort_ends_what_is_in_progress_and_goes_back_to_the_last_good() {
+        let measuring = status(json!({"revision": "web-2", "lastGoodRevision": "web-1",
+            "verification": {"revision": "web-2", "phase": "Measuring", "reason": "Measuring"}}));
+        assert_eq!(
+            abort_target(&measuring).unwrap(),
+            ("web-2".to_owned(), "web-1".to_owned())
+        );
+        let canary = status(json!({"revision": "web-1", "lastGoodRevision": "web-1",
+            "canary": {"revision": "web-2", "phase": "Progressing", "step": 0, "weight": 10}}));
+        assert_eq!(
+            abort_target(&canary).unwrap(),
+            ("web-2".to_owned(), "web-1".to_owned())
+        );
+        let done = status(json!({"revision": "web-2", "lastGoodRevision": "web-2",
+            "verification": {"revision": "web-2", "phase": "Passed", "reason": "Passed"}}));
+        assert!(
+            abort_target(&done)
+                .unwrap_err()
+                .to_string()
+                .contains("nothing to abort")
+        );
+        let first = status(json!({"revision": "web-1",
+            "verification": {"revision": "web-1", "phase": "Measuring", "reason": "Measuring"}}));
+        assert!(
+            abort_target(&first)
+                .unwrap_err()
+                .to_string()
+                .contains("no verified revision")
+        );
     }
 }

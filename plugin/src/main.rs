@@ -20,7 +20,8 @@ use kube::runtime::wait::await_condition;
 use kube::{Api, Client, Config, ResourceExt};
 use kubectl_gantry::settled::settled;
 use kubectl_gantry::{
-    history, history_table, promote_target, retry_target, rollback_target, status_text,
+    abort_target, history, history_table, promote_target, retry_target, rollback_target,
+    status_text,
 };
 use serde_json::json;
 
@@ -77,6 +78,22 @@ enum Command {
         #[command(flatten)]
         wait: Wait,
     },
+    /// End the rollout in progress (a verification or a canary) now and
+    /// go back to the last good revision.
+    Abort {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Set a field of the spec, as `kubectl set` does for a Deployment.
+    Set {
+        #[command(subcommand)]
+        what: SetCommand,
+    },
+    /// Replace every pod with a new revision of the same spec (writes
+    /// `spec.podAnnotations."gantry.dev/restartedAt"`), verified like any
+    /// other.
+    Restart { name: String },
     /// Wait until the spec's revision is settled, for a CI gate: exit 0
     /// once verified and ready (ready, without verification), 1 when it
     /// was rolled back, failed or refused, 3 when held for a person
@@ -87,6 +104,13 @@ enum Command {
         #[arg(long, default_value = "600", value_name = "SECONDS")]
         timeout: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum SetCommand {
+    /// Set the spec's image (writes `spec.image`): a new revision, rolled
+    /// out and verified like any other.
+    Image { name: String, image: String },
 }
 
 #[derive(clap::Args)]
@@ -159,6 +183,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Promote { name, wait } => on(name).promote(&wait).await,
         Command::Retry { name, wait } => on(name).retry(&wait).await,
         Command::Wait { name, timeout } => wait_settled(&api, &name, timeout).await,
+        Command::Abort { name, wait } => on(name).abort(&wait).await,
+        Command::Set {
+            what: SetCommand::Image { name, image },
+        } => {
+            let patch = json!({"spec": {"image": image}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("setting the image of GoServer {name}"))?;
+            println!("{name}: image set to {image}; `kubectl gantry wait {name}` follows it");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restart { name } => {
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let patch =
+                json!({"spec": {"podAnnotations": {"gantry.dev/restartedAt": now.clone()}}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .with_context(|| format!("restarting GoServer {name}"))?;
+            println!("{name}: restarted at {now}; `kubectl gantry wait {name}` follows it");
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
@@ -219,6 +264,25 @@ impl Object {
             })
             .await?;
         Ok(report(outcome, &format!("rolled back to {target}")))
+    }
+
+    /// `rollback` to the last good revision, refused unless a rollout is
+    /// in progress: the revision under way ends as rolled back.
+    async fn abort(&self, wait: &Wait) -> Result<ExitCode> {
+        let status = get(&self.api, &self.name).await?.status.unwrap_or_default();
+        let (current, good) = abort_target(&status)?;
+        let outcome = self
+            .request(ROLLBACK_TO, &good, wait, |gs| {
+                gs.status.as_ref().is_some_and(|s| {
+                    s.revision.as_deref() == Some(good.as_str())
+                        && s.last_good_revision.as_deref() == Some(good.as_str())
+                })
+            })
+            .await?;
+        Ok(report(
+            outcome,
+            &format!("aborted {current}; {good} serves again"),
+        ))
     }
 
     async fn promote(&self, wait: &Wait) -> Result<ExitCode> {

@@ -273,6 +273,73 @@ async fn promote_rollback_and_retry_through_the_plugin() {
     assert!(annotations(&api.get("web").await.unwrap()).is_empty());
 }
 
+/// `set image`, `abort` and `restart`, each checked in the spec and the
+/// status it leads to.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_image_abort_and_restart_through_the_plugin() {
+    let ns = TestNamespace::new("plugin-edit").await;
+    let _operator = Operator::start(&ns).await;
+    let api: Api<GoServer> = ns.api();
+    api.create(&PostParams::default(), &goserver("web:1"))
+        .await
+        .unwrap();
+    let v1 = measuring(&api, None).await;
+    // Nothing verified before the first revision: nothing to go back to.
+    let out = gantry(&ns, &["abort", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no verified revision"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(gantry(&ns, &["promote", "web"]).status.success());
+
+    // set image writes spec.image: a new revision under verification.
+    let out = gantry(&ns, &["set", "image", "web", "web:2"]);
+    assert!(out.status.success());
+    assert!(
+        stdout(&out).contains("image set to web:2"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(api.get("web").await.unwrap().spec.image, "web:2");
+    let v2 = measuring(&api, Some(&v1)).await;
+
+    // abort ends it: v2 rolled back, v1 serves again; a second abort has
+    // nothing to end.
+    let out = gantry(&ns, &["abort", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("aborted {v2}; {v1} serves again")
+    );
+    wait_deployed(&ns, "web", &v1).await;
+    let status = api.get("web").await.unwrap().status.unwrap();
+    assert_eq!(status.failed_revision.as_deref(), Some(v2.as_str()));
+    assert_eq!(events_about(&ns, "web", "RollbackRequested").await.len(), 1);
+    let out = gantry(&ns, &["abort", "web"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nothing to abort"));
+
+    // restart stamps the pod template: a third revision, verified anew.
+    let out = gantry(&ns, &["restart", "web"]);
+    assert!(out.status.success());
+    let gs = api.get("web").await.unwrap();
+    assert!(
+        gs.spec
+            .pod_annotations
+            .contains_key("gantry.dev/restartedAt"),
+        "{:?}",
+        gs.spec.pod_annotations
+    );
+    let v3 = measuring(&api, Some(&v2)).await;
+    assert!(v3 != v1 && v3 != v2, "{v3}");
+}
+
 /// A copy of the test's kubeconfig whose user acts as the ServiceAccount
 /// `name` of `ns` (impersonation, as `kubectl --as` does).
 fn kubeconfig_as(ns: &TestNamespace, name: &str) -> tempfile::NamedTempFile {
