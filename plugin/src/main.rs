@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use gantry_operator::crd::{GoServer, VerificationPhase};
 use gantry_operator::rollout::request::{PROMOTE, RETRY, ROLLBACK_TO};
 use k8s_openapi::api::core::v1::Event;
@@ -94,6 +94,19 @@ enum Command {
     /// `spec.podAnnotations."gantry.dev/restartedAt"`), verified like any
     /// other.
     Restart { name: String },
+    /// A completion script for `kubectl-gantry` run on its own (kubectl
+    /// itself completes `kubectl gantry` through `kubectl_complete-gantry`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// kubectl's plugin completion protocol: candidates for the last of
+    /// `words`, one a line, then `:4` (no file names).
+    #[command(name = "__complete", hide = true)]
+    Complete {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        words: Vec<String>,
+    },
     /// Wait until the spec's revision is settled, for a CI gate: exit 0
     /// once verified and ready (ready, without verification), 1 when it
     /// was rolled back, failed or refused, 3 when held for a person
@@ -140,6 +153,33 @@ async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Completion { shell } => {
+            let mut command = Cli::command();
+            let mut script = Vec::new();
+            clap_complete::generate(*shell, &mut command, "kubectl-gantry", &mut script);
+            // A reader that stops early (`| head`) is not an error.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Complete { words } => {
+            let (candidates, wants_name) = complete_words(&Cli::command(), words);
+            let mut lines = candidates;
+            if wants_name {
+                // GoServer names, best effort: no cluster, no names.
+                if let Ok(names) = goserver_names(&cli).await {
+                    let partial = words.last().map_or("", String::as_str);
+                    lines.extend(names.into_iter().filter(|n| n.starts_with(partial)));
+                }
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            println!(":4");
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let options = KubeConfigOptions {
         context: cli.context.clone(),
         ..KubeConfigOptions::default()
@@ -179,6 +219,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Completion { .. } | Command::Complete { .. } => Ok(ExitCode::SUCCESS),
         Command::Rollback { name, to, wait } => on(name).rollback(to, &wait).await,
         Command::Promote { name, wait } => on(name).promote(&wait).await,
         Command::Retry { name, wait } => on(name).retry(&wait).await,
@@ -235,6 +276,84 @@ async fn wait_settled(api: &Api<GoServer>, name: &str, timeout: u64) -> Result<E
         eprintln!("{}", outcome.describe(name));
     }
     Ok(ExitCode::from(outcome.exit_code()))
+}
+
+/// The GoServers in the namespace the command line names (or the
+/// context's).
+async fn goserver_names(cli: &Cli) -> Result<Vec<String>> {
+    let options = KubeConfigOptions {
+        context: cli.context.clone(),
+        ..KubeConfigOptions::default()
+    };
+    let config = Config::from_custom_kubeconfig(Kubeconfig::read()?, &options).await?;
+    let namespace = namespace_in(&cli.command).or_else(|| cli.namespace.clone());
+    let namespace = namespace.unwrap_or_else(|| config.default_namespace.clone());
+    let api: Api<GoServer> = Api::namespaced(Client::try_from(config)?, &namespace);
+    Ok(api
+        .list_metadata(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|m| m.metadata.name)
+        .collect())
+}
+
+/// `-n NS` or `--namespace NS` among the words being completed.
+fn namespace_in(command: &Command) -> Option<String> {
+    let Command::Complete { words } = command else {
+        return None;
+    };
+    words
+        .windows(2)
+        .find(|w| w[0] == "-n" || w[0] == "--namespace")
+        .map(|w| w[1].clone())
+}
+
+/// Completes the last of `words` (what follows `kubectl gantry`, the last
+/// one partial, possibly empty): the subcommands it may begin, and whether
+/// a GoServer's name goes there.
+fn complete_words(root: &clap::Command, words: &[String]) -> (Vec<String>, bool) {
+    let Some((partial, before)) = words.split_last() else {
+        return (Vec::new(), false);
+    };
+    // The positional words before the one being completed, without flags
+    // and their values.
+    let mut positional = Vec::new();
+    let mut skip = false;
+    for word in before {
+        if skip {
+            skip = false;
+        } else if matches!(
+            word.as_str(),
+            "-n" | "--namespace" | "--context" | "--timeout" | "--to"
+        ) {
+            skip = true;
+        } else if !word.starts_with('-') {
+            positional.push(word.as_str());
+        }
+    }
+    let mut command = root;
+    let mut rest = positional.as_slice();
+    while let Some((first, tail)) = rest.split_first() {
+        match command.find_subcommand(first) {
+            Some(sub) => {
+                command = sub;
+                rest = tail;
+            }
+            None => break,
+        }
+    }
+    if command.has_subcommands() {
+        let names = command
+            .get_subcommands()
+            .filter(|c| !c.is_hide_set())
+            .map(|c| c.get_name().to_owned())
+            .filter(|n| n.starts_with(partial.as_str()) && n != "help")
+            .collect();
+        return (names, false);
+    }
+    let takes_name = command.get_arguments().any(|a| a.get_id() == "name");
+    (Vec::new(), takes_name && rest.is_empty())
 }
 
 /// The GoServer a request is made on.
@@ -418,5 +537,49 @@ fn report(outcome: Outcome, done: &str) -> ExitCode {
             );
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        if line.is_empty() {
+            words = vec![String::new()];
+        }
+        words
+    }
+
+    #[test]
+    fn subcommands_and_names_are_completed_where_they_go() {
+        let root = Cli::command();
+        let (subs, name) = complete_words(&root, &words("r"));
+        assert_eq!(subs, ["rollback", "retry", "restart"]);
+        assert!(!name);
+        let (subs, _) = complete_words(&root, &words(""));
+        assert!(subs.contains(&"wait".to_owned()) && !subs.contains(&"__complete".to_owned()));
+        assert_eq!(complete_words(&root, &words("set ")).0, ["image"]);
+        // A GoServer's name after a command that takes one, flags and their
+        // values skipped; nothing once it is given.
+        assert_eq!(
+            complete_words(&root, &words("-n shop promote w")),
+            (Vec::new(), true)
+        );
+        assert_eq!(
+            complete_words(&root, &words("set image w")),
+            (Vec::new(), true)
+        );
+        assert_eq!(
+            complete_words(&root, &words("promote web ")),
+            (Vec::new(), false)
+        );
+        assert_eq!(
+            namespace_in(&Command::Complete {
+                words: words("-n shop promote w")
+            }),
+            Some("shop".to_owned())
+        );
     }
 }

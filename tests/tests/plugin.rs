@@ -284,6 +284,13 @@ async fn set_image_abort_and_restart_through_the_plugin() {
         .await
         .unwrap();
     let v1 = measuring(&api, None).await;
+    // kubectl's completion of `kubectl gantry -n NS promote w<TAB>` (what
+    // kubectl_complete-gantry hands on): the GoServer's name.
+    let out = Command::new(plugin())
+        .args(["-n", &ns.name, "__complete", "promote", "w"])
+        .output()
+        .unwrap();
+    assert_eq!(stdout(&out), "web\n:4\n");
     // Nothing verified before the first revision: nothing to go back to.
     let out = gantry(&ns, &["abort", "web"]);
     assert_eq!(out.status.code(), Some(1));
