@@ -128,6 +128,14 @@ fn objects(rendered: &str) -> (Vec<Value>, Vec<String>) {
     (objects, foreign.into_iter().map(str::to_owned).collect())
 }
 
+/// The one rendered document of `kind`, as text.
+fn document_of_kind<'a>(rendered: &'a str, kind: &str) -> &'a str {
+    rendered
+        .split("\n---")
+        .find(|doc| doc.contains(&format!("\nkind: {kind}\n")))
+        .unwrap_or_else(|| panic!("no {kind} rendered"))
+}
+
 fn of_kind<'a>(objects: &'a [Value], kind: &str) -> Vec<&'a Value> {
     objects.iter().filter(|o| o["kind"] == kind).collect()
 }
@@ -284,10 +292,7 @@ fn prometheus_rule_carries_the_rules_file() {
             "metrics.prometheusRule.labels.release=monitoring",
         ],
     );
-    let document = rendered
-        .split("\n---")
-        .find(|doc| doc.contains("\nkind: PrometheusRule\n"))
-        .expect("a PrometheusRule");
+    let document = document_of_kind(&rendered, "PrometheusRule");
     let rule: Value = serde_norway::from_str(document).expect("the PrometheusRule is YAML");
     let file: Value = serde_norway::from_str(
         &std::fs::read_to_string(root().join("deploy/monitoring/rules.yaml"))
@@ -312,11 +317,8 @@ fn prometheus_rule_carries_the_rules_file() {
             "metrics.prometheusRule.runbookBaseUrl=https://wiki.example.com/ops/gantry-runbooks/",
         ],
     );
-    let moved = elsewhere
-        .split("\n---")
-        .find(|doc| doc.contains("\nkind: PrometheusRule\n"))
-        .expect("a PrometheusRule");
-    let moved: Value = serde_norway::from_str(moved).expect("the PrometheusRule is YAML");
+    let moved: Value = serde_norway::from_str(document_of_kind(&elsewhere, "PrometheusRule"))
+        .expect("the PrometheusRule is YAML");
     let alerts = |v: &Value| -> Vec<Value> {
         v["groups"]
             .as_array()
@@ -370,11 +372,8 @@ const EXTRAS: &[&str] = &[
 #[test]
 fn extra_args_env_and_volumes_reach_the_operator() {
     let rendered = render("gantry", "gantry-system", EXTRAS);
-    let document = rendered
-        .split("\n---")
-        .find(|doc| doc.contains("\nkind: Deployment\n"))
-        .expect("a Deployment");
-    let deployment: Value = serde_norway::from_str(document).expect("the Deployment is YAML");
+    let deployment: Value = serde_norway::from_str(document_of_kind(&rendered, "Deployment"))
+        .expect("the Deployment is YAML");
     let pod = &deployment["spec"]["template"]["spec"];
     let container = &pod["containers"][0];
     let args: Vec<&str> = container["args"]

@@ -78,6 +78,17 @@ fn goserver(image: &str) -> GoServer {
     .unwrap()
 }
 
+/// A namespace with an operator and the GoServer `web` at `web:1`.
+async fn with_web(prefix: &str) -> (TestNamespace, Operator, Api<GoServer>) {
+    let ns = TestNamespace::new(prefix).await;
+    let operator = Operator::start(&ns).await;
+    let api: Api<GoServer> = ns.api();
+    api.create(&PostParams::default(), &goserver("web:1"))
+        .await
+        .unwrap();
+    (ns, operator, api)
+}
+
 /// Waits until a revision other than `not` is under verification and
 /// measured; its name.
 async fn measuring(api: &Api<GoServer>, not: Option<&str>) -> String {
@@ -113,12 +124,7 @@ fn annotations(gs: &GoServer) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 #[allow(clippy::too_many_lines)] // one story: promote, rollback, retry
 async fn promote_rollback_and_retry_through_the_plugin() {
-    let ns = TestNamespace::new("plugin").await;
-    let _operator = Operator::start(&ns).await;
-    let api: Api<GoServer> = ns.api();
-    api.create(&PostParams::default(), &goserver("web:1"))
-        .await
-        .unwrap();
+    let (ns, _operator, api) = with_web("plugin").await;
 
     // v1 is measured on and on (no Prometheus): a CI gate waiting on it
     // times out (exit 2) saying where it stands.
@@ -277,12 +283,7 @@ async fn promote_rollback_and_retry_through_the_plugin() {
 /// status it leads to.
 #[tokio::test(flavor = "multi_thread")]
 async fn set_image_abort_and_restart_through_the_plugin() {
-    let ns = TestNamespace::new("plugin-edit").await;
-    let _operator = Operator::start(&ns).await;
-    let api: Api<GoServer> = ns.api();
-    api.create(&PostParams::default(), &goserver("web:1"))
-        .await
-        .unwrap();
+    let (ns, _operator, api) = with_web("plugin-edit").await;
     let v1 = measuring(&api, None).await;
     // kubectl's completion of `kubectl gantry -n NS promote w<TAB>` (what
     // kubectl_complete-gantry hands on): the GoServer's name.
