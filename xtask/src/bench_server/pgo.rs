@@ -15,7 +15,7 @@ use std::process::Command;
 use anyhow::{Context, Result};
 
 use super::load::{self, Pinning};
-use super::{GIN_TUNED_GC, Peer, ROUTES, go_build, start_peer};
+use super::peers::{GIN_TUNED_GC, Peer, ROUTES, go_build, start_peer};
 use crate::proc;
 
 /// Seconds of load per route while profiling.

@@ -7,8 +7,9 @@ use std::process::Command;
 use anyhow::Result;
 
 use super::load::{self, Report};
+use super::measure::{Sample, Settings};
+use super::peers::{GIN_TUNED_GC, PLAIN, Peer, ROUTES, TUNED};
 use super::stats::{Ratio, median, paired_ratio};
-use super::{GIN_TUNED_GC, PLAIN, Peer, ROUTES, Sample, Settings, TUNED};
 use crate::proc;
 
 /// What a published table says about how it was made.
